@@ -1,0 +1,440 @@
+#!/usr/bin/env bash
+# The race lab (`make race-lab`, needs root): reproduces the Kubernetes
+# "5-second DNS stall" with real glibc and real musl, and measures each
+# dnsguard configuration against it.
+#
+#   pod ns ──veth── node ns (router: DNAT Service IP:53 → random endpoint,
+#                            nftables emulation of conntrack insert_failed)
+#                     ├─veth── dns1 ns (dnsmasq, test zone)
+#                     └─veth── dns2 ns (dnsmasq, test zone)
+#
+# Every namespace, rule and process lives inside namespaces named
+# dg-<id>-{pod,node,dns1,dns2}; they are removed on exit (also on failure), and
+# leftovers of aborted runs are removed at start. Nothing is changed in the
+# root namespace except /etc/netns/dg-<id>-pod/resolv.conf (which
+# `ip netns exec` bind-mounts over /etc/resolv.conf for processes in the pod).
+#
+# Knobs (environment): RACE_N lookups per row (100), RACE_EVERY drop every
+# RACE_EVERY-th colliding packet (10), RACE_PROBE_N lookups of the real-race
+# probe (300), RACELAB_KEEP=1 keeps the work directory, RACELAB_DOCS=0 skips
+# rewriting docs/race-lab.{md,svg}.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+BIN=$ROOT/bin
+
+N=${RACE_N:-100}
+EVERY=${RACE_EVERY:-10}
+PROBE_N=${RACE_PROBE_N:-300}
+WRITE_DOCS=${RACELAB_DOCS:-1}
+
+SVC=10.251.0.10            # fake cluster DNS Service IP (only routed inside the lab)
+EP1=10.250.2.2             # DNS endpoint 1 (dnsmasq in dns1 ns)
+EP2=10.250.3.2             # DNS endpoint 2 (dnsmasq in dns2 ns)
+POD_IP=10.250.1.2
+NAME=backend               # looked up by the clients; see docs/race-lab.md
+FQDN=backend.default.svc.cluster.local
+ADDR4=10.252.0.5
+ADDR6=fd00:252::5
+
+OWNERS=/run/dg-racelab     # <id> → pid of the lab run that owns dg-<id>-*
+LAB_START=$(date +%s)
+
+passed=0
+failed=0
+pass() { passed=$((passed + 1)); echo "PASS: $*"; }
+fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
+log() { echo "race-lab: $*"; }
+die() { echo "race-lab: FATAL: $*" >&2; echo "0 passed, 1 failed"; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, nftables)"
+for t in ip nft dnsmasq conntrack gcc musl-gcc getent dig curl jq go timeout; do
+  command -v "$t" >/dev/null || die "missing tool $t (run make deps)"
+done
+# RACELAB_HANDWRITTEN=1 (development only, until bin/webhook /explain and
+# bin/resolver exist): hand-written resolv.conf files, no sidecar rows.
+HANDWRITTEN=${RACELAB_HANDWRITTEN:-0}
+if [ "$HANDWRITTEN" != 1 ]; then
+  for b in webhook resolver certs; do
+    [ -x "$BIN/$b" ] || die "missing $BIN/$b (run make build)"
+  done
+fi
+
+# ---- cleanup ---------------------------------------------------------------
+
+# nuke_id removes every namespace of lab run <id>, the processes in them and
+# its /etc/netns files. Processes are ended by pid (ip netns pids), so nothing
+# outside the lab's namespaces is touched.
+nuke_id() {
+  local id=$1 ns pids
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^dg-${id}-(pod|node|dns1|dns2)$" || true); do
+    pids=$(ip netns pids "$ns" 2>/dev/null || true)
+    if [ -n "$pids" ]; then
+      # shellcheck disable=SC2086
+      kill $pids 2>/dev/null || true
+      sleep 0.2
+      # shellcheck disable=SC2086
+      kill -9 $pids 2>/dev/null || true
+    fi
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  rm -rf "/etc/netns/dg-${id}-pod" "$OWNERS/$id"
+}
+
+# Leftovers: namespaces of runs whose owner process is gone (aborted with
+# SIGKILL, machine crash). Live parallel runs keep theirs.
+mkdir -p "$OWNERS"
+for id in $(ip netns list 2>/dev/null | awk '{print $1}' | sed -nE 's/^dg-([0-9a-f]+)-(pod|node|dns1|dns2)$/\1/p' | sort -u); do
+  owner=$(cat "$OWNERS/$id" 2>/dev/null || true)
+  if [ -z "$owner" ] || ! kill -0 "$owner" 2>/dev/null; then
+    log "removing leftover namespaces of run $id"
+    nuke_id "$id"
+  fi
+done
+
+ID=$(printf '%04x%02x' $(( $$ & 0xffff )) $(( RANDOM & 0xff )))
+echo $$ >"$OWNERS/$ID"
+POD=dg-$ID-pod
+NODE=dg-$ID-node
+DNS1=dg-$ID-dns1
+DNS2=dg-$ID-dns2
+WORK=$(mktemp -d /tmp/dg-racelab.XXXXXX)
+
+cleanup() {
+  local rc=$?
+  set +e
+  nuke_id "$ID"
+  if [ "${RACELAB_KEEP:-0}" = 1 ]; then
+    log "kept work directory $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+  # Prove the cleanup: nothing of this run may remain.
+  if ip netns list | grep -q "^dg-$ID-"; then
+    echo "race-lab: cleanup left namespaces behind: $(ip netns list | grep "^dg-$ID-" | tr '\n' ' ')" >&2
+    rc=1
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+inpod() { ip netns exec "$POD" "$@"; }
+innode() { ip netns exec "$NODE" "$@"; }
+
+# ---- topology --------------------------------------------------------------
+log "run $ID: creating namespaces $POD $NODE $DNS1 $DNS2 (work dir $WORK)"
+for ns in "$POD" "$NODE" "$DNS1" "$DNS2"; do
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+done
+# veth pairs are created directly inside the namespaces, so their names never
+# meet the root namespace or another run.
+ip link add eth0 netns "$POD" type veth peer name vpod netns "$NODE"
+ip link add eth0 netns "$DNS1" type veth peer name vdns1 netns "$NODE"
+ip link add eth0 netns "$DNS2" type veth peer name vdns2 netns "$NODE"
+
+ip -n "$POD" addr add "$POD_IP/24" dev eth0
+# An IPv6 ULA makes the pod dual-stack, so AI_ADDRCONFIG callers
+# (getent ahosts) ask for AAAA too, as they do in dual-stack clusters.
+ip -n "$POD" -6 addr add fd00:250:1::2/64 dev eth0 nodad
+ip -n "$POD" link set eth0 up
+ip -n "$POD" route add default via 10.250.1.1
+ip -n "$POD" -6 route add default via fd00:250:1::1
+
+ip -n "$NODE" addr add 10.250.1.1/24 dev vpod
+ip -n "$NODE" -6 addr add fd00:250:1::1/64 dev vpod nodad
+ip -n "$NODE" addr add 10.250.2.1/24 dev vdns1
+ip -n "$NODE" addr add 10.250.3.1/24 dev vdns2
+for l in vpod vdns1 vdns2; do ip -n "$NODE" link set "$l" up; done
+innode sysctl -qw net.ipv4.ip_forward=1
+
+ip -n "$DNS1" addr add "$EP1/24" dev eth0
+ip -n "$DNS1" link set eth0 up
+ip -n "$DNS1" route add default via 10.250.2.1
+ip -n "$DNS2" addr add "$EP2/24" dev eth0
+ip -n "$DNS2" link set eth0 up
+ip -n "$DNS2" route add default via 10.250.3.1
+
+# kube-proxy's job: DNAT the Service IP to a random endpoint (kube-proxy's
+# nftables mode uses exactly this numgen random map; its iptables mode uses
+# -m statistic --mode random).
+innode nft -f - <<EOF
+table ip dgkube {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr $SVC meta l4proto { udp, tcp } th dport 53 dnat to numgen random mod 2 map { 0 : $EP1, 1 : $EP2 }
+  }
+}
+EOF
+
+# ---- DNS endpoints ---------------------------------------------------------
+# dnsmasq answers A and AAAA for the test Service with TTL 0 (so no cache in
+# any row hides the network path) and NXDOMAIN for every other name under
+# cluster.local, like CoreDNS's kubernetes plugin.
+start_dnsmasq() {
+  local ns=$1 ip=$2
+  ip netns exec "$ns" dnsmasq --keep-in-foreground --no-resolv --no-hosts --no-poll \
+    --bind-interfaces --listen-address="$ip" --port=53 \
+    --local=/cluster.local/ --host-record="$FQDN,$ADDR4,$ADDR6" --local-ttl=0 \
+    --pid-file="$WORK/$ns.dnsmasq.pid" --log-facility=- \
+    >"$WORK/$ns.dnsmasq.log" 2>&1 &
+}
+start_dnsmasq "$DNS1" "$EP1"
+start_dnsmasq "$DNS2" "$EP2"
+
+wait_dns() { # server name
+  local i
+  for i in $(seq 1 50); do
+    if [ -n "$(inpod dig +short +time=1 +tries=1 @"$1" "$2" A 2>/dev/null)" ]; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+wait_dns "$EP1" "$FQDN" || die "dnsmasq in $DNS1 does not answer (log: $(cat "$WORK/$DNS1.dnsmasq.log"))"
+wait_dns "$EP2" "$FQDN" || die "dnsmasq in $DNS2 does not answer"
+a=$(inpod dig +short @"$SVC" "$FQDN" A)
+aaaa=$(inpod dig +short @"$SVC" "$FQDN" AAAA)
+if [ "$a" = "$ADDR4" ] && [ "$aaaa" = "$ADDR6" ]; then
+  pass "topology: pod → Service IP $SVC → DNAT → dnsmasq answers A $a and AAAA $aaaa"
+else
+  fail "topology: A='$a' AAAA='$aaaa' via $SVC (want $ADDR4 / $ADDR6)"
+fi
+# Both endpoints must be used (random DNAT), as with a 2-replica CoreDNS.
+seen=""
+for i in $(seq 1 20); do
+  inpod dig +short +time=1 +tries=1 @"$SVC" "$FQDN" A >/dev/null || true
+done
+c1=$(innode conntrack -L -p udp --orig-dst "$SVC" 2>/dev/null | grep -c "src=$EP1" || true)
+c2=$(innode conntrack -L -p udp --orig-dst "$SVC" 2>/dev/null | grep -c "src=$EP2" || true)
+if [ "$c1" -gt 0 ] && [ "$c2" -gt 0 ]; then
+  pass "topology: random DNAT spreads flows over both endpoints ($c1 / $c2 conntrack entries)"
+else
+  fail "topology: random DNAT used endpoints $c1 / $c2 times"
+fi
+: "$seen"
+
+# ---- clients ---------------------------------------------------------------
+log "building gailoop with gcc (glibc) and musl-gcc -static (musl)"
+gcc -O2 -Wall -Wextra -Werror -o "$WORK/gai-glibc" test/racelab/gailoop.c
+musl-gcc -O2 -Wall -Wextra -Werror -static -o "$WORK/gai-musl" test/racelab/gailoop.c
+if file "$WORK/gai-musl" 2>/dev/null | grep -q 'statically linked' || ! ldd "$WORK/gai-musl" >/dev/null 2>&1; then
+  :
+else
+  die "gai-musl is not static"
+fi
+
+# getent-loop <count> <timeout-s>: glibc's own `getent ahosts`, one process
+# per lookup, same output format as gailoop (latency includes exec, ~1 ms).
+cat >"$WORK/getent-loop" <<'EOF'
+#!/usr/bin/env bash
+set -uo pipefail
+n=$1 limit=$2 name=$3 start=$SECONDS
+for ((i = 0; i < n; i++)); do
+  if ((SECONDS - start > limit)); then echo "getent-loop: time limit" >&2; exit 3; fi
+  t0=$EPOCHREALTIME
+  out=$(getent ahosts "$name" 2>&1); rc=$?
+  t1=$EPOCHREALTIME
+  ms=$(( (${t1/./} - ${t0/./}) ))
+  ms=$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))
+  if [ $rc -eq 0 ]; then
+    echo "$ms ok $(awk '{print $1}' <<<"$out" | sort -u | wc -l)"
+  else
+    echo "$ms fail getent-rc-$rc"
+  fi
+done
+EOF
+chmod +x "$WORK/getent-loop"
+
+# set_resolv <file>: the pod's resolv.conf for the next run.
+mkdir -p "/etc/netns/$POD"
+set_resolv() { cp "$1" "/etc/netns/$POD/resolv.conf"; }
+
+# run_client <client> <out> <count>: one row of lookups in the pod namespace.
+run_client() {
+  local client=$1 out=$2 n=$3 limit=$(( $3 * 7 + 30 ))
+  case $client in
+    glibc-gai) inpod timeout $((limit + 10)) "$WORK/gai-glibc" -f -n "$n" -t "$limit" "$NAME" >"$out" ;;
+    glibc-getent) inpod timeout $((limit + 10)) "$WORK/getent-loop" "$n" "$limit" "$NAME" >"$out" ;;
+    musl-gai) inpod timeout $((limit + 10)) "$WORK/gai-musl" -n "$n" -t "$limit" "$NAME" >"$out" ;;
+    *) die "unknown client $client" ;;
+  esac
+}
+
+# ---- configurations from the project's own code ---------------------------
+# The webhook runs inside the node namespace (its own loopback, no port clash
+# with anything else on the machine); /explain renders the resolv.conf each
+# mode gives a pod.
+if [ "$HANDWRITTEN" = 1 ]; then
+  log "WARNING: hand-written resolv.conf files (RACELAB_HANDWRITTEN=1)"
+  printf 'nameserver %s\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n' "$SVC" >"$WORK/resolv.off"
+  printf 'nameserver %s\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:2 attempts:3 single-request-reopen\n' "$SVC" >"$WORK/resolv.dnsconfig"
+  printf 'nameserver 127.0.0.1\nnameserver %s\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:2 attempts:3 single-request-reopen\n' "$SVC" >"$WORK/resolv.sidecar"
+else
+log "starting bin/webhook (dev certificates) in $NODE"
+"$BIN/certs" dev --out-dir="$WORK/certs" --hosts=127.0.0.1,localhost >/dev/null
+innode "$BIN/webhook" --listen=127.0.0.1:8443 \
+  --tls-cert-file="$WORK/certs/tls.crt" --tls-key-file="$WORK/certs/tls.key" \
+  --nameservers="$SVC" --cluster-domain=cluster.local \
+  >"$WORK/webhook.log" 2>&1 &
+ok=0
+for i in $(seq 1 100); do
+  if innode curl -sf --cacert "$WORK/certs/ca.crt" https://127.0.0.1:8443/healthz >/dev/null 2>&1; then ok=1; break; fi
+  sleep 0.1
+done
+[ $ok = 1 ] || die "webhook did not become healthy: $(tail -5 "$WORK/webhook.log")"
+
+explain() { # mode → writes $WORK/resolv.<mode>
+  local mode=$1
+  jq -n --arg mode "$mode" '{apiVersion:"v1",kind:"Pod",
+      metadata:{name:"client",namespace:"default",annotations:{"dnsguard.io/mode":$mode}},
+      spec:{containers:[{name:"app",image:"app:1"}]}}' >"$WORK/pod.$mode.json"
+  innode curl -sS --fail-with-body --cacert "$WORK/certs/ca.crt" -H 'Content-Type: application/json' \
+    --data-binary @"$WORK/pod.$mode.json" "https://127.0.0.1:8443/explain" >"$WORK/explain.$mode.json" \
+    || die "/explain for mode $mode failed: $(cat "$WORK/explain.$mode.json")"
+  jq -er .resolvConf "$WORK/explain.$mode.json" >"$WORK/resolv.$mode" \
+    || die "/explain for mode $mode has no resolvConf: $(cat "$WORK/explain.$mode.json")"
+  local got
+  got=$(jq -r .mode "$WORK/explain.$mode.json")
+  [ "$got" = "$mode" ] || die "/explain answered mode '$got' for a pod annotated '$mode'"
+}
+for m in off dnsconfig sidecar; do explain "$m"; done
+fi
+for m in off dnsconfig sidecar; do
+  echo "--- resolv.conf for mode $m (from /explain)"
+  cat "$WORK/resolv.$m"
+done
+# The lab is only meaningful if /explain gave what the modes promise.
+check_resolv() { # mode description grep-pattern...
+  local mode=$1 what=$2; shift 2
+  local p
+  for p in "$@"; do
+    if ! grep -Eq -- "$p" "$WORK/resolv.$mode"; then
+      fail "/explain $mode: $what (no line matching '$p')"
+      return
+    fi
+  done
+  pass "/explain $mode: $what"
+}
+check_resolv off "ClusterFirst rendering: Service IP, cluster search path, ndots:5" \
+  "^nameserver $SVC\$" "^search default\.svc\.cluster\.local svc\.cluster\.local cluster\.local\$" "^options ndots:5\$"
+check_resolv dnsconfig "timeout:2 attempts:3 single-request-reopen" \
+  "^nameserver $SVC\$" "^options .*ndots:5.*timeout:2.*attempts:3.*single-request-reopen"
+check_resolv sidecar "127.0.0.1 first" "^nameserver 127\.0\.0\.1\$" "^search default\.svc\.cluster\.local "
+
+# ---- the real race, no emulation ------------------------------------------
+ct_stat() { # field → sum over CPUs of `conntrack -S` in the node namespace
+  innode conntrack -S 2>/dev/null | tr ' ' '\n' | awk -F= -v f="$1" '$1 == f {s += $2} END {print s + 0}'
+}
+log "real-race probe: $PROBE_N glibc lookups (in-process loop) with the ClusterFirst resolv.conf, no emulation"
+set_resolv "$WORK/resolv.off"
+if1=$(ct_stat insert_failed); cr1=$(ct_stat clash_resolve); dr1=$(ct_stat drop)
+inpod timeout 120 "$WORK/gai-glibc" -n "$PROBE_N" -t 100 "$NAME" >"$WORK/probe.glibc.txt" || true
+inpod timeout 120 "$WORK/gai-musl" -n "$PROBE_N" -t 100 "$NAME" >"$WORK/probe.musl.txt" || true
+if2=$(ct_stat insert_failed); cr2=$(ct_stat clash_resolve); dr2=$(ct_stat drop)
+probe_slow=$(cat "$WORK/probe.glibc.txt" "$WORK/probe.musl.txt" | awk '$1 > 1000' | wc -l)
+probe_done=$(cat "$WORK/probe.glibc.txt" "$WORK/probe.musl.txt" | wc -l)
+REAL_RACE="conntrack -S in the node namespace over $probe_done lookups ($PROBE_N glibc + $PROBE_N musl, no emulation): insert_failed $if1 → $if2, clash_resolve $cr1 → $cr2, drop $dr1 → $dr2; lookups over 1 s: $probe_slow"
+if [ "$if2" -gt "$if1" ] || [ "$probe_slow" -gt 0 ]; then
+  REAL_RACE_FIRED=yes
+else
+  REAL_RACE_FIRED=no
+fi
+log "real race fired: $REAL_RACE_FIRED — $REAL_RACE"
+[ "$probe_done" -eq $((2 * PROBE_N)) ] && pass "real-race probe completed $probe_done lookups" \
+  || fail "real-race probe completed only $probe_done of $((2 * PROBE_N)) lookups"
+
+# ---- emulated insert_failed ------------------------------------------------
+# load_race: (re)load the emulation table, which resets its counters and its
+# numgen counter, so every row sees the same deterministic drop pattern.
+#
+# A packet from the pod to the Service whose conntrack entry is already
+# CONFIRMED but has not SEEN a REPLY is the second packet of a UDP flow sent
+# while the first is unanswered: glibc's/musl's AAAA sent right behind the A
+# from the same socket. In the kernel, if that packet is processed before the
+# first one's entry is confirmed (parallel CPUs), both create an unconfirmed
+# entry for the same tuple, __nf_conntrack_confirm finds the clash for the
+# second, counts insert_failed and drops it. Here that loss happens on purpose
+# for every EVERY-th such packet; retransmissions after a reply pass (the entry
+# has SEEN_REPLY then), just as they do in the kernel.
+load_race() {
+  innode nft delete table ip dgrace 2>/dev/null || true
+  innode nft -f - <<EOF
+table ip dgrace {
+  counter collisions { }
+  counter drops { }
+  chain prerouting {
+    # after conntrack (-200) so ct status is known, before DNAT (-100)
+    type filter hook prerouting priority -150; policy accept;
+    ip daddr $SVC udp dport 53 ct direction original ct status & (confirmed | seen-reply) == confirmed counter name "collisions" numgen inc mod $EVERY 0 counter name "drops" drop
+  }
+}
+EOF
+}
+nft_counter() { innode nft list counter ip dgrace "$1" | awk '/packets/ {for (i = 1; i <= NF; i++) if ($i == "packets") print $(i + 1)}'; }
+
+# ---- rows ------------------------------------------------------------------
+ROWS=$WORK/rows.tsv
+: >"$ROWS"
+RESOLVER_PID=""
+start_sidecar() {
+  inpod "$BIN/resolver" --listen=127.0.0.1:53 --upstream="$SVC:53" --health-listen=127.0.0.1:8053 \
+    >"$WORK/resolver.log" 2>&1 &
+  RESOLVER_PID=$!
+  local i
+  for i in $(seq 1 100); do
+    if inpod "$BIN/resolver" probe --server=127.0.0.1:53 >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  die "resolver sidecar did not come up: $(tail -5 "$WORK/resolver.log")"
+}
+stop_sidecar() {
+  [ -n "$RESOLVER_PID" ] || return 0
+  kill "$RESOLVER_PID" 2>/dev/null || true
+  wait "$RESOLVER_PID" 2>/dev/null || true
+  RESOLVER_PID=""
+}
+
+declare -A LABEL=([off]="a ClusterFirst (mode off)" [dnsconfig]="b dnsconfig" [sidecar]="c sidecar")
+MODES="off dnsconfig sidecar"
+[ "$HANDWRITTEN" = 1 ] && MODES="off dnsconfig"
+for mode in $MODES; do
+  set_resolv "$WORK/resolv.$mode"
+  [ "$mode" = sidecar ] && start_sidecar
+  for client in glibc-gai glibc-getent musl-gai; do
+    load_race
+    log "row ${LABEL[$mode]} × $client: $N lookups of '$NAME'"
+    t0=$SECONDS
+    run_client "$client" "$WORK/row.$mode.$client.txt" "$N" \
+      || fail "row $mode/$client: client exited nonzero"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "${LABEL[$mode]}" "$client" "$WORK/row.$mode.$client.txt" \
+      "$(nft_counter collisions)" "$(nft_counter drops)" >>"$ROWS"
+    log "  done in $((SECONDS - t0)) s; collisions $(nft_counter collisions), drops $(nft_counter drops)"
+  done
+  if [ "$mode" = sidecar ]; then
+    inpod curl -s http://127.0.0.1:8053/metrics >"$WORK/resolver.metrics" 2>/dev/null || true
+    stop_sidecar
+  fi
+done
+innode nft delete table ip dgrace
+
+# ---- report and assertions -------------------------------------------------
+log "building the report tool"
+go build -o "$WORK/report" ./test/racelab/report
+LAB_SECONDS=$(( $(date +%s) - LAB_START ))
+report_args=(--rows="$ROWS" --n="$N" --every="$EVERY" --name="$NAME"
+  --real-race="$REAL_RACE" --real-race-fired="$REAL_RACE_FIRED"
+  --resolv-dir="$WORK" --seconds="$LAB_SECONDS"
+  --machine="$(uname -srm), $(nproc) CPUs, $(ldd --version | head -1 | sed 's/^ldd //'), musl $(dpkg-query -W -f='${Version}' musl 2>/dev/null || echo '?'), dnsmasq $(dnsmasq --version | head -1 | awk '{print $3}')")
+if [ "$WRITE_DOCS" = 1 ]; then
+  report_args+=(--md=docs/race-lab.md --svg=docs/race-lab.svg)
+fi
+"$WORK/report" "${report_args[@]}" | tee "$WORK/report.out"
+rp=$(grep -c '^PASS: ' "$WORK/report.out" || true)
+rf=$(grep -c '^FAIL: ' "$WORK/report.out" || true)
+passed=$((passed + rp))
+failed=$((failed + rf))
+
+log "lab ran $(( $(date +%s) - LAB_START )) s"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
