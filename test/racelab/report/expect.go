@@ -1,0 +1,125 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Expectation is what the C library's own retry logic predicts for a row
+// under the emulated insert_failed. The numbers come from the libraries'
+// sources, not from earlier runs of the lab:
+//
+//   - glibc (resolv/res_send.c send_dg): A and AAAA go out with one sendmmsg
+//     from one socket; when only one answer came back it waits the full
+//     per-try timeout (RES_TIMEOUT 5 s, or options timeout:), then retries in
+//     single-request mode and, as the retry crosses an entry that has seen a
+//     reply, gets both answers. It also keeps RES_SNGLKUP in the thread's
+//     resolver state, so a long-running process stalls once and never again.
+//     `single-request-reopen` implies single-request from the first packet
+//     (single_request = RES_SNGLKUP | single_request_reopen): A, wait for the
+//     answer, new socket, AAAA — no two packets ever share a 5-tuple.
+//   - musl (src/network/res_msend.c): A and AAAA go out from one socket to
+//     every nameserver at once; unanswered queries are retransmitted every
+//     timeout/attempts (5000/2 = 2500 ms by default, 2000/3 = 667 ms with
+//     timeout:2 attempts:3); single-request(-reopen) is not implemented.
+type Expectation struct {
+	// StallMS is the latency a lookup hit by one emulated drop should have;
+	// 0 means the row must have no stalls at all.
+	StallMS float64
+	// Once: a single stall for the whole row (glibc's sticky single-request).
+	Once bool
+	// NoCollisions: the node must not see a single colliding packet.
+	NoCollisions bool
+	// Why explains the expectation in the report.
+	Why string
+}
+
+func isGlibc(client string) bool { return strings.HasPrefix(client, "glibc") }
+
+// expect returns the expectation for a mode and client.
+func expect(mode, client string) (Expectation, error) {
+	switch mode {
+	case "off":
+		if client == "glibc-gai-loop" {
+			return Expectation{StallMS: 5000, Once: true,
+				Why: "one process: the first drop costs the 5 s timeout, then glibc stays in single-request mode (RES_SNGLKUP is sticky)"}, nil
+		}
+		if isGlibc(client) {
+			return Expectation{StallMS: 5000,
+				Why: "each dropped AAAA costs glibc's full 5 s timeout (RES_TIMEOUT), then a single-request retry"}, nil
+		}
+		return Expectation{StallMS: 2500,
+			Why: "musl retransmits the unanswered AAAA after timeout/attempts = 5 s / 2 = 2.5 s"}, nil
+	case "dnsconfig":
+		if isGlibc(client) {
+			return Expectation{NoCollisions: true,
+				Why: "single-request-reopen: A, answer, new socket, AAAA — never two packets on one 5-tuple; timeout:2 bounds any other loss at 2 s"}, nil
+		}
+		return Expectation{StallMS: 2000.0 / 3,
+			Why: "musl ignores single-request-reopen but honours timeout:2 attempts:3: retransmit after 2000/3 ≈ 667 ms — still a stall per drop, shorter"}, nil
+	case "sidecar":
+		if isGlibc(client) {
+			return Expectation{NoCollisions: true,
+				Why: "the pod asks 127.0.0.1; the resolver sends A and AAAA upstream serialized on separate sockets"}, nil
+		}
+		return Expectation{
+			Why: "answers come from 127.0.0.1; musl also sends its pair to the fallback Service IP (musl queries every nameserver at once), so collisions can occur but cost nothing"}, nil
+	}
+	return Expectation{}, fmt.Errorf("no expectation for mode %q client %q", mode, client)
+}
+
+// Check is one PASS/FAIL assertion.
+type Check struct {
+	OK   bool
+	Text string
+}
+
+// stallTolerance is how much later than the libc's retry deadline a stalled
+// lookup may finish: the retry's own round trip plus scheduling noise on a
+// shared, busy CI machine.
+const stallTolerance = 700.0
+
+// checkRow asserts a row against its expectation and the number of lookups
+// that were asked for.
+func checkRow(r Row, want int) []Check {
+	name := fmt.Sprintf("%s × %s", r.Label, r.Client)
+	s := summarize(r.Lookups)
+	var cs []Check
+	add := func(ok bool, format string, args ...any) {
+		cs = append(cs, Check{OK: ok, Text: name + ": " + fmt.Sprintf(format, args...)})
+	}
+	e, err := expect(r.Mode, r.Client)
+	if err != nil {
+		add(false, "%v", err)
+		return cs
+	}
+	add(s.N == want && s.Failures == 0, "%d of %d lookups done, %d failed", s.N, want, s.Failures)
+	if e.NoCollisions {
+		add(r.Collisions == 0, "node saw %d colliding packets (want 0: %s)", r.Collisions, e.Why)
+	}
+	if e.StallMS == 0 {
+		add(s.Over1s == 0, "%d lookups over 1 s, max %.1f ms (want none)", s.Over1s, s.Max)
+		return cs
+	}
+	// A stalled lookup is one that waited for the libc's retry. Every drop
+	// must show up as exactly one stall, each about the predicted length,
+	// and nothing else may be that slow.
+	lo, hi := 0.9*e.StallMS, e.StallMS+stallTolerance
+	stalled, outside := 0, 0
+	for _, l := range r.Lookups {
+		if l.MS >= lo {
+			stalled++
+			if l.MS > hi {
+				outside++
+			}
+		}
+	}
+	add(r.Drops >= 1, "the emulation dropped %d of %d colliding packets (want ≥ 1)", r.Drops, r.Collisions)
+	if e.Once {
+		add(stalled == 1 && r.Drops == 1, "%d stalls and %d drops in one process (want exactly 1 each: %s)", stalled, r.Drops, e.Why)
+	} else {
+		add(stalled == r.Drops, "%d stalled lookups for %d drops (want one stall per drop)", stalled, r.Drops)
+	}
+	add(stalled >= 1 && outside == 0, "stalls last %.0f–%.0f ms (%s)", lo, hi, e.Why)
+	return cs
+}
