@@ -1,0 +1,78 @@
+// Command resolver is dnsguard's per-pod caching DNS resolver sidecar.
+//
+//	resolver --listen=127.0.0.1:53 --upstream=10.96.0.10:53 --health-listen=127.0.0.1:8053
+//	resolver probe --server=127.0.0.1:53
+//
+// Run `resolver --help` for every flag.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/dnsguard/dnsguard/resolver"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "probe" {
+		if err := resolver.Probe(args[1:], stdout, stderr); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			fmt.Fprintln(stderr, "probe failed:", err)
+			return 1
+		}
+		return 0
+	}
+	cfg, err := resolver.ParseArgs(args, os.Getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(stderr, "\nSubcommand: resolver probe --server=127.0.0.1:53 [--timeout=1s] [--tcp]")
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "resolver: configuration error:", err)
+		return 2
+	}
+	level, _ := resolver.ParseLevel(cfg.LogLevel)
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	srv, err := resolver.New(cfg, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "resolver: configuration error:", err)
+		return 2
+	}
+	if err := srv.Start(); err != nil {
+		log.Error("start failed", "err", err)
+		return 1
+	}
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	s := <-sig
+	// Keep answering through the drain period: in a pod the app may still
+	// resolve names while it shuts down. A second signal ends it at once.
+	log.Info("signal received; draining", "signal", s.String(), "drain", cfg.Drain)
+	srv.Drain()
+	select {
+	case <-time.After(cfg.Drain):
+	case s = <-sig:
+		log.Info("second signal; stopping now", "signal", s.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.TotalTimeout+time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	log.Info("stopped")
+	return 0
+}

@@ -1,0 +1,289 @@
+package resolver
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// item is one cached answer, kept as packed wire bytes so a cache hit is a
+// copy plus a few in-place patches (ID, flags, question case, TTLs) rather
+// than an unpack and a pack.
+type item struct {
+	// wire is header, question (lowercased name), answer, authority and
+	// additional records, without OPT (it is hop-by-hop; RFC 6891).
+	wire []byte
+	// ttlAt are the offsets of every record's TTL field in wire, ttls the
+	// clamped TTLs at storage time.
+	ttlAt []uint16
+	ttls  []uint32
+	rcode int
+	// stored is when the answer arrived; ttl its lifetime in seconds.
+	stored time.Time
+	ttl    uint32
+
+	hits        atomic.Uint32
+	prefetching atomic.Bool
+	// retryAfter (unix nanoseconds) delays the next upstream attempt for
+	// an expired entry whose refresh just failed (RFC 8767 failure
+	// recheck timer); until then it is served stale.
+	retryAfter atomic.Int64
+}
+
+// expires is when the entry stops being fresh.
+func (it *item) expires() time.Time {
+	return it.stored.Add(time.Duration(it.ttl) * time.Second)
+}
+
+// fresh reports whether the entry may be served as a normal hit at now.
+func (it *item) fresh(now time.Time) bool { return now.Before(it.expires()) }
+
+// size approximates the memory an entry holds, for the cache byte bound.
+func (it *item) size() int { return len(it.wire) + 6*len(it.ttls) + 96 }
+
+// ttlPolicy are the clamps applied when storing.
+type ttlPolicy struct {
+	min, max    uint32 // positive answers
+	negMax      uint32 // NXDOMAIN / NODATA (RFC 2308), from the SOA
+	servfailTTL uint32 // SERVFAIL / failed resolution
+}
+
+var (
+	errUncacheable = errors.New("uncacheable")
+	errMismatch    = errors.New("reply does not match the query")
+	errTruncated   = errors.New("reply truncated")
+)
+
+// checkReply verifies that b answers the upstream query up: same ID, QR
+// set, same question (name compared case-insensitively). A mismatch is
+// errMismatch: the caller discards it and keeps waiting.
+func checkReply(b []byte, up []byte) error {
+	if len(b) < headerLen || len(up) < headerLen {
+		return errMismatch
+	}
+	if b[0] != up[0] || b[1] != up[1] || b[2]&0x80 == 0 {
+		return errMismatch
+	}
+	if binary.BigEndian.Uint16(b[4:]) != 1 {
+		return errMismatch
+	}
+	// up's question is headerLen..end of its qname+4, lowercased by us.
+	qend, err := skipName(up, headerLen)
+	if err != nil || qend+4 > len(up) {
+		return errMismatch
+	}
+	n := qend + 4 - headerLen
+	if len(b) < headerLen+n {
+		return errMismatch
+	}
+	for i := 0; i < n; i++ {
+		c := b[headerLen+i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != up[headerLen+i] {
+			return errMismatch
+		}
+	}
+	if b[2]&(flagTC>>8) != 0 {
+		return errTruncated
+	}
+	return nil
+}
+
+// newItem builds a cache entry from an upstream reply that passed
+// checkReply. It strips OPT, forces the question to its lowercase form,
+// sets RA, clamps TTLs and decides the lifetime. ttl 0 means "answer, but
+// do not cache".
+func newItem(b []byte, now time.Time, pol ttlPolicy) (*item, error) {
+	wire, rcode, err := stripOPT(b)
+	if err != nil {
+		return nil, err
+	}
+	// Lowercase the question name: entries are shared by every case.
+	qend, _ := skipName(wire, headerLen)
+	for i := headerLen; i < qend; i++ {
+		if c := wire[i]; 'A' <= c && c <= 'Z' {
+			wire[i] = c + 'a' - 'A'
+		}
+	}
+	// Clear TC/AA, set RA: the client talks to a recursive service.
+	wire[2] &^= (flagTC | flagAA) >> 8
+	wire[3] |= flagRA
+	it := &item{wire: wire, rcode: rcode, stored: now}
+	an := int(binary.BigEndian.Uint16(wire[6:]))
+	ns := int(binary.BigEndian.Uint16(wire[8:]))
+	ar := int(binary.BigEndian.Uint16(wire[10:]))
+	off := qend + 4
+	minAnswer := uint32(1<<32 - 1)
+	var soaTTL, soaMin uint32
+	haveSOA := false
+	total := an + ns + ar
+	it.ttlAt = make([]uint16, 0, total)
+	it.ttls = make([]uint32, 0, total)
+	for i := 0; i < total; i++ {
+		var rr rrInfo
+		if off, err = skipRR(wire, off, &rr); err != nil {
+			return nil, fmt.Errorf("record %d: %w", i, err)
+		}
+		ttl := rr.ttl
+		if ttl > 1<<31-1 { // RFC 2181: treat as zero
+			ttl = 0
+		}
+		if i < an && ttl < minAnswer {
+			minAnswer = ttl
+		}
+		if i >= an && i < an+ns && rr.rtype == typeSOA && rr.rdataLen >= 22 && !haveSOA {
+			haveSOA = true
+			soaTTL = ttl
+			soaMin = binary.BigEndian.Uint32(wire[rr.rdataAt+rr.rdataLen-4:])
+		}
+		it.ttlAt = append(it.ttlAt, uint16(rr.ttlAt))
+		it.ttls = append(it.ttls, ttl)
+	}
+	switch {
+	case rcode == rcodeSuccess && an > 0:
+		life := clamp(minAnswer, pol.min, pol.max)
+		if minAnswer == 0 && pol.min == 0 {
+			life = 0
+		}
+		for i := range it.ttls {
+			it.ttls[i] = clamp(it.ttls[i], pol.min, pol.max)
+		}
+		it.ttl = life
+	case rcode == rcodeSuccess || rcode == rcodeNXDomain:
+		// NODATA or NXDOMAIN: cacheable only with an SOA (RFC 2308 §5),
+		// for min(SOA TTL, SOA MINIMUM), capped.
+		if !haveSOA {
+			it.ttl = 0
+			break
+		}
+		neg := min(soaTTL, soaMin, pol.negMax)
+		for i := range it.ttls {
+			it.ttls[i] = min(it.ttls[i], neg)
+		}
+		it.ttl = neg
+	case rcode == rcodeServFail:
+		it.ttl = pol.servfailTTL
+	default:
+		it.ttl = 0
+	}
+	for i, at := range it.ttlAt {
+		binary.BigEndian.PutUint32(wire[at:], it.ttls[i])
+	}
+	return it, nil
+}
+
+func clamp(v, lo, hi uint32) uint32 {
+	if v < lo {
+		v = lo
+	}
+	if hi > 0 && v > hi {
+		v = hi
+	}
+	return v
+}
+
+// stripOPT returns a copy of b without its OPT record, and the full
+// (extended) rcode. When the OPT record is the last one (the usual case)
+// it is cut off; otherwise miekg/dns repacks the message, because later
+// compression pointers could point past the cut.
+func stripOPT(b []byte) ([]byte, int, error) {
+	if len(b) < headerLen {
+		return nil, 0, errShort
+	}
+	rcode := int(b[3] & 0xF)
+	qend, err := skipName(b, headerLen)
+	if err != nil || qend+4 > len(b) {
+		return nil, 0, errBadName
+	}
+	an := int(binary.BigEndian.Uint16(b[6:]))
+	ns := int(binary.BigEndian.Uint16(b[8:]))
+	ar := int(binary.BigEndian.Uint16(b[10:]))
+	off := qend + 4
+	optStart, optEnd, optIdx := -1, -1, -1
+	for i := 0; i < an+ns+ar; i++ {
+		var rr rrInfo
+		start := off
+		if off, err = skipRR(b, off, &rr); err != nil {
+			return nil, 0, fmt.Errorf("record %d: %w", i, err)
+		}
+		if i >= an+ns && rr.rtype == typeOPT {
+			if optStart >= 0 {
+				return nil, 0, errTwoOPT
+			}
+			optStart, optEnd, optIdx = start, off, i
+			rcode |= int(rr.ttl>>24) << 4
+		}
+	}
+	if optStart < 0 {
+		return append([]byte(nil), b[:off]...), rcode, nil
+	}
+	if optIdx == an+ns+ar-1 && optEnd == off {
+		w := append([]byte(nil), b[:optStart]...)
+		binary.BigEndian.PutUint16(w[10:], uint16(ar-1))
+		return w, rcode, nil
+	}
+	m := new(dns.Msg)
+	if err := m.Unpack(b); err != nil {
+		return nil, 0, fmt.Errorf("unpack reply: %w", err)
+	}
+	extra := m.Extra[:0]
+	for _, rr := range m.Extra {
+		if rr.Header().Rrtype != dns.TypeOPT {
+			extra = append(extra, rr)
+		}
+	}
+	m.Extra = extra
+	m.Rcode = rcode & 0xF
+	m.Compress = true
+	w, err := m.Pack()
+	if err != nil {
+		return nil, 0, fmt.Errorf("repack reply: %w", err)
+	}
+	return w, rcode, nil
+}
+
+// appendReply appends the answer for q built from the entry: a copy of the
+// wire with the client's ID, RD/CD bits and question case, TTLs decremented
+// by the entry's age (or set to staleTTL when staleTTL > 0), an OPT when
+// the client sent one, and truncation to maxSize.
+func (it *item) appendReply(dst []byte, q *query, now time.Time, staleTTL uint32, maxSize int) []byte {
+	start := len(dst)
+	dst = append(dst, it.wire...)
+	d := dst[start:]
+	d[0], d[1] = byte(q.id>>8), byte(q.id)
+	const rd = byte(flagRD >> 8) // RD is in the high flag byte, CD in the low one
+	d[2] = d[2]&^rd | byte(q.flags>>8)&rd
+	d[3] = d[3]&^byte(flagCD) | byte(q.flags)&byte(flagCD)
+	copy(d[headerLen:], q.raw[headerLen:q.qEnd-4])
+	var age uint32
+	if staleTTL == 0 {
+		if a := now.Sub(it.stored); a > 0 {
+			age = uint32(a / time.Second)
+		}
+	}
+	for i, at := range it.ttlAt {
+		ttl := staleTTL
+		if staleTTL == 0 {
+			ttl = 0
+			if it.ttls[i] > age {
+				ttl = it.ttls[i] - age
+			}
+		}
+		binary.BigEndian.PutUint32(d[at:], ttl)
+	}
+	if q.edns {
+		dst = appendOPT(dst, it.rcode, q.do)
+		d = dst[start:]
+		binary.BigEndian.PutUint16(d[10:], binary.BigEndian.Uint16(d[10:])+1)
+	}
+	if maxSize > 0 && len(d) > maxSize {
+		dst = append(dst[:start], truncateReply(d, q)...)
+	}
+	return dst
+}

@@ -1,0 +1,265 @@
+// Package nodelocal prepares a node for dnsguard's node-local cache: a dummy
+// interface carrying the link-local listen address (and, optionally, the
+// cluster DNS Service IP for transparent interception), and NOTRACK rules so
+// that DNS traffic to and from the cache never enters conntrack — the table
+// whose insert races drop parallel A/AAAA packets in the first place.
+//
+// It is the same arrangement NodeLocal DNSCache makes with iptables, done
+// through netlink and nftables directly so the container image needs no
+// iptables/nft binaries and only the NET_ADMIN capability.
+package nodelocal
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"syscall"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults match NodeLocal DNSCache so existing documentation and habits
+// carry over.
+const (
+	DefaultInterface = "dnsguard0"
+	DefaultAddress   = "169.254.20.10"
+	DefaultTable     = "dnsguard_nodelocal"
+)
+
+// Config says what to set up on the node.
+type Config struct {
+	// Interface is the dummy link to create (or reuse) for the addresses.
+	Interface string
+	// Addresses are bound on Interface as host routes (/32 or /128).
+	Addresses []netip.Addr
+	// Port is the DNS port that NOTRACK rules match (53 in production).
+	Port uint16
+	// NoTrack installs the raw-table rules that exempt the cache's DNS
+	// traffic from connection tracking.
+	NoTrack bool
+	// Table is the nftables table (family inet) owned by this package; it
+	// is replaced as a whole so reapplying is idempotent.
+	Table string
+	// NetNS, when valid, is the network namespace to work in (tests);
+	// otherwise the caller's namespace is used.
+	NetNS netns.NsHandle
+}
+
+// Applied records what Apply changed so Remove undoes exactly that.
+type Applied struct {
+	cfg         Config
+	createdLink bool
+}
+
+func (c *Config) defaults() {
+	if c.Interface == "" {
+		c.Interface = DefaultInterface
+	}
+	if c.Table == "" {
+		c.Table = DefaultTable
+	}
+	if c.Port == 0 {
+		c.Port = 53
+	}
+}
+
+// Validate reports a configuration that cannot work, naming the bad value.
+func (c Config) Validate() error {
+	c.defaults()
+	if len(c.Interface) > unix.IFNAMSIZ-1 {
+		return fmt.Errorf("interface name %q is longer than %d bytes", c.Interface, unix.IFNAMSIZ-1)
+	}
+	if len(c.Addresses) == 0 {
+		return errors.New("no listen address for the node-local cache")
+	}
+	for _, a := range c.Addresses {
+		if !a.IsValid() || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() {
+			return fmt.Errorf("address %q cannot be bound on the node-local interface", a)
+		}
+	}
+	return nil
+}
+
+func (c Config) handle() (*netlink.Handle, error) {
+	if c.NetNS.IsOpen() {
+		return netlink.NewHandleAt(c.NetNS)
+	}
+	return netlink.NewHandle()
+}
+
+func (c Config) nft() (*nftables.Conn, error) {
+	if c.NetNS.IsOpen() {
+		return nftables.New(nftables.WithNetNSFd(int(c.NetNS)))
+	}
+	return nftables.New()
+}
+
+// Apply creates the dummy interface if needed, adds the addresses, brings
+// the link up and (re)installs the NOTRACK table. It is idempotent: a second
+// instance during a rolling upgrade finds everything in place.
+func Apply(cfg Config) (*Applied, error) {
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	h, err := cfg.handle()
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle: %w", err)
+	}
+	defer h.Close()
+
+	ap := &Applied{cfg: cfg}
+	link, err := h.LinkByName(cfg.Interface)
+	var notFound netlink.LinkNotFoundError
+	switch {
+	case errors.As(err, &notFound):
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = cfg.Interface
+		if err := h.LinkAdd(&netlink.Dummy{LinkAttrs: attrs}); err != nil {
+			return nil, fmt.Errorf("create dummy interface %s: %w", cfg.Interface, err)
+		}
+		ap.createdLink = true
+		if link, err = h.LinkByName(cfg.Interface); err != nil {
+			return nil, fmt.Errorf("find new interface %s: %w", cfg.Interface, err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("look up interface %s: %w", cfg.Interface, err)
+	case link.Type() != "dummy":
+		// Refuse to hijack a real interface that happens to have the name.
+		return nil, fmt.Errorf("interface %s exists and is a %s, not a dummy", cfg.Interface, link.Type())
+	}
+	for _, a := range cfg.Addresses {
+		bits := 32
+		if a.Is6() {
+			bits = 128
+		}
+		addr, err := netlink.ParseAddr(fmt.Sprintf("%s/%d", a, bits))
+		if err != nil {
+			return nil, fmt.Errorf("address %s: %w", a, err)
+		}
+		if err := h.AddrAdd(link, addr); err != nil && !errors.Is(err, syscall.EEXIST) {
+			return nil, fmt.Errorf("add %s to %s: %w", a, cfg.Interface, err)
+		}
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("bring %s up: %w", cfg.Interface, err)
+	}
+	if cfg.NoTrack {
+		if err := installNoTrack(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return ap, nil
+}
+
+// Remove deletes the NOTRACK table and the addresses/interface Apply set up.
+// Callers skip it when another instance still serves on the node (see the
+// node mode's shutdown), so an upgrade does not pull the rug from under it.
+func (a *Applied) Remove() error {
+	var errs []error
+	if a.cfg.NoTrack {
+		if err := removeTable(a.cfg); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	h, err := a.cfg.handle()
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("netlink handle: %w", err))...)
+	}
+	defer h.Close()
+	link, err := h.LinkByName(a.cfg.Interface)
+	if err != nil {
+		var notFound netlink.LinkNotFoundError
+		if !errors.As(err, &notFound) {
+			errs = append(errs, fmt.Errorf("look up %s: %w", a.cfg.Interface, err))
+		}
+		return errors.Join(errs...)
+	}
+	// The interface exists only for our addresses, whoever created it: a
+	// previous instance that crashed leaves it behind and we adopt it.
+	if err := h.LinkDel(link); err != nil {
+		errs = append(errs, fmt.Errorf("delete %s: %w", a.cfg.Interface, err))
+	}
+	return errors.Join(errs...)
+}
+
+func removeTable(cfg Config) error {
+	c, err := cfg.nft()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: cfg.Table})
+	if err := c.Flush(); err != nil && !errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("delete nftables table %s: %w", cfg.Table, err)
+	}
+	return nil
+}
+
+// installNoTrack replaces table inet <Table> with two raw-priority chains:
+// prerouting matches queries arriving for the cache's addresses, output
+// matches the cache's replies. Both directions must be exempt or conntrack
+// creates the entry on the reply path.
+func installNoTrack(cfg Config) error {
+	if err := removeTable(cfg); err != nil {
+		return err
+	}
+	c, err := cfg.nft()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: cfg.Table})
+	pre := c.AddChain(&nftables.Chain{Name: "prerouting", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw})
+	out := c.AddChain(&nftables.Chain{Name: "output", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRaw})
+	for _, a := range cfg.Addresses {
+		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+			// Queries to the cache arrive on prerouting from pods and on
+			// output from host-network processes; replies leave on output.
+			c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: match(a, true, proto, cfg.Port)})
+			c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: match(a, true, proto, cfg.Port)})
+			c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: match(a, false, proto, cfg.Port)})
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("install NOTRACK rules in table inet %s: %w", cfg.Table, err)
+	}
+	return nil
+}
+
+// match builds "<family> {daddr|saddr} A <proto> {dport|sport} P notrack".
+func match(a netip.Addr, toAddr bool, proto byte, port uint16) []expr.Any {
+	family := byte(unix.NFPROTO_IPV4)
+	addrOff, addrLen := uint32(16), uint32(4) // IPv4 daddr
+	if !toAddr {
+		addrOff = 12
+	}
+	if a.Is6() {
+		family = unix.NFPROTO_IPV6
+		addrOff, addrLen = 24, 16
+		if !toAddr {
+			addrOff = 8
+		}
+	}
+	portOff := uint32(2) // dport
+	if !toAddr {
+		portOff = 0
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{family}},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: addrOff, Len: addrLen},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a.AsSlice()},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: portOff, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+		&expr.Counter{},
+		&expr.Notrack{},
+	}
+}

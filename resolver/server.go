@@ -1,0 +1,285 @@
+package resolver
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Server is one resolver instance: UDP and TCP listeners, cache,
+// forwarder, metrics and health endpoints.
+type Server struct {
+	cfg     Config
+	cache   *Cache
+	fwd     *Forwarder
+	metrics *Metrics
+	log     *slog.Logger
+	rlog    *rateLimitedLogger
+	pol     ttlPolicy
+	now     func() time.Time
+	flights flights
+
+	inflight atomic.Int64
+	tcpConns atomic.Int64
+	draining atomic.Bool
+	ready    atomic.Bool
+
+	udp     *net.UDPConn
+	tcp     *net.TCPListener
+	health  *healthServer
+	wg      sync.WaitGroup // listener loops and connections
+	bg      sync.WaitGroup // miss goroutines and prefetches
+	closing atomic.Bool
+	scratch sync.Pool
+}
+
+// New builds a server from a validated config. Nothing listens until
+// Start.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := NewMetrics()
+	s := &Server{
+		cfg:     cfg,
+		cache:   NewCache(cfg.CacheSize, cfg.CacheBytes, staleWindow(cfg)),
+		metrics: m,
+		log:     log,
+		rlog:    newRateLimitedLogger(log, 10, 10*time.Second),
+		pol: ttlPolicy{
+			min:         uint32(cfg.MinTTL / time.Second),
+			max:         uint32(cfg.MaxTTL / time.Second),
+			negMax:      uint32(cfg.NegMaxTTL / time.Second),
+			servfailTTL: uint32(cfg.ServfailTTL / time.Second),
+		},
+		now:     time.Now,
+		flights: flights{m: map[string]*flight{}},
+	}
+	s.fwd = NewForwarder(ForwarderConfig{
+		Upstreams:    cfg.upstreamAddrs,
+		TryTimeout:   cfg.Timeout,
+		Budget:       cfg.TotalTimeout,
+		ForceTCP:     cfg.ForceTCP,
+		ParallelAAAA: cfg.ParallelAAAA,
+		MaxIdle:      cfg.MaxIdleSockets,
+	}, m, log)
+	s.scratch.New = func() any { return newScratch() }
+	m.cacheEntries = s.cache.Len
+	m.cacheBytes = s.cache.Bytes
+	m.tcpConns = func() int { return int(s.tcpConns.Load()) }
+	m.inflight = func() int { return int(s.inflight.Load()) }
+	m.healthyUps = s.fwd.Healthy
+	return s, nil
+}
+
+func staleWindow(cfg Config) time.Duration {
+	if cfg.ServeStale {
+		return cfg.StaleMaxAge
+	}
+	return 0
+}
+
+// setClock replaces the clock of the server, cache and forwarder (tests).
+func (s *Server) setClock(now func() time.Time) {
+	s.now = now
+	s.cache.now = now
+}
+
+// Metrics returns the instance's metrics.
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// UDPAddr is the bound UDP address (useful with port 0).
+func (s *Server) UDPAddr() netip.AddrPort { return s.udp.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// TCPAddr is the bound TCP address.
+func (s *Server) TCPAddr() netip.AddrPort { return s.tcp.Addr().(*net.TCPAddr).AddrPort() }
+
+// HealthAddr is the bound health/metrics address, if any.
+func (s *Server) HealthAddr() string {
+	if s.health == nil {
+		return ""
+	}
+	return s.health.ln.Addr().String()
+}
+
+// Start binds the listeners and serves in the background. With port 0
+// the TCP listener takes the port the UDP socket got.
+func (s *Server) Start() error {
+	ap := s.cfg.listenAddr
+	udp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+	if err != nil {
+		return fmt.Errorf("listen udp %s: %w", ap, err)
+	}
+	ap = udp.LocalAddr().(*net.UDPAddr).AddrPort()
+	tcp, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(ap))
+	if err != nil {
+		udp.Close()
+		return fmt.Errorf("listen tcp %s: %w", ap, err)
+	}
+	s.udp, s.tcp = udp, tcp
+	if s.cfg.HealthListen != "" {
+		h, err := newHealthServer(s, s.cfg.HealthListen)
+		if err != nil {
+			udp.Close()
+			tcp.Close()
+			return err
+		}
+		s.health = h
+	}
+	readers := max(2, runtime.GOMAXPROCS(0))
+	for range readers {
+		s.wg.Add(1)
+		go s.serveUDP()
+	}
+	s.wg.Add(1)
+	go s.serveTCP()
+	s.ready.Store(true)
+	s.log.Info("resolver listening", "udp", ap.String(), "tcp", ap.String(),
+		"upstreams", s.cfg.Upstreams, "health", s.HealthAddr())
+	return nil
+}
+
+// Drain marks the server not ready (readyz fails) while it keeps answering.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// Shutdown stops listening, waits for in-flight answers (bounded by ctx)
+// and releases upstream sockets.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	s.closing.Store(true)
+	var errs []error
+	if s.udp != nil {
+		errs = append(errs, s.udp.Close())
+		errs = append(errs, s.tcp.Close())
+	}
+	if s.health != nil {
+		errs = append(errs, s.health.shutdown(ctx))
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); s.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("shutdown: %w", ctx.Err()))
+	}
+	s.fwd.Close()
+	return errors.Join(errs...)
+}
+
+func (s *Server) serveUDP() {
+	defer s.wg.Done()
+	buf := make([]byte, 65535)
+	sc := newScratch()
+	for {
+		n, addr, err := s.udp.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.rlog.Error("udp read", "err", err)
+			continue
+		}
+		s.metrics.queries[0].inc()
+		reply, act := s.answerFast(buf[:n], sc, false)
+		switch act {
+		case actReply:
+			if _, err := s.udp.WriteToUDPAddrPort(reply, addr); err != nil {
+				s.rlog.Warn("udp write", "client", addr.String(), "err", err)
+			}
+		case actResolve:
+			// The miss waits for upstream on its own goroutine with its
+			// own copy of the packet; the reader goes back to reading.
+			msc := s.scratch.Get().(*scratch)
+			msc.pkt = append(msc.pkt[:0], buf[:n]...)
+			s.bg.Add(1)
+			go func() {
+				defer s.bg.Done()
+				// Re-parse the private copy (cheap) so msc.q references it.
+				q := &msc.q
+				_ = parseQuery(msc.pkt, q)
+				msc.key = appendKey(msc.key[:0], q.qname(), q.qtype, q.qclass, q.do, q.cd())
+				reply := s.answerSlow(msc, false)
+				if _, err := s.udp.WriteToUDPAddrPort(reply, addr); err != nil && !s.closing.Load() {
+					s.rlog.Warn("udp write", "client", addr.String(), "err", err)
+				}
+				msc.q = query{}
+				s.scratch.Put(msc)
+			}()
+		}
+	}
+}
+
+func (s *Server) serveTCP() {
+	defer s.wg.Done()
+	for {
+		c, err := s.tcp.AcceptTCP()
+		if err != nil {
+			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.rlog.Error("tcp accept", "err", err)
+			time.Sleep(10 * time.Millisecond) // e.g. EMFILE: do not spin
+			continue
+		}
+		if s.tcpConns.Add(1) > int64(s.cfg.MaxTCPConns) {
+			s.tcpConns.Add(-1)
+			s.metrics.dropped.inc("tcp_limit")
+			s.rlog.Warn("too many tcp connections; closing new one", "limit", s.cfg.MaxTCPConns)
+			c.Close()
+			continue
+		}
+		s.wg.Add(1)
+		go s.serveConn(c)
+	}
+}
+
+// serveConn answers queries on one TCP connection, one at a time, until
+// the client closes it, stays idle for TCPIdleTimeout, or the server shuts
+// down. Deadlines make stalled clients (half-sent lengths, unread replies)
+// cost nothing but a slot until the timeout.
+func (s *Server) serveConn(c *net.TCPConn) {
+	defer s.wg.Done()
+	defer s.tcpConns.Add(-1)
+	defer c.Close()
+	sc := s.scratch.Get().(*scratch)
+	defer s.scratch.Put(sc)
+	buf := make([]byte, 65535)
+	for !s.closing.Load() {
+		c.SetReadDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
+		var l [2]byte
+		if _, err := io.ReadFull(c, l[:]); err != nil {
+			return
+		}
+		n := int(binary.BigEndian.Uint16(l[:]))
+		if _, err := io.ReadFull(c, buf[:n]); err != nil {
+			return
+		}
+		s.metrics.queries[1].inc()
+		reply, act := s.answerFast(buf[:n], sc, true)
+		switch act {
+		case actDrop:
+			return // garbage on a stream: the framing cannot be trusted
+		case actResolve:
+			reply = s.answerSlow(sc, true)
+		}
+		out := make([]byte, 2, 2+len(reply))
+		binary.BigEndian.PutUint16(out, uint16(len(reply)))
+		out = append(out, reply...)
+		c.SetWriteDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
+		if _, err := c.Write(out); err != nil {
+			return
+		}
+	}
+}
