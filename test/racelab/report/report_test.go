@@ -1,0 +1,167 @@
+package main
+
+import (
+	"encoding/xml"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestPercentileNearestRank(t *testing.T) {
+	v := make([]float64, 100)
+	for i := range v {
+		v[i] = float64(i + 1) // 1..100
+	}
+	for _, tc := range []struct {
+		p    float64
+		want float64
+	}{{50, 50}, {99, 99}, {100, 100}, {0, 1}, {1, 1}} {
+		if got := percentile(v, tc.p); got != tc.want {
+			t.Errorf("p%v = %v, want %v", tc.p, got, tc.want)
+		}
+	}
+	// Two stalls in 100 lookups must show in p99; one must not.
+	fast := func(stalls int) []float64 {
+		s := make([]float64, 100)
+		for i := range s {
+			s[i] = 1
+		}
+		for i := 0; i < stalls; i++ {
+			s[99-i] = 5000
+		}
+		return s
+	}
+	if got := percentile(fast(2), 99); got != 5000 {
+		t.Errorf("p99 with 2 stalls = %v, want 5000", got)
+	}
+	if got := percentile(fast(1), 99); got != 1 {
+		t.Errorf("p99 with 1 stall = %v, want 1", got)
+	}
+}
+
+func TestReadRowsAndSummarize(t *testing.T) {
+	dir := t.TempDir()
+	lookups := filepath.Join(dir, "row.txt")
+	if err := os.WriteFile(lookups, []byte("1.5 ok 2\n5003.2 ok 2\n0.5 fail Name or service not known\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rows := filepath.Join(dir, "rows.tsv")
+	if err := os.WriteFile(rows, []byte("off\ta ClusterFirst\tglibc-gai\t"+lookups+"\t3\t1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := readRows(rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 1 || rs[0].Collisions != 3 || rs[0].Drops != 1 || len(rs[0].Lookups) != 3 {
+		t.Fatalf("parsed %+v", rs)
+	}
+	s := summarize(rs[0].Lookups)
+	if s.N != 3 || s.Failures != 1 || s.Over1s != 1 || s.Max != 5003.2 || s.P50 != 1.5 {
+		t.Errorf("stats %+v", s)
+	}
+
+	bad := filepath.Join(dir, "bad.txt")
+	if err := os.WriteFile(bad, []byte("12 maybe\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readLookups(bad); err == nil {
+		t.Error("readLookups accepted a line that is neither ok nor fail")
+	}
+}
+
+// row builds a row of n lookups at fastMS with the given stalls appended.
+func row(mode, client string, n int, fastMS float64, collisions, drops int, stalls ...float64) Row {
+	r := Row{Mode: mode, Label: mode, Client: client, Collisions: collisions, Drops: drops}
+	for i := 0; i < n-len(stalls); i++ {
+		r.Lookups = append(r.Lookups, Lookup{MS: fastMS, OK: true})
+	}
+	for _, s := range stalls {
+		r.Lookups = append(r.Lookups, Lookup{MS: s, OK: true})
+	}
+	return r
+}
+
+func failed(cs []Check) []string {
+	var out []string
+	for _, c := range cs {
+		if !c.OK {
+			out = append(out, c.Text)
+		}
+	}
+	return out
+}
+
+func TestCheckRow(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		r        Row
+		wantFail bool
+	}{
+		{"glibc default: one 5 s stall per drop", row("off", "glibc-gai", 10, 2, 10, 2, 5002, 5010), false},
+		{"glibc default: a stall without a drop", row("off", "glibc-gai", 10, 2, 10, 1, 5002, 5010), true},
+		{"glibc default: stall of musl length", row("off", "glibc-gai", 10, 2, 10, 1, 2500), true},
+		{"glibc default: a lookup without collision", row("off", "glibc-gai", 10, 2, 9, 1, 5002), true},
+		{"glibc default: no drops at all", row("off", "glibc-getent", 10, 2, 0, 0), true},
+		{"musl default: 2.5 s stalls", row("off", "musl-gai", 10, 0.3, 10, 1, 2503), false},
+		{"musl default: 5 s stall is not what musl does", row("off", "musl-gai", 10, 0.3, 10, 1, 5003), true},
+		{"glibc loop: exactly one stall", row("off", "glibc-gai-loop", 10, 0.3, 1, 1, 5003), false},
+		{"glibc loop: two stalls", row("off", "glibc-gai-loop", 10, 0.3, 2, 2, 5003, 5003), true},
+		{"dnsconfig glibc: clean", row("dnsconfig", "glibc-gai", 10, 2, 0, 0), false},
+		{"dnsconfig glibc: a collision is a failure", row("dnsconfig", "glibc-gai", 10, 2, 1, 0), true},
+		{"dnsconfig musl: 667 ms stalls", row("dnsconfig", "musl-gai", 10, 0.3, 10, 1, 668), false},
+		{"sidecar musl: a 1.2 s lookup fails", row("sidecar", "musl-gai", 10, 0.3, 4, 0, 1200), true},
+		{"sidecar musl: collisions without stalls pass", row("sidecar", "musl-gai", 10, 0.3, 4, 0), false},
+		{"too few lookups", row("sidecar", "glibc-gai", 9, 0.3, 0, 0), true},
+		{"unknown mode", row("nodelocal", "glibc-gai", 10, 0.3, 0, 0), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := failed(checkRow(tc.r, 10))
+			if tc.wantFail && len(f) == 0 {
+				t.Error("checkRow passed, want a failure")
+			}
+			if !tc.wantFail && len(f) > 0 {
+				t.Errorf("checkRow failed: %v", f)
+			}
+		})
+	}
+}
+
+func TestSVGIsWellFormed(t *testing.T) {
+	rows := []Row{
+		row("off", "glibc-gai", 5, 1, 5, 1, 5000),
+		row("off", "musl-gai", 5, 0.2, 5, 1, 2500),
+		{Mode: "sidecar", Label: "c <sidecar> & co", Client: "glibc-gai", Lookups: []Lookup{{MS: 3}, {MS: 0}}},
+	}
+	svg := renderSVG(rows, `title with "quotes" & <brackets>`)
+	dec := xml.NewDecoder(strings.NewReader(svg))
+	circles, crosses := 0, 0
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			if err.Error() == "EOF" {
+				break
+			}
+			t.Fatalf("SVG is not well-formed XML: %v", err)
+		}
+		if se, ok := tok.(xml.StartElement); ok {
+			switch se.Name.Local {
+			case "circle":
+				circles++
+			case "path":
+				for _, a := range se.Attr {
+					if a.Name.Local == "stroke" {
+						crosses++
+					}
+				}
+			}
+		}
+	}
+	if circles != 10 || crosses != 2 {
+		t.Errorf("got %d dots and %d crosses, want 10 and 2", circles, crosses)
+	}
+	if xFor(0.1) != plotLeft || xFor(10000) != plotLeft+plotWidth || xFor(1e9) != plotLeft+plotWidth {
+		t.Error("log axis does not span 0.1 ms … 10 s")
+	}
+}
