@@ -52,8 +52,25 @@ type Config struct {
 
 // Applied records what Apply changed so Remove undoes exactly that.
 type Applied struct {
+	// Kind is the link type holding the addresses: "dummy", or "bridge"
+	// where the kernel has no dummy driver.
+	Kind        string
 	cfg         Config
 	createdLink bool
+}
+
+// hasPorts reports whether any link is enslaved to the bridge br.
+func hasPorts(h *netlink.Handle, br netlink.Link) bool {
+	links, err := h.LinkList()
+	if err != nil {
+		return true // unsure: treat as in use
+	}
+	for _, l := range links {
+		if l.Attrs().MasterIndex == br.Attrs().Index {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Config) defaults() {
@@ -120,8 +137,18 @@ func Apply(cfg Config) (*Applied, error) {
 	case errors.As(err, &notFound):
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name = cfg.Interface
-		if err := h.LinkAdd(&netlink.Dummy{LinkAttrs: attrs}); err != nil {
-			return nil, fmt.Errorf("create dummy interface %s: %w", cfg.Interface, err)
+		err := h.LinkAdd(&netlink.Dummy{LinkAttrs: attrs})
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			// Kernels built without CONFIG_DUMMY (some microVM kernels,
+			// this project's CI among them) still have bridges; a bridge
+			// with no ports holds local addresses just as well.
+			ap.Kind = "bridge"
+			err = h.LinkAdd(&netlink.Bridge{LinkAttrs: attrs})
+		} else {
+			ap.Kind = "dummy"
+		}
+		if err != nil {
+			return nil, fmt.Errorf("create %s interface %s: %w", ap.Kind, cfg.Interface, err)
 		}
 		ap.createdLink = true
 		if link, err = h.LinkByName(cfg.Interface); err != nil {
@@ -129,9 +156,11 @@ func Apply(cfg Config) (*Applied, error) {
 		}
 	case err != nil:
 		return nil, fmt.Errorf("look up interface %s: %w", cfg.Interface, err)
-	case link.Type() != "dummy":
+	case link.Type() == "dummy" || (link.Type() == "bridge" && !hasPorts(h, link)):
+		ap.Kind = link.Type()
+	default:
 		// Refuse to hijack a real interface that happens to have the name.
-		return nil, fmt.Errorf("interface %s exists and is a %s, not a dummy", cfg.Interface, link.Type())
+		return nil, fmt.Errorf("interface %s exists and is a %s, not a dummy (or empty bridge)", cfg.Interface, link.Type())
 	}
 	for _, a := range cfg.Addresses {
 		bits := 32
