@@ -67,7 +67,7 @@ func run(o options) error {
 		}
 	}
 	if o.svg != "" {
-		title := fmt.Sprintf("dnsguard race lab: %d lookups of %q per row, every %d-th colliding packet dropped (emulated insert_failed)", o.n, o.name, o.every)
+		title := fmt.Sprintf("dnsguard race lab: %d lookups of %q per row, 1 in %d colliding packets dropped (emulated insert_failed)", o.n, o.name, o.every)
 		if err := os.WriteFile(o.svg, []byte(renderSVG(rows, title)), 0o644); err != nil {
 			return fmt.Errorf("write svg: %w", err)
 		}
@@ -102,7 +102,7 @@ func renderMarkdown(o options, rows []Row, table string, checks []Check) string 
 	w("- **Command:** `%s` (as root; part of `make test`)\n", o.command)
 	w("- **Date:** %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	w("- **Machine:** %s\n", o.machine)
-	w("- **Per row:** %d lookups of `%s` (AF_UNSPEC → one A and one AAAA query); emulation drops every %d-th colliding packet\n", o.n, o.name, o.every)
+	w("- **Per row:** %d lookups of `%s` (AF_UNSPEC → one A and one AAAA query); the emulation drops 1 in %d colliding packets\n", o.n, o.name, o.every)
 	w("- **Lab runtime:** %d s up to the report\n\n", o.seconds)
 
 	w("## Result\n\n")
@@ -137,13 +137,13 @@ func renderMarkdown(o options, rows []Row, table string, checks []Check) string 
 	w("In the node namespace, a filter chain at prerouting priority −150 (after conntrack at −200, before DNAT at −100):\n\n")
 	w("```\nip daddr 10.251.0.10 udp dport 53 ct direction original \\\n  ct status & (confirmed | seen-reply) == confirmed \\\n  counter name \"collisions\" numgen inc mod %d 0 counter name \"drops\" drop\n```\n\n", o.every)
 	w("In the kernel, glibc's and musl's A and AAAA leave one UDP socket back to back, so they share the 5-tuple. If the two packets are processed on two CPUs at once, neither finds a conntrack entry, each creates an unconfirmed one (and DNAT may pick different endpoints), and the second to reach `__nf_conntrack_confirm` finds the clash, counts `insert_failed` and is dropped. The client waits for the lost answer until its timeout.\n\n")
-	w("A packet that would lose that race is one that arrives while the entry created by its twin is not yet answered. The rule selects exactly those packets: the conntrack entry is already **confirmed** (the first packet created it) but has **not seen a reply** (the first packet is unanswered). It drops every %d-th of them (the `numgen inc` counter starts at 0, so the first collision of a row is always dropped), which makes the outcome of each lookup a matter of counting, not of luck. Retransmissions after an answer pass, as they do in the kernel: they match the confirmed entry, which has seen a reply by then.\n\n", o.every)
-	w("The emulation is the worst case of the kernel race in one respect: its window is \"until the reply\" rather than \"until the twin is confirmed\" (microseconds). Whether the AAAA arrives before the A's answer is itself a race on this 2-CPU machine, which is why *colliding pkts* is below the number of lookups for some rows; the assertions therefore count stalls against the **dropped** column: one stall per drop, each as long as the library's retry logic predicts, and nothing else slow.\n\n")
+	w("A packet that would lose that race is one that arrives while the entry created by its twin is not yet answered. The rule selects exactly those packets: the conntrack entry is already **confirmed** (the first packet created it) but has **not seen a reply** (the first packet is unanswered). It drops 1 in %d of them (the `numgen inc` counter starts at 0, so the first collision of a row is always dropped), which makes the outcome of each lookup a matter of counting, not of luck. Retransmissions after an answer pass, as they do in the kernel: they match the confirmed entry, which has seen a reply by then.\n\n", o.every)
+	w("The emulation is the worst case of the kernel race in one respect: its window is \"until the reply\" rather than \"until the twin is confirmed\" (microseconds, needing two CPUs). In a cluster the DNS pod is usually on another node, so the A's answer takes 0.1–1 ms to come back — far longer than the microseconds between the two sends — and the AAAA always leaves while the A is unanswered. On one machine over veth the answer can beat the AAAA, and this kernel has no netem to add delay; so run.sh runs the clients SCHED_FIFO and both dnsmasq servers on the same CPU: dnsmasq gets the CPU only when the client sleeps waiting for answers, i.e. after both queries left. That reproduces the cluster's ordering on every lookup, which is why *colliding pkts* equals the number of lookups in the stall rows, and it lets the assertions be exact: one collision per lookup, one stall per drop, each stall as long as the library's retry logic predicts, nothing else slow.\n\n")
 	w("The per-row table is reloaded before every row, so counters and the numgen sequence start fresh.\n\n")
 
 	w("## The real race (no emulation)\n\n")
 	w("Real race fired: **%s**. %s.\n\n", o.realRaceFired, o.realRace)
-	w("This kernel carries the clash-resolution fixes (4.19: retry with the existing entry; 5.0: same-endpoint clashes resolved; 5.6: clashing UDP entries with different NAT results inserted with a short timeout), and a veth pair delivers a socket's packets to one CPU's backlog in order, so the second packet finds the first one's entry already confirmed: the kernel's window is not hit here. That is why the lab emulates the drop.\n\n")
+	w("This kernel carries the clash-resolution fixes (4.19: a clashing entry identical to the existing one is merged instead of dropped; 5.0: NAT no longer gives the second same-origin packet a different source port; 5.6: clashing UDP entries with different DNAT endpoints are inserted, short-lived, instead of dropped), and a veth pair hands a socket's packets to one CPU's backlog in order, so the second packet finds the first one's entry already confirmed: the kernel's window is not hit here. That is why the lab emulates the drop.\n\n")
 
 	w("## Which name the clients look up, and why\n\n")
 	w("The short name `%s`. With `search default.svc.cluster.local svc.cluster.local cluster.local` and `ndots:5` both libraries try `%s.default.svc.cluster.local` first, which answers, so every lookup is exactly one A+AAAA pair — one chance of a collision per lookup, which keeps stalls countable — and it exercises the search path each mode renders, as a pod calling a Service by its short name does. (An external name would walk all three search domains first: up to four pairs, four chances to stall; a trailing-dot FQDN would skip the search path the modes render.)\n\n", o.name, o.name)

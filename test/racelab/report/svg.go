@@ -41,7 +41,7 @@ func renderSVG(rows []Row, title string) string {
 		svgWidth, height, svgWidth, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
 	fmt.Fprintf(&b, `<text x="10" y="20" font-size="14" font-weight="bold">%s</text>`+"\n", html.EscapeString(title))
-	fmt.Fprintf(&b, `<text x="10" y="38" fill="#555">each dot = one lookup (latency, log scale); | = p50, ▲ = p99; ● glibc <tspan fill="%s">■</tspan>, musl <tspan fill="%s">■</tspan></text>`+"\n", glibcColor, muslColor)
+	fmt.Fprintf(&b, `<text x="10" y="38" fill="#555">each dot = one lookup (<tspan fill="%s">glibc</tspan>, <tspan fill="%s">musl</tspan>; × = failed), latency on a log scale; bar = p50, ▲ = p99; dashed = 1 s</text>`+"\n", glibcColor, muslColor)
 
 	bottom := plotTop + rowHeight*float64(len(rows))
 	labels := []string{"0.1 ms", "1 ms", "10 ms", "100 ms", "1 s", "10 s"}
