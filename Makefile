@@ -72,6 +72,10 @@ race-lab: build
 bench: build
 	./hack/bench.sh
 
+## soak: 10-minute resolver soak at a fixed query rate; RSS and goroutines must stay flat
+soak: $(BIN)/resolver
+	./hack/soak.sh
+
 ## fuzz: run every fuzz target for a bounded time (FUZZTIME, default 30s each)
 fuzz:
 	./hack/fuzz.sh

@@ -1,0 +1,324 @@
+#!/usr/bin/env bash
+# make bench: the resolver against unbound, dnsmasq and CoreDNS, and the
+# webhook against a minimal standard-library handler, all on loopback;
+# writes docs/benchmarks.md. Not part of make test (it takes minutes and its
+# figures depend on the machine).
+#
+# Resolver part: every server is a caching forwarder on its own loopback
+# address in front of the same upstream (test/bench/authdns, which
+# synthesizes an answer for any name). One server runs at a time, pinned to
+# CPU $BENCH_SERVER_CPU; dnsperf and the upstream share CPU $BENCH_CLIENT_CPU.
+# Two workloads: cache hits (200 questions repeated after a warm-up) and
+# cache misses (unique names, each asked once). The primary figure is the
+# server's own CPU time per answered query (user+sys ticks from
+# /proc/PID/stat before and after, divided by the queries dnsperf saw
+# answered), because one dnsperf process saturates before a fast server does
+# and because the machine may be shared: CPU per query is the figure that
+# noise from other processes disturbs least.
+#
+# Webhook part: test/bench/webhookload drives bin/webhook and its own floor
+# handler over HTTPS (dev certificates from bin/certs) at concurrency 1, 8,
+# 32 and 128, over HTTP/1.1 and HTTP/2, then at a fixed 500 reviews/s.
+#
+# Environment: BENCH_DURATION (seconds per server and workload, default 12),
+# BENCH_WEBHOOK_DURATION (per concurrency step, default 4s), BENCH_OUT
+# (default docs/benchmarks.md), BENCH_SKIP_WEBHOOK=1 / BENCH_SKIP_RESOLVER=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=$ROOT/bin
+
+DUR=${BENCH_DURATION:-12}
+WH_DUR=${BENCH_WEBHOOK_DURATION:-4s}
+OUT=${BENCH_OUT:-docs/benchmarks.md}
+SERVER_CPU=${BENCH_SERVER_CPU:-0}
+CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
+COREDNS_VERSION=v1.15.0
+MISS_NAMES=${BENCH_MISS_NAMES:-3000000}
+PORT=10053 # not 53: other suites may own a wildcard :53 socket on this host
+UPSTREAM=127.53.0.10
+
+WORK=$(mktemp -d /tmp/dnsguard-bench.XXXXXX)
+pids=()
+created_policy=""
+failures=0
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ -n "$created_policy" ] && rm -f /usr/sbin/policy-rc.d
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# --- tools -----------------------------------------------------------------
+install_debs() {
+  local missing=() cmd pkg
+  for pair in dnsperf:dnsperf unbound:unbound dnsmasq:dnsmasq-base dig:bind9-dnsutils \
+    strip:binutils curl:curl taskset:util-linux; do
+    cmd=${pair%%:*} pkg=${pair#*:}
+    command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" -eq 0 ] || { log "missing packages ${missing[*]}; run as root"; exit 1; }
+  log "installing ${missing[*]}"
+  # Debian's unbound package would start a system resolver; this benchmark
+  # starts its own on loopback, so forbid service starts during the install.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
+  if [ -n "$created_policy" ]; then rm -f /usr/sbin/policy-rc.d; created_policy=""; fi
+}
+install_debs
+export PATH=$PATH:/usr/sbin
+
+if ! { [ -x "$BIN/coredns" ] && "$BIN/coredns" -version 2>/dev/null | grep -q "CoreDNS-${COREDNS_VERSION#v}"; }; then
+  log "building CoreDNS $COREDNS_VERSION into bin/ (first time only, a few minutes)"
+  mkdir -p "$BIN"
+  GOBIN=$BIN GOFLAGS= CGO_ENABLED=0 go install -trimpath -ldflags='-s -w' "github.com/coredns/coredns@$COREDNS_VERSION"
+fi
+log "building the benchmark helpers"
+go build -o "$WORK/authdns" ./test/bench/authdns
+go build -o "$WORK/webhookload" ./test/bench/webhookload
+go build -o "$WORK/benchreport" ./test/bench/benchreport
+
+# --- measuring helpers -------------------------------------------------------
+# ticks PID: user+sys CPU ticks (fields 14 and 15 of stat(5); the command
+# name may hold spaces, so count from its closing parenthesis).
+ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
+clk_tck=$(getconf CLK_TCK)
+
+wait_dns() { # addr port: until the server answers (10 s at most)
+  local i
+  for i in $(seq 1 100); do
+    dig +short +time=1 +tries=1 -p "$2" @"$1" ready.hit.bench.test A 2>/dev/null | grep -q . && return 0
+    sleep 0.1
+  done
+  log "no DNS answer from $1:$2 after 10 s"
+  return 1
+}
+
+# dnsperf_field FILE LABEL: the first number after "LABEL:" in dnsperf output.
+dnsperf_field() { awk -v l="$2:" 'index($0, l) { sub(".*" l "[ \t]*", ""); print $1 + 0; exit }' "$1"; }
+dnsperf_max() { sed -n 's/.*Average Latency.*max \([0-9.]*\)).*/\1/p' "$1"; }
+
+SERVERS_TSV=$WORK/resolver.tsv
+printf 'server\tworkload\tqps\tsent\tcompleted\tlost\tavg_s\tmax_s\tsd_s\tcpu_ticks\tclk_tck\trss_idle_kib\trss_end_kib\thwm_kib\tbinary_bytes\tbinary_note\n' >"$SERVERS_TSV"
+COMMANDS=$WORK/commands.txt
+: >"$COMMANDS"
+note_cmd() { printf '%s\n' "$*" >>"$COMMANDS"; }
+
+start_bg() { # name cmd...: start pinned to the server CPU, record the PID
+  local name=$1
+  shift
+  taskset -c "$SERVER_CPU" "$@" >"$WORK/$name.log" 2>&1 &
+  server_pid=$!
+  pids+=("$server_pid")
+}
+
+stop_pid() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+stripped_size() { # binary: size after strip (Go binaries built -s -w barely change)
+  if strip -o "$WORK/stripped" "$1" 2>/dev/null; then stat -c %s "$WORK/stripped"; else stat -c %s "$1"; fi
+}
+
+bench_server() { # name addr binary binary_note cmd...
+  local name=$1 addr=$2 binary=$3 note=$4
+  shift 4
+  log "$name: starting on $addr:$PORT"
+  note_cmd "taskset -c $SERVER_CPU $*"
+  start_bg "$name" "$@"
+  local pid=$server_pid
+  if ! wait_dns "$addr" "$PORT"; then
+    log "$name: did not start; its log:"
+    sed 's/^/    /' "$WORK/$name.log" >&2 || true
+    failures=$((failures + 1))
+    stop_pid "$pid"
+    return 0
+  fi
+  sleep 2 # let start-up garbage settle before reading idle RSS
+  local idle size
+  idle=$(status_kib "$pid" VmRSS)
+  size=$(stripped_size "$binary")
+  # Warm the cache (not measured), then the two measured workloads.
+  taskset -c "$CLIENT_CPU" dnsperf -s "$addr" -p "$PORT" -d "$WORK/hit.txt" -n 2 -c 4 -T 1 >/dev/null 2>&1 || true
+  local wl file extra t0 t1 out
+  for wl in hit miss; do
+    file=$WORK/$wl.txt extra=(-l "$DUR")
+    [ "$wl" = miss ] && extra+=(-n 1)
+    out=$WORK/$name.$wl.dnsperf
+    t0=$(ticks "$pid")
+    taskset -c "$CLIENT_CPU" dnsperf -s "$addr" -p "$PORT" -d "$file" -c 4 -T 1 -q 100 -t 2 "${extra[@]}" >"$out" 2>&1 || true
+    t1=$(ticks "$pid")
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "$name: died during the $wl workload"
+      failures=$((failures + 1))
+      return 0
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$wl" \
+      "$(dnsperf_field "$out" 'Queries per second')" "$(dnsperf_field "$out" 'Queries sent')" \
+      "$(dnsperf_field "$out" 'Queries completed')" "$(dnsperf_field "$out" 'Queries lost')" \
+      "$(dnsperf_field "$out" 'Average Latency (s)')" "$(dnsperf_max "$out")" \
+      "$(dnsperf_field "$out" 'Latency StdDev (s)')" "$((t1 - t0))" "$clk_tck" "$idle" \
+      "$(status_kib "$pid" VmRSS)" "$(status_kib "$pid" VmHWM)" "$size" "$note" >>"$SERVERS_TSV"
+    log "$name $wl: $(dnsperf_field "$out" 'Queries per second') q/s, lost $(dnsperf_field "$out" 'Queries lost'), $((t1 - t0)) ticks"
+  done
+  stop_pid "$pid"
+}
+
+# --- resolver benchmark --------------------------------------------------------
+if [ "${BENCH_SKIP_RESOLVER:-}" != 1 ]; then
+  log "writing query files ($MISS_NAMES unique names for the miss workload)"
+  for i in $(seq 1 100); do printf 'host%d.hit.bench.test A\nhost%d.hit.bench.test AAAA\n' "$i" "$i"; done >"$WORK/hit.txt"
+  seq 1 "$MISS_NAMES" | awk '{print "m" $1 ".miss.bench.test A"}' >"$WORK/miss.txt"
+
+  taskset -c "$CLIENT_CPU" "$WORK/authdns" --listen="$UPSTREAM:$PORT" >"$WORK/authdns.log" 2>&1 &
+  pids+=($!)
+  note_cmd "taskset -c $CLIENT_CPU test/bench/authdns --listen=$UPSTREAM:$PORT   # the shared upstream"
+  wait_dns "$UPSTREAM" "$PORT"
+
+  cat >"$WORK/unbound.conf" <<EOF
+server:
+  interface: 127.53.0.2@$PORT
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "$WORK"
+  pidfile: ""
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  num-threads: 1
+  access-control: 127.0.0.0/8 allow
+  do-not-query-localhost: no
+  do-ip6: no
+  module-config: "iterator"
+  qname-minimisation: no
+forward-zone:
+  name: "."
+  forward-addr: $UPSTREAM@$PORT
+EOF
+  unbound-checkconf "$WORK/unbound.conf" >/dev/null
+  bench_server unbound 127.53.0.2 "$(command -v unbound)" "dynamic; + libssl, libevent, ..." \
+    unbound -d -c "$WORK/unbound.conf"
+
+  bench_server dnsmasq 127.53.0.3 "$(command -v dnsmasq)" "dynamic" \
+    dnsmasq -k --conf-file=/dev/null --no-resolv --no-hosts --user=root --pid-file= \
+    --listen-address=127.53.0.3 --bind-interfaces --port="$PORT" \
+    --server="$UPSTREAM#$PORT" --cache-size=10000 --dns-forward-max=1000
+
+  cat >"$WORK/Corefile" <<EOF
+.:$PORT {
+    bind 127.53.0.4
+    forward . $UPSTREAM:$PORT
+    cache 3600
+}
+EOF
+  bench_server coredns 127.53.0.4 "$BIN/coredns" "static Go" \
+    "$BIN/coredns" -conf "$WORK/Corefile" -quiet
+
+  if [ -x "$BIN/resolver" ]; then
+    bench_server dnsguard 127.53.0.5 "$BIN/resolver" "static Go" \
+      "$BIN/resolver" --listen=127.53.0.5:$PORT --upstream=$UPSTREAM:$PORT --health-listen=127.53.0.5:18053
+  else
+    log "bin/resolver not built: its rows stay empty (make bench builds it)"
+    failures=$((failures + 1))
+  fi
+fi
+
+# --- webhook benchmark -----------------------------------------------------------
+WEBHOOK_TSV=$WORK/webhook.tsv
+: >"$WEBHOOK_TSV"
+REVIEW=test/bench/webhookload/testdata/deployment-pod-review.json
+wait_https() { # url: until it answers 200 (10 s at most)
+  local i
+  for i in $(seq 1 100); do
+    curl -fsS --cacert "$WORK/certs/ca.crt" "$1" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
+bench_webhook() { # name port cmd...
+  local name=$1 port=$2 proto
+  shift 2
+  note_cmd "taskset -c $SERVER_CPU $*"
+  start_bg "$name" "$@"
+  local pid=$server_pid
+  if ! wait_https "https://127.0.0.1:$port/healthz"; then
+    log "$name: did not start; its log:"
+    sed 's/^/    /' "$WORK/$name.log" >&2 || true
+    failures=$((failures + 1))
+    stop_pid "$pid"
+    return 0
+  fi
+  for proto in h1 h2; do
+    log "$name over $proto"
+    if ! taskset -c "$CLIENT_CPU" "$WORK/webhookload" load --url="https://127.0.0.1:$port/mutate" \
+      --ca="$WORK/certs/ca.crt" --review="$REVIEW" --label="$name" --proto="$proto" --pid="$pid" \
+      --duration="$WH_DUR" --concurrency=1,8,32,128 --rate=500 --rate-duration=10s \
+      >"$WORK/$name.$proto.tsv"; then
+      log "$name over $proto: load generator failed"
+      failures=$((failures + 1))
+      continue
+    fi
+    tail -n +2 "$WORK/$name.$proto.tsv" >>"$WEBHOOK_TSV"
+  done
+  stop_pid "$pid"
+}
+if [ "${BENCH_SKIP_WEBHOOK:-}" != 1 ]; then
+  [ -x "$BIN/certs" ] || { log "bin/certs missing (make bench builds it)"; exit 1; }
+  "$BIN/certs" dev --out-dir="$WORK/certs" --hosts=127.0.0.1,localhost >/dev/null
+  note_cmd "bin/certs dev --out-dir=CERTS --hosts=127.0.0.1,localhost"
+  note_cmd "taskset -c $CLIENT_CPU test/bench/webhookload load --url=https://127.0.0.1:PORT/mutate --ca=CERTS/ca.crt --review=$REVIEW --proto=h1|h2 --pid=SERVER_PID --duration=$WH_DUR --concurrency=1,8,32,128 --rate=500 --rate-duration=10s"
+  bench_webhook floor 19443 "$WORK/webhookload" floor --listen=127.0.0.1:19443 \
+    --tls-cert-file="$WORK/certs/tls.crt" --tls-key-file="$WORK/certs/tls.key"
+  if [ -x "$BIN/webhook" ]; then
+    bench_webhook webhook 18443 "$BIN/webhook" --listen=127.0.0.1:18443 \
+      --tls-cert-file="$WORK/certs/tls.crt" --tls-key-file="$WORK/certs/tls.key" \
+      --nameservers=10.96.0.10 --log-level=error
+  else
+    log "bin/webhook not built: its rows stay empty (make bench builds it)"
+    failures=$((failures + 1))
+  fi
+fi
+
+# --- the page --------------------------------------------------------------------
+log "writing $OUT"
+{
+  echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "nproc=$(nproc)"
+  echo "cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+  echo "kernel=$(uname -srm)"
+  echo "go=$(go version | awk '{print $3}')"
+  echo "dnsperf=$(dnsperf -h 2>&1 | awk '/^Version/ {print $2}')"
+  echo "unbound=$(unbound -V 2>/dev/null | awk '/^Version/ {print $2}')"
+  echo "dnsmasq=$(dnsmasq --version | awk 'NR == 1 {print $3}')"
+  echo "coredns=$COREDNS_VERSION"
+  echo "loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "duration=$DUR"
+  echo "webhook_duration=$WH_DUR"
+  echo "server_cpu=$SERVER_CPU"
+  echo "client_cpu=$CLIENT_CPU"
+} >"$WORK/meta.env"
+"$WORK/benchreport" --meta="$WORK/meta.env" --resolver="$SERVERS_TSV" --webhook="$WEBHOOK_TSV" \
+  --commands="$COMMANDS" >"$WORK/benchmarks.md"
+mkdir -p "$(dirname "$OUT")"
+cp "$WORK/benchmarks.md" "$OUT"
+sed -n '/^## Targets/,/^## /p' "$OUT" | sed '$d' >&2
+
+if [ "$failures" -gt 0 ]; then
+  echo "bench: 0 passed, $failures failed (missing or failed servers; see above)"
+  exit 1
+fi
+echo "bench: all servers measured; page written to $OUT"

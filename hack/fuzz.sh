@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# make fuzz: run every native Go fuzz target in the module for FUZZTIME
+# (default 30s) each, one after the other (each fuzzer already uses every
+# core). Targets are discovered, not listed here, so a new `func FuzzX` is
+# fuzzed without touching this script. `make unit` (go test ./...) runs the
+# seed corpora of the same targets; a crash found here is written by Go to
+# PKG/testdata/fuzz/FuzzX/ and becomes a regression case once committed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FUZZTIME=${FUZZTIME:-30s}
+# Accept a bare number of seconds as well as Go's duration syntax.
+[[ "$FUZZTIME" =~ ^[0-9]+$ ]] && FUZZTIME="${FUZZTIME}s"
+
+echo "fuzz: discovering targets (go test -list '^Fuzz' ./...)"
+# go test -list prints the matching names of a package, then its "ok PKG"
+# line; pair each name with the package that follows it.
+listing=$(go test -list '^Fuzz' ./...)
+mapfile -t targets < <(printf '%s\n' "$listing" | awk '
+  /^Fuzz/ { names[n++] = $1; next }
+  /^ok[ \t]/ { for (i = 0; i < n; i++) print $2 " " names[i]; n = 0 }')
+
+if [ ${#targets[@]} -eq 0 ]; then
+  echo "fuzz: no Fuzz targets found"
+  echo "fuzz: 0 passed, 0 failed"
+  exit 0
+fi
+echo "fuzz: ${#targets[@]} targets, $FUZZTIME each"
+
+passed=0 failed=0 failures=()
+for t in "${targets[@]}"; do
+  pkg=${t% *} name=${t#* }
+  echo "fuzz: $pkg $name ($FUZZTIME)"
+  if go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    failures+=("$pkg $name")
+  fi
+done
+
+for f in "${failures[@]}"; do echo "fuzz: FAILED $f (crasher under its testdata/fuzz/)"; done
+echo "fuzz: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
