@@ -41,6 +41,11 @@ type CA struct {
 
 // NewCA creates a self-signed ECDSA P-256 CA valid for validity from now.
 func NewCA(commonName string, validity time.Duration) (*CA, error) {
+	return newCAAt(commonName, validity, time.Now())
+}
+
+// newCAAt is NewCA with an explicit clock, so bootstrap tests can move time.
+func newCAAt(commonName string, validity time.Duration, now time.Time) (*CA, error) {
 	if validity <= 0 {
 		return nil, fmt.Errorf("CA validity must be positive, got %s", validity)
 	}
@@ -52,7 +57,6 @@ func NewCA(commonName string, validity time.Duration) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: commonName, Organization: []string{"dnsguard"}},
@@ -102,6 +106,11 @@ func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
 // IP addresses become IP SANs, the rest DNS SANs; the first host is also the
 // common name. The result is PEM: the leaf certificate and its key.
 func (ca *CA) IssueServing(hosts []string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
+	return ca.issueServingAt(hosts, validity, time.Now())
+}
+
+// issueServingAt is IssueServing with an explicit clock.
+func (ca *CA) issueServingAt(hosts []string, validity time.Duration, now time.Time) (certPEM, keyPEM []byte, err error) {
 	if len(hosts) == 0 {
 		return nil, nil, errors.New("issue serving certificate: no hosts")
 	}
@@ -116,7 +125,6 @@ func (ca *CA) IssueServing(hosts []string, validity time.Duration) (certPEM, key
 	if err != nil {
 		return nil, nil, err
 	}
-	now := time.Now()
 	notAfter := now.Add(validity)
 	if notAfter.After(ca.Cert.NotAfter) {
 		// A leaf that outlives its CA would fail verification early anyway;

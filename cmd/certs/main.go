@@ -8,6 +8,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -44,6 +45,9 @@ func main() {
 		os.Exit(2)
 	}
 	if err := sc.run(os.Args[2:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return // the flag package already printed the usage
+		}
 		fmt.Fprintf(os.Stderr, "certs %s: %v\n", os.Args[1], err)
 		os.Exit(1)
 	}
