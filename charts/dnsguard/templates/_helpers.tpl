@@ -1,0 +1,169 @@
+{{/*
+Chart name, trimmed so suffixed names still fit 63 characters.
+*/}}
+{{- define "dnsguard.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified name. A release named like the chart gives just the chart
+name, so `helm install dnsguard` yields MutatingWebhookConfiguration
+"dnsguard". Trimmed to 52 so "-certs"/"-test"/"-ca-issuer" suffixes fit.
+*/}}
+{{- define "dnsguard.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "dnsguard.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels.
+*/}}
+{{- define "dnsguard.labels" -}}
+helm.sh/chart: {{ include "dnsguard.chart" . }}
+app.kubernetes.io/name: {{ include "dnsguard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: dnsguard
+{{- end }}
+
+{{/*
+Selector labels of the webhook pods. dnsguard.io/component is also what the
+webhook's objectSelector excludes, so the webhook never mutates itself.
+*/}}
+{{- define "dnsguard.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "dnsguard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+dnsguard.io/component: webhook
+{{- end }}
+
+{{- define "dnsguard.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "dnsguard.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the TLS Secret (ca.crt, tls.crt, tls.key) in every certificates mode.
+*/}}
+{{- define "dnsguard.secretName" -}}
+{{- default (printf "%s-tls" (include "dnsguard.fullname" .)) .Values.certificates.secretName }}
+{{- end }}
+
+{{- define "dnsguard.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "dnsguard.sidecarImage" -}}
+{{- printf "%s:%s" .Values.sidecar.image.repository (default .Chart.AppVersion .Values.sidecar.image.tag) }}
+{{- end }}
+
+{{/*
+True (non-empty) when the webhook runs in the cluster, i.e. not URL mode.
+*/}}
+{{- define "dnsguard.inCluster" -}}
+{{- if not .Values.webhookConfiguration.url }}true{{- end }}
+{{- end }}
+
+{{/*
+Host of webhookConfiguration.url without port or IPv6 brackets, for the
+certificate SANs.
+*/}}
+{{- define "dnsguard.urlHost" -}}
+{{- with .Values.webhookConfiguration.url }}
+{{- $host := (urlParse .).host }}
+{{- if hasPrefix "[" $host }}
+{{- regexReplaceAll "^\\[([^\\]]*)\\].*$" $host "${1}" }}
+{{- else }}
+{{- regexReplaceAll ":[0-9]+$" $host "" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Comma-separated extra SANs for `certs bootstrap --extra-hosts`.
+*/}}
+{{- define "dnsguard.extraHosts" -}}
+{{- $hosts := .Values.certificates.extraHosts }}
+{{- $u := include "dnsguard.urlHost" . }}
+{{- if and $u (not (has $u $hosts)) }}
+{{- $hosts = append $hosts $u }}
+{{- end }}
+{{- join "," $hosts }}
+{{- end }}
+
+{{/*
+Namespaces the webhook must never see: kube-system, the release namespace
+and any extras.
+*/}}
+{{- define "dnsguard.excludedNamespaces" -}}
+{{- $ns := list "kube-system" .Release.Namespace }}
+{{- range .Values.webhookConfiguration.excludeNamespaces }}
+{{- if not (has . $ns) }}
+{{- $ns = append $ns . }}
+{{- end }}
+{{- end }}
+{{- toJson (uniq $ns) }}
+{{- end }}
+
+{{/*
+Hardened container securityContext shared by every container of the chart.
+*/}}
+{{- define "dnsguard.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "dnsguard.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+The webhook configuration file (config.yaml in the ConfigMap).
+*/}}
+{{- define "dnsguard.config" -}}
+listen: ":{{ .Values.containerPort }}"
+tlsCertFile: /etc/dnsguard/tls/tls.crt
+tlsKeyFile: /etc/dnsguard/tls/tls.key
+nameservers: {{ toJson .Values.nameservers }}
+clusterDomain: {{ .Values.clusterDomain | quote }}
+defaultMode: {{ .Values.defaultMode | quote }}
+dnsOptions:
+{{- range .Values.dnsOptions }}
+  - name: {{ .name | quote }}
+    {{- if hasKey . "value" }}
+    value: {{ .value | quote }}
+    {{- end }}
+{{- end }}
+sidecar:
+  image: {{ include "dnsguard.sidecarImage" . | quote }}
+  fallback: {{ .Values.sidecar.fallback }}
+  resources:
+    {{- toYaml .Values.sidecar.resources | nindent 4 }}
+{{- end }}
