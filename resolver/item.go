@@ -172,6 +172,11 @@ func newItem(b []byte, now time.Time, pol ttlPolicy) (*item, error) {
 	default:
 		it.ttl = 0
 	}
+	// Whatever is passed on (error replies, uncacheable negatives) never
+	// carries a TTL above the cap.
+	for i := range it.ttls {
+		it.ttls[i] = clamp(it.ttls[i], 0, pol.max)
+	}
 	for i, at := range it.ttlAt {
 		binary.BigEndian.PutUint32(wire[at:], it.ttls[i])
 	}

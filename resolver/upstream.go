@@ -123,7 +123,7 @@ func NewForwarder(cfg ForwarderConfig, m *Metrics, log *slog.Logger) *Forwarder 
 		maxIdle:      max(1, cfg.MaxIdle),
 		failLimit:    3,
 		probeEvery:   5 * time.Second,
-		serial:       serializer{m: map[string]chan struct{}{}},
+		serial:       serializer{m: map[string]*keyLock{}},
 		log:          log,
 	}
 	f.bufs.New = func() any { b := make([]byte, 65535); return &b }
@@ -427,35 +427,60 @@ func tcpErr(u *upstream, err error) error {
 	return fmt.Errorf("tcp read from %s: %w", u.name, err)
 }
 
-// serializer makes queries for one key wait for each other.
+// serializer makes queries for one key wait for each other, first come
+// first served: a name whose first query keeps retrying must not starve
+// the other type (each try releases the key and the next waiter goes).
 type serializer struct {
 	mu sync.Mutex
-	m  map[string]chan struct{}
+	m  map[string]*keyLock
 }
 
-// acquire blocks until key is free (or ctx ends) and returns the release.
+type keyLock struct {
+	waiters []chan struct{} // closed when ownership passes to that waiter
+}
+
+// acquire blocks until key is ours (or ctx ends) and returns the release.
 func (s *serializer) acquire(ctx context.Context, key string) (func(), error) {
-	for {
+	s.mu.Lock()
+	l, busy := s.m[key]
+	if !busy {
+		s.m[key] = &keyLock{}
+		s.mu.Unlock()
+		return func() { s.release(key) }, nil
+	}
+	ch := make(chan struct{})
+	l.waiters = append(l.waiters, ch)
+	s.mu.Unlock()
+	select {
+	case <-ch:
+		return func() { s.release(key) }, nil
+	case <-ctx.Done():
 		s.mu.Lock()
-		ch, busy := s.m[key]
-		if !busy {
-			ch = make(chan struct{})
-			s.m[key] = ch
-			s.mu.Unlock()
-			return func() {
-				s.mu.Lock()
-				delete(s.m, key)
+		for i, w := range l.waiters {
+			if w == ch {
+				l.waiters = append(l.waiters[:i], l.waiters[i+1:]...)
 				s.mu.Unlock()
-				close(ch)
-			}, nil
+				return nil, ctx.Err()
+			}
 		}
 		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+		// Ownership was handed over just as ctx ended: pass it on.
+		s.release(key)
+		return nil, ctx.Err()
 	}
+}
+
+func (s *serializer) release(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.m[key]
+	if len(l.waiters) == 0 {
+		delete(s.m, key)
+		return
+	}
+	next := l.waiters[0]
+	l.waiters = l.waiters[1:]
+	close(next)
 }
 
 func earlier(a, b time.Time) time.Time {

@@ -1,0 +1,363 @@
+package resolver
+
+import (
+	"encoding/binary"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+func packQuery(t testing.TB, name string, qtype uint16, mod func(*dns.Msg)) []byte {
+	t.Helper()
+	m := new(dns.Msg).SetQuestion(name, qtype)
+	if mod != nil {
+		mod(m)
+	}
+	b, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestMalformedAndPolicy(t *testing.T) {
+	up := newFakeUpstream(t, zoneAnswer(t, 300, nil))
+	s := startServer(t, testConfig(up.addr))
+	addr := s.UDPAddr()
+	valid := packQuery(t, "www.example.", dns.TypeA, nil)
+	response := append([]byte(nil), valid...)
+	response[2] |= 0x80
+	noQuestion := append([]byte(nil), valid[:headerLen]...)
+	noQuestion[5] = 0
+	twoQuestions := packQuery(t, "www.example.", dns.TypeA, func(m *dns.Msg) {
+		m.Question = append(m.Question, dns.Question{Name: "b.example.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+	})
+	cut := valid[:len(valid)-3]
+	pointer := append(append([]byte(nil), valid[:headerLen]...), 0xC0, 0x0C, 0, 1, 0, 1)
+	notify := packQuery(t, "www.example.", dns.TypeSOA, func(m *dns.Msg) { m.Opcode = dns.OpcodeNotify })
+	ednsV1 := packQuery(t, "www.example.", dns.TypeA, func(m *dns.Msg) {
+		m.SetEdns0(1232, false)
+		m.IsEdns0().SetVersion(1)
+	})
+	for _, tc := range []struct {
+		name  string
+		pkt   []byte
+		rcode int // -1: no reply at all
+	}{
+		{"empty", []byte{}, -1},
+		{"short header", valid[:7], -1},
+		{"response sent as query", response, -1},
+		{"no question", noQuestion, dns.RcodeFormatError},
+		{"two questions", twoQuestions, dns.RcodeFormatError},
+		{"truncated question", cut, dns.RcodeFormatError},
+		{"compressed question", pointer, dns.RcodeFormatError},
+		{"notify opcode", notify, dns.RcodeNotImplemented},
+		{"edns version 1", ednsV1, dns.RcodeBadVers},
+		{"AXFR", packQuery(t, "example.", dns.TypeAXFR, nil), dns.RcodeRefused},
+		{"IXFR", packQuery(t, "example.", dns.TypeIXFR, nil), dns.RcodeRefused},
+		{"CHAOS class", packQuery(t, "version.bind.", dns.TypeTXT, func(m *dns.Msg) { m.Question[0].Qclass = dns.ClassCHAOS }), dns.RcodeRefused},
+		{"ANY (RFC 8482)", packQuery(t, "www.example.", dns.TypeANY, nil), dns.RcodeSuccess},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wait := time.Second
+			if tc.rcode < 0 {
+				wait = 200 * time.Millisecond
+			}
+			b := rawExchange(t, addr, tc.pkt, wait)
+			if tc.rcode < 0 {
+				if b != nil {
+					t.Fatalf("got a %d-byte reply, want none", len(b))
+				}
+				return
+			}
+			if b == nil {
+				t.Fatal("no reply")
+			}
+			m := new(dns.Msg)
+			if err := m.Unpack(b); err != nil {
+				t.Fatalf("reply does not unpack: %v", err)
+			}
+			if m.Id != binary.BigEndian.Uint16(tc.pkt) || !m.Response {
+				t.Fatalf("reply id %d response=%v", m.Id, m.Response)
+			}
+			if m.Rcode != tc.rcode {
+				t.Fatalf("rcode %s, want %s", dns.RcodeToString[m.Rcode], dns.RcodeToString[tc.rcode])
+			}
+			if tc.name == "ANY (RFC 8482)" {
+				if len(m.Answer) != 1 || m.Answer[0].(*dns.HINFO).Cpu != "RFC8482" {
+					t.Fatalf("ANY answer %v, want one HINFO RFC8482", m.Answer)
+				}
+			}
+		})
+	}
+	if n := len(up.queries()); n != 0 {
+		t.Fatalf("%d queries reached upstream; none of these should", n)
+	}
+	// Still serving after all that.
+	if r := ask(t, s, "udp", "www.example.", dns.TypeA, 0); len(r.Answer) != 1 {
+		t.Fatalf("after bad input: %v", r)
+	}
+	// AXFR over TCP too.
+	if r := ask(t, s, "tcp", "example.", dns.TypeAXFR, 0); r.Rcode != dns.RcodeRefused {
+		t.Fatalf("AXFR over TCP: %s", dns.RcodeToString[r.Rcode])
+	}
+}
+
+func TestIDAndCaseEcho(t *testing.T) {
+	up := newFakeUpstream(t, zoneAnswer(t, 300, nil))
+	s := startServer(t, testConfig(up.addr))
+	for _, name := range []string{"www.example.", "WwW.eXaMpLe.", "WWW.EXAMPLE."} {
+		for _, proto := range []string{"udp", "tcp"} {
+			r := ask(t, s, proto, name, dns.TypeA, 0) // ask checks the ID
+			if r.Question[0].Name != name {
+				t.Fatalf("%s: question %q, want %q", proto, r.Question[0].Name, name)
+			}
+			if !r.RecursionAvailable || !r.RecursionDesired {
+				t.Fatalf("RA/RD not set: %v", r.MsgHdr)
+			}
+		}
+	}
+	if n := len(up.queries()); n != 1 {
+		t.Fatalf("%d upstream queries for one name in three cases, want 1", n)
+	}
+}
+
+func TestTCPLimits(t *testing.T) {
+	up := newFakeUpstream(t, zoneAnswer(t, 300, nil))
+	cfg := testConfig(up.addr)
+	cfg.MaxTCPConns = 3
+	cfg.TCPIdleTimeout = 300 * time.Millisecond
+	s := startServer(t, cfg)
+	addr := s.TCPAddr().String()
+	var stalled []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte{0}) // half a length prefix, then nothing
+		stalled = append(stalled, c)
+	}
+	time.Sleep(50 * time.Millisecond)
+	// A fourth connection is closed at once: the limit holds.
+	c4, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c4.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := c4.Read(make([]byte, 1)); err == nil {
+		t.Fatal("connection over the limit got data")
+	}
+	c4.Close()
+	// UDP is unaffected by stalled TCP clients.
+	ask(t, s, "udp", "www.example.", dns.TypeA, 0)
+	// Stalled clients are dropped after the idle timeout.
+	for _, c := range stalled {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		start := time.Now()
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("stalled connection: %v", err)
+		}
+		if time.Since(start) > time.Second {
+			t.Fatal("stalled connection kept past the idle timeout")
+		}
+		c.Close()
+	}
+	deadline := time.Now().Add(time.Second)
+	for s.tcpConns.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := s.tcpConns.Load(); n != 0 {
+		t.Fatalf("%d tcp connections leaked", n)
+	}
+	// Several pipelined queries on one connection are all answered.
+	r := ask(t, s, "tcp", "www.example.", dns.TypeAAAA, 0)
+	if len(r.Answer) != 1 {
+		t.Fatalf("tcp after limit: %v", r)
+	}
+}
+
+func TestMetricsAndHealth(t *testing.T) {
+	up := newFakeUpstream(t, zoneAnswer(t, 300, nil))
+	cfg := testConfig(up.addr)
+	cfg.HealthListen = "127.0.0.1:0"
+	s := startServer(t, cfg)
+	ask(t, s, "udp", "www.example.", dns.TypeA, 0)
+	ask(t, s, "udp", "www.example.", dns.TypeA, 0)
+	ask(t, s, "tcp", "nx.example.", dns.TypeA, 0)
+	base := "http://" + s.HealthAddr()
+	for _, p := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get(base + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d", p, resp.StatusCode)
+		}
+	}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatalf("metrics do not parse: %v\n%s", err, body)
+	}
+	val := func(name string, labels map[string]string) float64 {
+		f, ok := fams[name]
+		if !ok {
+			t.Fatalf("metric %s missing", name)
+		}
+	next:
+		for _, m := range f.Metric {
+			for _, lp := range m.Label {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.Counter.GetValue()
+			case m.Gauge != nil:
+				return m.Gauge.GetValue()
+			case m.Histogram != nil:
+				return float64(m.Histogram.GetSampleCount())
+			}
+		}
+		t.Fatalf("metric %s%v missing", name, labels)
+		return 0
+	}
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"dnsguard_resolver_queries_total", map[string]string{"proto": "udp"}, 2},
+		{"dnsguard_resolver_queries_total", map[string]string{"proto": "tcp"}, 1},
+		{"dnsguard_resolver_cache_hits_total", nil, 1},
+		{"dnsguard_resolver_cache_misses_total", nil, 2},
+		{"dnsguard_resolver_responses_total", map[string]string{"rcode": "NXDOMAIN"}, 1},
+		{"dnsguard_resolver_cache_entries", nil, 2},
+		{"dnsguard_resolver_upstream_duration_seconds", map[string]string{"upstream": up.addr}, 2},
+	} {
+		if got := val(c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	problems, err := promlint.New(strings.NewReader(string(body))).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+	// Draining: readyz fails, answers continue.
+	s.Drain()
+	resp, err = http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("readyz while draining: %d", resp.StatusCode)
+	}
+	ask(t, s, "udp", "www.example.", dns.TypeA, 0)
+}
+
+func TestConfig(t *testing.T) {
+	dir := t.TempDir()
+	rc := filepath.Join(dir, "resolv.conf")
+	os.WriteFile(rc, []byte("search x\nnameserver 127.0.0.1\nnameserver 10.96.0.10\nnameserver fd00::10\noptions ndots:5\n"), 0o644)
+	cfgFile := filepath.Join(dir, "resolver.conf")
+	os.WriteFile(cfgFile, []byte("# comment\nserve-stale = true\ncache-size = 123\nupstream = 192.0.2.9\n"), 0o644)
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr string
+		check   func(t *testing.T, c Config)
+	}{
+		{"resolv.conf minus self", []string{"--resolv-conf=" + rc}, nil, "", func(t *testing.T, c Config) {
+			if strings.Join(c.Upstreams, ",") != "10.96.0.10:53,[fd00::10]:53" {
+				t.Fatalf("upstreams %v", c.Upstreams)
+			}
+		}},
+		{"env", []string{"--resolv-conf=" + rc}, map[string]string{EnvUpstreams: "10.0.0.1:5353, 10.0.0.2"}, "", func(t *testing.T, c Config) {
+			if strings.Join(c.Upstreams, ",") != "10.0.0.1:5353,10.0.0.2" || len(c.upstreamAddrs) != 2 || c.upstreamAddrs[1].Port() != 53 {
+				t.Fatalf("upstreams %v %v", c.Upstreams, c.upstreamAddrs)
+			}
+		}},
+		{"flags beat env", []string{"--upstream=10.0.0.3", "--upstream=10.0.0.4:54"}, map[string]string{EnvUpstreams: "10.0.0.1"}, "", func(t *testing.T, c Config) {
+			if len(c.upstreamAddrs) != 2 || c.upstreamAddrs[1].String() != "10.0.0.4:54" {
+				t.Fatalf("upstreams %v", c.upstreamAddrs)
+			}
+		}},
+		{"config file, flag wins", []string{"--config=" + cfgFile, "--cache-size=7"}, nil, "", func(t *testing.T, c Config) {
+			if !c.ServeStale || c.CacheSize != 7 || c.Upstreams[0] != "192.0.2.9" {
+				t.Fatalf("config %+v", c)
+			}
+		}},
+		{"non-loopback refused", []string{"--listen=0.0.0.0:53", "--upstream=10.0.0.1"}, nil, "--listen=0.0.0.0:53", nil},
+		{"non-loopback allowed", []string{"--listen=0.0.0.0:53", "--allow-non-loopback", "--upstream=10.0.0.1"}, nil, "", nil},
+		{"self as upstream", []string{"--listen=127.0.0.1:53", "--upstream=127.0.0.1"}, nil, "--upstream=127.0.0.1", nil},
+		{"bad upstream", []string{"--upstream=dns.example"}, nil, "--upstream=dns.example", nil},
+		{"bad timeout", []string{"--upstream=10.0.0.1", "--total-timeout=10ms"}, nil, "--total-timeout=10ms", nil},
+		{"bad duration", []string{"--upstream=10.0.0.1", "--timeout=fast"}, nil, "fast", nil},
+		{"bad cache size", []string{"--upstream=10.0.0.1", "--cache-size=0"}, nil, "--cache-size=0", nil},
+		{"no upstream at all", []string{"--resolv-conf=/nonexistent"}, nil, "--resolv-conf=/nonexistent", nil},
+		{"bad log level", []string{"--upstream=10.0.0.1", "--log-level=loud"}, nil, "--log-level=loud", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseArgs(tc.args, env(tc.env), io.Discard)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one naming %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.check != nil {
+				tc.check(t, c)
+			}
+		})
+	}
+}
+
+func TestProbe(t *testing.T) {
+	up := newFakeUpstream(t, zoneAnswer(t, 300, nil))
+	s := startServer(t, testConfig(up.addr))
+	var out strings.Builder
+	if err := Probe([]string{"--server=" + s.UDPAddr().String()}, &out, io.Discard); err != nil {
+		t.Fatalf("probe of a live server: %v", err)
+	}
+	if err := Probe([]string{"--server=" + s.UDPAddr().String(), "--tcp"}, &out, io.Discard); err != nil {
+		t.Fatalf("tcp probe: %v", err)
+	}
+	if len(up.queries()) != 0 {
+		t.Fatal("probe reached the upstream")
+	}
+	// Nothing listens on the fake upstream's neighbour port of a closed socket.
+	pc, _ := net.ListenPacket("udp", "127.0.0.1:0")
+	dead := pc.LocalAddr().String()
+	pc.Close()
+	if err := Probe([]string{"--server=" + dead, "--timeout=200ms"}, &out, io.Discard); err == nil {
+		t.Fatal("probe of a dead address succeeded")
+	}
+}
