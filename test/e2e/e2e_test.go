@@ -23,6 +23,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
@@ -35,8 +36,8 @@ import (
 const (
 	release        = "dnsguard"
 	releaseNS      = "dnsguard"
-	webhookConfig  = "dnsguard" // MutatingWebhookConfiguration of release "dnsguard"
-	tlsSecret      = "dnsguard-webhook-tls"
+	webhookConfig  = "dnsguard"     // MutatingWebhookConfiguration of release "dnsguard"
+	tlsSecret      = "dnsguard-tls" // chart default "<fullname>-tls"
 	enabledLabel   = "dnsguard.io/enabled"
 	modeAnnotation = "dnsguard.io/mode"
 	injectedAnno   = "dnsguard.io/injected"
@@ -121,6 +122,7 @@ func helmValues() []string {
 	return []string{
 		"--namespace", releaseNS,
 		"--set", fmt.Sprintf("webhookConfiguration.url=https://%s/mutate", webhookAddr()),
+		"--set", "tests.enabled=false",
 	}
 }
 
@@ -319,6 +321,19 @@ func s2Untouched(ctx context.Context, t *testing.T) {
 	for _, p := range deploy(ctx, t, nsPlain, "web", 2, nil, nil) {
 		assertUntouched(t, &p, corev1.DNSClusterFirst, nil)
 	}
+	// kube-system is excluded by the chart whatever its labels say: label it
+	// as opted in to prove that (and remove the label afterwards).
+	setLabel := func(v *string) {
+		patch := `{"metadata":{"labels":{"` + enabledLabel + `":null}}}`
+		if v != nil {
+			patch = `{"metadata":{"labels":{"` + enabledLabel + `":"` + *v + `"}}}`
+		}
+		if _, err := e2e.client.CoreV1().Namespaces().Patch(ctx, "kube-system", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatalf("label kube-system: %v", err)
+		}
+	}
+	setLabel(ptr("true"))
+	defer setLabel(nil)
 	waitDefaultSA(ctx, t, "kube-system")
 	for _, p := range deploy(ctx, t, "kube-system", "e2e-system-app", 1, nil, nil) {
 		assertUntouched(t, &p, corev1.DNSClusterFirst, nil)
