@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# Integration test of bin/resolver against real peers: dnsmasq as the
+# upstream serving a test zone, dig as a client, and glibc itself
+# (getent ahosts and a small getaddrinfo program) reading a resolv.conf
+# bind-mounted in a private mount namespace. Needs root, dnsmasq-base,
+# bind9-dnsutils and gcc (make deps). Prints "N passed, M failed".
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+
+# Addresses of our own in 127.0.0.0/8, away from 127.0.0.1/.53 and the
+# other suites' defaults.
+UP_IP=127.0.53.2 UP_PORT=5300
+RES_IP=127.0.53.3 RES_PORT=53
+HEALTH=$RES_IP:8053
+BIN=$ROOT/bin/resolver
+
+pass=0 fail=0
+ok()  { pass=$((pass + 1)); echo "  PASS $*"; }
+bad() { fail=$((fail + 1)); echo "  FAIL $*"; }
+check() { # check "description" command...
+  local d=$1; shift
+  if "$@"; then ok "$d"; else bad "$d"; fi
+}
+
+[ "$(id -u)" -eq 0 ] || { echo "run.sh: needs root (unshare -m, port 53)"; exit 1; }
+for t in dnsmasq dig gcc unshare curl; do
+  command -v "$t" >/dev/null || { echo "run.sh: $t missing (make deps)"; exit 1; }
+done
+[ -x "$BIN" ] || { echo "run.sh: $BIN missing (make build)"; exit 1; }
+
+WORK=$(mktemp -d /tmp/dnsguard-resolver-test.XXXXXX)
+chmod 755 "$WORK"
+DNSMASQ_PID="" RES_PID=""
+cleanup() {
+  [ -n "$RES_PID" ] && kill -9 "$RES_PID" 2>/dev/null || true
+  [ -n "$DNSMASQ_PID" ] && kill "$DNSMASQ_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "== setup in $WORK"
+cat >"$WORK/hosts" <<EOF
+192.0.2.10 www.test.example
+2001:db8::10 www.test.example
+192.0.2.11 v4only.test.example
+192.0.2.20 glibc.test.example
+2001:db8::20 glibc.test.example
+192.0.2.21 getent.test.example
+2001:db8::21 getent.test.example
+192.0.2.30 stale.test.example
+EOF
+big=()
+for c in a b c d e f; do big+=("$(printf "%0200d" 0 | tr 0 "$c")"); done
+start_dnsmasq() {
+  dnsmasq --keep-in-foreground --conf-file=/dev/null --user=root \
+    --no-resolv --no-hosts --addn-hosts="$WORK/hosts" --local-ttl=300 \
+    --listen-address=$UP_IP --bind-interfaces --port=$UP_PORT \
+    --local=/test.example/ --pid-file="$WORK/dnsmasq.pid" \
+    --txt-record="big.test.example,$(IFS=,; echo "${big[*]}")" \
+    --log-queries --log-facility="$WORK/dnsmasq.log" &
+  DNSMASQ_PID=$!
+  for _ in $(seq 50); do
+    dig +short +time=1 +tries=1 @$UP_IP -p $UP_PORT www.test.example A >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "dnsmasq did not start"; cat "$WORK/dnsmasq.log" || true; exit 1
+}
+start_dnsmasq
+upstream_queries() { grep -c "query\[" "$WORK/dnsmasq.log" || true; }
+
+"$BIN" --listen=$RES_IP:$RES_PORT --upstream=$UP_IP:$UP_PORT --health-listen=$HEALTH \
+  --serve-stale --timeout=500ms --total-timeout=2s --drain=2s --log-level=info \
+  2>"$WORK/resolver.log" &
+RES_PID=$!
+for _ in $(seq 50); do
+  "$BIN" probe --server=$RES_IP:$RES_PORT --timeout=200ms >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+D() { dig +time=3 +tries=1 @$RES_IP -p $RES_PORT "$@"; }
+metric() { curl -sf "http://$HEALTH/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
+
+echo "== resolver basics (dig)"
+check "probe subcommand answers" "$BIN" probe --server=$RES_IP:$RES_PORT
+check "probe of a dead address fails" bash -c "! '$BIN' probe --server=127.0.53.9:53 --timeout=300ms 2>/dev/null"
+check "UDP A" test "$(D +short www.test.example A)" = "192.0.2.10"
+check "UDP AAAA" test "$(D +short www.test.example AAAA)" = "2001:db8::10"
+check "TCP A" test "$(D +tcp +short www.test.example A)" = "192.0.2.10"
+out=$(D WwW.TeSt.ExAmPlE A +noall +question +answer)
+check "question case echoed" grep -q "^;WwW.TeSt.ExAmPlE.[[:space:]]" <<<"$out"
+check "answer from cache keeps a decremented TTL <= 300" \
+  bash -c "ttl=\$(dig @$RES_IP -p $RES_PORT www.test.example A +noall +answer | awk '{print \$2}'); [ \"\$ttl\" -le 300 ] && [ \"\$ttl\" -gt 250 ]"
+out=$(D nx.test.example A)
+check "NXDOMAIN" grep -q "status: NXDOMAIN" <<<"$out"
+out=$(D www.test.example ANY)
+check "ANY minimised (RFC 8482 HINFO, no upstream query)" grep -q 'HINFO.*"RFC8482"' <<<"$out"
+check "ANY not forwarded" bash -c "! grep -q 'query\[ANY\]' '$WORK/dnsmasq.log'"
+out=$(D +tcp test.example AXFR 2>&1 || true)
+check "AXFR refused" grep -qiE "REFUSED|Transfer failed" <<<"$out"
+
+echo "== truncation"
+out=$(D +noedns +ignore big.test.example TXT)
+check "no EDNS0: answer over 512 bytes has TC" grep -qE "flags: qr[a-z ]* tc" <<<"$out"
+size=$(D +noedns +ignore big.test.example TXT | awk '/MSG SIZE/ {print $NF}')
+check "no EDNS0: UDP reply <= 512 bytes ($size)" test "${size:-9999}" -le 512
+out=$(D +bufsize=1232 +ignore big.test.example TXT)
+check "EDNS0 1232: 1.3 kB answer has TC" grep -qE "flags: qr[a-z ]* tc" <<<"$out"
+out=$(D +bufsize=4096 big.test.example TXT)
+size=$(awk '/MSG SIZE/ {print $NF}' <<<"$out")
+check "EDNS0 4096: full ${size}-byte answer over UDP, no TC" \
+  bash -c "[ '${size:-0}' -gt 1232 ] && ! grep -qE 'flags: qr[a-z ]* tc' <<<'$out'"
+out=$(D +noedns big.test.example TXT)
+check "dig retries over TCP and gets the whole TXT record" bash -c "grep -q 'Truncated, retrying in TCP' <<<'$out' && grep -q ffffffff <<<'$out'"
+
+echo "== bad input"
+printf '\x12' >/dev/udp/$RES_IP/$RES_PORT
+printf '\x12\x34\x81\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01' >/dev/udp/$RES_IP/$RES_PORT
+head -c 3000 /dev/urandom >/dev/udp/$RES_IP/$RES_PORT || true
+# A stalled TCP client (length prefix, then nothing) must not block others.
+exec 7<>/dev/tcp/$RES_IP/$RES_PORT
+printf '\x00' >&7
+check "still answering after garbage and a stalled TCP client" test "$(D +tcp +short www.test.example A)" = "192.0.2.10"
+exec 7>&-
+check "resolver still running" kill -0 $RES_PID
+
+echo "== glibc (getent ahosts, getaddrinfo) in a private mount namespace"
+gcc -O2 -Wall -o "$WORK/gai" test/resolver/gai.c
+printf 'nameserver %s\noptions timeout:2 attempts:1\n' $RES_IP >"$WORK/resolv.conf"
+inns() { unshare -m bash -c "mount --bind '$WORK/resolv.conf' /etc/resolv.conf && $*"; }
+before=$(upstream_queries)
+out=$(inns getent ahosts getent.test.example)
+echo "$out" | sed 's/^/    /'
+check "getent ahosts: IPv4 address" grep -q "^192.0.2.21 " <<<"$out"
+check "getent ahosts: IPv6 address" grep -q "^2001:db8::21 " <<<"$out"
+out=$(inns "'$WORK/gai' glibc.test.example glibc.test.example v4only.test.example")
+echo "$out" | sed 's/^/    /'
+first=$(sed -n 1p <<<"$out") second=$(sed -n 2p <<<"$out")
+check "getaddrinfo: both families" bash -c "grep -q 192.0.2.20 <<<'$first' && grep -q 2001:db8::20 <<<'$first'"
+ms1=$(awk '{print $NF}' <<<"$first" | tr -d ms) ms2=$(awk '{print $NF}' <<<"$second" | tr -d ms)
+check "getaddrinfo: first lookup quick (${ms1}ms, no 5 s stall)" awk -v t="$ms1" 'BEGIN { exit !(t < 1000) }'
+check "getaddrinfo: second lookup from cache (${ms2}ms)" awk -v t="$ms2" 'BEGIN { exit !(t < 50) }'
+check "getaddrinfo: v4-only name (AAAA is NODATA)" grep -q "^v4only.test.example 192.0.2.11 " <<< "$(sed -n 3p <<<"$out")"
+n=$(( $(upstream_queries) - before ))
+check "upstream saw each question once (got $n for 3 names x A/AAAA)" test "$n" -eq 6
+hits=$(metric dnsguard_resolver_cache_hits_total)
+check "cache hits counted ($hits)" test "${hits%.*}" -ge 2
+
+echo "== metrics and health"
+check "/healthz" curl -sf "http://$HEALTH/healthz" -o /dev/null
+check "/readyz" curl -sf "http://$HEALTH/readyz" -o /dev/null
+check "/metrics names" bash -c "curl -sf http://$HEALTH/metrics | grep -q '^dnsguard_resolver_upstream_duration_seconds_bucket'"
+
+echo "== footprint"
+size=$(stat -c %s "$BIN")
+echo "    binary: $size bytes ($(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1048576 }') MiB)"
+check "stripped static binary <= 7 MiB" test "$size" -le $((7 * 1048576))
+check "binary is static" bash -c "! ldd '$BIN' >/dev/null 2>&1"
+sleep 1
+read -r ut0 st0 < <(awk '{print $14, $15}' /proc/$RES_PID/stat)
+cs0=$(awk '/^voluntary_ctxt_switches/ {print $2}' /proc/$RES_PID/status)
+sleep 3
+read -r ut1 st1 < <(awk '{print $14, $15}' /proc/$RES_PID/stat)
+cs1=$(awk '/^voluntary_ctxt_switches/ {print $2}' /proc/$RES_PID/status)
+rss=$(awk '/^VmRSS/ {print $2}' /proc/$RES_PID/status)
+echo "    idle 3 s: $((ut1 + st1 - ut0 - st0)) CPU ticks, $((cs1 - cs0)) context switches; VmRSS ${rss} kB"
+check "idle RSS <= 8 MiB (${rss} kB)" test "$rss" -le 8192
+check "no busy timers when idle (<= 1 CPU tick in 3 s)" test $((ut1 + st1 - ut0 - st0)) -le 1
+
+echo "== upstream failure: serve-stale and SERVFAIL within the budget"
+kill "$DNSMASQ_PID"; wait "$DNSMASQ_PID" 2>/dev/null || true; DNSMASQ_PID=""
+out=$(D v4only-missing.test.example A || true)
+ms=$(awk '/Query time:/ {print $4}' <<<"$out")
+check "dead upstream: SERVFAIL" grep -q "status: SERVFAIL" <<<"$out"
+check "dead upstream: answered within the 2 s budget (dig query time ${ms}ms)" test "${ms:-9999}" -lt 2300
+check "cached names keep answering" test "$(D +short www.test.example A)" = "192.0.2.10"
+
+echo "== graceful shutdown (SIGTERM, --drain=2s)"
+kill -TERM $RES_PID
+sleep 0.3
+check "answers during drain" test "$(D +short www.test.example A)" = "192.0.2.10"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://$HEALTH/readyz" || true)
+check "readyz 503 during drain ($code)" test "$code" = 503
+for _ in $(seq 40); do kill -0 $RES_PID 2>/dev/null || break; sleep 0.1; done
+check "exited after the drain period" bash -c "! kill -0 $RES_PID 2>/dev/null"
+rc=0; wait $RES_PID || rc=$?
+RES_PID=""
+check "exit status 0 ($rc)" test "$rc" = 0
+
+echo "== configuration errors name the bad value"
+out=$("$BIN" --listen=0.0.0.0:53 --upstream=10.0.0.1 2>&1 || true)
+check "non-loopback listen refused" grep -q -- "--listen=0.0.0.0:53" <<<"$out"
+out=$("$BIN" --upstream=not-an-ip 2>&1 || true)
+check "bad upstream named" grep -q -- "--upstream=not-an-ip" <<<"$out"
+check "--help exits 0" bash -c "'$BIN' --help 2>&1 | grep -q -- '-parallel-a-aaaa'"
+
+echo
+echo "resolver-test: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
