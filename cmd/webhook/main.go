@@ -1,0 +1,294 @@
+// Command webhook runs dnsguard's mutating admission webhook over HTTPS.
+//
+//	webhook --tls-cert-file=tls.crt --tls-key-file=tls.key --nameservers=10.96.0.10
+//
+// Flags override the --config YAML file, which overrides the defaults. With
+// --nameservers empty, the cluster DNS address is discovered from the
+// --dns-service Service through the API server (in-cluster configuration or
+// --kubeconfig), and /readyz fails until it is known.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/dnsguard/dnsguard/webhook"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "webhook: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// parseConfig turns the command line (and the --config file it names) into
+// a validated Config.
+func parseConfig(args []string, checkFiles bool) (webhook.Config, error) {
+	def := webhook.DefaultConfig()
+	fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: webhook [flags]
+
+dnsguard's mutating admission webhook. Serves HTTPS only:
+  POST /mutate   AdmissionReview admission.k8s.io/v1 (Pod CREATE is patched)
+  POST /explain  a Pod (JSON; ?namespace=NS): mode, reason, patch, resolv.conf
+  GET  /healthz /readyz /metrics
+
+Pod annotation dnsguard.io/mode=off|dnsconfig|sidecar chooses the mode; else
+the Namespace annotation dnsguard.io/default-mode; else --default-mode.
+
+Flags (each also settable in the --config YAML file under the camelCase name
+shown in brackets; flags given on the command line win over the file):
+`)
+		fs.PrintDefaults()
+	}
+	configFile := fs.String("config", "", "YAML configuration file (strict: unknown keys are errors)")
+	listen := fs.String("listen", def.Listen, "HTTPS listen address [listen]")
+	certFile := fs.String("tls-cert-file", "", "serving certificate (PEM), reloaded when it changes on disk [tlsCertFile]")
+	keyFile := fs.String("tls-key-file", "", "serving key (PEM), reloaded when it changes on disk [tlsKeyFile]")
+	nameservers := fs.String("nameservers", "", "cluster DNS IPs written into pods, comma separated, at most 3; empty: discover the ClusterIP of --dns-service [nameservers]")
+	dnsService := fs.String("dns-service", def.DNSService, "namespace/name of the cluster DNS Service, used when --nameservers is empty [dnsService]")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig for discovery and namespace defaults; empty: in-cluster configuration [kubeconfig]")
+	domain := fs.String("cluster-domain", def.ClusterDomain, "cluster DNS domain [clusterDomain]")
+	mode := fs.String("default-mode", def.DefaultMode, "mode when neither pod nor namespace choose: dnsconfig, sidecar or off [defaultMode]")
+	dnsOptions := fs.String("dns-options", "", "resolv.conf options for patched pods, comma separated name[:value], in order (default ndots:5,timeout:2,attempts:3,single-request-reopen) [dnsOptions]")
+	image := fs.String("sidecar-image", def.Sidecar.Image, "resolver sidecar image (binary at /resolver) [sidecar.image]")
+	fallback := fs.Bool("sidecar-fallback", def.Sidecar.Fallback, "sidecar mode: keep the cluster DNS as second nameserver after 127.0.0.1, so pods resolve if the sidecar dies; musl (Alpine) queries all nameservers at once, so this doubles the queries musl pods send to the cluster DNS [sidecar.fallback]")
+	logLevel := fs.String("log-level", def.LogLevel, "debug, info, warn or error [logLevel]")
+	maxBytes := fs.Int64("max-request-bytes", def.MaxRequestBytes, "largest request body accepted; larger gets 413 [maxRequestBytes]")
+	recheck := fs.Duration("recheck-interval", def.RecheckInterval.Duration, "how often the DNS Service is looked up again [recheckInterval]")
+	nsDefaults := fs.Bool("namespace-defaults", def.NamespaceDefaults, "read the dnsguard.io/default-mode Namespace annotation through an informer when the API server is reachable [namespaceDefaults]")
+	if err := fs.Parse(args); err != nil {
+		return webhook.Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return webhook.Config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	cfg := def
+	if *configFile != "" {
+		if err := webhook.LoadConfigFile(*configFile, &cfg); err != nil {
+			return webhook.Config{}, err
+		}
+	}
+	var errs []error
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "listen":
+			cfg.Listen = *listen
+		case "tls-cert-file":
+			cfg.TLSCertFile = *certFile
+		case "tls-key-file":
+			cfg.TLSKeyFile = *keyFile
+		case "nameservers":
+			cfg.Nameservers = splitList(*nameservers)
+		case "dns-service":
+			cfg.DNSService = *dnsService
+		case "kubeconfig":
+			cfg.Kubeconfig = *kubeconfig
+		case "cluster-domain":
+			cfg.ClusterDomain = *domain
+		case "default-mode":
+			cfg.DefaultMode = *mode
+		case "dns-options":
+			opts, err := parseOptions(*dnsOptions)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			cfg.DNSOptions = opts
+		case "sidecar-image":
+			cfg.Sidecar.Image = *image
+		case "sidecar-fallback":
+			cfg.Sidecar.Fallback = *fallback
+		case "log-level":
+			cfg.LogLevel = *logLevel
+		case "max-request-bytes":
+			cfg.MaxRequestBytes = *maxBytes
+		case "recheck-interval":
+			cfg.RecheckInterval.Duration = *recheck
+		case "namespace-defaults":
+			cfg.NamespaceDefaults = *nsDefaults
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return cfg, err
+	}
+	if err := cfg.Validate(checkFiles); err != nil {
+		return cfg, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	return cfg, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func parseOptions(s string) ([]webhook.DNSOption, error) {
+	var out []webhook.DNSOption
+	for _, p := range splitList(s) {
+		name, value, hasValue := strings.Cut(p, ":")
+		if name == "" {
+			return nil, fmt.Errorf("dns-options: empty option name in %q", p)
+		}
+		o := webhook.DNSOption{Name: name}
+		if hasValue {
+			o.Value = &value
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	switch strings.ToLower(level) {
+	case "debug":
+		l = slog.LevelDebug
+	case "warn", "warning":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+// kubeClient returns a client from --kubeconfig or the in-cluster config.
+func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	var rc *rest.Config
+	var err error
+	if kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client configuration: %w", err)
+	}
+	rc.UserAgent = "dnsguard-webhook"
+	// Discovery and one informer: keep the load on the API server small.
+	rc.QPS, rc.Burst = 5, 10
+	c, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return c, nil
+}
+
+func run(args []string) error {
+	cfg, err := parseConfig(args, true)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.LogLevel)
+	slog.SetDefault(log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	var client kubernetes.Interface
+	needClient := len(cfg.Nameservers) == 0 || cfg.NamespaceDefaults
+	if needClient {
+		client, err = kubeClient(cfg.Kubeconfig)
+		if err != nil {
+			if len(cfg.Nameservers) == 0 {
+				return fmt.Errorf("--nameservers is empty, so the cluster DNS must be discovered, but: %w", err)
+			}
+			log.Info("no API server access; namespace default modes disabled (the flag default applies)", "reason", err.Error())
+			client = nil
+		}
+	}
+
+	opts := webhook.Options{Logger: log, Registry: prometheus.NewRegistry()}
+	opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if len(cfg.Nameservers) == 0 {
+		d, err := webhook.NewDNSDiscovery(client, cfg.DNSService, cfg.RecheckInterval.Duration, log)
+		if err != nil {
+			return err
+		}
+		go d.Run(ctx)
+		opts.Nameservers = d
+	}
+	if client != nil && cfg.NamespaceDefaults {
+		nm := webhook.NewNamespaceModes(client, 10*time.Minute, log)
+		go func() {
+			if !nm.Start(ctx) && ctx.Err() == nil {
+				log.Warn("namespace informer did not sync; the flag default applies")
+			}
+		}()
+		opts.Namespaces = nm
+	}
+
+	srv := webhook.NewServer(cfg, opts)
+	certs, err := webhook.NewCertReloader(cfg.TLSCertFile, cfg.TLSKeyFile, log)
+	if err != nil {
+		return err
+	}
+	certs.Observe = func(ok bool) {
+		r := "ok"
+		if !ok {
+			r = "error"
+		}
+		srv.Metrics().CertReloads.WithLabelValues(r).Inc()
+	}
+	hs := &http.Server{
+		Addr:              cfg.Listen,
+		Handler:           srv,
+		TLSConfig:         certs.TLSConfig(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	log.Info("webhook serving", "listen", ln.Addr().String(), "nameservers", cfg.Nameservers, "dnsService", cfg.DNSService,
+		"clusterDomain", cfg.ClusterDomain, "defaultMode", cfg.DefaultMode, "sidecarImage", cfg.Sidecar.Image, "sidecarFallback", cfg.Sidecar.Fallback)
+
+	errc := make(chan error, 1)
+	go func() { errc <- hs.ServeTLS(ln, "", "") }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	// The API server retries on another replica while this one drains: stop
+	// accepting, finish requests in flight, then exit.
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,123 @@
+package webhook
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"gomodules.xyz/jsonpatch/v2"
+)
+
+// buildPatch applies d to the raw pod JSON the API server sent and returns
+// the JSONPatch from raw to the result.
+//
+// The mutation is done on the raw document rather than by re-marshalling a
+// typed corev1.Pod: a round trip through the Go types would drop fields this
+// binary does not know (a newer API server's) and add defaulted empty ones,
+// and the patch would then remove or add them (kubebuilder#510). Only the
+// fields the decision touches change, so the patch holds only those.
+func buildPatch(raw []byte, d Decision) ([]jsonpatch.Operation, error) {
+	if !d.Mutates() {
+		return nil, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // keep large integers exact
+	var obj map[string]any
+	if err := dec.Decode(&obj); err != nil {
+		return nil, fmt.Errorf("decode pod: %w", err)
+	}
+	if obj == nil {
+		return nil, errors.New("pod is null")
+	}
+	meta, err := childObject(obj, "metadata")
+	if err != nil {
+		return nil, err
+	}
+	ann, err := childObject(meta, "annotations")
+	if err != nil {
+		return nil, err
+	}
+	ann[AnnotationInjected] = d.Mode
+	spec, err := childObject(obj, "spec")
+	if err != nil {
+		return nil, err
+	}
+	spec["dnsPolicy"] = "None"
+	if spec["dnsConfig"], err = toJSONValue(d.DNSConfig); err != nil {
+		return nil, err
+	}
+	if d.Sidecar != nil {
+		sc, err := toJSONValue(d.Sidecar)
+		if err != nil {
+			return nil, err
+		}
+		inits, err := childArray(spec, "initContainers")
+		if err != nil {
+			return nil, err
+		}
+		spec["initContainers"] = append([]any{sc}, inits...)
+	}
+	if d.Sysctl != nil {
+		psc, err := childObject(spec, "securityContext")
+		if err != nil {
+			return nil, err
+		}
+		sysctls, err := childArray(psc, "sysctls")
+		if err != nil {
+			return nil, err
+		}
+		s, err := toJSONValue(d.Sysctl)
+		if err != nil {
+			return nil, err
+		}
+		psc["sysctls"] = append(sysctls, s)
+	}
+	mutated, err := json.Marshal(obj)
+	if err != nil {
+		return nil, fmt.Errorf("encode mutated pod: %w", err)
+	}
+	ops, err := jsonpatch.CreatePatch(raw, mutated)
+	if err != nil {
+		return nil, fmt.Errorf("create patch: %w", err)
+	}
+	return ops, nil
+}
+
+// childObject returns obj[key] as an object, creating it when absent or null.
+func childObject(obj map[string]any, key string) (map[string]any, error) {
+	switch v := obj[key].(type) {
+	case map[string]any:
+		return v, nil
+	case nil:
+		m := map[string]any{}
+		obj[key] = m
+		return m, nil
+	default:
+		return nil, fmt.Errorf("%s is a %T, not an object", key, v)
+	}
+}
+
+// childArray returns obj[key] as an array; absent or null is empty.
+func childArray(obj map[string]any, key string) ([]any, error) {
+	switch v := obj[key].(type) {
+	case []any:
+		return v, nil
+	case nil:
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("%s is a %T, not an array", key, v)
+	}
+}
+
+func toJSONValue(v any) (any, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode %T: %w", v, err)
+	}
+	var out any
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("decode %T: %w", v, err)
+	}
+	return out, nil
+}

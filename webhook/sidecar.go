@@ -1,0 +1,124 @@
+package webhook
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Ports and paths the sidecar uses inside the pod's network namespace.
+const (
+	sidecarListen       = "127.0.0.1:53"
+	sidecarHealthListen = "127.0.0.1:8053"
+	sidecarBinary       = "/resolver"
+)
+
+// sidecarBlocker returns why the resolver cannot be injected into pod, or "".
+func sidecarBlocker(pod *corev1.Pod) string {
+	if pod.Spec.HostNetwork {
+		// The sidecar would bind the node's 127.0.0.1:53 and the sysctl is
+		// not allowed in the host network namespace.
+		return "hostNetwork pod"
+	}
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range cs {
+			if c.Name == SidecarName {
+				return fmt.Sprintf("a container is already named %s", SidecarName)
+			}
+			for _, p := range c.Ports {
+				if p.ContainerPort == 53 {
+					return fmt.Sprintf("container %s declares port 53", c.Name)
+				}
+			}
+		}
+	}
+	if v, ok := sysctlValue(pod, sysctlUnprivilegedMin); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Sprintf("pod sysctl %s=%q is not a number", sysctlUnprivilegedMin, v)
+		}
+		if n > 53 {
+			return fmt.Sprintf("pod sysctl %s=%d keeps port 53 privileged", sysctlUnprivilegedMin, n)
+		}
+	}
+	return ""
+}
+
+func sysctlValue(pod *corev1.Pod, name string) (string, bool) {
+	if pod.Spec.SecurityContext == nil {
+		return "", false
+	}
+	for _, s := range pod.Spec.SecurityContext.Sysctls {
+		if s.Name == name {
+			return s.Value, true
+		}
+	}
+	return "", false
+}
+
+func hasSysctl(pod *corev1.Pod, name string) bool {
+	_, ok := sysctlValue(pod, name)
+	return ok
+}
+
+func boolptr(b bool) *bool { return &b }
+
+// sidecarContainer is the resolver as a native sidecar: an init container
+// with restartPolicy Always, which the kubelet starts (and waits for its
+// startup probe) before the next init container and the app containers, and
+// keeps running beside them.
+//
+// Binding 127.0.0.1:53 as non-root: the pod gets the namespaced, "safe"
+// sysctl net.ipv4.ip_unprivileged_port_start=53 rather than the
+// NET_BIND_SERVICE capability, because a non-root process does not get an
+// added capability in its effective set without ambient capabilities, which
+// Kubernetes does not set. So the container drops ALL capabilities.
+//
+// The probes are exec probes: kubelet httpGet probes go to the pod IP, while
+// the resolver listens on loopback only.
+func sidecarContainer(cfg *Config, upstreams []string) corev1.Container {
+	args := []string{"--listen=" + sidecarListen}
+	for _, u := range upstreams {
+		args = append(args, "--upstream="+net.JoinHostPort(u, "53"))
+	}
+	args = append(args, "--health-listen="+sidecarHealthListen)
+	args = append(args, cfg.Sidecar.ExtraArgs...)
+	probe := func(period, failures int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
+				Command: []string{sidecarBinary, "probe", "--server=" + sidecarListen},
+			}},
+			PeriodSeconds:    period,
+			TimeoutSeconds:   2,
+			FailureThreshold: failures,
+		}
+	}
+	uid := cfg.Sidecar.RunAsUser
+	always := corev1.ContainerRestartPolicyAlways
+	return corev1.Container{
+		Name:            SidecarName,
+		Image:           cfg.Sidecar.Image,
+		ImagePullPolicy: cfg.Sidecar.ImagePullPolicy,
+		Command:         []string{sidecarBinary},
+		Args:            args,
+		RestartPolicy:   &always,
+		Resources:       *cfg.Sidecar.Resources.DeepCopy(),
+		// Up to 30 s for the first answer, checked every second so the app
+		// containers start as soon as DNS is up.
+		StartupProbe:   probe(1, 30),
+		ReadinessProbe: probe(10, 3),
+		SecurityContext: &corev1.SecurityContext{
+			RunAsNonRoot:             boolptr(true),
+			RunAsUser:                &uid,
+			RunAsGroup:               &uid,
+			ReadOnlyRootFilesystem:   boolptr(true),
+			AllowPrivilegeEscalation: boolptr(false),
+			Privileged:               boolptr(false),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+}
