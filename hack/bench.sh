@@ -22,7 +22,8 @@
 #
 # Environment: BENCH_DURATION (seconds per server and workload, default 12),
 # BENCH_WEBHOOK_DURATION (per concurrency step, default 4s), BENCH_OUT
-# (default docs/benchmarks.md), BENCH_SKIP_WEBHOOK=1 / BENCH_SKIP_RESOLVER=1.
+# (default docs/benchmarks.md), BENCH_SERVERS (default "unbound dnsmasq coredns
+# dnsguard"), BENCH_SKIP_WEBHOOK=1 / BENCH_SKIP_RESOLVER=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -37,6 +38,8 @@ COREDNS_VERSION=v1.15.0
 MISS_NAMES=${BENCH_MISS_NAMES:-3000000}
 PORT=10053 # not 53: other suites may own a wildcard :53 socket on this host
 UPSTREAM=127.53.0.10
+SERVERS=" ${BENCH_SERVERS:-unbound dnsmasq coredns dnsguard} "
+want() { [[ "$SERVERS" == *" $1 "* ]]; }
 
 WORK=$(mktemp -d /tmp/dnsguard-bench.XXXXXX)
 pids=()
@@ -79,7 +82,7 @@ install_debs() {
 install_debs
 export PATH=$PATH:/usr/sbin
 
-if ! { [ -x "$BIN/coredns" ] && "$BIN/coredns" -version 2>/dev/null | grep -q "CoreDNS-${COREDNS_VERSION#v}"; }; then
+if want coredns && ! { [ -x "$BIN/coredns" ] && "$BIN/coredns" -version 2>/dev/null | grep -q "CoreDNS-${COREDNS_VERSION#v}"; }; then
   log "building CoreDNS $COREDNS_VERSION into bin/ (first time only, a few minutes)"
   mkdir -p "$BIN"
   GOBIN=$BIN GOFLAGS= CGO_ENABLED=0 go install -trimpath -ldflags='-s -w' "github.com/coredns/coredns@$COREDNS_VERSION"
@@ -99,7 +102,7 @@ clk_tck=$(getconf CLK_TCK)
 wait_dns() { # addr port: until the server answers (10 s at most)
   local i
   for i in $(seq 1 100); do
-    dig +short +time=1 +tries=1 -p "$2" @"$1" ready.hit.bench.test A 2>/dev/null | grep -q . && return 0
+    dig +short +time=1 +tries=1 -p "$2" @"$1" ready.hit.bench.example A 2>/dev/null | grep -q . && return 0
     sleep 0.1
   done
   log "no DNS answer from $1:$2 after 10 s"
@@ -107,7 +110,7 @@ wait_dns() { # addr port: until the server answers (10 s at most)
 }
 
 # dnsperf_field FILE LABEL: the first number after "LABEL:" in dnsperf output.
-dnsperf_field() { awk -v l="$2:" 'index($0, l) { sub(".*" l "[ \t]*", ""); print $1 + 0; exit }' "$1"; }
+dnsperf_field() { awk -v l="$2:" '(i = index($0, l)) { split(substr($0, i + length(l)), f, " "); print f[1] + 0; exit }' "$1"; }
 dnsperf_max() { sed -n 's/.*Average Latency.*max \([0-9.]*\)).*/\1/p' "$1"; }
 
 SERVERS_TSV=$WORK/resolver.tsv
@@ -179,9 +182,11 @@ bench_server() { # name addr binary binary_note cmd...
 
 # --- resolver benchmark --------------------------------------------------------
 if [ "${BENCH_SKIP_RESOLVER:-}" != 1 ]; then
+  # Names under example., not test.: unbound answers test. itself as a
+  # locally served RFC 6761 zone and would never forward it.
   log "writing query files ($MISS_NAMES unique names for the miss workload)"
-  for i in $(seq 1 100); do printf 'host%d.hit.bench.test A\nhost%d.hit.bench.test AAAA\n' "$i" "$i"; done >"$WORK/hit.txt"
-  seq 1 "$MISS_NAMES" | awk '{print "m" $1 ".miss.bench.test A"}' >"$WORK/miss.txt"
+  for i in $(seq 1 100); do printf 'host%d.hit.bench.example A\nhost%d.hit.bench.example AAAA\n' "$i" "$i"; done >"$WORK/hit.txt"
+  seq 1 "$MISS_NAMES" | awk '{print "m" $1 ".miss.bench.example A"}' >"$WORK/miss.txt"
 
   taskset -c "$CLIENT_CPU" "$WORK/authdns" --listen="$UPSTREAM:$PORT" >"$WORK/authdns.log" 2>&1 &
   pids+=($!)
@@ -210,10 +215,10 @@ forward-zone:
   forward-addr: $UPSTREAM@$PORT
 EOF
   unbound-checkconf "$WORK/unbound.conf" >/dev/null
-  bench_server unbound 127.53.0.2 "$(command -v unbound)" "dynamic; + libssl, libevent, ..." \
+  want unbound && bench_server unbound 127.53.0.2 "$(command -v unbound)" "dynamic; + libssl, libevent, ..." \
     unbound -d -c "$WORK/unbound.conf"
 
-  bench_server dnsmasq 127.53.0.3 "$(command -v dnsmasq)" "dynamic" \
+  want dnsmasq && bench_server dnsmasq 127.53.0.3 "$(command -v dnsmasq)" "dynamic" \
     dnsmasq -k --conf-file=/dev/null --no-resolv --no-hosts --user=root --pid-file= \
     --listen-address=127.53.0.3 --bind-interfaces --port="$PORT" \
     --server="$UPSTREAM#$PORT" --cache-size=10000 --dns-forward-max=1000
@@ -225,10 +230,12 @@ EOF
     cache 3600
 }
 EOF
-  bench_server coredns 127.53.0.4 "$BIN/coredns" "static Go" \
+  want coredns && bench_server coredns 127.53.0.4 "$BIN/coredns" "static Go" \
     "$BIN/coredns" -conf "$WORK/Corefile" -quiet
 
-  if [ -x "$BIN/resolver" ]; then
+  if ! want dnsguard; then
+    :
+  elif [ -x "$BIN/resolver" ]; then
     bench_server dnsguard 127.53.0.5 "$BIN/resolver" "static Go" \
       "$BIN/resolver" --listen=127.53.0.5:$PORT --upstream=$UPSTREAM:$PORT --health-listen=127.53.0.5:18053
   else
@@ -286,7 +293,7 @@ if [ "${BENCH_SKIP_WEBHOOK:-}" != 1 ]; then
   if [ -x "$BIN/webhook" ]; then
     bench_webhook webhook 18443 "$BIN/webhook" --listen=127.0.0.1:18443 \
       --tls-cert-file="$WORK/certs/tls.crt" --tls-key-file="$WORK/certs/tls.key" \
-      --nameservers=10.96.0.10 --log-level=error
+      --nameservers=10.96.0.10
   else
     log "bin/webhook not built: its rows stay empty (make bench builds it)"
     failures=$((failures + 1))

@@ -50,15 +50,15 @@ rpid=$!
 pids+=("$rpid")
 
 for i in $(seq 1 100); do
-  dig +short +time=1 +tries=1 -p "$PORT" @"$ADDR" ready.soak.test A 2>/dev/null | grep -q . && break
+  dig +short +time=1 +tries=1 -p "$PORT" @"$ADDR" ready.soak.example A 2>/dev/null | grep -q . && break
   [ "$i" -eq 100 ] && { echo "soak: resolver did not answer in 10 s; its log:"; cat "$WORK/resolver.log"; exit 1; }
   sleep 0.1
 done
 
 awk 'BEGIN {
   for (i = 1; i <= 100000; i++) {
-    if (i % 2) printf "hot%d.soak.test %s\n", i % 50, (i % 4 == 1) ? "A" : "AAAA"
-    else printf "tail%d.soak.test %s\n", (i / 2) % 50000, (i % 4 == 0) ? "A" : "AAAA"
+    if (i % 2) printf "hot%d.soak.example %s\n", i % 50, (i % 4 == 1) ? "A" : "AAAA"
+    else printf "tail%d.soak.example %s\n", (i / 2) % 50000, (i % 4 == 0) ? "A" : "AAAA"
   }
 }' >"$WORK/queries.txt"
 

@@ -126,6 +126,7 @@ type serverRow struct {
 	qps, avgS, maxS, sdS       float64
 	sent, completed, lost      int64
 	cpuUsPerQuery              float64
+	ticks                      int64
 	rssIdleKiB, rssEnd, hwmKiB int64
 	binaryBytes                int64
 }
@@ -145,6 +146,7 @@ func parseServerRow(m map[string]string) (serverRow, error) {
 	s.qps, s.avgS, s.maxS, s.sdS = f("qps"), f("avg_s"), f("max_s"), f("sd_s")
 	s.sent, s.completed, s.lost = i("sent"), i("completed"), i("lost")
 	ticks, tck := f("cpu_ticks"), f("clk_tck")
+	s.ticks = int64(ticks)
 	if s.completed > 0 && tck > 0 {
 		s.cpuUsPerQuery = ticks / tck * 1e6 / float64(s.completed)
 	}
@@ -201,7 +203,7 @@ func (r *report) server(name, workload string) (serverRow, bool) {
 var serverOrder = []string{"dnsguard", "unbound", "dnsmasq", "coredns"}
 
 var serverTitle = map[string]string{
-	"dnsguard": "**dnsguard resolver**", "unbound": "unbound " + "", "dnsmasq": "dnsmasq", "coredns": "CoreDNS",
+	"dnsguard": "**dnsguard resolver**", "unbound": "unbound", "dnsmasq": "dnsmasq", "coredns": "CoreDNS",
 }
 
 func ratio(a, b float64) string {
@@ -237,7 +239,7 @@ func (r *report) write(commands string) {
 	r.p("## How it was measured")
 	r.p("")
 	r.p("- Each DNS server is a caching forwarder on its own loopback address (port 10053) in front of the same upstream, `test/bench/authdns` (miekg/dns, synthesizes an A/AAAA answer with TTL 3600 for any name). One server runs at a time.")
-	r.p("- **Cache hits**: 100 names × A and AAAA (200 questions), warmed with two unmeasured passes, then %s s of dnsperf (`-c 4 -T 1 -q 100`). **Cache misses**: unique names `mN.miss.bench.test A`, each asked once (`-n 1`), %s s.", m["duration"], m["duration"])
+	r.p("- **Cache hits**: 100 names × A and AAAA (200 questions), warmed with two unmeasured passes, then %s s of dnsperf (`-c 4 -T 1 -q 100`). **Cache misses**: unique names `mN.miss.bench.example A`, each asked once (`-n 1`), %s s.", m["duration"], m["duration"])
 	r.p("- **Server CPU per query** = (utime+stime ticks of the server from `/proc/PID/stat` after − before) ÷ CLK_TCK ÷ queries dnsperf saw answered. Its resolution is one tick (10 ms) over a run of seconds, well under 1%%. **Queries/s per core** = 1 s ÷ CPU per query: what one core could answer if the server had it to itself.")
 	r.p("- **RSS**: `VmRSS` two seconds after start (idle), and `VmHWM` (peak resident set) after each workload. **Binary**: size after `strip`; unbound and dnsmasq are dynamically linked, so their shared libraries come on top.")
 	r.p("- dnsperf 2.10 reports average, maximum and standard deviation of latency but no percentiles.")
@@ -254,22 +256,22 @@ func (r *report) writeResolver() {
 	for _, wl := range []struct{ key, title string }{{"hit", "cache hits"}, {"miss", "cache misses (unique names)"}} {
 		r.p("## Resolver: %s", wl.title)
 		r.p("")
-		r.p("| server | queries/s | lost | avg latency µs | max latency ms | **server CPU µs/query** | queries/s per core | CPU/query vs unbound | vs CoreDNS |")
-		r.p("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+		r.p("| server | queries/s | lost | avg latency µs | max latency ms | **server CPU µs/query** | CPU ticks | queries/s per core | CPU/query vs unbound | vs CoreDNS |")
+		r.p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 		ub, _ := r.server("unbound", wl.key)
 		cd, _ := r.server("coredns", wl.key)
 		for _, name := range serverOrder {
 			s, ok := r.server(name, wl.key)
 			if !ok {
-				r.p("| %s | not measured | | | | | | | |", serverTitle[name])
+				r.p("| %s | not measured | | | | | | | | |", serverTitle[name])
 				continue
 			}
 			perCore := "–"
 			if s.cpuUsPerQuery > 0 {
 				perCore = fmt.Sprintf("%.0f", 1e6/s.cpuUsPerQuery)
 			}
-			r.p("| %s | %.0f | %d | %.0f | %.1f | **%.2f** | %s | %s | %s |", serverTitle[name], s.qps, s.lost,
-				s.avgS*1e6, s.maxS*1e3, s.cpuUsPerQuery, perCore, ratio(s.cpuUsPerQuery, ub.cpuUsPerQuery), ratio(s.cpuUsPerQuery, cd.cpuUsPerQuery))
+			r.p("| %s | %.0f | %d | %.0f | %.1f | **%.2f** | %d | %s | %s | %s |", serverTitle[name], s.qps, s.lost,
+				s.avgS*1e6, s.maxS*1e3, s.cpuUsPerQuery, s.ticks, perCore, ratio(s.cpuUsPerQuery, ub.cpuUsPerQuery), ratio(s.cpuUsPerQuery, cd.cpuUsPerQuery))
 		}
 		r.p("")
 		r.p("Ratios are CPU per query relative to the peer: below 1× means cheaper than the peer.")
