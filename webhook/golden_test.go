@@ -1,0 +1,235 @@
+package webhook
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	jsonpatch5 "github.com/evanphx/json-patch/v5"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+// -update (or REFRESH_GOLDEN=true) rewrites the golden files from the
+// current code; review the diff before committing.
+var update = flag.Bool("update", os.Getenv("REFRESH_GOLDEN") == "true", "rewrite webhook/testdata golden files")
+
+const (
+	goldenSuffix   = ".golden.json"
+	warningsSuffix = ".warnings.golden.txt"
+)
+
+// testConfig is the configuration every golden case runs with.
+func testConfig() Config {
+	c := DefaultConfig()
+	c.Nameservers = []string{"10.96.0.10"}
+	c.TLSCertFile, c.TLSKeyFile = "unused.crt", "unused.key"
+	return c
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func newTestServer(t testing.TB, cfg Config) *Server {
+	t.Helper()
+	if err := cfg.Validate(false); err != nil {
+		t.Fatalf("test config invalid: %v", err)
+	}
+	return NewServer(cfg, Options{Logger: quietLogger()})
+}
+
+// postReview sends body to /mutate through the real handler and decodes the
+// AdmissionReview answer.
+func postReview(t testing.TB, h http.Handler, body []byte) admissionv1.AdmissionReview {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, "/mutate", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("/mutate: status %d: %s", rec.Code, rec.Body.String())
+	}
+	var out admissionv1.AdmissionReview
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+		t.Fatalf("/mutate answer is not an AdmissionReview: %v\n%s", err, rec.Body.String())
+	}
+	if out.APIVersion != admissionV1 || out.Kind != "AdmissionReview" || out.Response == nil {
+		t.Fatalf("/mutate answer lacks apiVersion/kind/response: %s", rec.Body.String())
+	}
+	return out
+}
+
+// applyResponse applies the response's patch (if any) to raw.
+func applyResponse(t testing.TB, raw []byte, resp *admissionv1.AdmissionResponse) []byte {
+	t.Helper()
+	if len(resp.Patch) == 0 {
+		if resp.PatchType != nil {
+			t.Fatalf("patchType set without a patch")
+		}
+		return raw
+	}
+	if resp.PatchType == nil || *resp.PatchType != admissionv1.PatchTypeJSONPatch {
+		t.Fatalf("patch without patchType JSONPatch")
+	}
+	p, err := jsonpatch5.DecodePatch(resp.Patch)
+	if err != nil {
+		t.Fatalf("decode patch: %v\n%s", err, resp.Patch)
+	}
+	out, err := p.Apply(raw)
+	if err != nil {
+		t.Fatalf("apply patch: %v\n%s", err, resp.Patch)
+	}
+	return out
+}
+
+func prettyJSON(t testing.TB, raw []byte) []byte {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		t.Fatalf("pretty: %v", err)
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, '\n')
+}
+
+func checkGolden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if got == nil {
+			if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
+			return
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if got == nil {
+		if err == nil {
+			t.Errorf("%s exists but the case produced nothing for it (stale; run go test ./webhook -update)", path)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("missing golden %s (run go test ./webhook -update): %v", path, err)
+	}
+	if !bytes.Equal(want, got) {
+		t.Errorf("%s differs (run go test ./webhook -update and review the diff)\n--- want\n%s\n--- got\n%s", path, want, got)
+	}
+}
+
+func goldenCases(t *testing.T) []string {
+	t.Helper()
+	all, err := filepath.Glob("testdata/*.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases []string
+	for _, f := range all {
+		if !strings.HasSuffix(f, goldenSuffix) {
+			cases = append(cases, strings.TrimSuffix(f, ".json"))
+		}
+	}
+	if len(cases) < 15 {
+		t.Fatalf("only %d golden cases found", len(cases))
+	}
+	return cases
+}
+
+// TestGolden runs every testdata/<case>.json AdmissionReview through the
+// HTTP handler, applies the returned patch to the request object and
+// compares the result with <case>.golden.json (and the warnings with
+// <case>.warnings.golden.txt). Each case also checks the typed Apply agrees
+// with the raw patch, and that mutating the result again is a no-op.
+func TestGolden(t *testing.T) {
+	cases := goldenCases(t)
+	srv := newTestServer(t, testConfig())
+	for _, base := range cases {
+		name := filepath.Base(base)
+		t.Run(name, func(t *testing.T) {
+			in, err := os.ReadFile(base + ".json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var review admissionv1.AdmissionReview
+			if err := json.Unmarshal(in, &review); err != nil {
+				t.Fatalf("bad test input: %v", err)
+			}
+			out := postReview(t, srv, in)
+			resp := out.Response
+			if resp.UID != review.Request.UID {
+				t.Errorf("uid %q, want %q", resp.UID, review.Request.UID)
+			}
+			if !resp.Allowed {
+				t.Errorf("denied: %+v", resp.Result)
+			}
+			raw := review.Request.Object.Raw
+			patched := applyResponse(t, raw, resp)
+			checkGolden(t, base+goldenSuffix, prettyJSON(t, patched))
+			var warnings []byte
+			if len(resp.Warnings) > 0 {
+				warnings = []byte(strings.Join(resp.Warnings, "\n") + "\n")
+			}
+			checkGolden(t, base+warningsSuffix, warnings)
+
+			// The typed path (Decide + Apply) must produce the same pod.
+			var orig corev1.Pod
+			if review.Request.Kind.Kind == "Pod" && json.Unmarshal(raw, &orig) == nil && len(resp.Patch) > 0 {
+				d := Decide(&orig, Env{Namespace: review.Request.Namespace, Nameservers: srv.cfg.Nameservers}, &srv.cfg)
+				Apply(&orig, d)
+				var got corev1.Pod
+				if err := json.Unmarshal(patched, &got); err != nil {
+					t.Fatalf("patched pod does not decode: %v", err)
+				}
+				if !apiequality.Semantic.DeepEqual(&orig, &got) {
+					t.Errorf("typed Apply and raw patch disagree:\ntyped %+v\nraw   %+v", orig.Spec, got.Spec)
+				}
+			}
+
+			t.Run("idempotency", func(t *testing.T) {
+				again := review.DeepCopy()
+				again.Request.Object = runtime.RawExtension{Raw: patched}
+				body, err := json.Marshal(again)
+				if err != nil {
+					t.Fatal(err)
+				}
+				second := postReview(t, srv, body)
+				if len(second.Response.Patch) != 0 {
+					t.Errorf("second mutation patched again: %s", second.Response.Patch)
+				}
+			})
+		})
+	}
+	// Stale goldens: a golden file whose input is gone.
+	known := map[string]bool{}
+	for _, c := range cases {
+		known[c] = true
+	}
+	for _, suffix := range []string{goldenSuffix, warningsSuffix} {
+		files, _ := filepath.Glob("testdata/*" + suffix)
+		for _, f := range files {
+			if base := strings.TrimSuffix(f, suffix); !known[base] {
+				if *update {
+					os.Remove(f)
+					continue
+				}
+				t.Errorf("stale golden %s: no %s.json input", f, base)
+			}
+		}
+	}
+}
