@@ -1,0 +1,904 @@
+//go:build chart
+
+// Package chart checks the manifests rendered from charts/dnsguard: every
+// document is decoded strictly into the k8s.io/api types and the rules that
+// keep a mutating webhook from hurting a cluster are asserted on the typed
+// objects (selectors evaluated as the API server evaluates them, CEL match
+// conditions compiled and run). Run by hack/chart-test.sh, which builds
+// nothing: HELM points at the helm binary (default ../../bin/helm).
+package chart
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/cel-go/cel"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	release   = "dnsguard"
+	namespace = "dnsguard-system"
+	chartRel  = "../../charts/dnsguard"
+)
+
+// strict rejects unknown and duplicate fields, so a typo in a template
+// (e.g. "readOnlyRootFileSystem") fails here instead of being silently
+// dropped by the API server.
+var strict = serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
+
+func helmBin(t *testing.T) string {
+	t.Helper()
+	h := os.Getenv("HELM")
+	if h == "" {
+		h = "../../bin/helm"
+	}
+	abs, err := filepath.Abs(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(abs); err != nil {
+		t.Fatalf("helm binary %s: %v (run `make bin/helm` or set HELM)", abs, err)
+	}
+	return abs
+}
+
+// rendered is one `helm template` output, decoded.
+type rendered struct {
+	objs []runtime.Object
+	raw  string
+}
+
+// helmTemplate runs helm template with extra args and returns stdout,
+// stderr and the error.
+func helmTemplate(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	full := append([]string{"template", release, chartRel, "--namespace", namespace}, args...)
+	cmd := exec.Command(helmBin(t), full...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	return out.String(), errb.String(), err
+}
+
+func render(t *testing.T, args ...string) *rendered {
+	t.Helper()
+	out, stderr, err := helmTemplate(t, args...)
+	if err != nil {
+		t.Fatalf("helm template %v: %v\n%s", args, err, stderr)
+	}
+	r := &rendered{raw: out}
+	for i, doc := range splitDocs(out) {
+		js, err := yaml.YAMLToJSON([]byte(doc))
+		if err != nil {
+			t.Fatalf("document %d is not YAML: %v\n%s", i, err, doc)
+		}
+		if string(js) == "null" {
+			continue
+		}
+		var meta metav1.TypeMeta
+		if err := json.Unmarshal(js, &meta); err != nil {
+			t.Fatalf("document %d: %v", i, err)
+		}
+		if strings.HasPrefix(meta.APIVersion, "cert-manager.io/") {
+			u := &unstructured.Unstructured{}
+			if err := u.UnmarshalJSON(js); err != nil {
+				t.Fatalf("document %d (%s): %v", i, meta.Kind, err)
+			}
+			r.objs = append(r.objs, u)
+			continue
+		}
+		obj, _, err := strict.Decode(js, nil, nil)
+		if err != nil {
+			t.Fatalf("document %d (%s %s) does not decode strictly: %v\n%s", i, meta.APIVersion, meta.Kind, err, doc)
+		}
+		r.objs = append(r.objs, obj)
+	}
+	if len(r.objs) == 0 {
+		t.Fatal("helm template rendered nothing")
+	}
+	return r
+}
+
+func splitDocs(s string) []string {
+	var docs []string
+	for _, d := range strings.Split("\n"+s, "\n---") {
+		if strings.TrimSpace(d) != "" {
+			docs = append(docs, d)
+		}
+	}
+	return docs
+}
+
+func all[T runtime.Object](r *rendered) []T {
+	var out []T
+	for _, o := range r.objs {
+		if v, ok := o.(T); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func one[T runtime.Object](t *testing.T, r *rendered) T {
+	t.Helper()
+	xs := all[T](r)
+	if len(xs) != 1 {
+		var zero T
+		t.Fatalf("want exactly one %T, got %d", zero, len(xs))
+	}
+	return xs[0]
+}
+
+// deref prints a pointer's value, or "unset".
+func deref[T any](p *T) string {
+	if p == nil {
+		return "unset"
+	}
+	return fmt.Sprint(*p)
+}
+
+func hooks(m metav1.ObjectMeta) string { return m.Annotations["helm.sh/hook"] }
+
+// valueSets are the ci values files plus the defaults: every rule that holds
+// for all of them is checked against each.
+func valueSets(t *testing.T) map[string][]string {
+	sets := map[string][]string{"defaults": nil}
+	files, err := filepath.Glob(filepath.Join(chartRel, "ci", "*.yaml"))
+	if err != nil || len(files) < 4 {
+		t.Fatalf("want >=4 ci values files, got %v (%v)", files, err)
+	}
+	for _, f := range files {
+		sets[strings.TrimSuffix(filepath.Base(f), ".yaml")] = []string{"-f", f}
+	}
+	return sets
+}
+
+// nsLabels are the labels the API server gives a namespace, plus extras.
+func nsLabels(name string, extra map[string]string) labels.Set {
+	l := labels.Set{"kubernetes.io/metadata.name": name}
+	for k, v := range extra {
+		l[k] = v
+	}
+	return l
+}
+
+func selector(t *testing.T, ls *metav1.LabelSelector) labels.Selector {
+	t.Helper()
+	if ls == nil {
+		t.Fatal("selector is nil: it would match everything")
+	}
+	s, err := metav1.LabelSelectorAsSelector(ls)
+	if err != nil {
+		t.Fatalf("invalid selector: %v", err)
+	}
+	return s
+}
+
+// celEval compiles and runs a matchCondition expression the way the API
+// server binds it: object (the Pod) and request (the AdmissionRequest), both
+// as JSON-shaped maps.
+func celEval(t *testing.T, expr string, pod *corev1.Pod, ns string) bool {
+	t.Helper()
+	env, err := cel.NewEnv(cel.Variable("object", cel.DynType), cel.Variable("request", cel.DynType))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ast, iss := env.Compile(expr)
+	if iss.Err() != nil {
+		t.Fatalf("matchCondition %q does not compile: %v", expr, iss.Err())
+	}
+	if ast.OutputType() != cel.BoolType && ast.OutputType() != cel.DynType {
+		t.Fatalf("matchCondition %q has type %v, want bool", expr, ast.OutputType())
+	}
+	prg, err := env.Program(ast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var obj map[string]any
+	js, _ := json.Marshal(pod)
+	_ = json.Unmarshal(js, &obj)
+	out, _, err := prg.Eval(map[string]any{
+		"object":  obj,
+		"request": map[string]any{"namespace": ns, "operation": "CREATE", "kind": map[string]any{"group": "", "version": "v1", "kind": "Pod"}},
+	})
+	if err != nil {
+		t.Fatalf("matchCondition %q on %s/%s: %v", expr, ns, pod.Name, err)
+	}
+	b, ok := out.Value().(bool)
+	if !ok {
+		t.Fatalf("matchCondition %q returned %T", expr, out.Value())
+	}
+	return b
+}
+
+// sent reports whether the API server would call the webhook for pod in a
+// namespace with nsLbl: namespaceSelector, objectSelector and every
+// matchCondition must allow it.
+func sent(t *testing.T, w admissionregistrationv1.MutatingWebhook, pod *corev1.Pod, ns string, nsLbl labels.Set) bool {
+	t.Helper()
+	if !selector(t, w.NamespaceSelector).Matches(nsLbl) {
+		return false
+	}
+	if !selector(t, w.ObjectSelector).Matches(labels.Set(pod.Labels)) {
+		return false
+	}
+	for _, mc := range w.MatchConditions {
+		if !celEval(t, mc.Expression, pod, ns) {
+			return false
+		}
+	}
+	return true
+}
+
+func plainPod(name string, lbl map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbl},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}},
+	}
+}
+
+func TestWebhookConfigurationSafety(t *testing.T) {
+	for name, args := range valueSets(t) {
+		t.Run(name, func(t *testing.T) {
+			r := render(t, args...)
+			mwc := one[*admissionregistrationv1.MutatingWebhookConfiguration](t, r)
+			if mwc.Name != release {
+				t.Errorf("webhook configuration %q, want %q (release name)", mwc.Name, release)
+			}
+			if len(mwc.Webhooks) == 0 {
+				t.Fatal("no webhooks")
+			}
+			for _, w := range mwc.Webhooks {
+				if w.FailurePolicy == nil || *w.FailurePolicy != admissionregistrationv1.Ignore {
+					t.Errorf("%s: failurePolicy %s, want Ignore", w.Name, deref(w.FailurePolicy))
+				}
+				if w.SideEffects == nil || *w.SideEffects != admissionregistrationv1.SideEffectClassNone {
+					t.Errorf("%s: sideEffects %s, want None", w.Name, deref(w.SideEffects))
+				}
+				if !slices.Equal(w.AdmissionReviewVersions, []string{"v1"}) {
+					t.Errorf("%s: admissionReviewVersions %v, want [v1]", w.Name, w.AdmissionReviewVersions)
+				}
+				if w.TimeoutSeconds == nil || *w.TimeoutSeconds < 1 || *w.TimeoutSeconds > 10 {
+					t.Errorf("%s: timeoutSeconds %s, want 1..10", w.Name, deref(w.TimeoutSeconds))
+				}
+				if w.ReinvocationPolicy == nil || *w.ReinvocationPolicy != admissionregistrationv1.IfNeededReinvocationPolicy {
+					t.Errorf("%s: reinvocationPolicy %s, want IfNeeded", w.Name, deref(w.ReinvocationPolicy))
+				}
+				if w.MatchPolicy == nil || *w.MatchPolicy != admissionregistrationv1.Equivalent {
+					t.Errorf("%s: matchPolicy %s, want Equivalent", w.Name, deref(w.MatchPolicy))
+				}
+				if len(w.Rules) != 1 || !slices.Equal(w.Rules[0].Operations, []admissionregistrationv1.OperationType{admissionregistrationv1.Create}) ||
+					!slices.Equal(w.Rules[0].Resources, []string{"pods"}) || !slices.Equal(w.Rules[0].APIGroups, []string{""}) {
+					t.Errorf("%s: rules %+v, want pods CREATE in the core group only", w.Name, w.Rules)
+				}
+				checkSelection(t, w, name)
+			}
+		})
+	}
+}
+
+// checkSelection evaluates the selectors and match conditions on the pods
+// and namespaces that matter.
+func checkSelection(t *testing.T, w admissionregistrationv1.MutatingWebhook, set string) {
+	optIn := map[string]string{"dnsguard.io/enabled": "true"}
+	app := plainPod("app", map[string]string{"app": "web"})
+	cases := []struct {
+		name string
+		pod  *corev1.Pod
+		ns   string
+		lbl  labels.Set
+		want bool
+	}{
+		{"opted-in namespace", app, "team-a", nsLabels("team-a", optIn), true},
+		{"namespace not opted in", app, "team-b", nsLabels("team-b", nil), false},
+		{"opt-in label false", app, "team-b", nsLabels("team-b", map[string]string{"dnsguard.io/enabled": "false"}), false},
+		{"kube-system even when labelled", app, "kube-system", nsLabels("kube-system", optIn), false},
+		{"release namespace even when labelled", app, namespace, nsLabels(namespace, optIn), false},
+		{"webhook's own pod", plainPod("webhook", map[string]string{"dnsguard.io/component": "webhook", "app.kubernetes.io/name": "dnsguard"}), "team-a", nsLabels("team-a", optIn), false},
+		{"certificate job pod", plainPod("certs", map[string]string{"dnsguard.io/component": "certs"}), "team-a", nsLabels("team-a", optIn), false},
+		{"helm test pod", plainPod("test", map[string]string{"dnsguard.io/component": "test", "app.kubernetes.io/name": "dnsguard"}), "team-a", nsLabels("team-a", optIn), true},
+	}
+	hostDefault := plainPod("hostnet", nil)
+	hostDefault.Spec.HostNetwork = true
+	hostCFWHN := hostDefault.DeepCopy()
+	hostCFWHN.Spec.DNSPolicy = corev1.DNSClusterFirstWithHostNet
+	notHost := plainPod("explicit-false", nil)
+	notHost.Spec.HostNetwork = false
+	cases = append(cases,
+		struct {
+			name string
+			pod  *corev1.Pod
+			ns   string
+			lbl  labels.Set
+			want bool
+		}{"hostNetwork pod with node DNS", hostDefault, "team-a", nsLabels("team-a", optIn), false},
+		struct {
+			name string
+			pod  *corev1.Pod
+			ns   string
+			lbl  labels.Set
+			want bool
+		}{"hostNetwork false", notHost, "team-a", nsLabels("team-a", optIn), true},
+		struct {
+			name string
+			pod  *corev1.Pod
+			ns   string
+			lbl  labels.Set
+			want bool
+		}{"hostNetwork ClusterFirstWithHostNet", hostCFWHN, "team-a", nsLabels("team-a", optIn), set != "url-values"},
+	)
+	if set == "sidecar-values" {
+		cases = append(cases, struct {
+			name string
+			pod  *corev1.Pod
+			ns   string
+			lbl  labels.Set
+			want bool
+		}{"extra excluded namespace", app, "monitoring", nsLabels("monitoring", optIn), false})
+	}
+	for _, tc := range cases {
+		if got := sent(t, w, tc.pod, tc.ns, tc.lbl); got != tc.want {
+			t.Errorf("%s: sent=%v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// The namespace exclusion must hold on its own in the match conditions
+	// too, should a namespace somehow match the selector.
+	everything := admissionregistrationv1.MutatingWebhook{
+		NamespaceSelector: &metav1.LabelSelector{}, ObjectSelector: &metav1.LabelSelector{}, MatchConditions: w.MatchConditions,
+	}
+	for _, ns := range []string{"kube-system", namespace} {
+		if sent(t, everything, app, ns, nsLabels(ns, optIn)) {
+			t.Errorf("matchConditions alone let a pod in %s through", ns)
+		}
+	}
+}
+
+func TestDefaultsRenderEveryPart(t *testing.T) {
+	r := render(t)
+	dep := one[*appsv1.Deployment](t, r)
+	if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 2 {
+		t.Errorf("replicas %s, want 2", deref(dep.Spec.Replicas))
+	}
+	pdb := one[*policyv1.PodDisruptionBudget](t, r)
+	if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 1 {
+		t.Errorf("PDB minAvailable %v, want 1", pdb.Spec.MinAvailable)
+	}
+	if !selector(t, pdb.Spec.Selector).Matches(labels.Set(dep.Spec.Template.Labels)) {
+		t.Error("PDB selector does not select the webhook pods")
+	}
+	if !selector(t, dep.Spec.Selector).Matches(labels.Set(dep.Spec.Template.Labels)) {
+		t.Error("Deployment selector does not select its own pods")
+	}
+	svc := one[*corev1.Service](t, r)
+	if !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(dep.Spec.Template.Labels)) {
+		t.Error("Service does not select the webhook pods")
+	}
+	mwc := one[*admissionregistrationv1.MutatingWebhookConfiguration](t, r)
+	ref := mwc.Webhooks[0].ClientConfig.Service
+	if ref == nil || ref.Name != svc.Name || ref.Namespace != namespace || ref.Path == nil || *ref.Path != "/mutate" || ref.Port == nil || *ref.Port != svc.Spec.Ports[0].Port {
+		t.Errorf("clientConfig.service %+v does not point at Service %s/%s /mutate", ref, namespace, svc.Name)
+	}
+	if len(mwc.Webhooks[0].ClientConfig.CABundle) != 0 {
+		t.Error("job mode renders a caBundle; Helm would overwrite the patched one on upgrade")
+	}
+	ps := dep.Spec.Template.Spec
+	if len(ps.TopologySpreadConstraints) == 0 {
+		t.Error("no topologySpreadConstraints")
+	}
+	for _, tsc := range ps.TopologySpreadConstraints {
+		if !selector(t, tsc.LabelSelector).Matches(labels.Set(dep.Spec.Template.Labels)) {
+			t.Errorf("topology spread %s does not select the webhook pods", tsc.TopologyKey)
+		}
+	}
+	c := ps.Containers[0]
+	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
+		t.Errorf("webhook resources incomplete: %+v", c.Resources)
+	}
+	for name, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Scheme != corev1.URISchemeHTTPS {
+			t.Errorf("%s probe %+v, want HTTPS httpGet", name, p)
+		}
+	}
+	if c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+		t.Errorf("probe paths %s %s, want /healthz /readyz", c.LivenessProbe.HTTPGet.Path, c.ReadinessProbe.HTTPGet.Path)
+	}
+	// The TLS volume is the Secret the cert Job manages.
+	var secretVol string
+	for _, v := range ps.Volumes {
+		if v.Secret != nil {
+			secretVol = v.Secret.SecretName
+		}
+	}
+	if secretVol != release+"-tls" {
+		t.Errorf("TLS secret volume %q, want %q", secretVol, release+"-tls")
+	}
+	// The ConfigMap holds the webhook --config in the contract's keys.
+	cm := one[*corev1.ConfigMap](t, r)
+	var cfg map[string]any
+	if err := yaml.UnmarshalStrict([]byte(cm.Data["config.yaml"]), &cfg); err != nil {
+		t.Fatalf("config.yaml: %v", err)
+	}
+	for _, k := range []string{"listen", "tlsCertFile", "tlsKeyFile", "nameservers", "clusterDomain", "defaultMode", "dnsOptions", "sidecar"} {
+		if _, ok := cfg[k]; !ok {
+			t.Errorf("config.yaml lacks %q", k)
+		}
+	}
+	if cfg["defaultMode"] != "dnsconfig" || cfg["clusterDomain"] != "cluster.local" {
+		t.Errorf("config defaults %v/%v", cfg["defaultMode"], cfg["clusterDomain"])
+	}
+	opts, _ := json.Marshal(cfg["dnsOptions"])
+	if string(opts) != `[{"name":"ndots","value":"5"},{"name":"timeout","value":"2"},{"name":"attempts","value":"3"},{"name":"single-request-reopen"}]` {
+		t.Errorf("dnsOptions %s, want ndots:5 timeout:2 attempts:3 single-request-reopen in that order", opts)
+	}
+	if !slices.Contains(c.Args, "--config=/etc/dnsguard/config/config.yaml") {
+		t.Errorf("webhook args %v lack --config", c.Args)
+	}
+	// Config changes must roll the pods.
+	if dep.Spec.Template.Annotations["checksum/config"] == "" {
+		t.Error("no checksum/config annotation")
+	}
+	// helm test: a pod in an opted-in namespace created by the test hook.
+	var testPod *corev1.Pod
+	for _, p := range all[*corev1.Pod](r) {
+		if hooks(p.ObjectMeta) == "test" {
+			testPod = p
+		}
+	}
+	if testPod == nil {
+		t.Fatal("no helm test pod")
+	}
+	var testNS *corev1.Namespace
+	for _, n := range all[*corev1.Namespace](r) {
+		if n.Name == testPod.Namespace {
+			testNS = n
+		}
+	}
+	if testNS == nil || hooks(testNS.ObjectMeta) != "test" {
+		t.Fatalf("test pod namespace %q is not created by a test hook", testPod.Namespace)
+	}
+	if !sent(t, mwc.Webhooks[0], testPod, testNS.Name, nsLabels(testNS.Name, testNS.Labels)) {
+		t.Error("the helm test pod would not be sent to the webhook: the test could never pass")
+	}
+	script := strings.Join(testPod.Spec.Containers[0].Args, "\n")
+	for _, want := range []string{"single-request-reopen", "ndots:5", "exit"} {
+		if !strings.Contains(script, want) {
+			t.Errorf("test script does not check %q", want)
+		}
+	}
+}
+
+// containersOf returns every container of a pod template.
+func containersOf(ps corev1.PodSpec) []corev1.Container {
+	return append(slices.Clone(ps.InitContainers), ps.Containers...)
+}
+
+func TestPodsAreHardened(t *testing.T) {
+	for name, args := range valueSets(t) {
+		t.Run(name, func(t *testing.T) {
+			r := render(t, args...)
+			specs := map[string]corev1.PodSpec{}
+			for _, d := range all[*appsv1.Deployment](r) {
+				specs["deployment/"+d.Name] = d.Spec.Template.Spec
+			}
+			for _, j := range all[*batchv1.Job](r) {
+				specs["job/"+j.Name] = j.Spec.Template.Spec
+			}
+			for _, p := range all[*corev1.Pod](r) {
+				specs["pod/"+p.Name] = p.Spec
+			}
+			if name != "url-values" && len(all[*appsv1.Deployment](r)) != 1 {
+				t.Error("no webhook Deployment")
+			}
+			for where, ps := range specs {
+				psc := ps.SecurityContext
+				if psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+					t.Errorf("%s: pod seccompProfile is not RuntimeDefault", where)
+				}
+				if ps.HostNetwork || ps.HostPID || ps.HostIPC {
+					t.Errorf("%s: uses host namespaces", where)
+				}
+				for _, c := range containersOf(ps) {
+					sc := c.SecurityContext
+					if sc == nil {
+						t.Errorf("%s/%s: no securityContext", where, c.Name)
+						continue
+					}
+					nonRoot := (sc.RunAsNonRoot != nil && *sc.RunAsNonRoot) || (psc != nil && psc.RunAsNonRoot != nil && *psc.RunAsNonRoot)
+					if !nonRoot {
+						t.Errorf("%s/%s: runAsNonRoot not set", where, c.Name)
+					}
+					if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+						t.Errorf("%s/%s: readOnlyRootFilesystem not true", where, c.Name)
+					}
+					if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+						t.Errorf("%s/%s: allowPrivilegeEscalation not false", where, c.Name)
+					}
+					if sc.Privileged != nil && *sc.Privileged {
+						t.Errorf("%s/%s: privileged", where, c.Name)
+					}
+					if sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 {
+						t.Errorf("%s/%s: capabilities %+v, want drop [ALL] and no add", where, c.Name, sc.Capabilities)
+					}
+					if c.Resources.Limits.Memory().IsZero() {
+						t.Errorf("%s/%s: no memory limit", where, c.Name)
+					}
+				}
+			}
+		})
+	}
+}
+
+// rbacRule is a flattened PolicyRule for assertions.
+func grants(rules []rbacv1.PolicyRule, resource, verb string) []rbacv1.PolicyRule {
+	var out []rbacv1.PolicyRule
+	for _, r := range rules {
+		if (slices.Contains(r.Resources, resource) || slices.Contains(r.Resources, "*")) && (slices.Contains(r.Verbs, verb) || slices.Contains(r.Verbs, "*")) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func TestRBACIsLeastPrivilege(t *testing.T) {
+	r := render(t)
+	roles := map[string][]rbacv1.PolicyRule{}
+	for _, x := range all[*rbacv1.Role](r) {
+		roles["Role/"+x.Namespace+"/"+x.Name] = x.Rules
+	}
+	for _, x := range all[*rbacv1.ClusterRole](r) {
+		roles["ClusterRole/"+x.Name] = x.Rules
+	}
+	for where, rules := range roles {
+		for _, rule := range rules {
+			for _, s := range append(append(slices.Clone(rule.Verbs), rule.Resources...), rule.APIGroups...) {
+				if s == "*" {
+					t.Errorf("%s: wildcard in %+v", where, rule)
+				}
+			}
+			for _, v := range []string{"delete", "deletecollection", "patch", "escalate", "bind", "impersonate"} {
+				if slices.Contains(rule.Verbs, v) {
+					t.Errorf("%s: grants %s", where, v)
+				}
+			}
+		}
+	}
+	secret, mwcName := release+"-tls", release
+	// Certificate Job: Secret read/update and webhook update only by name.
+	certsRole := roles["Role/"+namespace+"/"+release+"-certs"]
+	certsCR := roles["ClusterRole/"+release+"-certs"]
+	if certsRole == nil || certsCR == nil {
+		t.Fatalf("certificate Job RBAC missing; have %v", keys(roles))
+	}
+	for _, verb := range []string{"get", "update"} {
+		g := grants(certsRole, "secrets", verb)
+		if len(g) != 1 || !slices.Equal(g[0].ResourceNames, []string{secret}) {
+			t.Errorf("certs Role %s secrets: %+v, want one rule limited to %s", verb, g, secret)
+		}
+		g = grants(certsCR, "mutatingwebhookconfigurations", verb)
+		if len(g) != 1 || !slices.Equal(g[0].ResourceNames, []string{mwcName}) {
+			t.Errorf("certs ClusterRole %s mutatingwebhookconfigurations: %+v, want one rule limited to %s", verb, g, mwcName)
+		}
+	}
+	if g := grants(certsRole, "secrets", "list"); len(g) != 0 {
+		t.Errorf("certs Role can list secrets: %+v", g)
+	}
+	if len(certsCR) != 1 {
+		t.Errorf("certs ClusterRole has %d rules, want only the webhook configuration", len(certsCR))
+	}
+	// The webhook itself: never secrets, never writes.
+	for where, rules := range roles {
+		if strings.Contains(where, "-certs") {
+			continue
+		}
+		for _, rule := range rules {
+			if slices.Contains(rule.Resources, "secrets") {
+				t.Errorf("%s: webhook can read secrets", where)
+			}
+			for _, v := range []string{"create", "update"} {
+				if slices.Contains(rule.Verbs, v) {
+					t.Errorf("%s: webhook can %s %v", where, v, rule.Resources)
+				}
+			}
+		}
+	}
+	if g := grants(roles["Role/kube-system/"+release+"-dns-discovery"], "services", "watch"); len(g) != 1 {
+		t.Errorf("no services watch in kube-system for DNS discovery: %v", keys(roles))
+	}
+	if g := grants(roles["ClusterRole/"+release], "namespaces", "watch"); len(g) != 1 {
+		t.Error("no namespaces watch for the default-mode informer")
+	}
+	// Every binding names a role that exists and the right ServiceAccount.
+	for _, b := range all[*rbacv1.RoleBinding](r) {
+		if roles["Role/"+b.Namespace+"/"+b.RoleRef.Name] == nil {
+			t.Errorf("RoleBinding %s/%s references missing Role %s", b.Namespace, b.Name, b.RoleRef.Name)
+		}
+	}
+	for _, b := range all[*rbacv1.ClusterRoleBinding](r) {
+		if roles["ClusterRole/"+b.RoleRef.Name] == nil {
+			t.Errorf("ClusterRoleBinding %s references missing ClusterRole %s", b.Name, b.RoleRef.Name)
+		}
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+func TestCertificateJobHooks(t *testing.T) {
+	r := render(t)
+	jobs := all[*batchv1.Job](r)
+	byHook := map[string]*batchv1.Job{}
+	for _, j := range jobs {
+		byHook[hooks(j.ObjectMeta)] = j
+		if p := j.Annotations["helm.sh/hook-delete-policy"]; p != "before-hook-creation,hook-succeeded" {
+			t.Errorf("job %s delete policy %q", j.Name, p)
+		}
+	}
+	pre, post := byHook["pre-install,pre-upgrade"], byHook["post-install,post-upgrade"]
+	if pre == nil || post == nil {
+		t.Fatalf("want a pre-install,pre-upgrade and a post-install,post-upgrade Job, got %v", keys(byHook))
+	}
+	args := func(j *batchv1.Job) string { return strings.Join(j.Spec.Template.Spec.Containers[0].Args, " ") }
+	for _, want := range []string{"bootstrap", "--secret-name=dnsguard-tls", "--namespace=" + namespace, "--service-name=dnsguard", "--cluster-domain=cluster.local", "--renew-before=720h"} {
+		if !strings.Contains(args(pre), want) || !strings.Contains(args(post), want) {
+			t.Errorf("job args lack %q: pre=%s post=%s", want, args(pre), args(post))
+		}
+	}
+	// The webhook configuration does not exist before install: only the
+	// post hook patches it.
+	if strings.Contains(args(pre), "--webhook-config-name") || !strings.Contains(args(post), "--webhook-config-name=dnsguard") {
+		t.Errorf("webhook patch args: pre=%s post=%s", args(pre), args(post))
+	}
+	// The job's RBAC must exist before the job (lower hook weight) in both
+	// phases.
+	sa := ""
+	for _, s := range all[*corev1.ServiceAccount](r) {
+		if s.Name == pre.Spec.Template.Spec.ServiceAccountName {
+			sa = hooks(s.ObjectMeta)
+			if s.Annotations["helm.sh/hook-weight"] >= pre.Annotations["helm.sh/hook-weight"] && s.Annotations["helm.sh/hook-weight"] != "-10" {
+				t.Errorf("job ServiceAccount hook weight %s not before job", s.Annotations["helm.sh/hook-weight"])
+			}
+		}
+	}
+	for _, h := range []string{"pre-install", "pre-upgrade", "post-install", "post-upgrade"} {
+		if !strings.Contains(sa, h) {
+			t.Errorf("job ServiceAccount is not a %s hook (%q)", h, sa)
+		}
+	}
+}
+
+func TestCertificateModes(t *testing.T) {
+	t.Run("certManager", func(t *testing.T) {
+		r := render(t, "--set", "certificates.mode=certManager")
+		if len(all[*batchv1.Job](r)) != 0 {
+			t.Error("cert-manager mode still renders the cert Job")
+		}
+		mwc := one[*admissionregistrationv1.MutatingWebhookConfiguration](t, r)
+		inject := mwc.Annotations["cert-manager.io/inject-ca-from"]
+		kinds := map[string]*unstructured.Unstructured{}
+		for _, u := range all[*unstructured.Unstructured](r) {
+			kinds[u.GetKind()+"/"+u.GetName()] = u
+		}
+		cert := kinds["Certificate/"+strings.TrimPrefix(inject, namespace+"/")]
+		if cert == nil {
+			t.Fatalf("inject-ca-from %q names no rendered Certificate (have %v)", inject, keys(kinds))
+		}
+		if s, _, _ := unstructured.NestedString(cert.Object, "spec", "secretName"); s != release+"-tls" {
+			t.Errorf("serving Certificate secret %q", s)
+		}
+		dns, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
+		if !slices.Contains(dns, "dnsguard."+namespace+".svc") {
+			t.Errorf("serving dnsNames %v lack the Service name", dns)
+		}
+		issuer, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "name")
+		ca := kinds["Issuer/"+issuer]
+		if ca == nil {
+			t.Fatalf("issuer %s not rendered", issuer)
+		}
+		caSecret, _, _ := unstructured.NestedString(ca.Object, "spec", "ca", "secretName")
+		var caCert *unstructured.Unstructured
+		for _, u := range kinds {
+			if s, _, _ := unstructured.NestedString(u.Object, "spec", "secretName"); u.GetKind() == "Certificate" && s == caSecret {
+				caCert = u
+			}
+		}
+		if caCert == nil {
+			t.Fatal("no CA Certificate behind the CA Issuer")
+		}
+		if isCA, _, _ := unstructured.NestedBool(caCert.Object, "spec", "isCA"); !isCA {
+			t.Error("CA Certificate is not isCA")
+		}
+		self, _, _ := unstructured.NestedString(caCert.Object, "spec", "issuerRef", "name")
+		if _, ok, _ := unstructured.NestedMap(kinds["Issuer/"+self].Object, "spec", "selfSigned"); !ok {
+			t.Error("CA Certificate is not issued by a selfSigned Issuer")
+		}
+	})
+	t.Run("provided", func(t *testing.T) {
+		pemCA := "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+		r := render(t, "--set", "certificates.mode=provided", "--set", "certificates.secretName=mine", "--set-string", "certificates.caBundle="+pemCA)
+		mwc := one[*admissionregistrationv1.MutatingWebhookConfiguration](t, r)
+		if string(mwc.Webhooks[0].ClientConfig.CABundle) != pemCA {
+			t.Errorf("caBundle %q, want the provided PEM", mwc.Webhooks[0].ClientConfig.CABundle)
+		}
+		if len(all[*batchv1.Job](r)) != 0 {
+			t.Error("provided mode renders the cert Job")
+		}
+		if v := one[*appsv1.Deployment](t, r).Spec.Template.Spec.Volumes; !slices.ContainsFunc(v, func(v corev1.Volume) bool { return v.Secret != nil && v.Secret.SecretName == "mine" }) {
+			t.Error("Deployment does not mount the provided Secret")
+		}
+		if _, stderr, err := helmTemplate(t, "--set", "certificates.mode=provided"); err == nil || !strings.Contains(stderr, "caBundle") {
+			t.Errorf("provided mode without caBundle: err=%v stderr=%s, want a failure naming caBundle", err, stderr)
+		}
+	})
+	t.Run("url", func(t *testing.T) {
+		r := render(t, "--set", "webhookConfiguration.url=https://127.0.0.1:8443/mutate")
+		mwc := one[*admissionregistrationv1.MutatingWebhookConfiguration](t, r)
+		cc := mwc.Webhooks[0].ClientConfig
+		if cc.URL == nil || *cc.URL != "https://127.0.0.1:8443/mutate" || cc.Service != nil {
+			t.Errorf("clientConfig %+v, want URL only", cc)
+		}
+		if n := len(all[*appsv1.Deployment](r)) + len(all[*corev1.Service](r)) + len(all[*policyv1.PodDisruptionBudget](r)); n != 0 {
+			t.Errorf("URL mode renders %d in-cluster webhook objects", n)
+		}
+		for _, j := range all[*batchv1.Job](r) {
+			if a := strings.Join(j.Spec.Template.Spec.Containers[0].Args, " "); !strings.Contains(a, "--extra-hosts=127.0.0.1") {
+				t.Errorf("job %s args %s lack the URL host as SAN", j.Name, a)
+			}
+		}
+	})
+}
+
+func TestValuesReachTheManifests(t *testing.T) {
+	r := render(t, "--set", "defaultMode=sidecar", "--set", "clusterDomain=corp.example", "--set", "nameservers={10.0.0.10}",
+		"--set", "sidecar.fallback=false", "--set", "priorityClassName=high", "--set", "replicaCount=3", "--set", "logLevel=debug")
+	dep := one[*appsv1.Deployment](t, r)
+	if *dep.Spec.Replicas != 3 || dep.Spec.Template.Spec.PriorityClassName != "high" {
+		t.Errorf("replicas %d priorityClassName %q", *dep.Spec.Replicas, dep.Spec.Template.Spec.PriorityClassName)
+	}
+	args := dep.Spec.Template.Spec.Containers[0].Args
+	if !slices.Contains(args, "--log-level=debug") || slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--dns-service") }) {
+		t.Errorf("args %v: want --log-level=debug and no discovery with explicit nameservers", args)
+	}
+	var cfg struct {
+		Nameservers   []string `json:"nameservers"`
+		ClusterDomain string   `json:"clusterDomain"`
+		DefaultMode   string   `json:"defaultMode"`
+		Sidecar       struct {
+			Image    string `json:"image"`
+			Fallback bool   `json:"fallback"`
+		} `json:"sidecar"`
+	}
+	if err := yaml.Unmarshal([]byte(one[*corev1.ConfigMap](t, r).Data["config.yaml"]), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cfg.Nameservers, []string{"10.0.0.10"}) || cfg.ClusterDomain != "corp.example" || cfg.DefaultMode != "sidecar" || cfg.Sidecar.Fallback || !strings.HasPrefix(cfg.Sidecar.Image, "dnsguard/resolver:") {
+		t.Errorf("config %+v does not carry the values", cfg)
+	}
+	for _, ro := range all[*rbacv1.Role](r) {
+		if strings.HasSuffix(ro.Name, "dns-discovery") {
+			t.Error("DNS discovery Role rendered although nameservers are given")
+		}
+	}
+	// In sidecar mode the helm test checks for the 127.0.0.1 nameserver.
+	for _, p := range all[*corev1.Pod](r) {
+		if s := strings.Join(p.Spec.Containers[0].Args, ""); !strings.Contains(s, "127.0.0.1") || !strings.Contains(s, "corp\\.example") {
+			t.Errorf("sidecar-mode test script does not check 127.0.0.1 and the search path:\n%s", s)
+		}
+	}
+}
+
+func TestSchemaRejectsBadValues(t *testing.T) {
+	bad := [][]string{
+		{"--set", "defaultMode=bogus"},
+		{"--set", "webhookConfiguration.failurePolicy=Sometimes"},
+		{"--set", "webhookConfiguration.timeoutSeconds=30"},
+		{"--set", "certificates.mode=vault"},
+		{"--set", "noSuchValue=1"},
+		{"--set", "sidecar.image.unknown=x"},
+		{"--set", "nameservers={not-an-ip}"},
+		{"--set", "replicaCount=0"},
+		{"--set", "webhookConfiguration.url=http://insecure:8080/mutate"},
+		{"--set", "certificates.renewBefore=30days"},
+	}
+	for _, args := range bad {
+		t.Run(strings.Join(args[1:], " "), func(t *testing.T) {
+			_, stderr, err := helmTemplate(t, args...)
+			if err == nil {
+				t.Fatalf("helm template %v succeeded, want a schema error", args)
+			}
+			if !strings.Contains(stderr, "schema") && !strings.Contains(stderr, "values don't meet") {
+				t.Errorf("failed for another reason than the schema: %s", stderr)
+			}
+		})
+	}
+	// And the good counterpart passes, so the failures above are about the
+	// values, not a broken chart.
+	if _, stderr, err := helmTemplate(t, "--set", "defaultMode=sidecar", "--set", "webhookConfiguration.timeoutSeconds=10"); err != nil {
+		t.Fatalf("valid values rejected: %v\n%s", err, stderr)
+	}
+}
+
+// TestEveryValueIsCommented enforces the chart convention: every value in
+// values.yaml has a comment right above it that starts with its name (plain
+// or dotted). A commented map (resources, nodeSelector …) covers its
+// free-form children; an uncommented section needs comments on its children.
+func TestEveryValueIsCommented(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(chartRel, "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(raw), "\n")
+	var stack []string // keys by indentation level (2 spaces)
+	covered := -1      // indentation of a commented map whose children are free-form
+	var missing []string
+	checked := 0
+	for i, l := range lines {
+		trim := strings.TrimSpace(l)
+		if trim == "" || strings.HasPrefix(trim, "#") || strings.HasPrefix(trim, "-") || !strings.Contains(trim, ":") {
+			continue
+		}
+		indent := (len(l) - len(strings.TrimLeft(l, " "))) / 2
+		if covered >= 0 && indent > covered {
+			continue
+		}
+		covered = -1
+		if indent > len(stack) {
+			continue // inside a list item
+		}
+		key, rest, _ := strings.Cut(trim, ":")
+		stack = append(stack[:indent], key)
+		dotted := strings.Join(stack, ".")
+		var comment string
+		if i > 0 && strings.HasPrefix(strings.TrimSpace(lines[i-1]), "#") {
+			j := i - 1
+			for j > 0 && strings.HasPrefix(strings.TrimSpace(lines[j-1]), "#") {
+				j--
+			}
+			comment = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(lines[j]), "#"))
+		}
+		ok := comment != "" && (strings.HasPrefix(comment, key) || strings.HasPrefix(comment, dotted))
+		isMap := strings.TrimSpace(rest) == "" && i+1 < len(lines) && !strings.HasPrefix(strings.TrimSpace(lines[i+1]), "-")
+		if isMap {
+			if ok {
+				covered = indent
+			}
+			continue
+		}
+		checked++
+		if !ok {
+			missing = append(missing, fmt.Sprintf("%s (comment: %q)", dotted, comment))
+		}
+	}
+	if checked < 40 {
+		t.Errorf("only %d values checked; the parser lost track of values.yaml", checked)
+	}
+	if len(missing) > 0 {
+		t.Errorf("values without a comment starting with their name:\n  %s", strings.Join(missing, "\n  "))
+	}
+}
