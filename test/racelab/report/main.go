@@ -121,7 +121,7 @@ func renderMarkdown(o options, rows []Row, table string, checks []Check) string 
 		seen[key] = true
 		w("- **%s, %s:** %s.\n", r.Label, r.Client, e.Why)
 	}
-	w("\nIn short: the Kubernetes default stalls glibc for 5 s and musl for 2.5 s whenever the second packet of the pair is lost; dnsconfig mode removes the collision for glibc entirely (glibc's `single-request-reopen` implies sequential queries on fresh sockets) but musl, which has no such option, still stalls (only shorter, because it honours `timeout:2 attempts:3`); sidecar mode gives both libraries zero lookups over 1 s.\n\n")
+	w("\nIn short: the Kubernetes default stalls glibc for 5 s and musl for 2.5 s whenever the second packet of the pair is lost; dnsconfig mode removes the collision for glibc entirely (glibc's `single-request-reopen` implies sequential queries on fresh sockets) but musl, which has no such option, still stalls (only shorter, because it honours `timeout:2 attempts:3`); sidecar mode gives both libraries zero lookups over 1 s. With the default fallback nameserver musl still sends every A+AAAA pair to the cluster DNS as well (harmless for latency, the loopback answer wins, but it doubles musl pods' load on the cluster DNS and keeps exposing that pair to the race); with `--sidecar-fallback=false` nothing collides.\n\n")
 
 	w("## Topology\n\n```\n")
 	w("pod ns (clients, resolv.conf bind-mounted by `ip netns exec` from /etc/netns/<pod>/resolv.conf,\n")
@@ -149,8 +149,8 @@ func renderMarkdown(o options, rows []Row, table string, checks []Check) string 
 	w("The short name `%s`. With `search default.svc.cluster.local svc.cluster.local cluster.local` and `ndots:5` both libraries try `%s.default.svc.cluster.local` first, which answers, so every lookup is exactly one A+AAAA pair — one chance of a collision per lookup, which keeps stalls countable — and it exercises the search path each mode renders, as a pod calling a Service by its short name does. (An external name would walk all three search domains first: up to four pairs, four chances to stall; a trailing-dot FQDN would skip the search path the modes render.)\n\n", o.name, o.name)
 
 	w("## Configurations (from the project's own code)\n\n")
-	w("Each resolv.conf is the `resolvConf` the webhook's `POST /explain` returned for a pod in namespace `default` annotated `dnsguard.io/mode: off|dnsconfig|sidecar`, with the webhook started as `bin/webhook --nameservers=10.251.0.10`. The sidecar rows run `bin/resolver --listen=127.0.0.1:53 --upstream=10.251.0.10:53` in the pod namespace. Node-local mode (d) does not exist yet; run.sh has a marked hook for it.\n\n")
-	for _, m := range []struct{ mode, label string }{{"off", "a ClusterFirst (mode off)"}, {"dnsconfig", "b dnsconfig"}, {"sidecar", "c sidecar"}} {
+	w("Each resolv.conf is the `resolvConf` the webhook's `POST /explain` returned for a pod in namespace `default` annotated `dnsguard.io/mode: off|dnsconfig|sidecar`, with the webhook started as `bin/webhook --nameservers=10.251.0.10`. The sidecar rows run `bin/resolver --listen=127.0.0.1:53 --upstream=10.251.0.10:53` in the pod namespace; row c′ takes its resolv.conf from a second webhook started with `--sidecar-fallback=false`. Node-local mode (d) does not exist yet; run.sh has a marked hook for it.\n\n")
+	for _, m := range []struct{ mode, label string }{{"off", "a ClusterFirst (mode off)"}, {"dnsconfig", "b dnsconfig"}, {"sidecar", "c sidecar"}, {"sidecar-nofallback", "c′ sidecar, fallback off (webhook --sidecar-fallback=false)"}} {
 		data, err := os.ReadFile(filepath.Join(o.resolvDir, "resolv."+m.mode))
 		if err != nil {
 			continue
