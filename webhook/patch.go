@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
 )
@@ -81,7 +84,36 @@ func buildPatch(raw []byte, d Decision) ([]jsonpatch.Operation, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create patch: %w", err)
 	}
+	sortPatch(ops)
 	return ops, nil
+}
+
+// sortPatch puts ops in a deterministic order (CreatePatch walks Go maps,
+// so its order varies from run to run; equal requests should get equal
+// answers). Ops on different object keys touch disjoint subtrees, so their
+// order is free. Within one array CreatePatch only emits removes of trailing
+// elements (which must run from the highest index down), adds of new
+// trailing elements (lowest index up), and changes inside the common prefix
+// (which those do not shift); the comparison keeps exactly that.
+func sortPatch(ops []jsonpatch.Operation) {
+	slices.SortStableFunc(ops, func(a, b jsonpatch.Operation) int {
+		as, bs := strings.Split(a.Path, "/"), strings.Split(b.Path, "/")
+		for i := 0; i < len(as) && i < len(bs); i++ {
+			if as[i] == bs[i] {
+				continue
+			}
+			ai, aerr := strconv.Atoi(as[i])
+			bi, berr := strconv.Atoi(bs[i])
+			if aerr != nil || berr != nil {
+				return strings.Compare(as[i], bs[i])
+			}
+			if a.Operation == "remove" && b.Operation == "remove" && i == len(as)-1 && i == len(bs)-1 {
+				return bi - ai
+			}
+			return ai - bi
+		}
+		return len(as) - len(bs)
+	})
 }
 
 // childObject returns obj[key] as an object, creating it when absent or null.

@@ -392,6 +392,9 @@ func (s *Server) serveExplain(w http.ResponseWriter, r *http.Request) {
 	if out.Patch == nil {
 		out.Patch = []jsonpatch.Operation{}
 	}
+	if out.Warnings == nil {
+		out.Warnings = []string{}
+	}
 	if ev.decision.Mutates() && ev.patchErr == nil {
 		out.ResolvConf = RenderResolvConf(ev.decision.DNSConfig)
 	} else {

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -257,37 +256,15 @@ func run(args []string) error {
 		}
 		srv.Metrics().CertReloads.WithLabelValues(r).Inc()
 	}
-	hs := &http.Server{
-		Addr:              cfg.Listen,
-		Handler:           srv,
-		TLSConfig:         certs.TLSConfig(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	hs := webhook.NewHTTPServer(srv, certs, log)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	log.Info("webhook serving", "listen", ln.Addr().String(), "nameservers", cfg.Nameservers, "dnsService", cfg.DNSService,
 		"clusterDomain", cfg.ClusterDomain, "defaultMode", cfg.DefaultMode, "sidecarImage", cfg.Sidecar.Image, "sidecarFallback", cfg.Sidecar.Fallback)
-
-	errc := make(chan error, 1)
-	go func() { errc <- hs.ServeTLS(ln, "", "") }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	// The API server retries on another replica while this one drains: stop
-	// accepting, finish requests in flight, then exit.
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+	if err := webhook.Serve(ctx, hs, ln, 20*time.Second); err != nil {
+		return err
 	}
 	log.Info("stopped")
 	return nil
