@@ -19,6 +19,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dnsguard/dnsguard/webhook"
 	"github.com/google/cel-go/cel"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -488,6 +489,45 @@ func TestDefaultsRenderEveryPart(t *testing.T) {
 	}
 }
 
+// TestConfigMapLoadsInTheWebhook feeds the rendered config.yaml of every
+// values set to the webhook's own strict loader and validator, so a key the
+// webhook does not know (or a value it rejects) fails here, not at pod start.
+func TestConfigMapLoadsInTheWebhook(t *testing.T) {
+	for name, args := range valueSets(t) {
+		t.Run(name, func(t *testing.T) {
+			r := render(t, args...)
+			f := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(f, []byte(one[*corev1.ConfigMap](t, r).Data["config.yaml"]), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg := webhook.DefaultConfig()
+			if err := webhook.LoadConfigFile(f, &cfg); err != nil {
+				t.Fatalf("webhook rejects the rendered config: %v", err)
+			}
+			if err := cfg.Validate(false); err != nil {
+				t.Fatalf("rendered config is invalid: %v", err)
+			}
+			dep := all[*appsv1.Deployment](r)
+			if len(dep) == 1 {
+				// The files the config names are where the Secret is mounted.
+				c := dep[0].Spec.Template.Spec.Containers[0]
+				mounted := false
+				for _, m := range c.VolumeMounts {
+					if filepath.Dir(cfg.TLSCertFile) == m.MountPath && filepath.Dir(cfg.TLSKeyFile) == m.MountPath {
+						mounted = true
+					}
+				}
+				if !mounted {
+					t.Errorf("tlsCertFile %s is not inside a mounted volume", cfg.TLSCertFile)
+				}
+				if _, port, _ := strings.Cut(cfg.Listen, ":"); port != fmt.Sprint(c.Ports[0].ContainerPort) {
+					t.Errorf("listen %s vs containerPort %d", cfg.Listen, c.Ports[0].ContainerPort)
+				}
+			}
+		})
+	}
+}
+
 // containersOf returns every container of a pod template.
 func containersOf(ps corev1.PodSpec) []corev1.Container {
 	return append(slices.Clone(ps.InitContainers), ps.Containers...)
@@ -781,12 +821,9 @@ func TestValuesReachTheManifests(t *testing.T) {
 	if *dep.Spec.Replicas != 3 || dep.Spec.Template.Spec.PriorityClassName != "high" {
 		t.Errorf("replicas %d priorityClassName %q", *dep.Spec.Replicas, dep.Spec.Template.Spec.PriorityClassName)
 	}
-	args := dep.Spec.Template.Spec.Containers[0].Args
-	if !slices.Contains(args, "--log-level=debug") || slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--dns-service") }) {
-		t.Errorf("args %v: want --log-level=debug and no discovery with explicit nameservers", args)
-	}
 	var cfg struct {
 		Nameservers   []string `json:"nameservers"`
+		LogLevel      string   `json:"logLevel"`
 		ClusterDomain string   `json:"clusterDomain"`
 		DefaultMode   string   `json:"defaultMode"`
 		Sidecar       struct {
@@ -797,7 +834,7 @@ func TestValuesReachTheManifests(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(one[*corev1.ConfigMap](t, r).Data["config.yaml"]), &cfg); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(cfg.Nameservers, []string{"10.0.0.10"}) || cfg.ClusterDomain != "corp.example" || cfg.DefaultMode != "sidecar" || cfg.Sidecar.Fallback || !strings.HasPrefix(cfg.Sidecar.Image, "dnsguard/resolver:") {
+	if !slices.Equal(cfg.Nameservers, []string{"10.0.0.10"}) || cfg.ClusterDomain != "corp.example" || cfg.DefaultMode != "sidecar" || cfg.LogLevel != "debug" || cfg.Sidecar.Fallback || !strings.HasPrefix(cfg.Sidecar.Image, "dnsguard/resolver:") {
 		t.Errorf("config %+v does not carry the values", cfg)
 	}
 	for _, ro := range all[*rbacv1.Role](r) {

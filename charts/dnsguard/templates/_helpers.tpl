@@ -151,9 +151,13 @@ The webhook configuration file (config.yaml in the ConfigMap).
 listen: ":{{ .Values.containerPort }}"
 tlsCertFile: /etc/dnsguard/tls/tls.crt
 tlsKeyFile: /etc/dnsguard/tls/tls.key
+logLevel: {{ .Values.logLevel | quote }}
 nameservers: {{ toJson .Values.nameservers }}
+dnsService: {{ .Values.dnsService | quote }}
+recheckInterval: {{ .Values.dnsRecheckInterval | quote }}
 clusterDomain: {{ .Values.clusterDomain | quote }}
 defaultMode: {{ .Values.defaultMode | quote }}
+namespaceDefaults: {{ .Values.namespaceDefaults }}
 dnsOptions:
 {{- range .Values.dnsOptions }}
   - name: {{ .name | quote }}
@@ -163,7 +167,14 @@ dnsOptions:
 {{- end }}
 sidecar:
   image: {{ include "dnsguard.sidecarImage" . | quote }}
+  {{- with .Values.sidecar.image.pullPolicy }}
+  imagePullPolicy: {{ . }}
+  {{- end }}
   fallback: {{ .Values.sidecar.fallback }}
+  runAsUser: {{ .Values.sidecar.runAsUser }}
+  {{- with .Values.sidecar.extraArgs }}
+  extraArgs: {{ toJson . }}
+  {{- end }}
   resources:
     {{- toYaml .Values.sidecar.resources | nindent 4 }}
 {{- end }}
