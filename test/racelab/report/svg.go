@@ -16,7 +16,7 @@ const (
 	plotTop    = 50.0
 	minDecade  = -1.0 // 0.1 ms
 	maxDecade  = 4.0  // 10 s
-	svgWidth   = plotLeft + plotWidth + 30
+	svgWidth   = plotLeft + plotWidth + 80
 	glibcColor = "#1f77b4"
 	muslColor  = "#e6550d"
 )
@@ -84,6 +84,12 @@ func renderSVG(rows []Row, title string) string {
 			x50, x99 := xFor(s.P50), xFor(s.P99)
 			fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="black" stroke-width="2"/>`+"\n", x50, y-9, x50, y+9)
 			fmt.Fprintf(&b, `<path d="M%.1f %.1fl-5 8h10z" fill="black"/>`+"\n", x99, y+4)
+			// The stalls pile up on one spot; say how many there are.
+			fill := "#999"
+			if s.Over1s > 0 {
+				fill = "#c00"
+			}
+			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" dominant-baseline="middle" fill="%s">%d &gt; 1 s</text>`+"\n", plotLeft+plotWidth+20, y, fill, s.Over1s)
 		}
 	}
 	b.WriteString("</svg>\n")
