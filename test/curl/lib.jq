@@ -63,3 +63,17 @@ def rc_words(k): [rc_lines(k)[] | split(" ")[] | select(. != "")];
 def rc_nameservers: rc_lines("nameserver");
 def rc_search: rc_words("search");
 def rc_options: rc_words("options");
+
+# api_valid_dns: what the API server's pod validation demands of the DNS
+# fields (a patch breaking it would make every pod creation fail): at most 3
+# nameservers, all IP addresses, at least one with dnsPolicy None; at most 32
+# searches, each a DNS subdomain, 2048 characters with the spaces; named options.
+def valid_ipv4: test("^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$");
+def valid_ip: valid_ipv4 or test("^[0-9a-fA-F:.]+$") and test(":");
+def valid_subdomain: length <= 253 and test("^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\\.?$") and all(split(".")[]; length <= 63);
+def api_valid_dns:
+  (nameservers | length <= 3 and all(.[]; valid_ip))
+  and (searches | length <= 32 and all(.[]; valid_subdomain))
+  and search_chars <= 2048
+  and all(options[]; (.name // "") != "")
+  and (.pod.spec.dnsPolicy != "None" or (nameservers | length) >= 1);

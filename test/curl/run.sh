@@ -311,6 +311,11 @@ run_case() {
     '{req: $req[0], orig: $orig[0], response: $response[0], patch: $patch[0], pod: $pod[0],
       again: $again[0], again_patch: $again_patch[0], ns: $ns}' >"$d/doc.json"
 
+  # Whatever the case, a patched pod must still pass the API server's validation.
+  if [[ $endpoint == mutate && $(jq 'length' "$d/patch.json") -gt 0 ]]; then
+    check "$tag: patched pod passes the API server's DNS validation" jq -e -L "$HERE" 'include "lib"; api_valid_dns' "$d/doc.json"
+  fi
+
   local label expr
   while IFS= read -r line; do
     [[ $line =~ ^[[:space:]]*(#|@|$) ]] && continue
