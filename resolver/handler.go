@@ -20,7 +20,7 @@ type scratch struct {
 }
 
 func newScratch() *scratch {
-	return &scratch{key: make([]byte, 0, 300), out: make([]byte, 0, 4096)}
+	return &scratch{key: make([]byte, 0, 300), out: make([]byte, 0, 512)}
 }
 
 // action says what the caller of answerFast must do.

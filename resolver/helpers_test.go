@@ -149,11 +149,14 @@ func testConfig(ups ...string) Config {
 }
 
 // startServer starts a resolver and stops it when the test ends.
-func startServer(t *testing.T, cfg Config) *Server {
+func startServer(t *testing.T, cfg Config, opts ...func(*Server)) *Server {
 	t.Helper()
 	s, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, o := range opts {
+		o(s) // before Start: the serving goroutines read these fields
 	}
 	if err := s.Start(); err != nil {
 		t.Fatal(err)

@@ -87,6 +87,13 @@ func (u *upstream) closeIdle() {
 // healthy reports whether the upstream should get queries at now.
 func (u *upstream) healthy() bool { return u.downUntil.Load() == 0 }
 
+// upstreamUDPBuf is the read buffer of one UDP try. Upstreams are asked
+// for at most ourUDPSize bytes; a datagram that fills the buffer is
+// treated as truncated and retried over TCP. Kept small because every
+// query in flight holds one (64 KiB buffers made RSS under a miss flood
+// 30+ MiB).
+const upstreamUDPBuf = 4096
+
 // Forwarder sends queries upstream. No two queries in flight ever share a
 // UDP socket: every try takes a socket of its own from the pool.
 type Forwarder struct {
@@ -126,7 +133,7 @@ func NewForwarder(cfg ForwarderConfig, m *Metrics, log *slog.Logger) *Forwarder 
 		serial:       serializer{m: map[string]*keyLock{}},
 		log:          log,
 	}
-	f.bufs.New = func() any { b := make([]byte, 65535); return &b }
+	f.bufs.New = func() any { b := make([]byte, upstreamUDPBuf); return &b }
 	for _, a := range cfg.Upstreams {
 		u := &upstream{addr: a, name: a.String()}
 		if m != nil {
@@ -367,7 +374,11 @@ func (f *Forwarder) tryUDP(u *upstream, msg []byte, deadline time.Time) ([]byte,
 			}
 			return nil, fmt.Errorf("read from %s: %w", u.name, err)
 		}
-		switch err := checkReply(buf[:n], msg); {
+		err = checkReply(buf[:n], msg)
+		if err == nil && n == len(buf) {
+			err = errTruncated // possibly cut by the buffer
+		}
+		switch {
 		case errors.Is(err, errMismatch):
 			continue // a stray or spoofed datagram: keep waiting
 		case err != nil:

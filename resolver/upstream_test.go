@@ -316,9 +316,8 @@ func TestServeStale(t *testing.T) {
 			up := newFakeUpstream(t, zoneAnswer(t, 60, nil))
 			cfg := testConfig(up.addr)
 			cfg.ServeStale = stale
-			s := startServer(t, cfg)
 			clk := newFakeClock()
-			s.setClock(clk.now)
+			s := startServer(t, cfg, func(s *Server) { s.setClock(clk.now) })
 			if r := ask(t, s, "udp", "www.example.", dns.TypeA, 0); len(r.Answer) != 1 {
 				t.Fatalf("first answer %v", r)
 			}
@@ -349,9 +348,8 @@ func TestPrefetch(t *testing.T) {
 	up := newFakeUpstream(t, zoneAnswer(t, 100, nil))
 	cfg := testConfig(up.addr)
 	cfg.PrefetchHits = 2
-	s := startServer(t, cfg)
 	clk := newFakeClock()
-	s.setClock(clk.now)
+	s := startServer(t, cfg, func(s *Server) { s.setClock(clk.now) })
 	ask(t, s, "udp", "www.example.", dns.TypeA, 0)
 	ask(t, s, "udp", "www.example.", dns.TypeA, 0)
 	if n := len(up.queries()); n != 1 {
