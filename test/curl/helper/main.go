@@ -32,7 +32,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: helper apply|freeport|tls ...")
+		return fmt.Errorf("usage: helper apply|freeport|tls [args]")
 	}
 	switch args[0] {
 	case "apply":
