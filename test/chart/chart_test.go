@@ -89,7 +89,7 @@ func render(t *testing.T, args ...string) *rendered {
 	}
 	r := &rendered{raw: out}
 	for i, doc := range splitDocs(out) {
-		js, err := yaml.YAMLToJSON([]byte(doc))
+		js, err := yaml.YAMLToJSONStrict([]byte(doc)) // duplicate keys are errors
 		if err != nil {
 			t.Fatalf("document %d is not YAML: %v\n%s", i, err, doc)
 		}
