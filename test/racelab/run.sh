@@ -44,8 +44,9 @@ LAB_START=$(date +%s)
 
 passed=0
 failed=0
-pass() { passed=$((passed + 1)); echo "PASS: $*"; }
-fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
+# Checks are also collected in $WORK/checks.txt for docs/race-lab.md.
+pass() { passed=$((passed + 1)); echo "PASS: $*"; [ -z "${WORK:-}" ] || echo "PASS: $*" >>"$WORK/checks.txt"; }
+fail() { failed=$((failed + 1)); echo "FAIL: $*"; [ -z "${WORK:-}" ] || echo "FAIL: $*" >>"$WORK/checks.txt"; }
 log() { echo "race-lab: $*"; }
 die() { echo "race-lab: FATAL: $*" >&2; echo "$passed passed, $((failed + 1)) failed"; exit 1; }
 
@@ -483,8 +484,8 @@ go build -o "$WORK/report" ./test/racelab/report
 LAB_SECONDS=$(( $(date +%s) - LAB_START ))
 report_args=(--rows="$ROWS" --n="$N" --every="$EVERY" --name="$NAME"
   --real-race="$REAL_RACE; $KERNEL_DURING" --real-race-fired="$REAL_RACE_FIRED"
-  --resolv-dir="$WORK" --seconds="$LAB_SECONDS"
-  --machine="$(uname -srm), $(nproc) CPUs, $(ldd --version | head -1 | sed 's/^ldd //'), musl $(dpkg-query -W -f='${Version}' musl 2>/dev/null || echo '?'), dnsmasq $(dnsmasq --version | head -1 | awk '{print $3}')")
+  --resolv-dir="$WORK" --seconds="$LAB_SECONDS" --checks="$WORK/checks.txt"
+  --machine="$(uname -srm), $(nproc) CPUs, glibc $(dpkg-query -W -f='${Version}' libc6 2>/dev/null || echo '?'), musl $(dpkg-query -W -f='${Version}' musl 2>/dev/null || echo '?'), dnsmasq $(dnsmasq --version | head -1 | awk '{print $3}')")
 if [ "$WRITE_DOCS" = 1 ]; then
   report_args+=(--md=docs/race-lab.md --svg=docs/race-lab.svg)
 fi

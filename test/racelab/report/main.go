@@ -16,7 +16,7 @@ import (
 
 // options are the report's inputs, all passed by run.sh.
 type options struct {
-	rows, md, svg, name, realRace, realRaceFired, resolvDir, machine, command string
+	rows, md, svg, name, realRace, realRaceFired, resolvDir, machine, command, checks string
 	n, every, seconds                                                         int
 }
 
@@ -32,6 +32,7 @@ func main() {
 	flag.StringVar(&o.machine, "machine", "", "machine description for the report")
 	flag.StringVar(&o.command, "command", "make race-lab", "command that reproduces the report")
 	flag.IntVar(&o.seconds, "seconds", 0, "lab runtime so far in seconds")
+	flag.StringVar(&o.checks, "checks", "", "PASS:/FAIL: lines of run.sh's own checks, listed in the markdown")
 	flag.StringVar(&o.md, "md", "", "write the markdown report here")
 	flag.StringVar(&o.svg, "svg", "", "write the SVG plot here")
 	flag.Parse()
@@ -155,7 +156,7 @@ func renderMarkdown(o options, rows []Row, table string, checks []Check) string 
 		if err != nil {
 			continue
 		}
-		w("**%s**\n\n```\n%s```\n\n", m.label, string(data))
+		w("**%s**\n\n```\n%s\n```\n\n", m.label, strings.TrimRight(string(data), "\n"))
 	}
 
 	w("## Clients\n\n")
@@ -165,6 +166,15 @@ func renderMarkdown(o options, rows []Row, table string, checks []Check) string 
 	w("- `musl-gai`: the same C file built with `musl-gcc -static`; all lookups in one process (musl keeps no resolver state between calls).\n\n")
 
 	w("## Assertions\n\n")
+	if data, err := os.ReadFile(o.checks); o.checks != "" && err == nil {
+		w("Topology, configuration and probe checks (run.sh):\n\n")
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			if line != "" {
+				w("- %s\n", line)
+			}
+		}
+		w("\nPer-row checks (report):\n\n")
+	}
 	for _, c := range checks {
 		mark := "PASS"
 		if !c.OK {
