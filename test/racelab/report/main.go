@@ -17,7 +17,7 @@ import (
 // options are the report's inputs, all passed by run.sh.
 type options struct {
 	rows, md, svg, name, realRace, realRaceFired, resolvDir, machine, command, checks string
-	n, every, seconds                                                         int
+	n, every, seconds                                                                 int
 }
 
 func main() {
