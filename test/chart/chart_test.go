@@ -939,3 +939,47 @@ func TestEveryValueIsCommented(t *testing.T) {
 		t.Errorf("values without a comment starting with their name:\n  %s", strings.Join(missing, "\n  "))
 	}
 }
+
+// TestSchemaIsClosedAndDescribed walks values.schema.json: every object
+// with declared properties rejects unknown keys, and every property has a
+// description (helm shows neither otherwise, and a typo in -f values.yaml
+// would be silently ignored).
+func TestSchemaIsClosedAndDescribed(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(chartRel, "values.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root map[string]any
+	if err := json.Unmarshal(raw, &root); err != nil {
+		t.Fatalf("values.schema.json: %v", err)
+	}
+	props := 0
+	var walk func(path string, n map[string]any)
+	walk = func(path string, n map[string]any) {
+		if p, ok := n["properties"].(map[string]any); ok {
+			if ap, ok := n["additionalProperties"].(bool); !ok || ap {
+				t.Errorf("%s: additionalProperties is not false", path)
+			}
+			for k, v := range p {
+				child, _ := v.(map[string]any)
+				props++
+				if _, ref := child["$ref"]; !ref {
+					if d, _ := child["description"].(string); d == "" {
+						t.Errorf("%s.%s: no description", path, k)
+					}
+				}
+				walk(path+"."+k, child)
+			}
+		}
+		if defs, ok := n["$defs"].(map[string]any); ok {
+			for k, v := range defs {
+				child, _ := v.(map[string]any)
+				walk("$defs."+k, child)
+			}
+		}
+	}
+	walk("values", root)
+	if props < 50 {
+		t.Errorf("only %d schema properties; values.yaml has more", props)
+	}
+}
