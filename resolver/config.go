@@ -93,7 +93,7 @@ func DefaultConfig() Config {
 		PrefetchPercent: 10,
 		Timeout:         time.Second,
 		TotalTimeout:    3 * time.Second,
-		MaxIdleSockets:  64,
+		MaxIdleSockets:  256,
 		MaxInflight:     1024,
 		MaxTCPConns:     64,
 		TCPIdleTimeout:  10 * time.Second,
