@@ -113,9 +113,7 @@ func (l stringList) String() string {
 }
 
 func (l stringList) Set(s string) error {
-	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
-		*l.v = append(*l.v, f)
-	}
+	*l.v = append(*l.v, strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' })...)
 	return nil
 }
 

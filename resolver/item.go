@@ -53,9 +53,8 @@ type ttlPolicy struct {
 }
 
 var (
-	errUncacheable = errors.New("uncacheable")
-	errMismatch    = errors.New("reply does not match the query")
-	errTruncated   = errors.New("reply truncated")
+	errMismatch  = errors.New("reply does not match the query")
+	errTruncated = errors.New("reply truncated")
 )
 
 // checkReply verifies that b answers the upstream query up: same ID, QR

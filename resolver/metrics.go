@@ -21,7 +21,6 @@ import (
 type counter struct{ v atomic.Uint64 }
 
 func (c *counter) inc()           { c.v.Add(1) }
-func (c *counter) add(n uint64)   { c.v.Add(n) }
 func (c *counter) value() float64 { return float64(c.v.Load()) }
 
 // counterVec is a counter with one label; for rare events (errors), so a

@@ -340,7 +340,7 @@ func (f *Forwarder) try(u *upstream, msg []byte, deadline, budgetEnd time.Time) 
 		}
 	}
 	if err == nil && u.lat != nil {
-		u.lat.observe(time.Now().Sub(start).Seconds())
+		u.lat.observe(time.Since(start).Seconds())
 	}
 	return reply, err
 }

@@ -69,7 +69,6 @@ type query struct {
 	raw     []byte
 	id      uint16
 	flags   uint16
-	qnameAt int // qname is raw[headerLen:qnameEnd]
 	qEnd    int // end of the question section
 	qtype   uint16
 	qclass  uint16
@@ -254,14 +253,6 @@ func appendKey(dst, qname []byte, qtype, qclass uint16, do, cd bool) []byte {
 		bits |= 2
 	}
 	return append(dst, byte(qtype>>8), byte(qtype), byte(qclass>>8), byte(qclass), bits)
-}
-
-// nameKeyLen is how many bytes of a cache key are the name plus class
-// (used to serialize A and AAAA of one name).
-func serialKey(key string) string {
-	// name | type(2) | class(2) | bits(1): drop the type.
-	n := len(key)
-	return key[:n-5] + key[n-3:n-1]
 }
 
 // appendOPT appends a minimal OPT record (no options).
