@@ -344,7 +344,7 @@ func s3Sidecar(ctx context.Context, t *testing.T) {
 	// An existing init container proves the sidecar is put first, before the
 	// app's own init steps, so DNS works for them too.
 	pods := deploy(ctx, t, nsEnabled, "sidecar", 1, map[string]string{modeAnnotation: "sidecar"}, func(s *corev1.PodSpec) {
-		s.InitContainers = []corev1.Container{{Name: "setup", Image: "registry.example/setup:1"}}
+		s.InitContainers = []corev1.Container{{Name: "setup", Image: "registry.example/setup:1", Command: []string{"sh", "-c", "true"}}}
 	})
 	p := &pods[0]
 	id := p.Namespace + "/" + p.Name
@@ -358,6 +358,11 @@ func s3Sidecar(ctx context.Context, t *testing.T) {
 			names = append(names, c.Name)
 		}
 		t.Fatalf("%s: initContainers = %v, want [%s setup]", id, names, sidecarName)
+	}
+	// The app's init container must arrive intact behind the sidecar (the
+	// patch is a JSON diff that rewrites index 0 and appends it again).
+	if ic[1].Image != "registry.example/setup:1" || !slices.Equal(ic[1].Command, []string{"sh", "-c", "true"}) || ic[1].RestartPolicy != nil {
+		t.Errorf("%s: app init container changed: %+v", id, ic[1])
 	}
 	sc := ic[0]
 	if sc.RestartPolicy == nil || *sc.RestartPolicy != corev1.ContainerRestartPolicyAlways {
