@@ -15,7 +15,7 @@ K8S_MINOR        := 37
 LDFLAGS_STATIC   := -s -w
 CMDS             := webhook resolver certs
 
-.PHONY: all build run test deps lint unit curl-test resolver-test chart-test e2e race-lab bench soak fuzz clean tools
+.PHONY: all build run test deps lint unit curl-test resolver-test chart-test e2e race-lab bench soak fuzz clean tools helm images
 
 all: build
 
@@ -92,6 +92,17 @@ $(BIN)/helm:
 	  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 \
 	  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(K8S_MINOR)" \
 	  helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+## helm: build ./bin/helm (also made on demand by chart-test and e2e)
+helm: $(BIN)/helm
+
+## images: container images of the webhook (with certs) and the resolver, where a container engine exists
+ENGINE    ?= $(shell command -v docker || command -v podman)
+IMAGE_TAG ?= $(shell sed -n 's/^appVersion: "\(.*\)"/\1/p' charts/dnsguard/Chart.yaml)
+images:
+	@[ -n "$(ENGINE)" ] || { echo "images: no docker or podman on this machine" >&2; exit 1; }
+	$(ENGINE) build --target webhook  -t dnsguard/webhook:$(IMAGE_TAG)  .
+	$(ENGINE) build --target resolver -t dnsguard/resolver:$(IMAGE_TAG) .
 
 clean:
 	rm -rf $(BIN)/webhook $(BIN)/resolver $(BIN)/certs
