@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dnsguard/dnsguard/webhook"
+)
+
+func TestFlagsOverrideFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.yaml")
+	os.WriteFile(file, []byte("nameservers: [10.0.0.10]\ndefaultMode: sidecar\nclusterDomain: file.local\nsidecar: {image: file/image:1, fallback: true}\n"), 0o600)
+	cfg, err := parseConfig([]string{"--config=" + file, "--tls-cert-file=a", "--tls-key-file=b",
+		"--default-mode=dnsconfig", "--sidecar-fallback=false", "--dns-options=ndots:2,edns0"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DefaultMode != webhook.ModeDNSConfig {
+		t.Errorf("flag did not override file: mode %q", cfg.DefaultMode)
+	}
+	if cfg.Sidecar.Fallback {
+		t.Error("--sidecar-fallback=false did not override the file")
+	}
+	if cfg.ClusterDomain != "file.local" || cfg.Sidecar.Image != "file/image:1" || len(cfg.Nameservers) != 1 {
+		t.Errorf("file values lost: %+v", cfg)
+	}
+	if len(cfg.DNSOptions) != 2 || cfg.DNSOptions[0].Name != "ndots" || *cfg.DNSOptions[0].Value != "2" || cfg.DNSOptions[1].Value != nil {
+		t.Errorf("dns options %+v", cfg.DNSOptions)
+	}
+	// Flag defaults do not override the file: only flags given explicitly do.
+	cfg, err = parseConfig([]string{"--config=" + file, "--tls-cert-file=a", "--tls-key-file=b"}, false)
+	if err != nil || cfg.DefaultMode != webhook.ModeSidecar {
+		t.Fatalf("%v %q", err, cfg.DefaultMode)
+	}
+}
+
+func TestBadValuesNamed(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--nameservers=10.96.0.x"}, `"10.96.0.x"`},
+		{[]string{"--nameservers=10.96.0.10", "--default-mode=turbo"}, `"turbo"`},
+		{[]string{"--nameservers=10.96.0.10", "--cluster-domain=bad_domain"}, `"bad_domain"`},
+		{[]string{"--nameservers=10.96.0.10", "--tls-cert-file=/nonexistent/tls.crt"}, "/nonexistent/tls.crt"},
+		{[]string{"--nameservers=10.96.0.10", "--no-such-flag"}, "no-such-flag"},
+		{[]string{"--config=/nonexistent.yaml"}, "/nonexistent.yaml"},
+	} {
+		args := append([]string{"--tls-cert-file=/dev/null", "--tls-key-file=/dev/null"}, tc.args...)
+		_, err := parseConfig(args, true)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want it to name %s", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestHelpDocumentsEveryFlag(t *testing.T) {
+	// parseConfig's FlagSet prints usage to stderr; capture it.
+	r, w, _ := os.Pipe()
+	stderr := os.Stderr
+	os.Stderr = w
+	_, err := parseConfig([]string{"--help"}, false)
+	w.Close()
+	os.Stderr = stderr
+	out := new(bytes.Buffer)
+	out.ReadFrom(r)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, f := range []string{"listen", "tls-cert-file", "tls-key-file", "nameservers", "cluster-domain", "default-mode",
+		"sidecar-image", "sidecar-fallback", "config", "log-level", "dns-service", "kubeconfig", "dns-options", "/explain", "dnsguard.io/mode"} {
+		if !strings.Contains(out.String(), f) {
+			t.Errorf("--help does not mention %s", f)
+		}
+	}
+}

@@ -1,0 +1,120 @@
+package webhook
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "c.yaml", `
+listen: 127.0.0.1:9443
+nameservers: [10.0.0.10, 10.0.0.11]
+clusterDomain: corp.internal
+defaultMode: sidecar
+dnsOptions:
+  - {name: ndots, value: "3"}
+  - {name: single-request-reopen}
+sidecar:
+  image: example/resolver:2
+  fallback: false
+  resources:
+    requests: {cpu: 20m}
+recheckInterval: 45s
+`)
+	cfg := DefaultConfig()
+	if err := LoadConfigFile(p, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:9443" || len(cfg.Nameservers) != 2 || cfg.ClusterDomain != "corp.internal" ||
+		cfg.DefaultMode != ModeSidecar || len(cfg.DNSOptions) != 2 || *cfg.DNSOptions[0].Value != "3" ||
+		cfg.Sidecar.Image != "example/resolver:2" || cfg.Sidecar.Fallback || cfg.RecheckInterval.Seconds() != 45 {
+		t.Fatalf("loaded %+v", cfg)
+	}
+	// Keys absent from the file keep their defaults.
+	if cfg.Sidecar.RunAsUser != 65532 || cfg.MaxRequestBytes != DefaultMaxRequestBytes || cfg.DNSService != DefaultDNSService {
+		t.Errorf("defaults lost: %+v", cfg)
+	}
+	if cfg.Sidecar.Resources.Requests.Cpu().String() != "20m" {
+		t.Errorf("resources %v", cfg.Sidecar.Resources)
+	}
+}
+
+func TestLoadConfigFileStrict(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"unknown top key": "nameserver: [10.0.0.10]\n",
+		"unknown nested":  "sidecar:\n  imag: x\n",
+		"bad duration":    "recheckInterval: soon\n",
+		"not yaml":        "listen: [\n",
+	} {
+		cfg := DefaultConfig()
+		if err := LoadConfigFile(writeFile(t, dir, "c.yaml", content), &cfg); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	cfg := DefaultConfig()
+	if err := LoadConfigFile(filepath.Join(dir, "missing.yaml"), &cfg); err == nil {
+		t.Error("missing file accepted")
+	}
+}
+
+func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	crt := writeFile(t, dir, "tls.crt", "x")
+	key := writeFile(t, dir, "tls.key", "x")
+	good := func() Config {
+		c := DefaultConfig()
+		c.TLSCertFile, c.TLSKeyFile = crt, key
+		c.Nameservers = []string{"10.96.0.10"}
+		return c
+	}
+	if err := func() error { c := good(); return c.Validate(true) }(); err != nil {
+		t.Fatalf("good config: %v", err)
+	}
+	cases := []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"bad nameserver", func(c *Config) { c.Nameservers = []string{"10.96.0.300"} }, `"10.96.0.300"`},
+		{"four nameservers", func(c *Config) { c.Nameservers = []string{"1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.1.4"} }, "at most 3"},
+		{"bad mode", func(c *Config) { c.DefaultMode = "fast" }, `default-mode "fast"`},
+		{"missing cert", func(c *Config) { c.TLSCertFile = filepath.Join(dir, "nope.crt") }, "nope.crt"},
+		{"no cert flag", func(c *Config) { c.TLSKeyFile = "" }, "tls-key-file"},
+		{"bad domain", func(c *Config) { c.ClusterDomain = "Cluster_Local" }, `cluster-domain "Cluster_Local"`},
+		{"bad listen", func(c *Config) { c.Listen = "8443" }, `listen "8443"`},
+		{"bad dns service", func(c *Config) { c.Nameservers = nil; c.DNSService = "kube-dns" }, `dns-service "kube-dns"`},
+		{"duplicate option", func(c *Config) { c.DNSOptions = append(c.DNSOptions, DNSOption{Name: "ndots"}) }, `"ndots" appears twice`},
+		{"empty image", func(c *Config) { c.Sidecar.Image = " " }, "sidecar image"},
+		{"root sidecar", func(c *Config) { c.Sidecar.RunAsUser = 0 }, "runAsUser 0"},
+		{"bad log level", func(c *Config) { c.LogLevel = "loud" }, `log-level "loud"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := good()
+			tc.mutate(&c)
+			err := c.Validate(true)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %s", err, tc.want)
+			}
+		})
+	}
+	// A trailing dot on the domain is accepted and removed.
+	c := good()
+	c.ClusterDomain = "cluster.local."
+	if err := c.Validate(true); err != nil || c.ClusterDomain != "cluster.local" {
+		t.Fatalf("%v %q", err, c.ClusterDomain)
+	}
+}
