@@ -131,6 +131,10 @@ func (s *Server) Start() error {
 		udp.Close()
 		return fmt.Errorf("listen tcp %s: %w", ap, err)
 	}
+	// A bigger receive queue absorbs bursts while the readers are off CPU
+	// (the kernel caps it at net.core.rmem_max; memory is used only when
+	// datagrams queue).
+	_ = udp.SetReadBuffer(1 << 20)
 	s.udp, s.tcp = udp, tcp
 	if s.cfg.HealthListen != "" {
 		h, err := newHealthServer(s, s.cfg.HealthListen)
