@@ -119,7 +119,7 @@ start() { # NAME ARGS...
 }
 wait_healthy() { # NAME
   local name=$1 i
-  for i in $(seq 1 100); do
+  for i in $(seq 1 300); do
     if curl -fsS --max-time 2 --cacert "$CA" "https://127.0.0.1:${PORT[$name]}/healthz" >/dev/null 2>&1; then
       return 0
     fi
@@ -130,7 +130,7 @@ wait_healthy() { # NAME
     fi
     sleep 0.1
   done
-  echo "webhook '$name' not healthy after 10s; its log:" >&2
+  echo "webhook '$name' not healthy after 30s; its log:" >&2
   cat "$WORK/$name.log" >&2
   return 1
 }
@@ -543,11 +543,11 @@ log "command line"
 for flag in listen tls-cert-file tls-key-file nameservers cluster-domain default-mode sidecar-image sidecar-fallback config log-level; do
   check "--help documents --$flag" grep -q -- "-$flag" "$WORK/help.out"
 done
-bad_flag() { # LABEL REGEX ARGS...: the binary must exit nonzero within 10 s naming the bad value
+bad_flag() { # LABEL REGEX ARGS...: the binary must exit nonzero within 20 s naming the bad value
   local label=$1 re=$2
   shift 2
   local rc=0
-  timeout 10 "$WEBHOOK" --listen=127.0.0.1:0 --tls-cert-file="$WORK/pki/tls.crt" \
+  timeout 20 "$WEBHOOK" --listen=127.0.0.1:0 --tls-cert-file="$WORK/pki/tls.crt" \
     --tls-key-file="$WORK/pki/tls.key" "$@" >"$WORK/badflag.out" 2>&1 || rc=$?
   if [[ $rc -ne 0 && $rc -ne 124 ]] && grep -Eqi -- "$re" "$WORK/badflag.out"; then
     ok "bad value fails at start: $label"
