@@ -77,6 +77,10 @@ nuke_id() {
     fi
     ip netns del "$ns" 2>/dev/null || true
   done
+  # The owner file holds "pid workdir"; a killed run's work directory goes too.
+  local wd
+  wd=$(awk '{print $2}' "$OWNERS/$id" 2>/dev/null || true)
+  case $wd in /tmp/dg-racelab.*) [ "$id" = "${ID:-}" ] || rm -rf "$wd" ;; esac
   rm -rf "/etc/netns/dg-${id}-pod" "$OWNERS/$id"
 }
 
@@ -84,7 +88,7 @@ nuke_id() {
 # SIGKILL, machine crash). Live parallel runs keep theirs.
 mkdir -p "$OWNERS"
 for id in $(ip netns list 2>/dev/null | awk '{print $1}' | sed -nE 's/^dg-([0-9a-f]+)-(pod|node|dns1|dns2)$/\1/p' | sort -u); do
-  owner=$(cat "$OWNERS/$id" 2>/dev/null || true)
+  owner=$(awk '{print $1}' "$OWNERS/$id" 2>/dev/null || true)
   if [ -z "$owner" ] || ! kill -0 "$owner" 2>/dev/null; then
     log "removing leftover namespaces of run $id"
     nuke_id "$id"
@@ -92,12 +96,12 @@ for id in $(ip netns list 2>/dev/null | awk '{print $1}' | sed -nE 's/^dg-([0-9a
 done
 
 ID=$(printf '%04x%02x' $(( $$ & 0xffff )) $(( RANDOM & 0xff )))
-echo $$ >"$OWNERS/$ID"
 POD=dg-$ID-pod
 NODE=dg-$ID-node
 DNS1=dg-$ID-dns1
 DNS2=dg-$ID-dns2
 WORK=$(mktemp -d /tmp/dg-racelab.XXXXXX)
+echo "$$ $WORK" >"$OWNERS/$ID"
 
 cleanup() {
   local rc=$?
@@ -271,14 +275,19 @@ set_resolv() { cp "$1" "/etc/netns/$POD/resolv.conf"; }
 
 # run_client <client> <out> <count>: one row of lookups in the pod namespace.
 run_client() {
-  local client=$1 out=$2 n=$3 limit=$(( $3 * 7 + 30 ))
+  local client=$1 out=$2 n=$3 limit=$(( $3 * 7 + 30 )) cmd
   case $client in
-    glibc-gai) inpod timeout $((limit + 10)) "${FIFO[@]}" "$WORK/gai-glibc" -f -n "$n" -t "$limit" "$NAME" >"$out" ;;
-    glibc-gai-loop) inpod timeout $((limit + 10)) "${FIFO[@]}" "$WORK/gai-glibc" -n "$n" -t "$limit" "$NAME" >"$out" ;;
-    glibc-getent) inpod timeout $((limit + 10)) "${FIFO[@]}" "$WORK/getent-loop" "$n" "$limit" "$NAME" >"$out" ;;
-    musl-gai) inpod timeout $((limit + 10)) "${FIFO[@]}" "$WORK/gai-musl" -n "$n" -t "$limit" "$NAME" >"$out" ;;
+    glibc-gai) cmd=("$WORK/gai-glibc" -f -n "$n" -t "$limit" "$NAME") ;;
+    glibc-gai-loop) cmd=("$WORK/gai-glibc" -n "$n" -t "$limit" "$NAME") ;;
+    glibc-getent) cmd=("$WORK/getent-loop" "$n" "$limit" "$NAME") ;;
+    musl-gai) cmd=("$WORK/gai-musl" -n "$n" -t "$limit" "$NAME") ;;
     *) die "unknown client $client" ;;
   esac
+  # In the background plus `wait`, so SIGTERM/SIGINT run the cleanup trap at
+  # once instead of after a row full of 5 s stalls; --foreground keeps the
+  # client in our process group, so a terminal's Ctrl-C reaches it too.
+  ip netns exec "$POD" timeout --foreground $((limit + 10)) "${FIFO[@]}" "${cmd[@]}" >"$out" &
+  wait $!
 }
 
 # ---- configurations from the project's own code ---------------------------
