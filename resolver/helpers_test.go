@@ -36,13 +36,22 @@ type fakeUpstream struct {
 
 func newFakeUpstream(t testing.TB, answer func(s seen, req *dns.Msg) *dns.Msg) *fakeUpstream {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
+	// UDP and TCP on one port: the TCP side of a random UDP port may be
+	// taken (by another test's connection), so try a few ports.
+	var pc net.PacketConn
+	var ln net.Listener
+	for try := 0; ; try++ {
+		var err error
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
+		pc.Close()
+		if try == 10 {
+			t.Fatal(err)
+		}
 	}
 	f := &fakeUpstream{addr: pc.LocalAddr().String(), answer: answer}
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {

@@ -120,16 +120,25 @@ func (s *Server) HealthAddr() string {
 // Start binds the listeners and serves in the background. With port 0
 // the TCP listener takes the port the UDP socket got.
 func (s *Server) Start() error {
-	ap := s.cfg.listenAddr
-	udp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
-	if err != nil {
-		return fmt.Errorf("listen udp %s: %w", ap, err)
-	}
-	ap = udp.LocalAddr().(*net.UDPAddr).AddrPort()
-	tcp, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(ap))
-	if err != nil {
+	var udp *net.UDPConn
+	var tcp *net.TCPListener
+	var ap netip.AddrPort
+	for try := 0; ; try++ {
+		var err error
+		ap = s.cfg.listenAddr
+		if udp, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap)); err != nil {
+			return fmt.Errorf("udp: %w", err)
+		}
+		ap = udp.LocalAddr().(*net.UDPAddr).AddrPort()
+		if tcp, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(ap)); err == nil {
+			break
+		}
 		udp.Close()
-		return fmt.Errorf("listen tcp %s: %w", ap, err)
+		// With port 0 the TCP side of the port UDP got may be taken:
+		// try another port.
+		if s.cfg.listenAddr.Port() != 0 || try == 10 {
+			return fmt.Errorf("tcp: %w", err)
+		}
 	}
 	// A bigger receive queue absorbs bursts while the readers are off CPU
 	// (the kernel caps it at net.core.rmem_max; memory is used only when
