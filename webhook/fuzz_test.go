@@ -28,6 +28,7 @@ func FuzzMutate(f *testing.F) {
 		}
 	}
 	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Pod"},"operation":"CREATE","namespace":"n","object":{"Metadata":{"annotations":{"dnsguard.io/mode":"off"}},"Spec":{"dnsPolicy":"Default"}}}}`))
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Pod"},"operation":"CREATE","namespace":"n","object":{"spec":{"dnsConfig":{"searches":["a"]},"securityContext":{"sysctls":null}}}}}`))
 	f.Add([]byte(`{"request":{"uid":"u","kind":{"kind":"Pod"},"operation":"CREATE","namespace":"n","object":{"metadata":{"annotations":null},"spec":{"initContainers":null}}}}`))
 	srv := newTestServer(f, testConfig())

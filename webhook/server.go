@@ -20,6 +20,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	sigsjson "sigs.k8s.io/json"
 )
 
 // NameserverSource gives the cluster DNS addresses; empty while unknown.
@@ -291,7 +292,10 @@ func (s *Server) evaluate(raw []byte, namespace string) evaluation {
 	var pod corev1.Pod
 	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
 		ev.decodeErr = errors.New("the request has no object")
-	} else if err := json.Unmarshal(raw, &pod); err != nil {
+	} else if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, &pod); err != nil {
+		// Case-sensitive like the API server: encoding/json would read
+		// "Spec" as spec, and the patch (written to "spec") would then
+		// disagree with what the API server stores.
 		ev.decodeErr = err
 	} else if pod.Kind != "" && pod.Kind != "Pod" {
 		ev.decodeErr = fmt.Errorf("object kind is %q, not Pod", pod.Kind)

@@ -312,3 +312,21 @@ func TestNonPodAndNonCreateAllowed(t *testing.T) {
 		}
 	}
 }
+
+// The API server decodes field names case-sensitively, so "Metadata" is an
+// unknown field it drops; the webhook must read the object the same way or
+// its patch and the stored pod disagree (and reinvocation would patch again).
+func TestCaseSensitiveDecoding(t *testing.T) {
+	srv := newTestServer(t, testConfig())
+	obj := `{"Metadata":{"annotations":{"dnsguard.io/mode":"off"}},"spec":{"containers":[{"name":"c","image":"nginx"}]}}`
+	body := []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Pod","version":"v1"},"resource":{"resource":"pods","version":"v1"},"operation":"CREATE","namespace":"n","object":` + obj + `}}`)
+	out := postReview(t, srv, body)
+	if len(out.Response.Patch) == 0 {
+		t.Fatal("the capitalised Metadata key was read as metadata (mode off)")
+	}
+	patched := applyResponse(t, []byte(obj), out.Response)
+	again := bytes.Replace(body, []byte(obj), patched, 1)
+	if out2 := postReview(t, srv, again); len(out2.Response.Patch) != 0 {
+		t.Fatalf("not idempotent: %s", out2.Response.Patch)
+	}
+}
