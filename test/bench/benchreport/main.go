@@ -230,7 +230,7 @@ func (r *report) write(commands string) {
 	r.p("")
 	r.p("- %s CPUs: %s; kernel %s; %s.", m["nproc"], m["cpu"], m["kernel"], m["go"])
 	r.p("- Peers: unbound %s, dnsmasq %s (Debian packages), CoreDNS %s (built from source with the same Go, stripped); load generator dnsperf %s.", m["unbound"], m["dnsmasq"], m["coredns"], m["dnsperf"])
-	r.p("- Servers pinned to CPU %s (`taskset`), so a Go server runs with GOMAXPROCS=1; dnsperf, the upstream and the webhook load generator on CPU %s.", m["server_cpu"], m["client_cpu"])
+	r.p("- Servers pinned to CPU %s (`taskset`), so a Go server runs with GOMAXPROCS=1; dnsperf, the upstream and the webhook load generator on CPU %s; all of them at niceness %s.", m["server_cpu"], m["client_cpu"], m["nice"])
 	r.p("- Load average at the end of the run: %s. This machine is shared with other jobs (compilers), which steal time from both CPUs: absolute queries/s and latencies are noisy and low; the **ratios between servers measured in the same run**, and CPU time per query (which counts only the server's own CPU time, not time it waited), are the figures to read.", m["loadavg"])
 	r.p("")
 	r.writeResolver()

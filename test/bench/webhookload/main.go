@@ -185,10 +185,14 @@ func newClient(cfg loadConfig) (*http.Client, error) {
 	maxConc := slices.Max(cfg.concurrency)
 	tr := &http.Transport{
 		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-		MaxIdleConns:        maxConc + 64,
-		MaxIdleConnsPerHost: maxConc + 64,
-		IdleConnTimeout:     time.Minute,
-		ForceAttemptHTTP2:   cfg.proto == "h2",
+		MaxIdleConns:        maxConc,
+		MaxIdleConnsPerHost: maxConc,
+		// Bounded like a real API server's connection pool: without it an
+		// open-loop step against a slow server opens a new TLS connection
+		// per waiting review, and handshakes then eat the server's core.
+		MaxConnsPerHost:   maxConc,
+		IdleConnTimeout:   time.Minute,
+		ForceAttemptHTTP2: cfg.proto == "h2",
 	}
 	if cfg.proto == "h1" {
 		// A non-nil empty map is how net/http is told not to negotiate h2.
