@@ -114,6 +114,9 @@ func TestUpstreamPacketLoss(t *testing.T) {
 	to, _ := metric(m, fmt.Sprintf(`dnsguard_resolver_upstream_errors_total{upstream="%s",reason="timeout"}`, up.addr))
 	t.Logf("30%% loss: %s; took %s; upstream received %d queries, answered %d; resolver counted %.0f upstream timeouts",
 		summary(os), time.Since(start).Round(time.Millisecond), up.received.Load(), up.answered.Load(), to)
+	if to == 0 || up.answered.Load() >= up.received.Load() {
+		t.Errorf("the upstream dropped nothing (resolver timeouts %.0f, upstream received %d, answered %d): the fault was not injected", to, up.received.Load(), up.answered.Load())
+	}
 	checkWithinBudget(t, os)
 	for _, o := range os {
 		checkAnswer(t, o)
@@ -215,6 +218,55 @@ func TestUpstreamOutage(t *testing.T) {
 		t.Logf("upstream back: fresh answer for a stale-served name after %s", rec)
 		checkSettles(t, "outage (serve-stale)", base, budget+3*time.Second, func() usage { return r.usage(t) })
 	})
+}
+
+// Test 2b: the first of two upstreams goes silent and comes back: the
+// second carries the load meanwhile, and health tracking probes the first
+// back into use.
+func TestUpstreamFailoverAndBack(t *testing.T) {
+	a := newFakeUpstream(t)
+	b := newFakeUpstream(t)
+	r := startResolver(t, 0, append(budgetFlags, "--upstream="+a.addr.String(), "--upstream="+b.addr.String())...)
+	base := warm(t, r)
+	a.silent.Store(true)
+	os := runQueries(r.addr, names("a-down", 100), 10, budget+2*time.Second)
+	healthy, _ := metric(r.metrics(t), "dnsguard_resolver_upstreams_healthy")
+	t.Logf("first upstream silent: %s; healthy upstreams %.0f", summary(os), healthy)
+	checkWithinBudget(t, os)
+	for _, o := range os {
+		checkAnswer(t, o)
+		if o.kind() != "NOERROR" {
+			t.Errorf("%s: %s while the second upstream is healthy", o.name, o.kind())
+		}
+	}
+	if healthy != 1 {
+		t.Errorf("dnsguard_resolver_upstreams_healthy = %.0f with the first upstream silent, want 1", healthy)
+	}
+
+	a.silent.Store(false)
+	back := time.Now()
+	i := 0
+	for time.Since(back) < 10*time.Second {
+		o := query(r.addr, fmt.Sprintf("a-back%d.faults.test", i), budget+time.Second)
+		i++
+		checkAnswer(t, o)
+		if h, _ := metric(r.metrics(t), "dnsguard_resolver_upstreams_healthy"); h == 2 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	took := time.Since(back).Round(time.Millisecond)
+	if h, _ := metric(r.metrics(t), "dnsguard_resolver_upstreams_healthy"); h != 2 {
+		t.Fatalf("first upstream back, but still %.0f healthy upstreams after %s of traffic", h, took)
+	}
+	before := a.answered.Load()
+	os = runQueries(r.addr, names("a-again", 20), 5, budget+time.Second)
+	t.Logf("first upstream back in use after %s (%d queries meanwhile); then %s, of which the first upstream answered %d",
+		took, i, summary(os), a.answered.Load()-before)
+	if a.answered.Load()-before < 20 {
+		t.Errorf("the restored first upstream answered %d of 20 new queries; the configured order should prefer it again", a.answered.Load()-before)
+	}
+	checkSettles(t, "failover and back", base, budget+3*time.Second, func() usage { return r.usage(t) })
 }
 
 // checkStale: every answer is the old address with TTL 30 (RFC 8767 §4).
