@@ -71,9 +71,36 @@ type Config struct {
 	Drain time.Duration
 	// LogLevel is debug, info, warn or error.
 	LogLevel string
+	// ReusePort binds the listeners with SO_REUSEPORT so a second instance
+	// can bind the same address (rolling upgrade); node mode turns it on.
+	ReusePort bool
+
+	// NodeLocal selects node mode: one cache per node on a link-local
+	// address (see nodemode.go and the README's "Node mode").
+	NodeLocal bool
+	// NodeLocalAddress lists the node-local listen IPs (comma separated).
+	NodeLocalAddress string
+	// NodeLocalIntercept lists extra IPs to answer on, typically the
+	// cluster DNS Service IP for transparent interception (optional).
+	NodeLocalIntercept string
+	// NodeLocalInterface is the dummy interface holding those addresses.
+	NodeLocalInterface string
+	// NoTrack installs NOTRACK rules for the node-local addresses.
+	NoTrack bool
+	// ClusterDomain is the zone sent to the cluster upstreams in node mode
+	// (with in-addr.arpa. and ip6.arpa.).
+	ClusterDomain string
+	// ClusterUpstreams are the cluster DNS servers (IP or IP:PORT).
+	ClusterUpstreams []string
+	// ClusterUpstreamUDP queries the cluster upstreams over UDP (with TCP on
+	// truncation) instead of TCP only.
+	ClusterUpstreamUDP bool
 
 	listenAddr    netip.AddrPort
+	listenAddrs   []netip.AddrPort
 	upstreamAddrs []netip.AddrPort
+	clusterAddrs  []netip.AddrPort
+	nodeAddrs     []netip.Addr
 }
 
 // DefaultConfig returns the defaults the flags show.
@@ -99,6 +126,11 @@ func DefaultConfig() Config {
 		TCPIdleTimeout:  10 * time.Second,
 		Drain:           5 * time.Second,
 		LogLevel:        "info",
+
+		NodeLocalAddress:   "169.254.20.10",
+		NodeLocalInterface: "dnsguard0",
+		NoTrack:            true,
+		ClusterDomain:      "cluster.local",
 	}
 }
 
@@ -172,6 +204,15 @@ func (c *Config) FlagSet(name string) (*flag.FlagSet, *string) {
 	fs.DurationVar(&c.TCPIdleTimeout, "tcp-idle-timeout", c.TCPIdleTimeout, "close client TCP connections idle this long")
 	fs.DurationVar(&c.Drain, "drain", c.Drain, "keep answering this long after SIGTERM (readyz fails meanwhile)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.BoolVar(&c.ReusePort, "reuse-port", c.ReusePort, "bind with SO_REUSEPORT so another instance can share the address (on in node mode)")
+	fs.BoolVar(&c.NodeLocal, "node-local", c.NodeLocal, "node mode: answer on --node-local-address (and --node-local-intercept) at --listen's port, set up the interface and NOTRACK rules, route the cluster zones to --cluster-upstream")
+	fs.StringVar(&c.NodeLocalAddress, "node-local-address", c.NodeLocalAddress, "node mode: link-local `IP`s to answer on (comma separated)")
+	fs.StringVar(&c.NodeLocalIntercept, "node-local-intercept", c.NodeLocalIntercept, "node mode: also answer on these `IP`s, e.g. the cluster DNS Service IP (transparent interception)")
+	fs.StringVar(&c.NodeLocalInterface, "node-local-interface", c.NodeLocalInterface, "node mode: dummy `interface` that holds the addresses")
+	fs.BoolVar(&c.NoTrack, "notrack", c.NoTrack, "node mode: exempt DNS traffic to and from the node-local addresses from conntrack")
+	fs.StringVar(&c.ClusterDomain, "cluster-domain", c.ClusterDomain, "node mode: `zone` (with in-addr.arpa and ip6.arpa) forwarded to --cluster-upstream")
+	fs.Var(stringList{&c.ClusterUpstreams}, "cluster-upstream", "node mode: cluster DNS `IP[:PORT]` (repeatable); other names go to --upstream")
+	fs.BoolVar(&c.ClusterUpstreamUDP, "cluster-upstream-udp", c.ClusterUpstreamUDP, "node mode: query --cluster-upstream over UDP instead of TCP only")
 	file := fs.String("config", "", "`file` of settings, one `name = value` per line, names as the flags (flags win)")
 	return fs, file
 }
@@ -269,9 +310,13 @@ func (c *Config) Validate() error {
 		bad("listen", c.Listen, "want IP:PORT")
 	} else {
 		c.listenAddr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-		if !c.listenAddr.Addr().IsLoopback() && !c.AllowNonLoopback {
+		c.listenAddrs = append(c.listenAddrs[:0], c.listenAddr)
+		if !c.listenAddr.Addr().IsLoopback() && !c.AllowNonLoopback && !c.NodeLocal {
 			bad("listen", c.Listen, "not a loopback address (set --allow-non-loopback to permit)")
 		}
+	}
+	if c.NodeLocal {
+		errs = append(errs, c.validateNodeLocal()...)
 	}
 	if c.HealthListen != "" {
 		if _, _, err := net.SplitHostPort(c.HealthListen); err != nil {
@@ -289,14 +334,14 @@ func (c *Config) Validate() error {
 			bad("upstream", u, "port 0")
 			continue
 		}
-		if c.listenAddr.IsValid() && a == c.listenAddr {
+		if c.isSelf(a) {
 			bad("upstream", u, "is the resolver's own listen address (a loop)")
 			continue
 		}
 		c.upstreamAddrs = append(c.upstreamAddrs, a)
 	}
 	if len(c.Upstreams) == 0 && len(errs) == 0 {
-		ups, err := resolvConfUpstreams(c.ResolvConf, c.listenAddr)
+		ups, err := resolvConfUpstreams(c.ResolvConf, c.isSelf)
 		if err != nil {
 			bad("resolv-conf", c.ResolvConf, err.Error())
 		} else if len(ups) == 0 {
@@ -358,9 +403,20 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// resolvConfUpstreams reads nameserver lines, skipping self (an address
-// equal to listen, or any local address when listen is a wildcard).
-func resolvConfUpstreams(path string, self netip.AddrPort) ([]netip.AddrPort, error) {
+// isSelf reports whether a is one of the resolver's own listen addresses,
+// or a loopback address on its port when it listens on a wildcard.
+func (c *Config) isSelf(a netip.AddrPort) bool {
+	for _, l := range c.listenAddrs {
+		if a == l || (l.Addr().IsUnspecified() && l.Port() == a.Port() && a.Addr().IsLoopback()) {
+			return true
+		}
+	}
+	return false
+}
+
+// resolvConfUpstreams reads nameserver lines, skipping those self reports
+// as the resolver's own address.
+func resolvConfUpstreams(path string, self func(netip.AddrPort) bool) ([]netip.AddrPort, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -378,7 +434,7 @@ func resolvConfUpstreams(path string, self netip.AddrPort) ([]netip.AddrPort, er
 			continue
 		}
 		ap := netip.AddrPortFrom(a.Unmap(), 53)
-		if ap == self || (self.Addr().IsUnspecified() && self.Port() == 53 && a.IsLoopback()) {
+		if self(ap) {
 			continue
 		}
 		out = append(out, ap)

@@ -179,7 +179,7 @@ func (s *Server) resolve(key string, name []byte, qtype, qclass uint16, do, cd b
 
 // fetch asks upstream and updates the cache.
 func (s *Server) fetch(key string, name []byte, qtype, qclass uint16, do, cd bool) (*item, error) {
-	reply, err := s.fwd.Exchange(context.Background(), name, qtype, qclass, do, cd)
+	reply, err := s.forwarder(name).Exchange(context.Background(), name, qtype, qclass, do, cd)
 	now := s.now()
 	var it *item
 	if err == nil {

@@ -36,8 +36,8 @@ type Server struct {
 	draining atomic.Bool
 	ready    atomic.Bool
 
-	udp     *net.UDPConn
-	tcp     *net.TCPListener
+	routes  []route // per-zone upstream groups (node mode), before s.fwd
+	lns     []*listener
 	health  *healthServer
 	wg      sync.WaitGroup // listener loops and connections
 	bg      sync.WaitGroup // miss goroutines and prefetches
@@ -78,12 +78,30 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		ParallelAAAA: cfg.ParallelAAAA,
 		MaxIdle:      cfg.MaxIdleSockets,
 	}, m, log)
+	if cfg.NodeLocal {
+		// The cluster zones go to the cluster DNS, over TCP unless told
+		// otherwise (like NodeLocal DNSCache's force_tcp: one connection
+		// per query never shares a conntrack 5-tuple with another).
+		cf := NewForwarder(ForwarderConfig{
+			Upstreams:    cfg.clusterAddrs,
+			TryTimeout:   cfg.Timeout,
+			Budget:       cfg.TotalTimeout,
+			ForceTCP:     !cfg.ClusterUpstreamUDP || cfg.ForceTCP,
+			ParallelAAAA: cfg.ParallelAAAA,
+			MaxIdle:      cfg.MaxIdleSockets,
+			Label:        "cluster/",
+		}, m, log)
+		for _, z := range []string{cfg.ClusterDomain, "in-addr.arpa", "ip6.arpa"} {
+			wz, _ := wireZone(z)
+			s.routes = append(s.routes, route{zone: wz, fwd: cf})
+		}
+	}
 	s.scratch.New = func() any { return newScratch() }
 	m.cacheEntries = s.cache.Len
 	m.cacheBytes = s.cache.Bytes
 	m.tcpConns = func() int { return int(s.tcpConns.Load()) }
 	m.inflight = func() int { return int(s.inflight.Load()) }
-	m.healthyUps = s.fwd.Healthy
+	m.healthyUps = func() int { h, _ := s.healthyUpstreams(); return h }
 	return s, nil
 }
 
@@ -103,11 +121,28 @@ func (s *Server) setClock(now func() time.Time) {
 // Metrics returns the instance's metrics.
 func (s *Server) Metrics() *Metrics { return s.metrics }
 
-// UDPAddr is the bound UDP address (useful with port 0).
-func (s *Server) UDPAddr() netip.AddrPort { return s.udp.LocalAddr().(*net.UDPAddr).AddrPort() }
+// listener is one bound address: a UDP socket and a TCP listener on the
+// same IP and port.
+type listener struct {
+	addr netip.AddrPort
+	udp  *net.UDPConn
+	tcp  *net.TCPListener
+}
 
-// TCPAddr is the bound TCP address.
-func (s *Server) TCPAddr() netip.AddrPort { return s.tcp.Addr().(*net.TCPAddr).AddrPort() }
+// UDPAddr is the first bound UDP address (useful with port 0).
+func (s *Server) UDPAddr() netip.AddrPort { return s.lns[0].udp.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// TCPAddr is the first bound TCP address.
+func (s *Server) TCPAddr() netip.AddrPort { return s.lns[0].tcp.Addr().(*net.TCPAddr).AddrPort() }
+
+// Addrs lists every bound address (UDP and TCP share each).
+func (s *Server) Addrs() []netip.AddrPort {
+	out := make([]netip.AddrPort, len(s.lns))
+	for i, l := range s.lns {
+		out[i] = l.addr
+	}
+	return out
+}
 
 // HealthAddr is the bound health/metrics address, if any.
 func (s *Server) HealthAddr() string {
@@ -120,51 +155,79 @@ func (s *Server) HealthAddr() string {
 // Start binds the listeners and serves in the background. With port 0
 // the TCP listener takes the port the UDP socket got.
 func (s *Server) Start() error {
-	var udp *net.UDPConn
-	var tcp *net.TCPListener
-	var ap netip.AddrPort
-	for try := 0; ; try++ {
-		var err error
-		ap = s.cfg.listenAddr
-		if udp, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap)); err != nil {
-			return fmt.Errorf("udp: %w", err)
+	for _, a := range s.cfg.listenAddrs {
+		l, err := s.bind(a)
+		if err != nil {
+			s.closeListeners()
+			return err
 		}
-		ap = udp.LocalAddr().(*net.UDPAddr).AddrPort()
-		if tcp, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(ap)); err == nil {
-			break
-		}
-		udp.Close()
-		// With port 0 the TCP side of the port UDP got may be taken:
-		// try another port.
-		if s.cfg.listenAddr.Port() != 0 || try == 10 {
-			return fmt.Errorf("tcp: %w", err)
-		}
+		s.lns = append(s.lns, l)
 	}
-	// A bigger receive queue absorbs bursts while the readers are off CPU
-	// (the kernel caps it at net.core.rmem_max; memory is used only when
-	// datagrams queue).
-	_ = udp.SetReadBuffer(1 << 20)
-	s.udp, s.tcp = udp, tcp
 	if s.cfg.HealthListen != "" {
 		h, err := newHealthServer(s, s.cfg.HealthListen)
 		if err != nil {
-			udp.Close()
-			tcp.Close()
+			s.closeListeners()
 			return err
 		}
 		s.health = h
 	}
 	readers := max(2, runtime.GOMAXPROCS(0))
-	for range readers {
+	for _, l := range s.lns {
+		for range readers {
+			s.wg.Add(1)
+			go s.serveUDP(l)
+		}
 		s.wg.Add(1)
-		go s.serveUDP()
+		go s.serveTCP(l)
 	}
-	s.wg.Add(1)
-	go s.serveTCP()
-	s.ready.Store(true)
-	s.log.Info("resolver listening", "udp", ap.String(), "tcp", ap.String(),
-		"upstreams", s.cfg.Upstreams, "health", s.HealthAddr())
+	if s.cfg.NodeLocal {
+		// Ready only once the cluster DNS has answered (see waitUpstream).
+		s.bg.Add(1)
+		go s.waitUpstream(s.routes[0].fwd)
+	} else {
+		s.ready.Store(true)
+	}
+	s.log.Info("resolver listening", "addrs", s.Addrs(),
+		"upstreams", s.cfg.Upstreams, "cluster_upstreams", s.cfg.ClusterUpstreams, "health", s.HealthAddr())
 	return nil
+}
+
+// bind opens the UDP socket and TCP listener of one address.
+func (s *Server) bind(a netip.AddrPort) (*listener, error) {
+	lc := net.ListenConfig{}
+	if s.cfg.ReusePort {
+		lc.Control = reusePort
+	}
+	for try := 0; ; try++ {
+		pc, err := lc.ListenPacket(context.Background(), "udp", a.String())
+		if err != nil {
+			return nil, fmt.Errorf("udp %s: %w", a, err)
+		}
+		udp := pc.(*net.UDPConn)
+		ap := udp.LocalAddr().(*net.UDPAddr).AddrPort()
+		ln, err := lc.Listen(context.Background(), "tcp", ap.String())
+		if err == nil {
+			// A bigger receive queue absorbs bursts while the readers are
+			// off CPU (the kernel caps it at net.core.rmem_max; memory is
+			// used only when datagrams queue).
+			_ = udp.SetReadBuffer(1 << 20)
+			return &listener{addr: ap, udp: udp, tcp: ln.(*net.TCPListener)}, nil
+		}
+		udp.Close()
+		// With port 0 the TCP side of the port UDP got may be taken:
+		// try another port.
+		if a.Port() != 0 || try == 10 {
+			return nil, fmt.Errorf("tcp %s: %w", ap, err)
+		}
+	}
+}
+
+func (s *Server) closeListeners() {
+	for _, l := range s.lns {
+		l.udp.Close()
+		l.tcp.Close()
+	}
+	s.lns = nil
 }
 
 // Drain marks the server not ready (readyz fails) while it keeps answering.
@@ -176,9 +239,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	s.closing.Store(true)
 	var errs []error
-	if s.udp != nil {
-		errs = append(errs, s.udp.Close())
-		errs = append(errs, s.tcp.Close())
+	for _, l := range s.lns {
+		errs = append(errs, l.tcp.Close())
+	}
+	if s.cfg.ReusePort && len(s.lns) > 0 {
+		// Closing a socket drops the datagrams queued on it; in a
+		// SO_REUSEPORT group those are queries a successor would have
+		// answered. Detach first, let the readers empty the queue, then
+		// close.
+		for _, l := range s.lns {
+			detach(l.udp)
+		}
+		time.Sleep(detachGrace)
+	}
+	for _, l := range s.lns {
+		errs = append(errs, l.udp.Close())
 	}
 	if s.health != nil {
 		errs = append(errs, s.health.shutdown(ctx))
@@ -190,7 +265,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("shutdown: %w", ctx.Err()))
 	}
-	s.fwd.Close()
+	for _, f := range s.forwarders() {
+		f.Close()
+	}
 	return errors.Join(errs...)
 }
 
@@ -208,13 +285,13 @@ type batchConn interface {
 	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
-func (s *Server) serveUDP() {
+func (s *Server) serveUDP(l *listener) {
 	defer s.wg.Done()
 	var bc batchConn
-	if s.cfg.listenAddr.Addr().Is4() {
-		bc = ipv4.NewPacketConn(s.udp)
+	if l.addr.Addr().Is4() {
+		bc = ipv4.NewPacketConn(l.udp)
 	} else {
-		bc = ipv6.NewPacketConn(s.udp)
+		bc = ipv6.NewPacketConn(l.udp)
 	}
 	// A query never needs more than maxQuerySize bytes; a longer datagram
 	// arrives cut short and fails to parse (FORMERR), which is right.
@@ -256,7 +333,7 @@ func (s *Server) serveUDP() {
 				outVecs[len(out)][0] = reply
 				out = append(out, ipv4.Message{Buffers: outVecs[len(out)], Addr: ua})
 			case actResolve:
-				s.resolveUDP(pkt, ua.AddrPort())
+				s.resolveUDP(l, pkt, ua.AddrPort())
 			}
 		}
 		for len(out) > 0 {
@@ -275,7 +352,7 @@ func (s *Server) serveUDP() {
 
 // resolveUDP answers a cache miss on its own goroutine with its own copy
 // of the packet, so the reader goes straight back to reading.
-func (s *Server) resolveUDP(pkt []byte, addr netip.AddrPort) {
+func (s *Server) resolveUDP(l *listener, pkt []byte, addr netip.AddrPort) {
 	msc := s.scratch.Get().(*scratch)
 	msc.pkt = append(msc.pkt[:0], pkt...)
 	s.bg.Add(1)
@@ -286,7 +363,7 @@ func (s *Server) resolveUDP(pkt []byte, addr netip.AddrPort) {
 		_ = parseQuery(msc.pkt, q)
 		msc.key = appendKey(msc.key[:0], q.qname(), q.qtype, q.qclass, q.do, q.cd())
 		reply := s.answerSlow(msc, false)
-		if _, err := s.udp.WriteToUDPAddrPort(reply, addr); err != nil && !s.closing.Load() {
+		if _, err := l.udp.WriteToUDPAddrPort(reply, addr); err != nil && !s.closing.Load() {
 			s.rlog.Warn("udp write", "client", addr.String(), "err", err)
 		}
 		msc.q = query{}
@@ -294,10 +371,10 @@ func (s *Server) resolveUDP(pkt []byte, addr netip.AddrPort) {
 	}()
 }
 
-func (s *Server) serveTCP() {
+func (s *Server) serveTCP(l *listener) {
 	defer s.wg.Done()
 	for {
-		c, err := s.tcp.AcceptTCP()
+		c, err := l.tcp.AcceptTCP()
 		if err != nil {
 			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
 				return

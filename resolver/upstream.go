@@ -118,6 +118,9 @@ type ForwarderConfig struct {
 	ForceTCP     bool
 	ParallelAAAA bool
 	MaxIdle      int
+	// Label prefixes the upstream label of this group's metrics, so the
+	// same server in two groups gives two series.
+	Label string
 }
 
 // NewForwarder returns a forwarder to the given upstreams.
@@ -135,7 +138,7 @@ func NewForwarder(cfg ForwarderConfig, m *Metrics, log *slog.Logger) *Forwarder 
 	}
 	f.bufs.New = func() any { b := make([]byte, upstreamUDPBuf); return &b }
 	for _, a := range cfg.Upstreams {
-		u := &upstream{addr: a, name: a.String()}
+		u := &upstream{addr: a, name: cfg.Label + a.String()}
 		if m != nil {
 			u.lat, u.errs, u.queries = m.upstream(u.name)
 		}

@@ -1,6 +1,8 @@
-// Command resolver is dnsguard's per-pod caching DNS resolver sidecar.
+// Command resolver is dnsguard's caching DNS resolver: a per-pod sidecar,
+// or with --node-local one cache per node (a hostNetwork DaemonSet).
 //
 //	resolver --listen=127.0.0.1:53 --upstream=10.96.0.10:53 --health-listen=127.0.0.1:8053
+//	resolver --node-local --cluster-upstream=10.96.0.10 --health-listen=127.0.0.1:9254
 //	resolver probe --server=127.0.0.1:53
 //
 // Run `resolver --help` for every flag.
@@ -20,6 +22,7 @@ import (
 	"time"
 
 	"github.com/dnsguard/dnsguard/resolver"
+	"github.com/dnsguard/dnsguard/resolver/nodelocal"
 )
 
 func main() {
@@ -60,8 +63,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "resolver: configuration error:", err)
 		return 2
 	}
+	var node *nodelocal.Applied
+	if cfg.NodeLocal {
+		if node, err = setupNode(cfg, log); err != nil {
+			log.Error("start failed", "err", err)
+			fmt.Fprintln(stderr, "resolver:", err)
+			return 1
+		}
+	}
 	if err := srv.Start(); err != nil {
 		log.Error("start failed", "err", err)
+		if node != nil {
+			teardownNode(cfg, node, log)
+		}
 		return 1
 	}
 	sig := make(chan os.Signal, 2)
@@ -80,6 +94,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Warn("shutdown", "err", err)
+	}
+	if node != nil {
+		teardownNode(cfg, node, log)
 	}
 	log.Info("stopped")
 	return 0

@@ -18,7 +18,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -60,13 +59,13 @@ type Applied struct {
 }
 
 // hasPorts reports whether any link is enslaved to the bridge br.
-func hasPorts(h *netlink.Handle, br netlink.Link) bool {
-	links, err := h.LinkList()
+func hasPorts(h *rtnl, br link) bool {
+	links, err := h.links()
 	if err != nil {
 		return true // unsure: treat as in use
 	}
 	for _, l := range links {
-		if l.Attrs().MasterIndex == br.Attrs().Index {
+		if l.master == br.index {
 			return true
 		}
 	}
@@ -102,12 +101,7 @@ func (c Config) Validate() error {
 	return nil
 }
 
-func (c Config) handle() (*netlink.Handle, error) {
-	if c.NetNS.IsOpen() {
-		return netlink.NewHandleAt(c.NetNS)
-	}
-	return netlink.NewHandle()
-}
+func (c Config) handle() (*rtnl, error) { return dialRtnl(c) }
 
 func (c Config) nft() (*nftables.Conn, error) {
 	if c.NetNS.IsOpen() {
@@ -131,51 +125,43 @@ func Apply(cfg Config) (*Applied, error) {
 	defer h.Close()
 
 	ap := &Applied{cfg: cfg}
-	link, err := h.LinkByName(cfg.Interface)
-	var notFound netlink.LinkNotFoundError
+	l, err := h.linkByName(cfg.Interface)
 	switch {
-	case errors.As(err, &notFound):
-		attrs := netlink.NewLinkAttrs()
-		attrs.Name = cfg.Interface
-		err := h.LinkAdd(&netlink.Dummy{LinkAttrs: attrs})
+	case errors.Is(err, errNoLink):
+		ap.Kind = "dummy"
+		err := h.addLink(cfg.Interface, "dummy")
 		if errors.Is(err, unix.EOPNOTSUPP) {
 			// Kernels built without CONFIG_DUMMY (some microVM kernels,
 			// this project's CI among them) still have bridges; a bridge
 			// with no ports holds local addresses just as well.
 			ap.Kind = "bridge"
-			err = h.LinkAdd(&netlink.Bridge{LinkAttrs: attrs})
-		} else {
-			ap.Kind = "dummy"
+			err = h.addLink(cfg.Interface, "bridge")
 		}
 		if err != nil {
 			return nil, fmt.Errorf("create %s interface %s: %w", ap.Kind, cfg.Interface, err)
 		}
 		ap.createdLink = true
-		if link, err = h.LinkByName(cfg.Interface); err != nil {
+		if l, err = h.linkByName(cfg.Interface); err != nil {
 			return nil, fmt.Errorf("find new interface %s: %w", cfg.Interface, err)
 		}
 	case err != nil:
 		return nil, fmt.Errorf("look up interface %s: %w", cfg.Interface, err)
-	case link.Type() == "dummy" || (link.Type() == "bridge" && !hasPorts(h, link)):
-		ap.Kind = link.Type()
+	case l.kind == "dummy" || (l.kind == "bridge" && !hasPorts(h, l)):
+		ap.Kind = l.kind
 	default:
+		kind := l.kind
+		if kind == "" {
+			kind = "device"
+		}
 		// Refuse to hijack a real interface that happens to have the name.
-		return nil, fmt.Errorf("interface %s exists and is a %s, not a dummy (or empty bridge)", cfg.Interface, link.Type())
+		return nil, fmt.Errorf("interface %s exists and is a %s, not a dummy (or empty bridge)", cfg.Interface, kind)
 	}
 	for _, a := range cfg.Addresses {
-		bits := 32
-		if a.Is6() {
-			bits = 128
-		}
-		addr, err := netlink.ParseAddr(fmt.Sprintf("%s/%d", a, bits))
-		if err != nil {
-			return nil, fmt.Errorf("address %s: %w", a, err)
-		}
-		if err := h.AddrAdd(link, addr); err != nil && !errors.Is(err, syscall.EEXIST) {
+		if err := h.addAddr(l, a); err != nil && !errors.Is(err, syscall.EEXIST) {
 			return nil, fmt.Errorf("add %s to %s: %w", a, cfg.Interface, err)
 		}
 	}
-	if err := h.LinkSetUp(link); err != nil {
+	if err := h.setUp(l); err != nil {
 		return nil, fmt.Errorf("bring %s up: %w", cfg.Interface, err)
 	}
 	if cfg.NoTrack {
@@ -201,17 +187,16 @@ func (a *Applied) Remove() error {
 		return errors.Join(append(errs, fmt.Errorf("netlink handle: %w", err))...)
 	}
 	defer h.Close()
-	link, err := h.LinkByName(a.cfg.Interface)
+	l, err := h.linkByName(a.cfg.Interface)
 	if err != nil {
-		var notFound netlink.LinkNotFoundError
-		if !errors.As(err, &notFound) {
+		if !errors.Is(err, errNoLink) {
 			errs = append(errs, fmt.Errorf("look up %s: %w", a.cfg.Interface, err))
 		}
 		return errors.Join(errs...)
 	}
 	// The interface exists only for our addresses, whoever created it: a
 	// previous instance that crashed leaves it behind and we adopt it.
-	if err := h.LinkDel(link); err != nil {
+	if err := h.delLink(l); err != nil {
 		errs = append(errs, fmt.Errorf("delete %s: %w", a.cfg.Interface, err))
 	}
 	return errors.Join(errs...)
