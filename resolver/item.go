@@ -55,6 +55,11 @@ type ttlPolicy struct {
 var (
 	errMismatch  = errors.New("reply does not match the query")
 	errTruncated = errors.New("reply truncated")
+	// errMalformed is a reply that matches the query but whose records do
+	// not parse: an upstream fault, failed over like a timeout rather than
+	// handed to the cache (which would refuse it, leaving the client with
+	// SERVFAIL while a healthy upstream waits unused).
+	errMalformed = errors.New("malformed reply")
 )
 
 // checkReply verifies that b answers the upstream query up: same ID, QR
@@ -90,6 +95,15 @@ func checkReply(b []byte, up []byte) error {
 	}
 	if b[2]&(flagTC>>8) != 0 {
 		return errTruncated
+	}
+	off := headerLen + n
+	total := int(binary.BigEndian.Uint16(b[6:])) + int(binary.BigEndian.Uint16(b[8:])) + int(binary.BigEndian.Uint16(b[10:]))
+	for i := 0; i < total; i++ {
+		var rr rrInfo
+		var err error
+		if off, err = skipRR(b, off, &rr); err != nil {
+			return fmt.Errorf("%w: record %d: %w", errMalformed, i, err)
+		}
 	}
 	return nil
 }

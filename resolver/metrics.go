@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"runtime"
 	"sort"
 	"strconv"
 	"sync"
@@ -214,6 +215,10 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 		v(ns+"upstream_duration_seconds_sum", l, math.Float64frombits(u.lat.sum.Load()))
 		v(ns+"upstream_duration_seconds_count", l, float64(u.lat.count.Load()))
 	}
+	// The standard Go collector's name, so dashboards and the soak and
+	// fault tests can watch for goroutine leaks without client_golang.
+	p("go_goroutines", "gauge", "Number of goroutines that currently exist.")
+	v("go_goroutines", "", float64(runtime.NumGoroutine()))
 	if err := bw.Flush(); err != nil {
 		return 0, fmt.Errorf("write metrics: %w", err)
 	}
