@@ -116,6 +116,8 @@ type Config struct {
 	// NamespaceDefaults enables the per-namespace default mode (a Namespace
 	// informer; needs list/watch on namespaces).
 	NamespaceDefaults bool `json:"namespaceDefaults"`
+	// NodeLocal points pods (or their sidecars) at a per-node cache first.
+	NodeLocal NodeLocalConfig `json:"nodeLocal"`
 }
 
 // Duration is a time.Duration that reads "30s" style strings from YAML.
@@ -271,6 +273,9 @@ func (c *Config) Validate(checkFiles bool) error {
 	}
 	if c.RecheckInterval.Duration <= 0 {
 		errs = append(errs, fmt.Errorf("recheck interval %s: must be positive", c.RecheckInterval.Duration))
+	}
+	if err := c.NodeLocal.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

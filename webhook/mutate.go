@@ -154,7 +154,7 @@ func Decide(pod *corev1.Pod, env Env, cfg *Config) Decision {
 	d.Mode = mode
 	d.Reason = mode + " mode (" + source + ")"
 
-	servers := env.Nameservers
+	servers := cfg.NodeLocal.upstreams(env.Nameservers)
 	if mode == ModeSidecar {
 		servers = []string{"127.0.0.1"}
 		if cfg.Sidecar.Fallback {
@@ -163,7 +163,7 @@ func Decide(pod *corev1.Pod, env Env, cfg *Config) Decision {
 	}
 	d.DNSConfig = buildDNSConfig(pod, ns, servers, cfg, &d)
 	if mode == ModeSidecar {
-		c := sidecarContainer(cfg, env.Nameservers)
+		c := sidecarContainer(cfg, cfg.NodeLocal.upstreams(env.Nameservers))
 		d.Sidecar = &c
 		if !hasSysctl(pod, sysctlUnprivilegedMin) {
 			d.Sysctl = &corev1.Sysctl{Name: sysctlUnprivilegedMin, Value: "53"}

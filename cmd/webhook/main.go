@@ -76,6 +76,7 @@ shown in brackets; flags given on the command line win over the file):
 	logLevel := fs.String("log-level", def.LogLevel, "debug, info, warn or error [logLevel]")
 	maxBytes := fs.Int64("max-request-bytes", def.MaxRequestBytes, "largest request body accepted; larger gets 413 [maxRequestBytes]")
 	recheck := fs.Duration("recheck-interval", def.RecheckInterval.Duration, "how often the DNS Service is looked up again [recheckInterval]")
+	nodeLocal := fs.String("node-local-address", "", "IP of the node-local cache (e.g. 169.254.20.10): dnsconfig pods get it as first nameserver with the cluster DNS as fallback, sidecars as first upstream; empty: off [nodeLocal.enabled, nodeLocal.address]")
 	nsDefaults := fs.Bool("namespace-defaults", def.NamespaceDefaults, "read the dnsguard.io/default-mode Namespace annotation through an informer when the API server is reachable [namespaceDefaults]")
 	if err := fs.Parse(args); err != nil {
 		return webhook.Config{}, err
@@ -126,6 +127,8 @@ shown in brackets; flags given on the command line win over the file):
 			cfg.RecheckInterval.Duration = *recheck
 		case "namespace-defaults":
 			cfg.NamespaceDefaults = *nsDefaults
+		case "node-local-address":
+			cfg.NodeLocal = webhook.NodeLocalConfig{Enabled: *nodeLocal != "", Address: *nodeLocal}
 		}
 	})
 	if err := errors.Join(errs...); err != nil {
