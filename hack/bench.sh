@@ -236,6 +236,7 @@ forward-zone:
   forward-addr: $UPSTREAM@$PORT
 EOF
   unbound-checkconf "$WORK/unbound.conf" >/dev/null
+  { echo "# WORK/unbound.conf:"; sed 's/^/#   /' "$WORK/unbound.conf"; } >>"$COMMANDS"
   want unbound && bench_server unbound 127.53.0.2 "$(command -v unbound)" "dynamic; + libssl, libevent, ..." \
     unbound -d -c "$WORK/unbound.conf"
 
@@ -251,6 +252,7 @@ EOF
     cache 3600
 }
 EOF
+  { echo "# WORK/Corefile:"; sed 's/^/#   /' "$WORK/Corefile"; } >>"$COMMANDS"
   want coredns && bench_server coredns 127.53.0.4 "$BIN/coredns" "static Go" \
     "$BIN/coredns" -conf "$WORK/Corefile" -quiet
 
@@ -340,6 +342,8 @@ log "writing $OUT"
   echo "client_cpu=$CLIENT_CPU"
   echo "nice=$NICE"
 } >"$WORK/meta.env"
+# Paths of this run's scratch directory and checkout mean nothing to a reader.
+sed -i -e "s|$WORK|WORK|g" -e "s|$ROOT/||g" "$COMMANDS"
 "$WORK/benchreport" --meta="$WORK/meta.env" --resolver="$SERVERS_TSV" --webhook="$WEBHOOK_TSV" \
   --commands="$COMMANDS" >"$WORK/benchmarks.md"
 mkdir -p "$(dirname "$OUT")"

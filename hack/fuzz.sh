@@ -15,19 +15,26 @@ FUZZTIME=${FUZZTIME:-30s}
 echo "fuzz: discovering targets (go test -list '^Fuzz' ./...)"
 # go test -list prints the matching names of a package, then its "ok PKG"
 # line; pair each name with the package that follows it.
-listing=$(go test -list '^Fuzz' ./...)
+# A package that does not compile is reported and counted as a failure, but
+# the targets of the packages that do compile are still fuzzed.
+list_failed=0
+listing=$(go test -list '^Fuzz' ./... 2>&1) || list_failed=1
+if [ "$list_failed" = 1 ]; then
+  printf '%s\n' "$listing" | grep -v -e '^Fuzz' -e '^ok[[:space:]]' -e '^?[[:space:]]' >&2 || true
+  echo "fuzz: FAILED listing: some packages do not build (above)"
+fi
 mapfile -t targets < <(printf '%s\n' "$listing" | awk '
   /^Fuzz/ { names[n++] = $1; next }
   /^ok[ \t]/ { for (i = 0; i < n; i++) print $2 " " names[i]; n = 0 }')
 
 if [ ${#targets[@]} -eq 0 ]; then
   echo "fuzz: no Fuzz targets found"
-  echo "fuzz: 0 passed, 0 failed"
-  exit 0
+  echo "fuzz: 0 passed, $list_failed failed"
+  exit "$list_failed"
 fi
 echo "fuzz: ${#targets[@]} targets, $FUZZTIME each"
 
-passed=0 failed=0 failures=()
+passed=0 failed=$list_failed failures=()
 for t in "${targets[@]}"; do
   pkg=${t% *} name=${t#* }
   echo "fuzz: $pkg $name ($FUZZTIME)"
