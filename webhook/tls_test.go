@@ -11,6 +11,7 @@ import (
 	"net/http/httptrace"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,12 +99,13 @@ func TestTLSServingAndRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := newTestServer(t, testConfig())
-	var reloads, failures int
+	// Atomics: the callback runs on the server's handshake goroutine.
+	var reloads, failures atomic.Int32
 	addr, stop := startTLS(t, dir, srv, func(ok bool) {
 		if ok {
-			reloads++
+			reloads.Add(1)
 		} else {
-			failures++
+			failures.Add(1)
 		}
 		srv.metrics.CertReloads.WithLabelValues(map[bool]string{true: "ok", false: "error"}[ok]).Inc()
 	})
@@ -146,8 +148,8 @@ func TestTLSServingAndRotation(t *testing.T) {
 	if reused || second.Cmp(first) == 0 {
 		t.Fatalf("new connection still gets the old certificate (reused=%v)", reused)
 	}
-	if reloads != 1 {
-		t.Errorf("reloads = %d, want 1", reloads)
+	if n := reloads.Load(); n != 1 {
+		t.Errorf("reloads = %d, want 1", n)
 	}
 
 	// A broken rotation (garbage certificate) keeps serving the last good one.
@@ -159,8 +161,8 @@ func TestTLSServingAndRotation(t *testing.T) {
 	if third.Cmp(second) != 0 {
 		t.Fatal("certificate changed after a broken rotation")
 	}
-	if failures != 1 {
-		t.Errorf("failed reloads reported %d times, want once per broken version", failures)
+	if n := failures.Load(); n != 1 {
+		t.Errorf("failed reloads reported %d times, want once per broken version", n)
 	}
 	if got := testutil.ToFloat64(srv.metrics.CertReloads.WithLabelValues("error")); got != 1 {
 		t.Errorf("cert_reloads{error} = %v", got)
