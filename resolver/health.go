@@ -31,7 +31,14 @@ type healthServer struct {
 const healthMaxRequest = 8 << 10
 
 func newHealthServer(s *Server, addr string) (*healthServer, error) {
-	ln, err := net.Listen("tcp", addr)
+	lc := net.ListenConfig{}
+	if s.cfg.ReusePort {
+		// Node mode: during a surge upgrade the next instance binds the
+		// same host port beside this one (a DaemonSet's pods share one
+		// template); requests then reach either until this one exits.
+		lc.Control = reusePort
+	}
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("health listen %s: %w", addr, err)
 	}
