@@ -138,6 +138,9 @@ func TestNodeModeReadyOnlyAfterClusterAnswers(t *testing.T) {
 	if code := readyz(); code != 503 {
 		t.Fatalf("readyz before the cluster DNS answered: %d, want 503", code)
 	}
+	if err := Probe([]string{"--readyz=" + s.HealthAddr()}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("probe --readyz while not ready: %v, want a 503 error", err)
+	}
 	cluster.setAnswer(func(s seen, req *dns.Msg) *dns.Msg { return new(dns.Msg).SetReply(req) })
 	deadline := time.Now().Add(5 * time.Second)
 	for readyz() != 200 {
@@ -145,6 +148,9 @@ func TestNodeModeReadyOnlyAfterClusterAnswers(t *testing.T) {
 			t.Fatal("readyz never turned 200 after the cluster DNS answered")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	if err := Probe([]string{"--readyz=" + s.HealthAddr()}, io.Discard, io.Discard); err != nil {
+		t.Fatalf("probe --readyz when ready: %v", err)
 	}
 }
 

@@ -1,9 +1,12 @@
 package resolver
 
 import (
+	"bufio"
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -20,8 +23,12 @@ func Probe(args []string, stdout, stderr io.Writer) error {
 	server := fs.String("server", "127.0.0.1:53", "DNS server `address` to probe")
 	timeout := fs.Duration("timeout", time.Second, "how long to wait for a reply")
 	tcp := fs.Bool("tcp", false, "probe over TCP instead of UDP")
+	readyz := fs.String("readyz", "", "instead, GET http://`HOST:PORT`/readyz (the --health-listen address) and succeed on 200; for hostNetwork pods, whose kubelet httpGet probes cannot reach loopback")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *readyz != "" {
+		return probeReadyz(*readyz, *timeout, stdout)
 	}
 	if _, err := parseHostPort(*server, 53); err != nil {
 		return fmt.Errorf("invalid --server=%s: %w", *server, err)
@@ -42,5 +49,29 @@ func Probe(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("probe %s: %w", addr, err)
 	}
 	fmt.Fprintf(stdout, "%s answered %s in %v\n", addr, dns.RcodeToString[r.Rcode], rtt.Round(time.Microsecond))
+	return nil
+}
+
+// probeReadyz asks the health endpoint with a bare HTTP/1.0 request (the
+// binary carries no HTTP client) and wants status 200.
+func probeReadyz(addr string, timeout time.Duration, stdout io.Writer) error {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return fmt.Errorf("readyz %s: %w", addr, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	if _, err := fmt.Fprintf(c, "GET /readyz HTTP/1.0\r\nHost: %s\r\n\r\n", addr); err != nil {
+		return fmt.Errorf("readyz %s: %w", addr, err)
+	}
+	status, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("readyz %s: %w", addr, err)
+	}
+	status = strings.TrimSpace(status)
+	if f := strings.Fields(status); len(f) < 2 || f[1] != "200" {
+		return fmt.Errorf("readyz %s: %s", addr, status)
+	}
+	fmt.Fprintf(stdout, "%s: %s\n", addr, status)
 	return nil
 }
