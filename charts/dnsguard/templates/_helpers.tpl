@@ -177,4 +177,9 @@ sidecar:
   {{- end }}
   resources:
     {{- toYaml .Values.sidecar.resources | nindent 4 }}
+{{- if .Values.nodeCache.enabled }}
+nodeLocal:
+  enabled: true
+  address: {{ .Values.nodeCache.address | quote }}
+{{- end }}
 {{- end }}
