@@ -146,6 +146,7 @@ start kube-apiserver "$BIN/kube-apiserver" \
 	--service-account-key-file="$PKI/sa.pub" \
 	--service-account-signing-key-file="$PKI/sa.key" \
 	--allow-privileged=true \
+	--endpoint-reconciler-type=none \
 	--profiling=false
 api() { curl -fsS --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "$SERVER$1"; }
 wait_for kube-apiserver 120 api /readyz
