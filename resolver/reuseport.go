@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"context"
 	"net"
 	"syscall"
 	"time"
@@ -8,8 +9,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// detachGrace is how long readers get to empty a detached socket's queue.
-const detachGrace = 50 * time.Millisecond
+// detachGrace is how long a detached socket must stay quiet (empty queue,
+// no reply pending) before it is closed; detachMax bounds the whole wait.
+const (
+	detachGrace = 20 * time.Millisecond
+	detachMax   = 2 * time.Second
+)
 
 // reusePort sets SO_REUSEPORT before bind, so a second resolver (the next
 // version during a rolling upgrade) can bind the same address and the
@@ -45,4 +50,40 @@ func detach(c *net.UDPConn) {
 		}
 		_ = unix.Connect(int(fd), &unix.SockaddrInet4{Port: 9, Addr: [4]byte{127, 0, 0, 1}})
 	})
+}
+
+// queued returns the size of the next datagram waiting on c (0: none).
+func queued(c *net.UDPConn) int {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	_ = raw.Control(func(fd uintptr) {
+		n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+	})
+	return n
+}
+
+// drainDetached waits until the detached sockets have nothing queued and
+// no miss is waiting to send its reply, for detachGrace in a row (a reader
+// may hold a batch it has read but not answered yet), bounded by detachMax
+// and ctx. A fixed sleep lost queries on a loaded machine.
+func (s *Server) drainDetached(ctx context.Context) {
+	end := time.Now().Add(detachMax)
+	quietSince := time.Now()
+	for time.Now().Before(end) && ctx.Err() == nil {
+		busy := s.udpPending.Load() > 0
+		for _, l := range s.lns {
+			if queued(l.udp) > 0 {
+				busy = true
+			}
+		}
+		if busy {
+			quietSince = time.Now()
+		} else if time.Since(quietSince) >= detachGrace {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }

@@ -32,9 +32,12 @@ type Server struct {
 	flights flights
 
 	inflight atomic.Int64
-	tcpConns atomic.Int64
-	draining atomic.Bool
-	ready    atomic.Bool
+	// udpPending counts UDP misses being resolved off the reader
+	// goroutines: their replies still need the socket.
+	udpPending atomic.Int64
+	tcpConns   atomic.Int64
+	draining   atomic.Bool
+	ready      atomic.Bool
 
 	routes  []route // per-zone upstream groups (node mode), before s.fwd
 	lns     []*listener
@@ -250,7 +253,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		for _, l := range s.lns {
 			detach(l.udp)
 		}
-		time.Sleep(detachGrace)
+		s.drainDetached(ctx)
 	}
 	for _, l := range s.lns {
 		errs = append(errs, l.udp.Close())
@@ -356,8 +359,10 @@ func (s *Server) resolveUDP(l *listener, pkt []byte, addr netip.AddrPort) {
 	msc := s.scratch.Get().(*scratch)
 	msc.pkt = append(msc.pkt[:0], pkt...)
 	s.bg.Add(1)
+	s.udpPending.Add(1)
 	go func() {
 		defer s.bg.Done()
+		defer s.udpPending.Add(-1)
 		// Re-parse the private copy (cheap) so msc.q references it.
 		q := &msc.q
 		_ = parseQuery(msc.pkt, q)
