@@ -102,6 +102,7 @@ ip netns exec $DNS dnsmasq --keep-in-foreground --conf-file=/dev/null --user=roo
   --no-resolv --no-hosts --addn-hosts="$WORK/hosts" --local-ttl=30 \
   --listen-address=$DNSIP,$UPIP --bind-interfaces --local=/cluster.local/ --local=/example.com/ \
   --pid-file="$WORK/dnsmasq.pid" --log-facility="$WORK/dnsmasq.log" &
+disown $!  # ended by teardown (by pid); no "Killed" job report
 for _ in $(seq 50); do ip netns exec $DNS dig +time=1 +tries=1 @$DNSIP web.example.com >/dev/null 2>&1 && break; sleep 0.1; done
 check "dnsmasq answers over TCP" bash -c "ip netns exec $DNS dig +tcp +short @$DNSIP web.shop.svc.cluster.local | grep -qx 10.96.5.7"
 
