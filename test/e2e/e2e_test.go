@@ -182,6 +182,8 @@ func install(ctx context.Context, t *testing.T) {
 		}
 	}
 	startWebhook(ctx, t)
+	// The opted-in namespace every later scenario uses.
+	createNamespace(ctx, t, nsEnabled, map[string]string{enabledLabel: "true"})
 }
 
 func bootstrapArgs() []string {
@@ -303,7 +305,6 @@ func assertUntouched(t *testing.T, p *corev1.Pod, policy corev1.DNSPolicy, dnsCo
 // --- s1 .. s8 -----------------------------------------------------------
 
 func s1LabelledNamespace(ctx context.Context, t *testing.T) {
-	createNamespace(ctx, t, nsEnabled, map[string]string{enabledLabel: "true"})
 	pods := deploy(ctx, t, nsEnabled, "web", 2, nil, nil)
 	for i := range pods {
 		p := &pods[i]
