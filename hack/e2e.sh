@@ -34,7 +34,7 @@ unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY || true
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 
 # --- binaries -------------------------------------------------------------
-log "step 1/4: control-plane binaries (cached in bin/; a cold build takes ~6-10 min on 2 cores)"
+log "step 1/4: control-plane binaries (cached in bin/; cold: ~10 min on an idle 2-core machine, ~60 min measured on a heavily shared one)"
 TB=$(date +%s.%N)
 ./hack/build-tools.sh
 BUILD_S=$(since "$TB")
@@ -55,6 +55,7 @@ PIDS=()
 cleanup() {
 	local rc=$? pid f
 	trap - EXIT INT TERM
+	log "stopping the control plane and the webhook; removing $TMP"
 	for f in "$TMP"/pids/*.pid; do
 		[[ -f $f ]] && PIDS+=("$(cat "$f")")
 	done
