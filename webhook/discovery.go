@@ -71,7 +71,7 @@ func (d *DNSDiscovery) Refresh(ctx context.Context) error {
 		}
 	}
 	if len(valid) == 0 {
-		return fmt.Errorf("Service %s/%s has no ClusterIP (headless or not yet allocated: %q)", d.namespace, d.name, svc.Spec.ClusterIP)
+		return fmt.Errorf("service %s/%s has no ClusterIP (headless or not yet allocated: %q)", d.namespace, d.name, svc.Spec.ClusterIP)
 	}
 	if len(valid) > maxNameservers {
 		valid = valid[:maxNameservers]
