@@ -54,7 +54,9 @@ PIDS=()
 # etcd) plus any the Go tests registered in $TMP/pids, then removes $TMP.
 cleanup() {
 	local rc=$? pid f
-	trap - EXIT INT TERM
+	trap - EXIT
+	# A second Ctrl-C must not abort the teardown half-way.
+	trap '' INT TERM
 	log "stopping the control plane and the webhook; removing $TMP"
 	for f in "$TMP"/pids/*.pid; do
 		[[ -f $f ]] && PIDS+=("$(cat "$f")")
