@@ -31,6 +31,7 @@ PROBE_N=${RACE_PROBE_N:-300}
 WRITE_DOCS=${RACELAB_DOCS:-1}
 
 SVC=10.251.0.10            # fake cluster DNS Service IP (only routed inside the lab)
+NODELOCAL_IP=169.254.20.10    # node-local cache address (row d)
 EP1=10.250.2.2             # DNS endpoint 1 (dnsmasq in dns1 ns)
 EP2=10.250.3.2             # DNS endpoint 2 (dnsmasq in dns2 ns)
 POD_IP=10.250.1.2
@@ -312,6 +313,8 @@ start_webhook() { # port extra-flags...
 }
 start_webhook 8443
 start_webhook 8444 --sidecar-fallback=false
+# Port 8445: --node-local-address, for row (d) node-local.
+start_webhook 8445 --node-local-address=$NODELOCAL_IP
 
 explain() { # mode [port [name]] → writes $WORK/resolv.<name>
   local mode=$1 port=${2:-8443} name=${3:-$1}
@@ -329,7 +332,8 @@ explain() { # mode [port [name]] → writes $WORK/resolv.<name>
 }
 for m in off dnsconfig sidecar; do explain "$m"; done
 explain sidecar 8444 sidecar-nofallback
-for m in off dnsconfig sidecar sidecar-nofallback; do
+explain dnsconfig 8445 nodelocal
+for m in off dnsconfig sidecar sidecar-nofallback nodelocal; do
   echo "--- resolv.conf for mode $m (from /explain)"
   cat "$WORK/resolv.$m"
 done
@@ -350,6 +354,8 @@ check_resolv off "ClusterFirst rendering: Service IP, cluster search path, ndots
 check_resolv dnsconfig "timeout:2 attempts:3 single-request-reopen" \
   "^nameserver $SVC\$" "^options .*ndots:5.*timeout:2.*attempts:3.*single-request-reopen"
 check_resolv sidecar "127.0.0.1 first, Service IP as fallback" "^nameserver 127\.0\.0\.1\$" "^nameserver $SVC\$" "^search default\.svc\.cluster\.local "
+check_resolv nodelocal "node cache first, Service IP as fallback" "^nameserver ${NODELOCAL_IP//./\\.}\$" "^nameserver $SVC\$" \
+  "^options .*timeout:2.*attempts:3"
 if grep -q "^nameserver $SVC" "$WORK/resolv.sidecar-nofallback"; then
   fail "/explain sidecar with --sidecar-fallback=false still lists $SVC"
 else
@@ -435,22 +441,50 @@ stop_sidecar() {
 }
 
 declare -A LABEL=([off]="a ClusterFirst (mode off)" [dnsconfig]="b dnsconfig" [sidecar]="c sidecar"
-  [sidecar-nofallback]="c′ sidecar, fallback off")
+  [sidecar-nofallback]="c′ sidecar, fallback off" [nodelocal]="d node-local")
 declare -A CLIENTS=([off]="glibc-gai glibc-gai-loop glibc-getent musl-gai"
   [dnsconfig]="glibc-gai glibc-gai-loop glibc-getent musl-gai"
   [sidecar]="glibc-gai glibc-gai-loop glibc-getent musl-gai"
-  [sidecar-nofallback]="glibc-gai musl-gai")
-# (d) node-local: HOOK. When dnsguard gets a node-local mode, add it here:
-# start the node-local cache in $NODE on a link-local address (e.g.
-# 169.254.20.10, the address node-local-dns uses) with upstream $SVC, render its
-# resolv.conf through /explain (mode annotation of the new mode) into
-# $WORK/resolv.nodelocal, append "nodelocal" to MODES with a LABEL, and give
-# it an expectation in test/racelab/report/expect.go.
-MODES=${RACE_MODES:-off dnsconfig sidecar sidecar-nofallback}
+  [sidecar-nofallback]="glibc-gai musl-gai"
+  [nodelocal]="glibc-gai glibc-gai-loop glibc-getent musl-gai")
+# (d) node-local: bin/resolver --node-local in the node namespace, on
+# $NODELOCAL_IP (dummy/bridge interface, NOTRACK rules), asking the Service
+# over TCP; the pod's resolv.conf is /explain's with --node-local-address.
+NODE_HEALTH=127.0.0.1:9254
+start_nodecache() {
+  # The node's own traffic to the Service: kube-proxy DNATs it in the
+  # output hook too; the route only has to exist (output NAT reroutes).
+  innode nft add chain ip dgkube output '{ type nat hook output priority -100; }'
+  innode nft add rule ip dgkube output ip daddr $SVC meta l4proto '{ udp, tcp }' th dport 53 \
+    dnat to numgen random mod 2 map "{ 0 : $EP1, 1 : $EP2 }"
+  innode ip route replace $SVC/32 dev vdns1
+  ip netns exec "$NODE" "${SERVER_FIFO[@]}" "$BIN/resolver" --node-local --node-local-address="$NODELOCAL_IP" \
+    --cluster-upstream="$SVC" --upstream="$SVC:53" --health-listen=$NODE_HEALTH --drain=0s \
+    >"$WORK/resolver.$mode.log" 2>&1 &
+  RESOLVER_PID=$!
+  local i
+  for i in $(seq 1 100); do
+    kill -0 "$RESOLVER_PID" 2>/dev/null || die "node cache exited: $(tail -5 "$WORK/resolver.$mode.log")"
+    if innode "$BIN/resolver" probe --readyz=$NODE_HEALTH >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  die "node cache did not become ready: $(tail -5 "$WORK/resolver.$mode.log")"
+}
+stop_nodecache() {
+  kill "$RESOLVER_PID" 2>/dev/null || true
+  wait "$RESOLVER_PID" 2>/dev/null || true
+  RESOLVER_PID=""
+  if innode ip link show dnsguard0 >/dev/null 2>&1; then
+    fail "node cache left dnsguard0 behind after SIGTERM"
+  else
+    pass "node cache removed dnsguard0 and its NOTRACK table on SIGTERM"
+  fi
+}
+MODES=${RACE_MODES:-off dnsconfig sidecar sidecar-nofallback nodelocal}
 kif1=$(ct_stat insert_failed)
 for mode in $MODES; do
   set_resolv "$WORK/resolv.$mode"
-  case $mode in sidecar*) start_sidecar ;; esac
+  case $mode in sidecar*) start_sidecar ;; nodelocal) start_nodecache ;; esac
   for client in ${CLIENTS[$mode]}; do
     load_race
     log "row ${LABEL[$mode]} × $client: $N lookups of '$NAME'"
@@ -465,7 +499,11 @@ for mode in $MODES; do
     # TTL 0 and no cache hits: every sidecar lookup must have crossed the
     # node (and the emulation) — the sidecar rows are clean because of how
     # the resolver talks upstream, not because it answered from memory.
-    inpod curl -s http://127.0.0.1:8053/metrics >"$WORK/resolver.$mode.metrics" 2>/dev/null || true
+    if [ "$mode" = nodelocal ]; then
+      innode curl -s "http://$NODE_HEALTH/metrics" >"$WORK/resolver.$mode.metrics" 2>/dev/null || true
+    else
+      inpod curl -s http://127.0.0.1:8053/metrics >"$WORK/resolver.$mode.metrics" 2>/dev/null || true
+    fi
     upq=$(awk '/^dnsguard_resolver_upstream_queries_total/ {s += $NF} END {print s + 0}' "$WORK/resolver.$mode.metrics")
     lookups=$(( N * $(wc -w <<<"${CLIENTS[$mode]}") ))
     if [ "$upq" -ge "$lookups" ]; then
@@ -473,7 +511,7 @@ for mode in $MODES; do
     else
       fail "$mode: bin/resolver sent only $upq queries upstream for $lookups lookups (cache hid the path?)"
     fi
-    stop_sidecar
+    if [ "$mode" = nodelocal ]; then stop_nodecache; else stop_sidecar; fi
   fi
 done
 innode nft delete table ip dgrace

@@ -64,6 +64,13 @@ func expect(mode, client string) (Expectation, error) {
 		}
 		return Expectation{
 			Why: "answers come from 127.0.0.1; musl also sends its pair to the fallback Service IP (musl queries every nameserver at once), so collisions can occur but cost nothing"}, nil
+	case "nodelocal":
+		if isGlibc(client) {
+			return Expectation{NoCollisions: true,
+				Why: "the pod asks 169.254.20.10 on the node (no DNAT, NOTRACK); the node cache asks the Service over TCP, one connection per query"}, nil
+		}
+		return Expectation{
+			Why: "answers come from the node cache; musl also sends its pair to the fallback Service IP at once, so collisions can occur there but cost nothing"}, nil
 	case "sidecar-nofallback":
 		return Expectation{NoCollisions: true,
 			Why: "resolv.conf lists only 127.0.0.1: nothing from the pod reaches the Service directly, so musl's parallel pair stays on loopback too"}, nil

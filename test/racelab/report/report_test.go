@@ -116,7 +116,7 @@ func TestCheckRow(t *testing.T) {
 		{"sidecar musl: a 1.2 s lookup fails", row("sidecar", "musl-gai", 10, 0.3, 4, 0, 1200), true},
 		{"sidecar musl: collisions without stalls pass", row("sidecar", "musl-gai", 10, 0.3, 4, 0), false},
 		{"too few lookups", row("sidecar", "glibc-gai", 9, 0.3, 0, 0), true},
-		{"unknown mode", row("nodelocal", "glibc-gai", 10, 0.3, 0, 0), true},
+		{"unknown mode", row("no-such-mode", "glibc-gai", 10, 0.3, 0, 0), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := failed(checkRow(tc.r, 10))
