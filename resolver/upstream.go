@@ -318,6 +318,8 @@ func errReason(err error) string {
 		return "refused"
 	case errors.Is(err, errTruncated):
 		return "truncated"
+	case errors.Is(err, errMalformed):
+		return "malformed"
 	default:
 		return "other"
 	}
