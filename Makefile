@@ -15,7 +15,7 @@ K8S_MINOR        := 37
 LDFLAGS_STATIC   := -s -w
 CMDS             := webhook resolver certs
 
-.PHONY: all build run test deps lint unit curl-test resolver-test faults-test chart-test e2e race-lab bench soak fuzz clean tools helm images
+.PHONY: all build run test deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab bench soak fuzz clean tools helm images
 
 all: build
 
@@ -33,7 +33,7 @@ run: build
 	./hack/run.sh
 
 ## test: lint, unit/golden/fuzz-seed tests, curl tests, chart checks, e2e, race lab
-test: deps lint unit curl-test resolver-test faults-test chart-test e2e race-lab
+test: deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab
 	@echo "make test: all suites passed"
 
 ## deps: Debian packages the tests need (skipped when present)
@@ -59,6 +59,10 @@ resolver-test: build
 ## faults-test: upstream loss/outage/garbage, restarts and certificate rotation under load
 faults-test: build
 	./test/faults/run.sh
+
+## nodelocal-test: node-local cache in network namespaces (interface, NOTRACK, glibc clients, restart and surge handover)
+nodelocal-test: build
+	./test/nodelocal/run.sh
 
 ## chart-test: helm lint/template and Go checks of the rendered manifests
 chart-test: $(BIN)/helm
