@@ -1,88 +1,135 @@
 #!/usr/bin/env bash
-# Build the control-plane binaries the e2e suite runs: bin/kube-apiserver,
-# bin/kube-controller-manager (k8s.io/kubernetes v1.37.2 through the tools
-# module in hack/tools) and bin/etcd (go.etcd.io/etcd/server/v3 through
-# hack/tools/etcd). Everything comes from the Go module proxy.
+# Build the tools the e2e suite and the chart tests run, all from the Go module
+# proxy, into a cache outside the clone, and link them into bin/:
 #
-# A binary is rebuilt only when it is missing or its stamp (hash of the go.sum
-# of the module it comes from, the Go version and the ldflags) changed, so a
-# second run takes well under a second. A cold build takes minutes on two
-# cores; progress is printed.
+#   etcd                                      hack/tools/etcd
+#   kube-apiserver kube-controller-manager    hack/tools (k8s.io/kubernetes v1.37.2)
+#   kube-scheduler kubelet kube-proxy kubectl
+#   containerd ctr containerd-shim-runc-v2    hack/tools/containerd (v2)
+#   coredns                                   hack/tools/coredns (v1.15.0)
+#   helm                                      go install helm.sh/helm/v3 (see Makefile)
+#
+# The cache ($DNSGUARD_TOOLS_CACHE, default ~/.cache/dnsguard-tools) holds one
+# directory per binary and stamp; the stamp hashes the module's go.mod/go.sum,
+# the Go version, the ldflags and the build tags, so a fresh clone on a used
+# machine reuses what is there and a version bump builds anew. A cold build
+# takes minutes on two cores; progress is printed.
+#
+# Usage: hack/build-tools.sh [NAME...]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN="${BIN:-$PWD/bin}"
+CACHE="${DNSGUARD_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dnsguard-tools}"
 K8S_VERSION=v1.37.2
 K8S_MAJOR=1
 K8S_MINOR=37
-mkdir -p "$BIN"
+HELM_VERSION=v3.22.0
+mkdir -p "$BIN" "$CACHE"
 
-# The version ldflags matter: without them the server reports v0.0.0 and
-# kubectl/helm refuse to talk to it (helm charts' kubeVersion checks fail).
+# The version ldflags matter: without them the components report v0.0.0 and
+# kubectl/helm refuse to talk to them (charts' kubeVersion checks fail).
 K8S_LDFLAGS="-s -w \
  -X k8s.io/component-base/version.gitVersion=${K8S_VERSION} \
  -X k8s.io/component-base/version.gitMajor=${K8S_MAJOR} \
  -X k8s.io/component-base/version.gitMinor=${K8S_MINOR} \
  -X k8s.io/component-base/version.gitTreeState=clean"
-ETCD_LDFLAGS="-s -w"
+# helm's own Makefile sets these; without them it assumes Kubernetes 1.20.
+HELM_LDFLAGS="-s -w \
+ -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} \
+ -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=${K8S_MAJOR} \
+ -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${K8S_MINOR} \
+ -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=${K8S_MAJOR} \
+ -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=${K8S_MINOR}"
+CONTAINERD_TAGS="no_btrfs no_devmapper urfave_cli_no_docs"
 
 log() { printf '[build-tools %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
-# stamp MODULE_DIR LDFLAGS: what a cached binary must have been built from.
+# stamp KEY...: what a cached binary must have been built from.
 stamp() {
-	{ cat "$1/go.mod" "$1/go.sum"; go version; echo "$2"; } | sha256sum | cut -d' ' -f1
+	{ printf '%s\n' "$@"; go version; } | sha256sum | cut -c1-16
 }
 
-# fresh NAME STAMP: true when bin/NAME exists and was built from STAMP.
-fresh() {
-	[[ -x "$BIN/$1" && -f "$BIN/.$1.stamp" && "$(cat "$BIN/.$1.stamp")" == "$2" ]]
-}
+# link NAME DIR: bin/NAME points at the cached binary.
+link() { ln -sfn "$2/$1" "$BIN/$1"; }
 
-# build MODULE_DIR LDFLAGS NAME=PKG...: build the stale binaries of one module
-# in a single `go build` so shared packages compile once.
+# build MODULE_DIR TAGS LDFLAGS NAME=PKG...: build the binaries of one module
+# that are not cached, in a single `go build` so shared packages compile once.
 build() {
-	local dir=$1 ldflags=$2 st names=() pkgs=() pair start
-	shift 2
-	st=$(stamp "$dir" "$ldflags")
+	local dir=$1 tags=$2 ldflags=$3 st names=() pkgs=() pair name
+	shift 3
+	st=$(stamp "$(cat "$dir/go.mod" "$dir/go.sum")" "$tags" "$ldflags")
 	for pair in "$@"; do
-		if fresh "${pair%%=*}" "$st"; then
-			log "${pair%%=*}: up to date (stamp ${st:0:12})"
-		else
-			names+=("${pair%%=*}")
-			pkgs+=("${pair#*=}")
+		name=${pair%%=*}
+		if [[ -n ${WANT[$name]:-} || ${#WANT[@]} -eq 0 ]]; then
+			if [[ -x $CACHE/$name/$st/$name ]]; then
+				link "$name" "$CACHE/$name/$st"
+			else
+				names+=("$name")
+				pkgs+=("${pair#*=}")
+			fi
 		fi
 	done
 	((${#names[@]})) || return 0
-	log "building ${names[*]} from $dir (cold build: several minutes on 2 cores; go build -v lists packages as they compile)"
+	log "building ${names[*]} from $dir into $CACHE (cold: minutes on 2 cores; a line every 100 packages)"
+	local start out rc
 	start=$(date +%s)
-	local out
-	out=$(mktemp -d "$BIN/.build.XXXXXX")
-	# -v prints each package as it is compiled: the progress a waiting user sees,
-	# condensed to one line every 50 packages.
+	out=$(mktemp -d "$CACHE/.build.XXXXXX")
+	set +e
 	(cd "$dir" && GOWORK=off GOFLAGS=-mod=readonly CGO_ENABLED=0 \
-		go build -v -trimpath -ldflags "$ldflags" -o "$out/" "${pkgs[@]}") 2>&1 |
-		awk -v tag="[build-tools]" '{n++} n%50==0 {printf "%s %d packages compiled (last: %s)\n", tag, n, $0; fflush()}
+		go build -v -trimpath -tags "$tags" -ldflags "$ldflags" -o "$out/" "${pkgs[@]}") 2>&1 |
+		awk -v tag="[build-tools]" '{n++} n%100==0 {printf "%s %d packages compiled (last: %s)\n", tag, n, $0; fflush()}
 			/:[0-9]+:[0-9]+: / || /^#/ {print; fflush()}'
-	local rc=${PIPESTATUS[0]}
+	rc=${PIPESTATUS[0]}
+	set -e
 	if ((rc != 0)); then
 		rm -rf "$out"
 		log "FAILED building ${names[*]}"
 		return "$rc"
 	fi
-	local name
 	for name in "${names[@]}"; do
-		mv -f "$out/$name" "$BIN/$name"
-		echo "$st" >"$BIN/.$name.stamp"
+		mkdir -p "$CACHE/$name/$st"
+		mv -f "$out/$name" "$CACHE/$name/$st/$name"
+		link "$name" "$CACHE/$name/$st"
 	done
 	rm -rf "$out"
 	log "built ${names[*]} in $(($(date +%s) - start))s"
 }
 
+build_helm() {
+	[[ -n ${WANT[helm]:-} || ${#WANT[@]} -eq 0 ]] || return 0
+	local st dir
+	st=$(stamp "helm $HELM_VERSION" "$HELM_LDFLAGS")
+	dir=$CACHE/helm/$st
+	if [[ ! -x $dir/helm ]]; then
+		log "building helm $HELM_VERSION (about a minute cold)"
+		mkdir -p "$dir"
+		GOBIN="$dir" GOFLAGS= GOWORK=off CGO_ENABLED=0 go install -trimpath -ldflags "$HELM_LDFLAGS" \
+			"helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+	fi
+	link helm "$dir"
+}
+
+declare -A WANT=()
+for n in "$@"; do WANT[$n]=1; done
+
 total=$(date +%s)
-build hack/tools/etcd "$ETCD_LDFLAGS" etcd=.
-# One after the other rather than in one go build: the API server is usable
-# (and its ~1,900 packages cached) sooner, and most of what
-# kube-controller-manager needs is then already compiled.
-build hack/tools "$K8S_LDFLAGS" kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver
-build hack/tools "$K8S_LDFLAGS" kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager
-log "tools ready in $BIN ($(($(date +%s) - total))s)"
+build_helm
+build hack/tools/etcd "" "-s -w" etcd=.
+build hack/tools/containerd "$CONTAINERD_TAGS" "-s -w" \
+	containerd=github.com/containerd/containerd/v2/cmd/containerd \
+	ctr=github.com/containerd/containerd/v2/cmd/ctr
+# The shim is built without gRPC (ttrpc only), as containerd's own Makefile does.
+build hack/tools/containerd "no_grpc" "-s -w" \
+	containerd-shim-runc-v2=github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+# The API server first: it is usable sooner, and most of what the other
+# components need is compiled by then.
+build hack/tools "" "$K8S_LDFLAGS" kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver
+build hack/tools "" "$K8S_LDFLAGS" \
+	kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
+	kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler \
+	kubelet=k8s.io/kubernetes/cmd/kubelet \
+	kube-proxy=k8s.io/kubernetes/cmd/kube-proxy \
+	kubectl=k8s.io/kubernetes/cmd/kubectl
+build hack/tools/coredns "" "-s -w" coredns=.
+log "tools ready in $BIN -> $CACHE ($(($(date +%s) - total))s)"

@@ -3,20 +3,20 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,87 +24,47 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
-// env is what hack/e2e.sh hands over: a running control plane and where the
-// binaries and the temporary directory are.
+// env is what dgcluster run hands over: a running cluster (KUBECONFIG) and
+// where the repository, the binaries and the report are.
 type env struct {
-	kubeconfig  string // admin kubeconfig (system:masters)
-	dir         string // temporary directory of this run; logs/ and pids/ live there
-	bin         string // ./bin with webhook, certs, helm
-	root        string // repository root (charts/)
-	webhookPort int    // free port for the local webhook process
-	report      string // where the scenario report goes
-
-	cfg    *rest.Config
-	client kubernetes.Interface
+	kubeconfig string
+	root       string // repository root (charts/)
+	bin        string // ./bin with helm, kubectl
+	logs       string // where helm/kubectl output of the run goes
+	report     string
+	client     kubernetes.Interface
 }
 
 var e2e env
 
 func loadEnv() error {
-	get := func(k string) (string, error) {
-		v := os.Getenv(k)
-		if v == "" {
-			return "", fmt.Errorf("%s is not set: run the e2e suite through hack/e2e.sh (make e2e)", k)
-		}
-		return v, nil
-	}
-	var err error
 	for _, f := range []struct {
 		k string
 		p *string
 	}{
-		{"E2E_KUBECONFIG", &e2e.kubeconfig}, {"E2E_DIR", &e2e.dir}, {"E2E_BIN", &e2e.bin},
-		{"E2E_ROOT", &e2e.root}, {"E2E_REPORT", &e2e.report},
+		{"KUBECONFIG", &e2e.kubeconfig}, {"E2E_ROOT", &e2e.root}, {"E2E_BIN", &e2e.bin},
+		{"E2E_LOGS", &e2e.logs}, {"E2E_REPORT", &e2e.report},
 	} {
-		if *f.p, err = get(f.k); err != nil {
-			return err
+		if *f.p = os.Getenv(f.k); *f.p == "" {
+			return fmt.Errorf("%s is not set: run the suite through `make e2e` (dgcluster run)", f.k)
 		}
 	}
-	p, err := get("E2E_WEBHOOK_PORT")
-	if err != nil {
+	if err := os.MkdirAll(e2e.logs, 0o755); err != nil {
 		return err
 	}
-	if e2e.webhookPort, err = strconv.Atoi(p); err != nil {
-		return fmt.Errorf("E2E_WEBHOOK_PORT: %w", err)
-	}
-	pki := filepath.Join(e2e.dir, "pki")
-	e2e.cfg = &rest.Config{
-		Host: "https://" + readServer(),
-		TLSClientConfig: rest.TLSClientConfig{
-			CAFile:   filepath.Join(pki, "ca.crt"),
-			CertFile: filepath.Join(pki, "admin.crt"),
-			KeyFile:  filepath.Join(pki, "admin.key"),
-		},
-		// The scenarios create pods in bursts; client-go's default 5 qps
-		// would dominate the timings.
-		QPS:   100,
-		Burst: 200,
-	}
-	e2e.client, err = kubernetes.NewForConfig(e2e.cfg)
+	cfg, err := clientcmd.BuildConfigFromFlags("", e2e.kubeconfig)
 	if err != nil {
-		return fmt.Errorf("client: %w", err)
+		return fmt.Errorf("kubeconfig: %w", err)
 	}
-	return nil
-}
-
-// readServer extracts host:port from the kubeconfig e2ekit wrote ("server:"
-// line), so the test does not need clientcmd.
-func readServer() string {
-	b, err := os.ReadFile(e2e.kubeconfig)
-	if err != nil {
-		return ""
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "server: https://"); ok {
-			return v
-		}
-	}
-	return ""
+	cfg.QPS, cfg.Burst = 100, 200
+	e2e.client, err = kubernetes.NewForConfig(cfg)
+	return err
 }
 
 // --- report -------------------------------------------------------------
@@ -120,8 +80,7 @@ var (
 	results   []result
 )
 
-// scenario runs fn as subtest id and records its outcome and duration for
-// the report. It returns whether it passed.
+// scenario runs fn as subtest id and records its outcome and duration.
 func scenario(t *testing.T, id, title string, fn func(t *testing.T)) bool {
 	start := time.Now()
 	ok := t.Run(id, fn)
@@ -145,30 +104,61 @@ func writeReport() error {
 	var b strings.Builder
 	pass, fail := 0, 0
 	for _, r := range results {
-		fmt.Fprintf(&b, "%-7s %-4s %-72s %6.1fs\n", r.status, r.id, r.title, r.took.Seconds())
-		switch r.status {
-		case "PASS":
+		fmt.Fprintf(&b, "%-7s %-3s %-100s %6.1fs\n", r.status, r.id, r.title, r.took.Seconds())
+		if r.status == "PASS" {
 			pass++
-		default:
+		} else {
 			fail++
 		}
 	}
-	fmt.Fprintf(&b, "%d passed, %d failed\n", pass, fail)
+	fmt.Fprintf(&b, "scenarios: %d passed, %d failed\n", pass, fail)
 	return os.WriteFile(e2e.report, []byte(b.String()), 0o644)
+}
+
+// --- tools --------------------------------------------------------------
+
+// tool runs ./bin/NAME (helm, kubectl) with the admin kubeconfig; the output
+// also goes to logs/NAME.log.
+func tool(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(e2e.bin, name), args...)
+	home := filepath.Join(e2e.logs, "helm-home")
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home+"/cache", "HELM_CONFIG_HOME="+home+"/config", "HELM_DATA_HOME="+home+"/data")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if f, ferr := os.OpenFile(filepath.Join(e2e.logs, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); ferr == nil {
+		fmt.Fprintf(f, "=== %s %s %s\n%s\n", time.Now().Format(time.TimeOnly), name, strings.Join(args, " "), out.String())
+		f.Close()
+	}
+	if err != nil {
+		return out.String(), fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out.String())
+	}
+	return out.String(), nil
+}
+
+// execIn runs argv in a container (kubectl exec) and returns its stdout.
+func execIn(ctx context.Context, ns, pod, container string, argv ...string) (string, error) {
+	args := []string{"exec", "-n", ns, pod}
+	if container != "" {
+		args = append(args, "-c", container)
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(e2e.bin, "kubectl"), append(append(args, "--"), argv...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("kubectl exec %s/%s -- %s: %w: %s", ns, pod, strings.Join(argv, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
 }
 
 // --- cluster helpers ----------------------------------------------------
 
 func ptr[T any](v T) *T { return &v }
 
-// poll calls cond every 250 ms until it returns true or timeout passes.
 func poll(ctx context.Context, timeout time.Duration, cond func(ctx context.Context) (bool, error)) error {
 	return wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, cond)
 }
 
-// createNamespace creates ns with labels and waits until the serviceaccount
-// controller has made its "default" ServiceAccount: without it the
-// ServiceAccount admission plugin rejects every pod.
 func createNamespace(ctx context.Context, t *testing.T, name string, labels map[string]string) {
 	t.Helper()
 	_, err := e2e.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
@@ -177,242 +167,214 @@ func createNamespace(ctx context.Context, t *testing.T, name string, labels map[
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("create namespace %s: %v", name, err)
 	}
-	waitDefaultSA(ctx, t, name)
-}
-
-func waitDefaultSA(ctx context.Context, t *testing.T, ns string) {
-	t.Helper()
-	err := poll(ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
-		_, err := e2e.client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+	err = poll(ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
+		_, err := e2e.client.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
 		return err == nil, nil
 	})
 	if err != nil {
-		t.Fatalf("namespace %s: no default ServiceAccount after 60s (is kube-controller-manager running?): %v", ns, err)
+		t.Fatalf("namespace %s: no default ServiceAccount after 60s: %v", name, err)
 	}
 }
 
-// podSpec is a minimal pod spec; no kubelet runs, so the image is never
-// pulled.
-func podSpec() corev1.PodSpec {
+// restricted is a container security context that Pod Security "restricted"
+// admits.
+func restricted() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr(false),
+		RunAsNonRoot:             ptr(true),
+		RunAsUser:                ptr[int64](65534),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+}
+
+// clientSpec is a pod running podapp from a client image; it looks up names
+// at start (first-lookup lines in its log) and then waits for SIGTERM.
+func clientSpec(image string, names ...string) corev1.PodSpec {
 	return corev1.PodSpec{
-		Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}},
+		TerminationGracePeriodSeconds: ptr[int64](5),
+		Containers: []corev1.Container{{
+			Name:            "app",
+			Image:           image,
+			ImagePullPolicy: corev1.PullNever,
+			Command:         append([]string{"/podapp"}, names...),
+			SecurityContext: restricted(),
+		}},
 	}
 }
 
-// deploy creates a Deployment whose pod template carries annotations and
-// returns the pods kube-controller-manager creates for it (through a
-// ReplicaSet, with generateName and, at admission time, no namespace in the
-// pod's metadata).
-func deploy(ctx context.Context, t *testing.T, ns, name string, replicas int32, annotations map[string]string, mutate func(*corev1.PodSpec)) []corev1.Pod {
+// deployment creates a Deployment of spec and waits until n pods are Ready.
+func deployment(ctx context.Context, t *testing.T, ns, name string, replicas int32, annotations map[string]string, spec corev1.PodSpec) []corev1.Pod {
 	t.Helper()
-	spec := podSpec()
-	if mutate != nil {
-		mutate(&spec)
-	}
 	labels := map[string]string{"app": name}
 	d := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr(replicas),
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: annotations},
-				Spec:       spec,
-			},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: annotations}, Spec: spec},
 		},
 	}
 	if _, err := e2e.client.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create deployment %s/%s: %v", ns, name, err)
 	}
-	return waitPods(ctx, t, ns, "app="+name, int(replicas))
+	return waitReady(ctx, t, ns, "app="+name, int(replicas), 120*time.Second)
 }
 
-// waitPods waits until n pods match selector in ns and returns them as
-// stored by the API server.
-func waitPods(ctx context.Context, t *testing.T, ns, selector string, n int) []corev1.Pod {
+// waitReady waits until n pods matching selector are Ready and returns them.
+func waitReady(ctx context.Context, t *testing.T, ns, selector string, n int, timeout time.Duration) []corev1.Pod {
 	t.Helper()
 	var pods []corev1.Pod
-	err := poll(ctx, 90*time.Second, func(ctx context.Context) (bool, error) {
+	err := poll(ctx, timeout, func(ctx context.Context) (bool, error) {
 		l, err := e2e.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
 		if err != nil {
 			return false, nil
 		}
-		pods = l.Items
+		pods = pods[:0]
+		for _, p := range l.Items {
+			if p.DeletionTimestamp == nil && podReady(&p) {
+				pods = append(pods, p)
+			}
+		}
 		return len(pods) >= n, nil
 	})
 	if err != nil {
-		t.Fatalf("%s: %d of %d pods (%s) after 90s: %v%s", ns, len(pods), n, selector, err, replicaSetEvents(ctx, ns))
+		t.Fatalf("%s: %d of %d pods (%s) Ready after %s: %v%s", ns, len(pods), n, selector, timeout, err, diagnose(ctx, ns))
 	}
 	return pods
 }
 
-// replicaSetEvents returns the namespace's warning events, the place where
-// kube-controller-manager reports why it could not create pods (an admission
-// rejection shows up there with the API server's message).
-func replicaSetEvents(ctx context.Context, ns string) string {
-	l, err := e2e.client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "type=Warning"})
-	if err != nil || len(l.Items) == 0 {
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// diagnose returns the namespace's pod phases and warning events: where
+// kubelet and the controllers say why a pod does not start.
+func diagnose(ctx context.Context, ns string) string {
+	var b strings.Builder
+	if l, err := e2e.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{}); err == nil {
+		for _, p := range l.Items {
+			fmt.Fprintf(&b, "\n  pod %s: %s", p.Name, p.Status.Phase)
+			for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+				switch {
+				case cs.State.Waiting != nil:
+					fmt.Fprintf(&b, " [%s waiting %s: %s]", cs.Name, cs.State.Waiting.Reason, cs.State.Waiting.Message)
+				case cs.State.Terminated != nil:
+					fmt.Fprintf(&b, " [%s terminated %s exit %d]", cs.Name, cs.State.Terminated.Reason, cs.State.Terminated.ExitCode)
+				default:
+					fmt.Fprintf(&b, " [%s running ready=%v restarts=%d]", cs.Name, cs.Ready, cs.RestartCount)
+				}
+			}
+		}
+	}
+	if l, err := e2e.client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "type=Warning"}); err == nil {
+		for _, e := range l.Items {
+			if e.Reason == "CgroupV1" {
+				continue // this machine's cgroup layout; not the test's business
+			}
+			fmt.Fprintf(&b, "\n  event %s/%s %s: %s", e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, e.Message)
+		}
+	}
+	if b.Len() == 0 {
 		return ""
 	}
-	var b strings.Builder
-	b.WriteString("\nwarning events:")
-	for _, e := range l.Items {
-		fmt.Fprintf(&b, "\n  %s/%s %s: %s", e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, e.Message)
-	}
-	return b.String()
+	return "\nnamespace " + ns + ":" + b.String()
 }
 
-// createPod creates a bare pod (not through a controller) and returns it as
-// stored.
-func createPod(ctx context.Context, t *testing.T, ns, name string, annotations map[string]string, mutate func(*corev1.PodSpec)) *corev1.Pod {
+// logs returns a container's log, with kubelet's RFC3339Nano timestamps.
+func logs(ctx context.Context, ns, pod, container string) (string, error) {
+	b, err := e2e.client.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: container, Timestamps: true}).Do(ctx).Raw()
+	return string(b), err
+}
+
+// --- the webhook --------------------------------------------------------
+
+// webhookClient talks HTTPS to the webhook Service's ClusterIP (reached
+// through kube-proxy's DNAT from the node namespace), trusting the CA in the
+// chart's Secret and checking the Service DNS name the API server checks.
+func webhookClient(ctx context.Context) (*http.Client, string, error) {
+	sec, err := e2e.client.CoreV1().Secrets(releaseNS).Get(ctx, tlsSecret, metav1.GetOptions{})
+	if err != nil {
+		return nil, "", err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(sec.Data["ca.crt"]) {
+		return nil, "", errors.New("no CA in the TLS Secret")
+	}
+	svc, err := e2e.client.CoreV1().Services(releaseNS).Get(ctx, fullname, metav1.GetOptions{})
+	if err != nil {
+		return nil, "", err
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: pool, ServerName: fullname + "." + releaseNS + ".svc",
+	}}}
+	return hc, fmt.Sprintf("https://%s:%d", svc.Spec.ClusterIP, svc.Spec.Ports[0].Port), nil
+}
+
+// explain is what the webhook's /explain says about pod in namespace ns.
+type explanation struct {
+	Mode       string   `json:"mode"`
+	Reason     string   `json:"reason"`
+	ResolvConf string   `json:"resolvConf"`
+	Warnings   []string `json:"warnings"`
+}
+
+func explain(ctx context.Context, t *testing.T, ns string, pod *corev1.Pod) explanation {
 	t.Helper()
-	p, err := tryCreatePod(ctx, ns, name, annotations, mutate)
+	hc, base, err := webhookClient(ctx)
 	if err != nil {
-		t.Fatalf("create pod %s/%s: %v", ns, name, err)
+		t.Fatalf("webhook client: %v", err)
 	}
-	return p
-}
-
-func tryCreatePod(ctx context.Context, ns, name string, annotations map[string]string, mutate func(*corev1.PodSpec)) (*corev1.Pod, error) {
-	spec := podSpec()
-	if mutate != nil {
-		mutate(&spec)
-	}
-	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Annotations: annotations, Labels: map[string]string{"e2e": "bare"}},
-		Spec:       spec,
-	}
-	return e2e.client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
-}
-
-// --- local processes ----------------------------------------------------
-
-// proc is a process started in its own process group, registered in
-// $E2E_DIR/pids so hack/e2e.sh stops it even if the test binary dies.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan error
-}
-
-func startProc(name, path string, args ...string) (*proc, error) {
-	logf, err := os.OpenFile(filepath.Join(e2e.dir, "logs", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	body, _ := json.Marshal(pod)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/explain?namespace="+ns, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("open log: %w", err)
+		t.Fatalf("POST /explain through the Service: %v", err)
 	}
-	fmt.Fprintf(logf, "=== %s %s %s\n", time.Now().Format(time.RFC3339), path, strings.Join(args, " "))
-	cmd := exec.Command(path, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", path, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/explain: %s: %s", resp.Status, b)
 	}
-	p := &proc{name: name, cmd: cmd, done: make(chan error, 1)}
-	_ = os.WriteFile(p.pidFile(), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
-	go func() {
-		p.done <- cmd.Wait()
-		logf.Close()
-	}()
-	return p, nil
+	var ex explanation
+	if err := json.Unmarshal(b, &ex); err != nil {
+		t.Fatalf("/explain answer: %v: %s", err, b)
+	}
+	return ex
 }
 
-func (p *proc) pidFile() string { return filepath.Join(e2e.dir, "pids", p.name+".pid") }
-
-// stop sends SIGTERM to the process group, and SIGKILL after 10 s.
-func (p *proc) stop() error {
-	if p == nil {
-		return nil
-	}
-	defer os.Remove(p.pidFile())
-	pgid := p.cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-p.done
-		return fmt.Errorf("%s ignored SIGTERM for 10s; killed", p.name)
-	}
+// patched reports whether a stored pod carries dnsguard's mutation.
+func patched(p *corev1.Pod) bool {
+	return p.Annotations[injectedAnno] != "" || (p.Spec.DNSPolicy == corev1.DNSNone && p.Spec.DNSConfig != nil)
 }
 
-// exited reports whether the process has ended (and puts the result back).
-func (p *proc) exited() (bool, error) {
-	select {
-	case err := <-p.done:
-		p.done <- err
-		return true, err
-	default:
-		return false, nil
-	}
+func intOrPort(p int32) intstr.IntOrString { return intstr.FromInt32(p) }
+
+// webhookSelector selects the webhook Deployment's pods.
+const webhookSelector = "app.kubernetes.io/instance=" + release + ",dnsguard.io/component=webhook"
+
+// lookupNames are what every client pod resolves at start: a Service by
+// short name, by FQDN, in another namespace, and a name outside the cluster
+// (answered by the node's upstream through CoreDNS).
+func lookupNames(ns string) []string {
+	return []string{"echo", "echo." + ns + ".svc.cluster.local", "echo." + nsOther, "www.dnsguard.test"}
 }
 
-// runTool runs a short-lived binary from ./bin and returns its combined
-// output; the output is also appended to logs/NAME.log.
-func runTool(ctx context.Context, name string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, filepath.Join(e2e.bin, name), args...)
-	helm := filepath.Join(e2e.dir, "helm")
-	cmd.Env = append(os.Environ(),
-		"KUBECONFIG="+e2e.kubeconfig,
-		// Keep helm's state in the run's temporary directory.
-		"HELM_CACHE_HOME="+helm+"/cache", "HELM_CONFIG_HOME="+helm+"/config", "HELM_DATA_HOME="+helm+"/data",
-	)
-	out, err := cmd.CombinedOutput()
-	if f, ferr := os.OpenFile(filepath.Join(e2e.dir, "logs", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); ferr == nil {
-		fmt.Fprintf(f, "=== %s %s\n%s\n", name, strings.Join(args, " "), out)
-		f.Close()
-	}
-	if err != nil {
-		return string(out), fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out), nil
-}
-
-// servingCert returns the leaf certificate the webhook presents now, verified
-// against caFile (a fresh handshake each call).
-func servingCert(caFile string) (*x509.Certificate, error) {
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, errors.New("no CA in " + caFile)
-	}
-	d := &net.Dialer{Timeout: 2 * time.Second}
-	c, err := tls.DialWithDialer(d, "tcp", webhookAddr(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	return c.ConnectionState().PeerCertificates[0], nil
-}
-
-func webhookAddr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(e2e.webhookPort)) }
-
-// waitReady polls GET /readyz over HTTPS, trusting only caFile.
-func waitReady(ctx context.Context, caFile string, timeout time.Duration) error {
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return err
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	var last string
-	err = poll(ctx, timeout, func(ctx context.Context) (bool, error) {
-		resp, err := hc.Get("https://" + webhookAddr() + "/readyz")
-		if err != nil {
-			last = err.Error()
-			return false, nil
+// firstLookups parses podapp's "first-lookup NAME ok|fail ..." lines.
+func firstLookups(log string) map[string]string {
+	m := map[string]string{}
+	for _, l := range strings.Split(log, "\n") {
+		f := strings.Fields(l)
+		// kubelet's timestamp, then podapp's words.
+		if len(f) >= 4 && f[1] == "first-lookup" {
+			m[f[2]] = f[3]
 		}
-		resp.Body.Close()
-		last = resp.Status
-		return resp.StatusCode == http.StatusOK, nil
-	})
-	if err != nil {
-		return fmt.Errorf("webhook not ready after %s (last: %s): %w", timeout, last, err)
 	}
-	return nil
+	return m
 }

@@ -10,10 +10,12 @@
  * resolver (both send the A and the AAAA query in parallel from one UDP
  * socket, which is what conntrack's insert_failed drops).
  *
- * Usage: gailoop [-n COUNT] [-t SECONDS] [-f] NAME
+ * Usage: gailoop [-n COUNT] [-t SECONDS] [-i MILLISECONDS] [-f] NAME
  *   -n COUNT    lookups to do (default 100)
  *   -t SECONDS  stop early once this much wall time has passed (default 300),
  *               so a broken network can never make the lab run unbounded
+ *   -i MS       pause this long between lookups (default 0), so a bounded
+ *               number of lookups can span an event such as a rolling update
  *   -f          do every lookup in a fresh child process. glibc remembers in
  *               the per-thread resolver state that a server "lost" a reply
  *               and switches that thread to single-request mode for later
@@ -68,11 +70,11 @@ static void lookup(const char *name, FILE *out)
 
 int main(int argc, char **argv)
 {
-	long count = 100, limit_s = 300;
+	long count = 100, limit_s = 300, interval_ms = 0;
 	int fork_each = 0, opt;
 	double start;
 
-	while ((opt = getopt(argc, argv, "n:t:f")) != -1) {
+	while ((opt = getopt(argc, argv, "n:t:i:f")) != -1) {
 		switch (opt) {
 		case 'n':
 			count = strtol(optarg, NULL, 10);
@@ -80,21 +82,28 @@ int main(int argc, char **argv)
 		case 't':
 			limit_s = strtol(optarg, NULL, 10);
 			break;
+		case 'i':
+			interval_ms = strtol(optarg, NULL, 10);
+			break;
 		case 'f':
 			fork_each = 1;
 			break;
 		default:
-			fprintf(stderr, "usage: %s [-n COUNT] [-t SECONDS] [-f] NAME\n", argv[0]);
+			fprintf(stderr, "usage: %s [-n COUNT] [-t SECONDS] [-i MS] [-f] NAME\n", argv[0]);
 			return 2;
 		}
 	}
-	if (optind != argc - 1 || count <= 0 || limit_s <= 0) {
-		fprintf(stderr, "usage: %s [-n COUNT] [-t SECONDS] [-f] NAME\n", argv[0]);
+	if (optind != argc - 1 || count <= 0 || limit_s <= 0 || interval_ms < 0) {
+		fprintf(stderr, "usage: %s [-n COUNT] [-t SECONDS] [-i MS] [-f] NAME\n", argv[0]);
 		return 2;
 	}
 
 	start = now_ms();
 	for (long i = 0; i < count; i++) {
+		if (i > 0 && interval_ms > 0) {
+			struct timespec ts = {interval_ms / 1000, (interval_ms % 1000) * 1000000L};
+			nanosleep(&ts, NULL);
+		}
 		if (now_ms() - start > limit_s * 1000.0) {
 			fprintf(stderr, "gailoop: time limit %lds reached after %ld lookups\n", limit_s, i);
 			return 3;

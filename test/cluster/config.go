@@ -1,0 +1,72 @@
+package cluster
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Fixed addresses inside the node's network namespace. They exist only
+// there: the namespace has no link to the host's.
+const (
+	NodeName      = "dgnode"
+	NodeIP        = "10.200.0.2" // kubelet, kube-apiserver (advertised), kube-proxy
+	UpstreamIP    = "10.200.0.1" // the node's upstream DNS (dnsmasq), kubelet's resolv.conf
+	PodCIDR       = "10.244.0.0/24"
+	ClusterCIDR   = "10.244.0.0/16"
+	ServiceCIDR   = "10.96.0.0/16"
+	KubernetesSvc = "10.96.0.1"
+	ClusterDNS    = "10.96.0.10"
+	ClusterDomain = "cluster.local"
+	APIPort       = 6443
+	// TestZone is answered by the node upstream; everything else is REFUSED
+	// so no lookup can leave the machine.
+	TestZone = "dnsguard.test"
+)
+
+// Config says where the binaries are and where a run keeps its files.
+type Config struct {
+	// Bin holds kube-apiserver, kubelet, containerd, ... (symlinks into the
+	// tool cache, made by hack/build-tools.sh).
+	Bin string
+	// Images lists OCI image tarballs imported into containerd's k8s.io
+	// namespace before the node starts (pause, CoreDNS, dnsguard, clients).
+	Images []string
+	// RunDir is this run's directory (PKI, configs, containerd and kubelet
+	// state, logs). Created by Up, removed by Down unless Keep.
+	RunDir string
+	// StateDir holds the lock and the state file shared by every run on the
+	// machine.
+	StateDir string
+	// LogDir receives a copy of the component logs when the run ends.
+	LogDir string
+	// Keep leaves RunDir in place after Down (logs, PKI, etcd data).
+	Keep bool
+	// Log prints progress lines.
+	Log func(format string, args ...any)
+}
+
+// DefaultStateDir is machine-wide on purpose: the lock must be shared by
+// every clone and every helper on this machine.
+const DefaultStateDir = "/run/dnsguard-cluster"
+
+func (c *Config) validate() error {
+	if c.Bin == "" {
+		return fmt.Errorf("config: Bin is empty")
+	}
+	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+		"kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr"} {
+		if _, err := os.Stat(filepath.Join(c.Bin, b)); err != nil {
+			return fmt.Errorf("config: %s missing in %s (hack/build-tools.sh builds it): %w", b, c.Bin, err)
+		}
+	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.Log == nil {
+		c.Log = func(string, ...any) {}
+	}
+	return nil
+}
+
+func (c *Config) path(p ...string) string { return filepath.Join(append([]string{c.RunDir}, p...)...) }

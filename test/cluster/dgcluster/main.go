@@ -1,0 +1,121 @@
+// Command dgcluster runs a real single-node Kubernetes for dnsguard's e2e
+// suite (package test/cluster) and tears it down whatever way the run ends.
+//
+//	dgcluster run [flags] -- CMD [ARGS...]   up, CMD inside the node namespace, down
+//	dgcluster up [flags]                     up, then wait for Ctrl-C, then down
+//	dgcluster cleanup                        clean up after a run that was killed
+//
+// CMD gets KUBECONFIG (admin), CLUSTER_RUN_DIR and CLUSTER_NETNS; its exit
+// code becomes dgcluster's. A teardown that leaves anything behind (a
+// process, a cgroup, a mount, a changed kernel setting) fails the run.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dnsguard/dnsguard/test/cluster"
+)
+
+func main() {
+	code, err := run(os.Args[1:])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "dgcluster: %v\n", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func logf(format string, args ...any) {
+	fmt.Printf("[cluster %s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+func run(args []string) (int, error) {
+	if len(args) == 0 {
+		return 2, errors.New("usage: dgcluster run|up|cleanup [flags] [-- CMD ...]")
+	}
+	fs := flag.NewFlagSet("dgcluster "+args[0], flag.ContinueOnError)
+	bin := fs.String("bin", "bin", "directory with kube-apiserver, kubelet, containerd, ... (hack/build-tools.sh)")
+	images := fs.String("images", "bin/images", "directory of image tarballs (*.tar) to import into containerd")
+	keep := fs.Bool("keep", false, "keep the run directory (logs, PKI, etcd data) after teardown")
+	logDir := fs.String("log-dir", ".cache/e2e/cluster-logs", "where the component logs of the run are copied")
+	stateDir := fs.String("state-dir", cluster.DefaultStateDir, "machine-wide lock and state of the running cluster")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2, err
+	}
+	absBin, err := filepath.Abs(*bin)
+	if err != nil {
+		return 2, err
+	}
+	cfg := cluster.Config{Bin: absBin, Keep: *keep, LogDir: *logDir, StateDir: *stateDir, Log: logf}
+
+	switch args[0] {
+	case "cleanup":
+		return 0, cluster.Cleanup(*stateDir, logf)
+	case "run", "up":
+	default:
+		return 2, fmt.Errorf("unknown subcommand %q", args[0])
+	}
+	if cfg.Images, err = filepath.Glob(filepath.Join(*images, "*.tar")); err != nil {
+		return 2, err
+	}
+	sort.Strings(cfg.Images)
+	if len(cfg.Images) == 0 {
+		return 2, fmt.Errorf("no image tarballs in %s (make test-images builds them)", *images)
+	}
+
+	// Ctrl-C or TERM: cancel whatever is running, then tear down. A second
+	// signal during teardown is ignored so it cannot leave half a cluster.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	c, err := cluster.Up(ctx, cfg)
+	if err != nil {
+		return 1, err
+	}
+	var code int
+	var runErr error
+	switch args[0] {
+	case "run":
+		cmd := fs.Args()
+		if len(cmd) == 0 {
+			runErr = errors.New("run: no command after --")
+			code = 2
+			break
+		}
+		env := []string{"CLUSTER_RUN_DIR=" + c.RunDir(), "CLUSTER_NETNS=" + c.Netns(), "CLUSTER_TIMINGS=" + timings(c)}
+		code, runErr = c.Exec(ctx, env, cmd...)
+	case "up":
+		logf("cluster is up: KUBECONFIG=%s; enter the node with: nsenter --net=%s -- bash; Ctrl-C to tear down", c.AdminKubeconfig(), c.Netns())
+		<-ctx.Done()
+	}
+	signal.Ignore(os.Interrupt, syscall.SIGTERM)
+	t := time.Now()
+	if err := c.Down(); err != nil {
+		return 1, errors.Join(runErr, fmt.Errorf("teardown: %w", err))
+	}
+	logf("cluster down in %.1fs; nothing left behind (processes, cgroups, mounts, kernel settings checked)", time.Since(t).Seconds())
+	if ctx.Err() != nil && code == 0 {
+		return 130, errors.New("interrupted")
+	}
+	return code, runErr
+}
+
+func timings(c *cluster.Cluster) string {
+	var parts []string
+	for _, t := range c.Timings {
+		parts = append(parts, fmt.Sprintf("%s=%.1fs", t.Step, t.Took.Seconds()))
+	}
+	return strings.Join(parts, ";")
+}

@@ -1,0 +1,26 @@
+// Package cluster brings up a real single-node Kubernetes for dnsguard's
+// end-to-end tests and tears it down again, whatever way the run ends.
+//
+// Everything with a non-loopback address lives in a network namespace the
+// package creates (held by one "sleep" process): etcd, kube-apiserver,
+// kube-controller-manager, kube-scheduler, containerd v2 with runc and the CNI
+// bridge, kubelet and kube-proxy in iptables mode. Service and pod IPs, the
+// cni0 bridge and kube-proxy's chains vanish with the namespace. CoreDNS runs
+// as the usual kube-system/kube-dns Deployment (2 replicas, Service 10.96.0.10)
+// and forwards to a dnsmasq "node upstream" inside the namespace that answers
+// only the test zone, so no query ever leaves the machine.
+//
+// What kubelet changes outside the namespace is put back: the kernel settings
+// it rewrites (saved before start, restored on every exit path and by the
+// next run after a killed one), its cgroups under kubepods, the mounts under
+// the run directory and the fixed host paths of kubelet and containerd.
+//
+// One cluster per machine: kubelet and containerd use fixed host paths and
+// kubelet's sysctls are global, so Up takes an exclusive lock and says when
+// it waits for it. The state file beside the lock records what a run started,
+// so the next run can clean up after one that was killed.
+//
+// The layout follows one job per file: config.go (addresses, paths),
+// lock.go (lock and state), sysctl.go, process.go, netns.go, pki.go,
+// controlplane.go, node.go, addons.go, images.go, teardown.go, cluster.go.
+package cluster

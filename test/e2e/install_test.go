@@ -1,0 +1,119 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// installArgs are the only values the suite sets: the test image of `helm
+// test` (busybox from Debian, imported into containerd). Everything else is
+// the chart's defaults, images included (dnsguard/webhook and
+// dnsguard/resolver at the chart's appVersion, imported under those names).
+func installArgs(verb string) []string {
+	return []string{verb, release, filepath.Join(e2e.root, chartDir),
+		"--namespace", releaseNS, "--set", "tests.image=" + busyboxImage,
+		"--wait", "--timeout", "4m"}
+}
+
+func c0Install(ctx context.Context, t *testing.T) {
+	if _, err := tool(ctx, "helm", append(installArgs("install"), "--create-namespace")...); err != nil {
+		t.Fatalf("helm install (with hooks): %v%s", err, diagnose(ctx, releaseNS))
+	}
+	// The certificate Job ran in the cluster and left the Secret; the
+	// post-install hook patched the caBundle with its CA.
+	sec, err := e2e.client.CoreV1().Secrets(releaseNS).Get(ctx, tlsSecret, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("certificate Job did not create Secret %s: %v", tlsSecret, err)
+	}
+	mwc, err := e2e.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, webhookConfig, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("MutatingWebhookConfiguration: %v", err)
+	}
+	for _, w := range mwc.Webhooks {
+		if w.ClientConfig.URL != nil || w.ClientConfig.Service == nil {
+			t.Errorf("webhook %s: clientConfig %+v: want the Service, not a URL", w.Name, w.ClientConfig)
+		} else if s := w.ClientConfig.Service; s.Name != fullname || s.Namespace != releaseNS {
+			t.Errorf("webhook %s: service %s/%s, want %s/%s", w.Name, s.Namespace, s.Name, releaseNS, fullname)
+		}
+		if !bytes.Contains(w.ClientConfig.CABundle, bytes.TrimSpace(sec.Data["ca.crt"])) {
+			t.Errorf("webhook %s: caBundle does not hold the Secret's CA", w.Name)
+		}
+	}
+	// The webhook runs from its image under the chart's ServiceAccount, with
+	// no credentials but that account's token and its serving certificate.
+	pods := waitReady(ctx, t, releaseNS, webhookSelector, 2, 60*time.Second)
+	for _, p := range pods {
+		c := p.Spec.Containers[0]
+		if !strings.HasPrefix(c.Image, "dnsguard/webhook:") {
+			t.Errorf("pod %s runs image %q, want the chart's dnsguard/webhook", p.Name, c.Image)
+		}
+		if p.Spec.ServiceAccountName != fullname {
+			t.Errorf("pod %s: serviceAccountName %q, want %q", p.Name, p.Spec.ServiceAccountName, fullname)
+		}
+		for _, v := range p.Spec.Volumes {
+			if v.Secret != nil && v.Secret.SecretName != tlsSecret {
+				t.Errorf("pod %s mounts Secret %q: only the serving certificate is expected", p.Name, v.Secret.SecretName)
+			}
+		}
+	}
+	// What the webhook's account may and may not do: the chart's RBAC, not
+	// an admin's.
+	sa := "system:serviceaccount:" + releaseNS + ":" + fullname
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"get", "services/kube-dns", "-n", "kube-system"}, "yes"},
+		{[]string{"watch", "namespaces"}, "yes"},
+		{[]string{"create", "pods", "-n", "default"}, "no"},
+		{[]string{"get", "secrets", "-n", "kube-system"}, "no"},
+		{[]string{"update", "mutatingwebhookconfigurations"}, "no"},
+		{[]string{"*", "*"}, "no"},
+	} {
+		out, _ := tool(ctx, "kubectl", append(append([]string{"auth", "can-i"}, c.args...), "--as="+sa)...)
+		if got := strings.TrimSpace(out); got != c.want {
+			t.Errorf("kubectl auth can-i %s as the webhook: %q, want %q", strings.Join(c.args, " "), got, c.want)
+		}
+	}
+	// helm test: the chart's own test pod in an opted-in namespace reads
+	// the resolv.conf kubelet rendered and resolves a Service name.
+	if out, err := tool(ctx, "helm", "test", release, "-n", releaseNS, "--timeout", "2m", "--logs"); err != nil {
+		t.Errorf("helm test: %v", err)
+	} else if !strings.Contains(out, "PASS: dnsguard mutated this pod") {
+		t.Errorf("helm test passed without the test pod's PASS line:\n%s", out)
+	}
+	createNamespace(ctx, t, nsEnabled, map[string]string{enabledLabel: "true"})
+	createNamespace(ctx, t, nsPlain, nil)
+	createNamespace(ctx, t, nsOther, nil)
+	createEchoService(ctx, t)
+}
+
+// createEchoService makes e2e-other/echo, a ClusterIP Service with a ready
+// endpoint, looked up by short name, FQDN and across namespaces.
+func createEchoService(ctx context.Context, t *testing.T) {
+	t.Helper()
+	for _, ns := range []string{nsEnabled, nsOther} {
+		spec := clientSpec(glibcImage)
+		spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 8080}}
+		deployment(ctx, t, ns, "echo", 1, map[string]string{modeAnnotation: "off"}, spec)
+		_, err := e2e.client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "echo"},
+			Spec: corev1.ServiceSpec{
+				Selector: map[string]string{"app": "echo"},
+				Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intOrPort(8080)}},
+			},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("create Service %s/echo: %v", ns, err)
+		}
+	}
+}

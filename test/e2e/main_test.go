@@ -1,0 +1,94 @@
+//go:build e2e
+
+// Package e2e runs dnsguard on a real single-node Kubernetes started by
+// test/cluster (dgcluster run): kubelet, containerd, kube-proxy and CoreDNS,
+// the chart installed with helm as users install it (hooks, the certificate
+// Job, the webhook Deployment behind its Service, the chart's RBAC), and
+// scenarios asserted inside running pods. The binary runs inside the node's
+// network namespace, so Service and pod IPs are reachable directly.
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"testing"
+)
+
+// Names fixed by the chart (release "dnsguard") and the contracts.
+const (
+	release        = "dnsguard"
+	releaseNS      = "dnsguard-system"
+	fullname       = "dnsguard" // <release>-<chart> collapses to the release name
+	webhookConfig  = "dnsguard"
+	tlsSecret      = "dnsguard-tls"
+	enabledLabel   = "dnsguard.io/enabled"
+	modeAnnotation = "dnsguard.io/mode"
+	injectedAnno   = "dnsguard.io/injected"
+	sidecarName    = "dnsguard-resolver"
+	clusterDNSIP   = "10.96.0.10"
+	chartDir       = "charts/dnsguard"
+
+	glibcImage   = "dnsguard-e2e/client-glibc:1"
+	muslImage    = "dnsguard-e2e/client-musl:1"
+	busyboxImage = "dnsguard-e2e/busybox:1"
+
+	nsEnabled = "e2e-enabled"
+	nsPlain   = "e2e-plain"
+	nsOther   = "e2e-other" // holds a Service looked up from other namespaces
+)
+
+// scenarios in run order, for the report when a run stops early.
+var scenarioTitles = []struct{ id, title string }{
+	{"c0", "helm install with hooks: certificate Job, webhook Deployment behind its Service, chart RBAC; helm test"},
+	{"c1", "dnsconfig mode: glibc and musl Deployment pods, resolv.conf = /explain, short/FQDN/other-namespace names resolve"},
+	{"c2", "sidecar mode under Pod Security restricted: Ready, sidecar first, probes, lookups via 127.0.0.1, app stops first"},
+	{"c3", "admission: unlabelled and kube-system untouched; mode off, hostNetwork, Default/None; server dry-run"},
+	{"c4", "failure policy: webhook scaled to 0 -> pods created unpatched and Running; scaled back -> patched"},
+	{"c5", "certificate renewal by helm upgrade during pod creation: no failed admission, no unpatched pod"},
+	{"c6", "node-local cache: DaemonSet, 169.254.20.10 answers, pods use it first, 0 failed lookups across its rolling update"},
+	{"c7", "helm upgrade keeps pods patched; helm uninstall leaves nothing the README does not mention"},
+}
+
+func TestMain(m *testing.M) {
+	if err := loadEnv(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(2)
+	}
+	code := m.Run()
+	for _, s := range scenarioTitles {
+		if !slices.ContainsFunc(results, func(r result) bool { return r.id == s.id }) {
+			record(result{id: s.id, title: s.title, status: "NOT RUN"})
+		}
+	}
+	if err := writeReport(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: write report:", err)
+	}
+	os.Exit(code)
+}
+
+func title(id string) string {
+	for _, s := range scenarioTitles {
+		if s.id == id {
+			return s.title
+		}
+	}
+	return id
+}
+
+// TestE2E runs the scenarios in order: later ones use the installation made
+// by c0, and c7 uninstalls it.
+func TestE2E(t *testing.T) {
+	ctx := t.Context()
+	run := func(id string, fn func(t *testing.T)) bool { return scenario(t, id, title(id), fn) }
+	if !run("c0", func(t *testing.T) { c0Install(ctx, t) }) {
+		t.Fatal("installation failed; the scenarios need it")
+	}
+	run("c1", func(t *testing.T) { c1DNSConfig(ctx, t) })
+	run("c2", func(t *testing.T) { c2Sidecar(ctx, t) })
+	run("c3", func(t *testing.T) { c3Admission(ctx, t) })
+	run("c4", func(t *testing.T) { c4WebhookDown(ctx, t) })
+	run("c5", func(t *testing.T) { c5Renewal(ctx, t) })
+	run("c6", func(t *testing.T) { c6NodeLocal(ctx, t) })
+	run("c7", func(t *testing.T) { c7UpgradeUninstall(ctx, t) })
+}
