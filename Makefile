@@ -13,7 +13,7 @@ export GOFLAGS ?= -mod=mod
 LDFLAGS_STATIC   := -s -w
 CMDS             := webhook resolver certs
 
-.PHONY: all build run test deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab bench soak fuzz clean tools helm images
+.PHONY: all build run test deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab bench soak fuzz clean tools helm images test-images
 
 all: build
 
@@ -45,6 +45,7 @@ lint:
 ## unit: Go unit, golden and fuzz-seed tests
 unit:
 	$(GO) test -count=1 ./...
+	cd hack/imagebuild && GOFLAGS= $(GO) test -count=1 ./...
 
 ## curl-test: the real webhook binary over HTTPS, driven by curl and checked with jq
 curl-test: build
@@ -99,13 +100,13 @@ $(BIN)/helm:
 ## helm: build ./bin/helm (also made on demand by chart-test and e2e)
 helm: $(BIN)/helm
 
-## images: container images of the webhook (with certs) and the resolver, where a container engine exists
-ENGINE    ?= $(shell command -v docker || command -v podman)
-IMAGE_TAG ?= $(shell sed -n 's/^appVersion: "\(.*\)"/\1/p' charts/dnsguard/Chart.yaml)
-images:
-	@[ -n "$(ENGINE)" ] || { echo "images: no docker or podman on this machine" >&2; exit 1; }
-	$(ENGINE) build --target webhook  -t dnsguard/webhook:$(IMAGE_TAG)  .
-	$(ENGINE) build --target resolver -t dnsguard/resolver:$(IMAGE_TAG) .
+## images: webhook and resolver images as bin/images/*.tar: docker/podman build when an engine works, else hack/imagebuild from bin/ (says which)
+images: build
+	./hack/images.sh product
+
+## test-images: the images above plus the e2e suite's: pause, glibc and musl getaddrinfo clients, CoreDNS (bin/coredns); list in bin/images/images.txt
+test-images: build
+	./hack/images.sh all
 
 clean:
 	rm -rf $(BIN)/webhook $(BIN)/resolver $(BIN)/certs
