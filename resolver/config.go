@@ -59,7 +59,12 @@ type Config struct {
 	Timeout time.Duration
 	// TotalTimeout bounds a resolution; after it the client gets SERVFAIL.
 	TotalTimeout time.Duration
-	// MaxIdleSockets is how many idle UDP sockets each upstream keeps.
+	// UDPSocketReuse > 0 pools upstream UDP sockets, each carrying at most
+	// this many queries (a random idle one per try); 0, the default, opens
+	// a fresh socket on a random port for every try.
+	UDPSocketReuse int
+	// MaxIdleSockets is how many idle UDP sockets each upstream keeps
+	// (only with UDPSocketReuse > 0).
 	MaxIdleSockets int
 	// MaxInflight bounds concurrent upstream resolutions.
 	MaxInflight int
@@ -198,7 +203,8 @@ func (c *Config) FlagSet(name string) (*flag.FlagSet, *string) {
 	fs.IntVar(&c.PrefetchPercent, "prefetch-percent", c.PrefetchPercent, "prefetch when less than this `percent` of the TTL is left")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "per-try upstream timeout before failing over")
 	fs.DurationVar(&c.TotalTimeout, "total-timeout", c.TotalTimeout, "time budget of one resolution; then SERVFAIL")
-	fs.IntVar(&c.MaxIdleSockets, "max-idle-sockets", c.MaxIdleSockets, "idle UDP sockets kept per upstream")
+	fs.IntVar(&c.UDPSocketReuse, "udp-socket-reuse", c.UDPSocketReuse, "0: every upstream UDP query from a fresh socket on a random port (default); N > 0: pool sockets, each carrying at most N `queries`")
+	fs.IntVar(&c.MaxIdleSockets, "max-idle-sockets", c.MaxIdleSockets, "idle UDP sockets kept per upstream (only with --udp-socket-reuse)")
 	fs.IntVar(&c.MaxInflight, "max-inflight", c.MaxInflight, "concurrent upstream resolutions before answering SERVFAIL")
 	fs.IntVar(&c.MaxTCPConns, "max-tcp-conns", c.MaxTCPConns, "concurrent client TCP connections")
 	fs.DurationVar(&c.TCPIdleTimeout, "tcp-idle-timeout", c.TCPIdleTimeout, "close client TCP connections idle this long")
@@ -360,6 +366,9 @@ func (c *Config) Validate() error {
 	pos("cache-size", c.CacheSize)
 	pos("cache-bytes", c.CacheBytes)
 	pos("max-idle-sockets", c.MaxIdleSockets)
+	if c.UDPSocketReuse < 0 || c.UDPSocketReuse > 1000 {
+		bad("udp-socket-reuse", c.UDPSocketReuse, "must be within 0..1000")
+	}
 	pos("max-inflight", c.MaxInflight)
 	pos("max-tcp-conns", c.MaxTCPConns)
 	if c.MinTTL < 0 || c.MinTTL > 24*time.Hour {
