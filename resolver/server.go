@@ -85,8 +85,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}, m, log)
 	if cfg.NodeLocal {
 		// The cluster zones go to the cluster DNS, over TCP unless told
-		// otherwise (like NodeLocal DNSCache's force_tcp: one connection
-		// per query never shares a conntrack 5-tuple with another).
+		// otherwise (like NodeLocal DNSCache's force_tcp), on pooled,
+		// pipelined connections (tcppool.go).
 		cf := NewForwarder(ForwarderConfig{
 			Upstreams:    cfg.clusterAddrs,
 			TryTimeout:   cfg.Timeout,
