@@ -26,13 +26,13 @@
 # root, so that on a shared machine the pinned processes keep their CPU for
 # the few minutes of the run; 0 to turn off), BENCH_OUT
 # (default docs/benchmarks.md), BENCH_SERVERS (default "unbound dnsmasq coredns
-# dnsguard dnsguard-pooled"), BENCH_SKIP_WEBHOOK=1 / BENCH_SKIP_RESOLVER=1,
+# dnsguard dnsguard-fresh"), BENCH_SKIP_WEBHOOK=1 / BENCH_SKIP_RESOLVER=1,
 # BENCH_TCP_SECONDS (the TCP-upstream TIME-WAIT run, default 30; 0 skips it).
 #
-# dnsguard-pooled is the resolver with --udp-socket-reuse=8 (pooled upstream
-# sockets, a random one per query, 8 queries each) instead of its default
-# fresh socket per query: the cost of the port strategy, measured side by
-# side. The TCP-upstream run sends 2,000 unique misses/s for
+# dnsguard-fresh is the resolver with --udp-socket-reuse=1 (a fresh socket
+# on a random port for every upstream query) instead of its default pool
+# (a random idle socket per query, 8 queries each): the cost of the port
+# strategy, measured side by side. The TCP-upstream run sends 2,000 unique misses/s for
 # BENCH_TCP_SECONDS through the resolver with --force-tcp and counts sockets
 # in TIME-WAIT before and after (`ss`): connection reuse keeps it flat.
 set -euo pipefail
@@ -50,7 +50,7 @@ COREDNS_VERSION=v1.15.0
 MISS_NAMES=${BENCH_MISS_NAMES:-3000000}
 PORT=10053 # not 53: other suites may own a wildcard :53 socket on this host
 UPSTREAM=127.53.0.10
-SERVERS=" ${BENCH_SERVERS:-unbound dnsmasq coredns dnsguard dnsguard-pooled} "
+SERVERS=" ${BENCH_SERVERS:-unbound dnsmasq coredns dnsguard dnsguard-fresh} "
 TCP_SECONDS=${BENCH_TCP_SECONDS:-30}
 want() { [[ "$SERVERS" == *" $1 "* ]]; }
 
@@ -274,19 +274,21 @@ EOF
     log "bin/resolver not built: its rows stay empty (make bench builds it)"
     failures=$((failures + 1))
   fi
-  if want dnsguard-pooled && [ -x "$BIN/resolver" ]; then
-    bench_server dnsguard-pooled 127.53.0.6 "$BIN/resolver" "static Go" \
+  if want dnsguard-fresh && [ -x "$BIN/resolver" ]; then
+    bench_server dnsguard-fresh 127.53.0.6 "$BIN/resolver" "static Go" \
       "$BIN/resolver" --listen=127.53.0.6:$PORT --upstream=$UPSTREAM:$PORT --health-listen=127.53.0.6:18054 \
-      --udp-socket-reuse=8
+      --udp-socket-reuse=1
   fi
 
   # TCP upstream: TIME-WAIT sockets before and after a miss flood.
   if [ "$TCP_SECONDS" -gt 0 ] && [ -x "$BIN/resolver" ]; then
-    tw() { ss -Htan state time-wait | wc -l; }
+    # Only sockets of this run: to or from the benchmark port (the machine
+    # may be shared with other jobs that open TCP connections).
+    tw() { ss -Htan state time-wait "( sport = :$PORT or dport = :$PORT )" | wc -l; }
     rate=2000
     log "dnsguard --force-tcp: $rate misses/s for $TCP_SECONDS s"
     note_cmd "taskset -c $SERVER_CPU bin/resolver --listen=127.53.0.7:$PORT --upstream=$UPSTREAM:$PORT --health-listen=127.53.0.7:18055 --force-tcp"
-    note_cmd "taskset -c $CLIENT_CPU dnsperf -s 127.53.0.7 -p $PORT -d tcpmiss.txt -c 4 -T 1 -q 200 -t 2 -Q $rate -l $TCP_SECONDS -n 1   # TIME-WAIT: ss -Htan state time-wait | wc -l before and after"
+    note_cmd "taskset -c $CLIENT_CPU dnsperf -s 127.53.0.7 -p $PORT -d tcpmiss.txt -c 4 -T 1 -q 200 -t 2 -Q $rate -l $TCP_SECONDS -n 1   # TIME-WAIT: ss -Htan state time-wait "( sport = :PORT or dport = :PORT )" before and after"
     start_bg dnsguard-tcp "$BIN/resolver" --listen=127.53.0.7:$PORT --upstream=$UPSTREAM:$PORT \
       --health-listen=127.53.0.7:18055 --force-tcp
     tpid=$server_pid

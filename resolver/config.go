@@ -59,9 +59,9 @@ type Config struct {
 	Timeout time.Duration
 	// TotalTimeout bounds a resolution; after it the client gets SERVFAIL.
 	TotalTimeout time.Duration
-	// UDPSocketReuse > 0 pools upstream UDP sockets, each carrying at most
-	// this many queries (a random idle one per try); 0, the default, opens
-	// a fresh socket on a random port for every try.
+	// UDPSocketReuse > 1 pools upstream UDP sockets, each carrying at most
+	// this many queries (a random idle one per try whose port no recent
+	// query used); 0 or 1 opens a fresh socket on a random port per try.
 	UDPSocketReuse int
 	// MaxIdleSockets is how many idle UDP sockets each upstream keeps
 	// (only with UDPSocketReuse > 0).
@@ -125,6 +125,7 @@ func DefaultConfig() Config {
 		PrefetchPercent: 10,
 		Timeout:         time.Second,
 		TotalTimeout:    3 * time.Second,
+		UDPSocketReuse:  8,
 		MaxIdleSockets:  256,
 		MaxInflight:     1024,
 		MaxTCPConns:     64,
@@ -203,8 +204,8 @@ func (c *Config) FlagSet(name string) (*flag.FlagSet, *string) {
 	fs.IntVar(&c.PrefetchPercent, "prefetch-percent", c.PrefetchPercent, "prefetch when less than this `percent` of the TTL is left")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "per-try upstream timeout before failing over")
 	fs.DurationVar(&c.TotalTimeout, "total-timeout", c.TotalTimeout, "time budget of one resolution; then SERVFAIL")
-	fs.IntVar(&c.UDPSocketReuse, "udp-socket-reuse", c.UDPSocketReuse, "0: every upstream UDP query from a fresh socket on a random port (default); N > 0: pool sockets, each carrying at most N `queries`")
-	fs.IntVar(&c.MaxIdleSockets, "max-idle-sockets", c.MaxIdleSockets, "idle UDP sockets kept per upstream (only with --udp-socket-reuse)")
+	fs.IntVar(&c.UDPSocketReuse, "udp-socket-reuse", c.UDPSocketReuse, "upstream UDP sockets: N > 1 pools them, a random idle one per query whose port none of the previous 64 queries used, each carrying at most N `queries`; 0 or 1: a fresh socket on a random port for every query")
+	fs.IntVar(&c.MaxIdleSockets, "max-idle-sockets", c.MaxIdleSockets, "idle UDP sockets kept per upstream (with --udp-socket-reuse > 1)")
 	fs.IntVar(&c.MaxInflight, "max-inflight", c.MaxInflight, "concurrent upstream resolutions before answering SERVFAIL")
 	fs.IntVar(&c.MaxTCPConns, "max-tcp-conns", c.MaxTCPConns, "concurrent client TCP connections")
 	fs.DurationVar(&c.TCPIdleTimeout, "tcp-idle-timeout", c.TCPIdleTimeout, "close client TCP connections idle this long")

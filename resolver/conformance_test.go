@@ -59,25 +59,33 @@ func TestAAndAAAANeverShareAPort(t *testing.T) {
 	}
 }
 
-func TestSocketReuseModeSpreadsPorts(t *testing.T) {
+func TestPooledSocketsNeverRepeatWithin64Queries(t *testing.T) {
 	up := newFakeUpstream(t, zoneAnswer(t, 300, nil))
 	cfg := testConfig(up.addr)
 	cfg.UDPSocketReuse = 4
 	s := startServer(t, cfg)
-	for i := range 20 {
+	const n = 300
+	for i := range n {
 		ask(t, s, "udp", fmt.Sprintf("r%d.example.", i), dns.TypeA, 0)
 	}
+	qs := up.queries()
 	uses := map[uint16]int{}
-	for _, q := range up.queries() {
-		uses[q.src.Port()]++
+	last := map[uint16]int{}
+	for i, q := range qs {
+		p := q.src.Port()
+		if j, ok := last[p]; ok && i-j < recentPorts {
+			t.Fatalf("port %d used by queries %d and %d, want at least %d apart", p, j, i, recentPorts)
+		}
+		last[p] = i
+		uses[p]++
 	}
-	for p, n := range uses {
-		if n > 4 {
-			t.Fatalf("port %d carried %d queries, cap 4", p, n)
+	for p, k := range uses {
+		if k > 4 {
+			t.Fatalf("port %d carried %d queries, cap 4", p, k)
 		}
 	}
-	if len(uses) < 5 {
-		t.Fatalf("20 queries over %d ports, want >= 5 with a reuse cap of 4", len(uses))
+	if len(uses) >= n {
+		t.Fatalf("%d queries over %d ports: pooled sockets never reused", n, len(uses))
 	}
 }
 

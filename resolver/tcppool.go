@@ -33,8 +33,10 @@ var errTCPClosed = errors.New("tcp connection closed")
 
 // tcpPool is one upstream's set of connections.
 type tcpPool struct {
-	mu    sync.Mutex
-	conns []*tcpConn
+	mu      sync.Mutex
+	cond    *sync.Cond // signalled when a dial ends
+	conns   []*tcpConn
+	dialing int
 }
 
 // tcpConn is one pipelined connection with its reader goroutine.
@@ -77,9 +79,18 @@ func (p *tcpPool) send(u *upstream, t *try, deadline time.Time) error {
 }
 
 // pick returns the least busy live connection, dialling a new one when
-// every connection is busy and the pool has room.
+// every connection is busy and the pool has room. Dials in progress count
+// against the bound, so a burst of misses does not open a connection each.
 func (p *tcpPool) pick(u *upstream, deadline time.Time) (*tcpConn, error) {
 	p.mu.Lock()
+	if p.cond == nil {
+		p.cond = sync.NewCond(&p.mu)
+	}
+	// Every slot is being dialled and nothing is up yet (a burst at
+	// start): wait for one of those dials (each bounded by its deadline).
+	for len(p.conns) == 0 && p.dialing >= tcpMaxConns {
+		p.cond.Wait()
+	}
 	var best *tcpConn
 	bestN := 0
 	for _, c := range p.conns {
@@ -93,27 +104,38 @@ func (p *tcpPool) pick(u *upstream, deadline time.Time) (*tcpConn, error) {
 			best, bestN = c, n
 		}
 	}
-	if best != nil && (bestN < tcpBusy || len(p.conns) >= tcpMaxConns) {
+	room := len(p.conns)+p.dialing < tcpMaxConns
+	if best != nil && (bestN < tcpBusy || !room) {
 		p.mu.Unlock()
 		return best, nil
+	}
+	// Not pooled only when the pool is full of dead connections not yet
+	// removed: this one serves the query and closes when idle.
+	pooled := room
+	if pooled {
+		p.dialing++
 	}
 	p.mu.Unlock()
 	d := net.Dialer{Deadline: deadline}
 	c, err := d.Dial("tcp", u.addr.String())
 	if err != nil {
+		if pooled {
+			p.mu.Lock()
+			p.dialing--
+			p.cond.Broadcast()
+			p.mu.Unlock()
+		}
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
 			return nil, fmt.Errorf("tcp %s: %w", u.name, errTimeout)
 		}
 		return nil, fmt.Errorf("tcp dial %s: %w", u.name, err)
 	}
 	tc := &tcpConn{pool: p, u: u, c: c, pending: map[uint16]*tcpQuery{}}
-	p.mu.Lock()
-	if len(p.conns) >= tcpMaxConns {
-		// Another query filled the pool while this one dialled: use the
-		// new connection for this query anyway, it closes when idle.
-		p.mu.Unlock()
-	} else {
+	if pooled {
+		p.mu.Lock()
+		p.dialing--
 		p.conns = append(p.conns, tc)
+		p.cond.Broadcast()
 		p.mu.Unlock()
 	}
 	go tc.read()

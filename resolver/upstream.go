@@ -251,6 +251,14 @@ type result struct {
 	err   error
 }
 
+// background makes the result queue, before the first try that delivers
+// from another goroutine (most exchanges never need it).
+func (ex *exchange) background() {
+	if ex.results == nil {
+		ex.results = make(chan result, maxTries)
+	}
+}
+
 func (ex *exchange) msg(edns bool) []byte {
 	if edns {
 		return ex.msgs[0]
@@ -298,7 +306,7 @@ func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uin
 	ctx, cancel := context.WithTimeout(ctx, f.budget)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
-	ex := &exchange{f: f, results: make(chan result, maxTries)}
+	ex := &exchange{f: f}
 	ex.msgs[0] = buildQuery(make([]byte, 0, len(name)+32), name, qtype, qclass, do, cd, true)
 	ex.msgs[1] = buildQuery(make([]byte, 0, len(name)+20), name, qtype, qclass, false, cd, false)
 	defer ex.finish()
@@ -315,7 +323,6 @@ func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uin
 			timer.Stop()
 		}
 	}()
-	quickFails := 0
 	for attempt := 0; attempt < maxTries; attempt++ {
 		if ctx.Err() != nil || !time.Now().Before(deadline) {
 			break
@@ -342,20 +349,11 @@ func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uin
 				release()
 			}
 			st.failed(f, t, err)
-			if quickFails++; quickFails >= len(st.order) {
-				// Every upstream failed at once (e.g. ICMP port
-				// unreachable): pause until this try's deadline rather
-				// than spin through the budget.
-				quickFails = 0
-				if r, done := ex.wait(ctx, &timer, tryEnd); done {
-					if reply, fin := st.handle(f, r); fin {
-						return reply, nil
-					}
-				}
+			if reply, fin := st.pauseIfAllFailed(ctx, ex, &timer, f, tryEnd); fin {
+				return reply, nil
 			}
 			continue
 		}
-		quickFails = 0
 		st.outstanding++
 		if inline {
 			reply, err := f.readUDP(t.u, t.sock, t.msg, tryEnd)
@@ -370,6 +368,9 @@ func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uin
 			t.delivered.Store(true)
 			f.endUDP(t, err)
 			if reply, fin := st.handle(f, result{t: t, reply: reply, err: err}); fin {
+				return reply, nil
+			}
+			if reply, fin := st.pauseIfAllFailed(ctx, ex, &timer, f, tryEnd); fin {
 				return reply, nil
 			}
 			continue
@@ -453,6 +454,7 @@ type exState struct {
 	noEDNS      []bool // upstream said FORMERR to EDNS
 	forced      *trySpec
 	outstanding int
+	quickFails  int  // tries in a row that failed without a timeout
 	moveOn      bool // the last result asks for the next try now
 	servfail    []byte
 	lastErr     error
@@ -478,8 +480,23 @@ func (st *exState) nextSpec(forceTCP bool) (trySpec, bool) {
 	return trySpec{}, false
 }
 
+// pauseIfAllFailed waits until tryEnd (or a result) once as many tries
+// in a row as there are upstreams failed at once (e.g. ICMP port
+// unreachable), rather than spin through the budget.
+func (st *exState) pauseIfAllFailed(ctx context.Context, ex *exchange, timer **time.Timer, f *Forwarder, tryEnd time.Time) ([]byte, bool) {
+	if st.quickFails < len(st.order) {
+		return nil, false
+	}
+	st.quickFails = 0
+	if r, done := ex.wait(ctx, timer, tryEnd); done {
+		return st.handle(f, r)
+	}
+	return nil, false
+}
+
 // failed records a try that could not be sent or failed.
 func (st *exState) failed(f *Forwarder, t *try, err error) {
+	st.quickFails++
 	st.lastErr = err
 	if t.u.errs != nil {
 		t.u.errs.inc(errReason(err))
@@ -507,9 +524,6 @@ func (st *exState) timeout(f *Forwarder, t *try) {
 func (st *exState) handle(f *Forwarder, r result) (reply []byte, fin bool) {
 	st.outstanding--
 	t := r.t
-	if t.u.queries != nil {
-		t.u.queries.inc()
-	}
 	if r.err != nil {
 		switch {
 		case errors.Is(r.err, errTruncated) && !t.tcp:
@@ -523,6 +537,7 @@ func (st *exState) handle(f *Forwarder, r result) (reply []byte, fin bool) {
 		}
 		return nil, false
 	}
+	st.quickFails = 0
 	f.markOK(t.u)
 	if t.u.lat != nil {
 		t.u.lat.observe(time.Since(t.start).Seconds())
@@ -594,7 +609,11 @@ func (ex *exchange) start(t *try, tryEnd time.Time) error {
 	ex.mu.Lock()
 	ex.tries = append(ex.tries, t)
 	ex.mu.Unlock()
+	if t.u.queries != nil {
+		t.u.queries.inc()
+	}
 	if t.tcp {
+		ex.background()
 		return t.u.tcp.send(t.u, t, tryEnd)
 	}
 	s, err := t.u.getSock(ex.f.reuse)
@@ -619,6 +638,7 @@ func (ex *exchange) listenLate(t *try, deadline time.Time) {
 	if ended {
 		return
 	}
+	ex.background()
 	go func() {
 		reply, err := ex.f.readUDP(t.u, t.sock, t.msg, deadline)
 		ex.f.endUDP(t, err)
