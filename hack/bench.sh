@@ -288,7 +288,7 @@ EOF
     rate=2000
     log "dnsguard --force-tcp: $rate misses/s for $TCP_SECONDS s"
     note_cmd "taskset -c $SERVER_CPU bin/resolver --listen=127.53.0.7:$PORT --upstream=$UPSTREAM:$PORT --health-listen=127.53.0.7:18055 --force-tcp"
-    note_cmd "taskset -c $CLIENT_CPU dnsperf -s 127.53.0.7 -p $PORT -d tcpmiss.txt -c 4 -T 1 -q 200 -t 2 -Q $rate -l $TCP_SECONDS -n 1   # TIME-WAIT: ss -Htan state time-wait "( sport = :PORT or dport = :PORT )" before and after"
+    note_cmd "taskset -c $CLIENT_CPU dnsperf -s 127.53.0.7 -p $PORT -d tcpmiss.txt -c 4 -T 1 -q 200 -t 2 -Q $rate -l $TCP_SECONDS -n 1   # TIME-WAIT: ss -Htan state time-wait, sport or dport PORT, before and after"
     start_bg dnsguard-tcp "$BIN/resolver" --listen=127.53.0.7:$PORT --upstream=$UPSTREAM:$PORT \
       --health-listen=127.53.0.7:18055 --force-tcp
     tpid=$server_pid
