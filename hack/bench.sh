@@ -282,9 +282,12 @@ EOF
 
   # TCP upstream: TIME-WAIT sockets before and after a miss flood.
   if [ "$TCP_SECONDS" -gt 0 ] && [ -x "$BIN/resolver" ]; then
-    # Only sockets of this run: to or from the benchmark port (the machine
-    # may be shared with other jobs that open TCP connections).
-    tw() { ss -Htan state time-wait "( sport = :$PORT or dport = :$PORT )" | wc -l; }
+    # Only sockets of this run (the machine may be shared with other jobs
+    # that open TCP connections): the resolver's side (to the upstream's
+    # port) and the upstream's side (from it; authdns, like every miekg/dns
+    # server, closes a connection after 128 queries).
+    tw() { ss -Htan state time-wait "( dport = :$PORT )" dst "$UPSTREAM" | wc -l; }
+    twup() { ss -Htan state time-wait "( sport = :$PORT )" src "$UPSTREAM" | wc -l; }
     rate=2000
     log "dnsguard --force-tcp: $rate misses/s for $TCP_SECONDS s"
     note_cmd "taskset -c $SERVER_CPU bin/resolver --listen=127.53.0.7:$PORT --upstream=$UPSTREAM:$PORT --health-listen=127.53.0.7:18055 --force-tcp"
@@ -294,16 +297,16 @@ EOF
     tpid=$server_pid
     if wait_dns 127.53.0.7 "$PORT"; then
       seq 1 $((rate * TCP_SECONDS + 1000)) | awk '{print "t" $1 ".tcp.bench.example A"}' >"$WORK/tcpmiss.txt"
-      tw0=$(tw)
+      tw0=$(tw) twu0=$(twup)
       on_client dnsperf -s 127.53.0.7 -p "$PORT" -d "$WORK/tcpmiss.txt" -c 4 -T 1 -q 200 -t 2 \
         -Q "$rate" -l "$TCP_SECONDS" -n 1 >"$WORK/tcp.dnsperf" 2>&1 || true
-      tw1=$(tw)
+      tw1=$(tw) twu1=$(twup)
       conns=$(ss -Htn state established "( dport = :$PORT )" dst "$UPSTREAM" | wc -l)
-      printf 'rate\tseconds\tsent\tcompleted\tlost\ttimewait_before\ttimewait_after\tupstream_conns\n%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+      printf 'rate\tseconds\tsent\tcompleted\tlost\ttimewait_before\ttimewait_after\tupstream_timewait_before\tupstream_timewait_after\tupstream_conns\n%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$rate" "$TCP_SECONDS" "$(dnsperf_field "$WORK/tcp.dnsperf" 'Queries sent')" \
         "$(dnsperf_field "$WORK/tcp.dnsperf" 'Queries completed')" "$(dnsperf_field "$WORK/tcp.dnsperf" 'Queries lost')" \
-        "$tw0" "$tw1" "$conns" >"$WORK/tcp.tsv"
-      log "TCP upstream: TIME-WAIT $tw0 -> $tw1, lost $(dnsperf_field "$WORK/tcp.dnsperf" 'Queries lost'), $conns upstream connections"
+        "$tw0" "$tw1" "$twu0" "$twu1" "$conns" >"$WORK/tcp.tsv"
+      log "TCP upstream: TIME-WAIT resolver side $tw0 -> $tw1, upstream side $twu0 -> $twu1, lost $(dnsperf_field "$WORK/tcp.dnsperf" 'Queries lost'), $conns upstream connections"
     else
       failures=$((failures + 1))
     fi

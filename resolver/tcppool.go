@@ -86,58 +86,49 @@ func (p *tcpPool) pick(u *upstream, deadline time.Time) (*tcpConn, error) {
 	if p.cond == nil {
 		p.cond = sync.NewCond(&p.mu)
 	}
-	// Every slot is being dialled and nothing is up yet (a burst at
-	// start): wait for one of those dials (each bounded by its deadline).
-	for len(p.conns) == 0 && p.dialing >= tcpMaxConns {
+	for {
+		var best *tcpConn
+		bestN := 0
+		for _, c := range p.conns {
+			c.mu.Lock()
+			n, dead := len(c.pending), c.dead
+			c.mu.Unlock()
+			if dead {
+				continue
+			}
+			if best == nil || n < bestN {
+				best, bestN = c, n
+			}
+		}
+		room := len(p.conns)+p.dialing < tcpMaxConns
+		if best != nil && (bestN < tcpBusy || !room) {
+			p.mu.Unlock()
+			return best, nil
+		}
+		if room {
+			break
+		}
+		// Every slot is taken by dials in progress (a burst at start):
+		// wait for one of them, each bounded by its deadline.
 		p.cond.Wait()
 	}
-	var best *tcpConn
-	bestN := 0
-	for _, c := range p.conns {
-		c.mu.Lock()
-		n, dead := len(c.pending), c.dead
-		c.mu.Unlock()
-		if dead {
-			continue
-		}
-		if best == nil || n < bestN {
-			best, bestN = c, n
-		}
-	}
-	room := len(p.conns)+p.dialing < tcpMaxConns
-	if best != nil && (bestN < tcpBusy || !room) {
-		p.mu.Unlock()
-		return best, nil
-	}
-	// Not pooled only when the pool is full of dead connections not yet
-	// removed: this one serves the query and closes when idle.
-	pooled := room
-	if pooled {
-		p.dialing++
-	}
+	p.dialing++
 	p.mu.Unlock()
 	d := net.Dialer{Deadline: deadline}
 	c, err := d.Dial("tcp", u.addr.String())
+	p.mu.Lock()
+	p.dialing--
+	p.cond.Broadcast()
 	if err != nil {
-		if pooled {
-			p.mu.Lock()
-			p.dialing--
-			p.cond.Broadcast()
-			p.mu.Unlock()
-		}
+		p.mu.Unlock()
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
 			return nil, fmt.Errorf("tcp %s: %w", u.name, errTimeout)
 		}
 		return nil, fmt.Errorf("tcp dial %s: %w", u.name, err)
 	}
 	tc := &tcpConn{pool: p, u: u, c: c, pending: map[uint16]*tcpQuery{}}
-	if pooled {
-		p.mu.Lock()
-		p.dialing--
-		p.conns = append(p.conns, tc)
-		p.cond.Broadcast()
-		p.mu.Unlock()
-	}
+	p.conns = append(p.conns, tc)
+	p.mu.Unlock()
 	go tc.read()
 	return tc, nil
 }

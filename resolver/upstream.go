@@ -532,6 +532,12 @@ func (st *exState) handle(f *Forwarder, r result) (reply []byte, fin bool) {
 			st.moveOn = true
 		case isTimeout(r.err) && t.timedOut:
 			// A timed-out try that stopped listening: already counted.
+		case errors.Is(r.err, errTCPClosed) && t.tcp && !t.timedOut:
+			// The server closed a pooled connection with this query on it
+			// (servers cap queries per connection; miekg/dns at 128): not
+			// a failure of the upstream, ask it again on a new connection.
+			st.forced = &trySpec{idx: t.idx, edns: t.edns, tcp: true}
+			st.moveOn = true
 		default:
 			st.failed(f, t, r.err)
 		}

@@ -295,11 +295,11 @@ func (r *report) writeResolver() {
 	if t := r.tcp; t != nil {
 		r.p("## Resolver: TCP upstream (`--force-tcp`)")
 		r.p("")
-		r.p("%s unique misses/s for %s s through the resolver with every upstream query over TCP: sockets in TIME-WAIT on the machine before and after (`ss -Htan state time-wait`), and the resolver's established connections to the upstream at the end.", t["rate"], t["seconds"])
+		r.p("%s unique misses/s for %s s through the resolver with every upstream query over TCP: sockets in TIME-WAIT before and after (`ss -Htan state time-wait`) on the resolver's side of its upstream connections and on the upstream's side (authdns, like any miekg/dns server, closes a connection after 128 queries; the side that closes keeps the TIME-WAIT), and the resolver's established connections to the upstream at the end. Before connection reuse every try opened and closed its own connection: one resolver-side TIME-WAIT per miss.", t["rate"], t["seconds"])
 		r.p("")
-		r.p("| sent | answered | lost | TIME-WAIT before | TIME-WAIT after | upstream connections |")
+		r.p("| sent | answered | lost | TIME-WAIT resolver side before → after | upstream side before → after | upstream connections |")
 		r.p("|---:|---:|---:|---:|---:|---:|")
-		r.p("| %s | %s | %s | %s | %s | %s |", t["sent"], t["completed"], t["lost"], t["timewait_before"], t["timewait_after"], t["upstream_conns"])
+		r.p("| %s | %s | %s | %s → %s | %s → %s | %s |", t["sent"], t["completed"], t["lost"], t["timewait_before"], t["timewait_after"], t["upstream_timewait_before"], t["upstream_timewait_after"], t["upstream_conns"])
 		r.p("")
 	}
 	r.p("## Resolver: memory and size")
@@ -419,7 +419,7 @@ func (r *report) writeTargets() {
 	}
 	ts = append(ts, t)
 	if tw := r.tcp; tw != nil {
-		t = target{what: "TCP upstream: TIME-WAIT growth over the miss flood, lost queries", want: "< 100, 0"}
+		t = target{what: "TCP upstream: resolver-side TIME-WAIT growth over the miss flood, lost queries", want: "< 100, 0"}
 		before, _ := strconv.Atoi(tw["timewait_before"])
 		after, _ := strconv.Atoi(tw["timewait_after"])
 		lost, _ := strconv.Atoi(tw["lost"])
