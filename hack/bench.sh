@@ -26,7 +26,15 @@
 # root, so that on a shared machine the pinned processes keep their CPU for
 # the few minutes of the run; 0 to turn off), BENCH_OUT
 # (default docs/benchmarks.md), BENCH_SERVERS (default "unbound dnsmasq coredns
-# dnsguard"), BENCH_SKIP_WEBHOOK=1 / BENCH_SKIP_RESOLVER=1.
+# dnsguard dnsguard-fresh"), BENCH_SKIP_WEBHOOK=1 / BENCH_SKIP_RESOLVER=1,
+# BENCH_TCP_SECONDS (the TCP-upstream TIME-WAIT run, default 30; 0 skips it).
+#
+# dnsguard-fresh is the resolver with --udp-socket-reuse=1 (a fresh socket
+# on a random port for every upstream query) instead of its default pool
+# (a random idle socket per query, 8 queries each): the cost of the port
+# strategy, measured side by side. The TCP-upstream run sends 2,000 unique misses/s for
+# BENCH_TCP_SECONDS through the resolver with --force-tcp and counts sockets
+# in TIME-WAIT before and after (`ss`): connection reuse keeps it flat.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -42,7 +50,8 @@ COREDNS_VERSION=v1.15.0
 MISS_NAMES=${BENCH_MISS_NAMES:-3000000}
 PORT=10053 # not 53: other suites may own a wildcard :53 socket on this host
 UPSTREAM=127.53.0.10
-SERVERS=" ${BENCH_SERVERS:-unbound dnsmasq coredns dnsguard} "
+SERVERS=" ${BENCH_SERVERS:-unbound dnsmasq coredns dnsguard dnsguard-fresh} "
+TCP_SECONDS=${BENCH_TCP_SECONDS:-30}
 want() { [[ "$SERVERS" == *" $1 "* ]]; }
 
 WORK=$(mktemp -d /tmp/dnsguard-bench.XXXXXX)
@@ -265,6 +274,44 @@ EOF
     log "bin/resolver not built: its rows stay empty (make bench builds it)"
     failures=$((failures + 1))
   fi
+  if want dnsguard-fresh && [ -x "$BIN/resolver" ]; then
+    bench_server dnsguard-fresh 127.53.0.6 "$BIN/resolver" "static Go" \
+      "$BIN/resolver" --listen=127.53.0.6:$PORT --upstream=$UPSTREAM:$PORT --health-listen=127.53.0.6:18054 \
+      --udp-socket-reuse=1
+  fi
+
+  # TCP upstream: TIME-WAIT sockets before and after a miss flood.
+  if [ "$TCP_SECONDS" -gt 0 ] && [ -x "$BIN/resolver" ]; then
+    # Only sockets of this run (the machine may be shared with other jobs
+    # that open TCP connections): the resolver's side (to the upstream's
+    # port) and the upstream's side (from it; authdns, like every miekg/dns
+    # server, closes a connection after 128 queries).
+    tw() { ss -Htan state time-wait "( dport = :$PORT )" dst "$UPSTREAM" | wc -l; }
+    twup() { ss -Htan state time-wait "( sport = :$PORT )" src "$UPSTREAM" | wc -l; }
+    rate=2000
+    log "dnsguard --force-tcp: $rate misses/s for $TCP_SECONDS s"
+    note_cmd "taskset -c $SERVER_CPU bin/resolver --listen=127.53.0.7:$PORT --upstream=$UPSTREAM:$PORT --health-listen=127.53.0.7:18055 --force-tcp"
+    note_cmd "taskset -c $CLIENT_CPU dnsperf -s 127.53.0.7 -p $PORT -d tcpmiss.txt -c 4 -T 1 -q 200 -t 2 -Q $rate -l $TCP_SECONDS -n 1   # TIME-WAIT: ss -Htan state time-wait, sport or dport PORT, before and after"
+    start_bg dnsguard-tcp "$BIN/resolver" --listen=127.53.0.7:$PORT --upstream=$UPSTREAM:$PORT \
+      --health-listen=127.53.0.7:18055 --force-tcp
+    tpid=$server_pid
+    if wait_dns 127.53.0.7 "$PORT"; then
+      seq 1 $((rate * TCP_SECONDS + 1000)) | awk '{print "t" $1 ".tcp.bench.example A"}' >"$WORK/tcpmiss.txt"
+      tw0=$(tw) twu0=$(twup)
+      on_client dnsperf -s 127.53.0.7 -p "$PORT" -d "$WORK/tcpmiss.txt" -c 4 -T 1 -q 200 -t 2 \
+        -Q "$rate" -l "$TCP_SECONDS" -n 1 >"$WORK/tcp.dnsperf" 2>&1 || true
+      tw1=$(tw) twu1=$(twup)
+      conns=$(ss -Htn state established "( dport = :$PORT )" dst "$UPSTREAM" | wc -l)
+      printf 'rate\tseconds\tsent\tcompleted\tlost\ttimewait_before\ttimewait_after\tupstream_timewait_before\tupstream_timewait_after\tupstream_conns\n%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$rate" "$TCP_SECONDS" "$(dnsperf_field "$WORK/tcp.dnsperf" 'Queries sent')" \
+        "$(dnsperf_field "$WORK/tcp.dnsperf" 'Queries completed')" "$(dnsperf_field "$WORK/tcp.dnsperf" 'Queries lost')" \
+        "$tw0" "$tw1" "$twu0" "$twu1" "$conns" >"$WORK/tcp.tsv"
+      log "TCP upstream: TIME-WAIT resolver side $tw0 -> $tw1, upstream side $twu0 -> $twu1, lost $(dnsperf_field "$WORK/tcp.dnsperf" 'Queries lost'), $conns upstream connections"
+    else
+      failures=$((failures + 1))
+    fi
+    stop_pid "$tpid"
+  fi
 fi
 
 # --- webhook benchmark -----------------------------------------------------------
@@ -344,7 +391,7 @@ log "writing $OUT"
 } >"$WORK/meta.env"
 # Paths of this run's scratch directory and checkout mean nothing to a reader.
 sed -i -e "s|$WORK|WORK|g" -e "s|$ROOT/||g" "$COMMANDS"
-"$WORK/benchreport" --meta="$WORK/meta.env" --resolver="$SERVERS_TSV" --webhook="$WEBHOOK_TSV" \
+"$WORK/benchreport" --meta="$WORK/meta.env" --resolver="$SERVERS_TSV" --webhook="$WEBHOOK_TSV" --tcp="$WORK/tcp.tsv" \
   --commands="$COMMANDS" >"$WORK/benchmarks.md"
 mkdir -p "$(dirname "$OUT")"
 cp "$WORK/benchmarks.md" "$OUT"
