@@ -122,7 +122,14 @@ go test -c -tags e2e -o "$TMP/e2e.test" ./test/e2e
 # --- control plane --------------------------------------------------------
 log "step 3/4: starting etcd, kube-apiserver, kube-controller-manager on 127.0.0.1"
 TCP=$(date +%s.%N)
-mapfile -t PORTS < <("$TMP/e2ekit" ports 5)
+# E2E_PORTS="etcd etcd-peer apiserver kcm webhook" pins the loopback ports
+# (to run beside another control plane); default: free ports.
+if [[ -n ${E2E_PORTS:-} ]]; then
+	read -r -a PORTS <<<"$E2E_PORTS"
+	((${#PORTS[@]} == 5)) || die "E2E_PORTS needs 5 ports, got '${E2E_PORTS}'"
+else
+	mapfile -t PORTS < <("$TMP/e2ekit" ports 5)
+fi
 ETCD_PORT=${PORTS[0]} ETCD_PEER=${PORTS[1]} API_PORT=${PORTS[2]} KCM_PORT=${PORTS[3]} WEBHOOK_PORT=${PORTS[4]}
 PKI=$TMP/pki
 SERVER=https://127.0.0.1:$API_PORT
