@@ -590,7 +590,17 @@ func s8UpgradeUninstall(ctx context.Context, t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := runTool(ctx, "helm", "uninstall", release, "--namespace", releaseNS, "--wait", "--timeout=60s"); err != nil {
+	// The chart's pre-delete hook Job (certs cleanup: the webhook
+	// configuration first, then the certificate Secrets) needs a kubelet;
+	// run the same command locally, then uninstall without hooks.
+	if _, err := runTool(ctx, "certs", "cleanup", "--kubeconfig="+e2e.kubeconfig, "--namespace="+releaseNS,
+		"--webhook-config-name="+webhookConfig, "--secret-names="+tlsSecret+","+release+"-ca"); err != nil {
+		t.Fatalf("certs cleanup: %v", err)
+	}
+	if _, err := e2e.client.CoreV1().Secrets(releaseNS).Get(ctx, tlsSecret, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("serving Secret after certs cleanup: %v, want NotFound", err)
+	}
+	if _, err := runTool(ctx, "helm", "uninstall", release, "--namespace", releaseNS, "--no-hooks", "--wait", "--timeout=60s"); err != nil {
 		t.Fatalf("helm uninstall: %v", err)
 	}
 	dyn, err := dynamic.NewForConfig(e2e.cfg)
