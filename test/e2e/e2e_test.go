@@ -205,6 +205,9 @@ func startWebhook(ctx context.Context, t *testing.T) {
 		"--kubeconfig="+e2e.kubeconfig,
 		"--sidecar-image="+sidecarImage,
 		"--log-level=debug",
+		// s6 stops it and expects it gone at once (proc.stop kills after
+		// 10 s); no Service endpoints to drain here.
+		"--shutdown-delay=0s",
 	)
 	if err != nil {
 		t.Fatal(err)
