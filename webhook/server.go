@@ -412,13 +412,21 @@ func (s *Server) serveHealthz(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "ok")
 }
 
-// serveReadyz fails until the cluster DNS address is known: before that the
-// webhook could only leave pods alone.
+// serveReadyz fails until the cluster DNS address is known (before that the
+// webhook could only leave pods alone) and, with namespace defaults on, until
+// the namespace informer has synced (before that a namespace's default-mode
+// annotation would be ignored and the flag default applied).
 func (s *Server) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	if len(s.ns.Nameservers()) == 0 {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintf(w, "not ready: cluster DNS nameservers not known yet (looking up Service %s)\n", s.cfg.DNSService)
+		return
+	}
+	if !namespacesSynced(s.nsModes) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "not ready: namespace informer not synced yet (namespace default modes unknown)")
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

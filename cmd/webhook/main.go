@@ -43,6 +43,21 @@ func main() {
 // parseConfig turns the command line (and the --config file it names) into
 // a validated Config.
 func parseConfig(args []string, checkFiles bool) (webhook.Config, error) {
+	cfg, _, err := parseFlags(args, checkFiles)
+	return cfg, err
+}
+
+// procOptions are settings of the process rather than of admission; they
+// are flags only (the chart derives terminationGracePeriodSeconds from them).
+type procOptions struct {
+	drain webhook.Drain
+	// tlsSecret is namespace/name of the serving Secret to watch, or "".
+	tlsSecret string
+}
+
+// parseFlags is parseConfig plus the process options.
+func parseFlags(args []string, checkFiles bool) (webhook.Config, procOptions, error) {
+	var po procOptions
 	def := webhook.DefaultConfig()
 	fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
 	fs.Usage = func() {
@@ -78,16 +93,27 @@ shown in brackets; flags given on the command line win over the file):
 	recheck := fs.Duration("recheck-interval", def.RecheckInterval.Duration, "how often the DNS Service is looked up again [recheckInterval]")
 	nodeLocal := fs.String("node-local-address", "", "IP of the node-local cache (e.g. 169.254.20.10): dnsconfig pods get it as first nameserver with the cluster DNS as fallback, sidecars as first upstream; empty: off [nodeLocal.enabled, nodeLocal.address]")
 	nsDefaults := fs.Bool("namespace-defaults", def.NamespaceDefaults, "read the dnsguard.io/default-mode Namespace annotation through an informer when the API server is reachable [namespaceDefaults]")
+	fs.DurationVar(&po.drain.Delay, "shutdown-delay", webhook.DefaultShutdownDelay, "on SIGTERM: fail /readyz at once but keep serving new and in-flight requests this long, so API servers and kube-proxy stop sending here before the listener closes (the API server does not retry on another replica); keep terminationGracePeriodSeconds above delay+timeout")
+	fs.StringVar(&po.tlsSecret, "tls-secret", "", "namespace/name of the serving Secret (tls.crt, tls.key) to watch through the API, so a renewed certificate is served within a second instead of after the kubelet's Secret-volume refresh; the files stay the fallback; empty: files only")
+	fs.DurationVar(&po.drain.Timeout, "shutdown-timeout", webhook.DefaultShutdownTimeout, "after --shutdown-delay: how long requests still in flight may take before connections are closed")
 	if err := fs.Parse(args); err != nil {
-		return webhook.Config{}, err
+		return webhook.Config{}, po, err
 	}
 	if fs.NArg() > 0 {
-		return webhook.Config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+		return webhook.Config{}, po, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if po.tlsSecret != "" {
+		if ns, name, ok := strings.Cut(po.tlsSecret, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return webhook.Config{}, po, fmt.Errorf("--tls-secret=%q: want namespace/name", po.tlsSecret)
+		}
+	}
+	if po.drain.Delay < 0 || po.drain.Timeout <= 0 {
+		return webhook.Config{}, po, fmt.Errorf("--shutdown-delay=%s must be >= 0 and --shutdown-timeout=%s > 0", po.drain.Delay, po.drain.Timeout)
 	}
 	cfg := def
 	if *configFile != "" {
 		if err := webhook.LoadConfigFile(*configFile, &cfg); err != nil {
-			return webhook.Config{}, err
+			return webhook.Config{}, po, err
 		}
 	}
 	var errs []error
@@ -132,12 +158,12 @@ shown in brackets; flags given on the command line win over the file):
 		}
 	})
 	if err := errors.Join(errs...); err != nil {
-		return cfg, err
+		return cfg, po, err
 	}
 	if err := cfg.Validate(checkFiles); err != nil {
-		return cfg, fmt.Errorf("invalid configuration:\n%w", err)
+		return cfg, po, fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	return cfg, nil
+	return cfg, po, nil
 }
 
 func splitList(s string) []string {
@@ -204,7 +230,7 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 }
 
 func run(args []string) error {
-	cfg, err := parseConfig(args, true)
+	cfg, po, err := parseFlags(args, true)
 	if err != nil {
 		return err
 	}
@@ -215,7 +241,7 @@ func run(args []string) error {
 	defer stop()
 
 	var client kubernetes.Interface
-	needClient := len(cfg.Nameservers) == 0 || cfg.NamespaceDefaults
+	needClient := len(cfg.Nameservers) == 0 || cfg.NamespaceDefaults || po.tlsSecret != ""
 	if needClient {
 		client, err = kubeClient(cfg.Kubeconfig)
 		if err != nil {
@@ -259,14 +285,27 @@ func run(args []string) error {
 		}
 		srv.Metrics().CertReloads.WithLabelValues(r).Inc()
 	}
-	hs := webhook.NewHTTPServer(srv, certs, log)
+	opts.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "dnsguard", Subsystem: "webhook", Name: "serving_cert_expiry_timestamp_seconds",
+		Help: "NotAfter (unix seconds) of the TLS certificate this replica serves now.",
+	}, func() float64 { return float64(certs.NotAfter().Unix()) }))
+	if po.tlsSecret != "" {
+		if client == nil {
+			log.Warn("no API server access; the serving secret is not watched (renewals arrive through the mounted files)", "secret", po.tlsSecret)
+		} else {
+			ns, name, _ := strings.Cut(po.tlsSecret, "/")
+			webhook.WatchServingSecret(ctx, client, ns, name, certs, log)
+		}
+	}
+	gate := webhook.NewReadinessGate(srv)
+	hs := webhook.NewHTTPServer(gate, certs, log)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	log.Info("webhook serving", "listen", ln.Addr().String(), "nameservers", cfg.Nameservers, "dnsService", cfg.DNSService,
 		"clusterDomain", cfg.ClusterDomain, "defaultMode", cfg.DefaultMode, "sidecarImage", cfg.Sidecar.Image, "sidecarFallback", cfg.Sidecar.Fallback)
-	if err := webhook.Serve(ctx, hs, ln, 20*time.Second); err != nil {
+	if err := webhook.ServeDrained(ctx, hs, ln, gate, po.drain, log); err != nil {
 		return err
 	}
 	log.Info("stopped")

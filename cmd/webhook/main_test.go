@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dnsguard/dnsguard/webhook"
 )
@@ -77,6 +78,26 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 		"sidecar-image", "sidecar-fallback", "config", "log-level", "dns-service", "kubeconfig", "dns-options", "/explain", "dnsguard.io/mode"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("--help does not mention %s", f)
+		}
+	}
+}
+
+func TestProcessFlags(t *testing.T) {
+	base := []string{"--tls-cert-file=a", "--tls-key-file=b", "--nameservers=10.0.0.10"}
+	_, po, err := parseFlags(base, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if po.drain != (webhook.Drain{Delay: webhook.DefaultShutdownDelay, Timeout: webhook.DefaultShutdownTimeout}) || po.tlsSecret != "" {
+		t.Errorf("defaults: %+v", po)
+	}
+	_, po, err = parseFlags(append(base, "--shutdown-delay=3s", "--shutdown-timeout=7s", "--tls-secret=dg/dnsguard-tls"), false)
+	if err != nil || po.drain.Delay != 3*time.Second || po.drain.Timeout != 7*time.Second || po.tlsSecret != "dg/dnsguard-tls" {
+		t.Errorf("set: %+v %v", po, err)
+	}
+	for _, bad := range [][]string{{"--shutdown-delay=-1s"}, {"--shutdown-timeout=0s"}, {"--tls-secret=nonamespace"}, {"--tls-secret=a/b/c"}, {"--tls-secret=/x"}} {
+		if _, _, err := parseFlags(append(base, bad...), false); err == nil {
+			t.Errorf("%v accepted", bad)
 		}
 	}
 }

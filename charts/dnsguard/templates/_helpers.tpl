@@ -183,3 +183,19 @@ nodeLocal:
   address: {{ .Values.nodeCache.address | quote }}
 {{- end }}
 {{- end }}
+
+{{/*
+Secret holding the CA certificate and private key (certificate controller
+only; never mounted by the webhook).
+*/}}
+{{- define "dnsguard.caSecretName" -}}
+{{- printf "%s-ca" (include "dnsguard.fullname" .) }}
+{{- end }}
+
+{{/*
+True when the built-in certificate controller manages the certificates
+(mode "controller"; "job" is the former name and means the same).
+*/}}
+{{- define "dnsguard.certController" -}}
+{{- if has .Values.certificates.mode (list "controller" "job") }}true{{- end }}
+{{- end }}
