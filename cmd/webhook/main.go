@@ -75,6 +75,8 @@ shown in brackets; flags given on the command line win over the file):
 	fallback := fs.Bool("sidecar-fallback", def.Sidecar.Fallback, "sidecar mode: keep the cluster DNS as second nameserver after 127.0.0.1, so pods resolve if the sidecar dies; musl (Alpine) queries all nameservers at once, so this doubles the queries musl pods send to the cluster DNS [sidecar.fallback]")
 	logLevel := fs.String("log-level", def.LogLevel, "debug, info, warn or error [logLevel]")
 	maxBytes := fs.Int64("max-request-bytes", def.MaxRequestBytes, "largest request body accepted; larger gets 413 [maxRequestBytes]")
+	budget := fs.Int64("request-budget-bytes", def.RequestBudgetBytes, "bytes all request bodies being read or handled may pin at once, charged at 3x their size; over it a request gets 429 with Retry-After (the API server retries). A quarter is kept for bodies up to 64 KiB, so ordinary pods are served while big ones are shed. The default keeps the process under 128 MiB with no memory limit set; at least 4x --max-request-bytes [requestBudgetBytes]")
+	bodyTimeout := fs.Duration("body-read-timeout", def.BodyReadTimeout.Duration, "longest time to read one request body (slow clients are cut off) [bodyReadTimeout]")
 	recheck := fs.Duration("recheck-interval", def.RecheckInterval.Duration, "how often the DNS Service is looked up again [recheckInterval]")
 	nodeLocal := fs.String("node-local-address", "", "IP of the node-local cache (e.g. 169.254.20.10): dnsconfig pods get it as first nameserver with the cluster DNS as fallback, sidecars as first upstream; empty: off [nodeLocal.enabled, nodeLocal.address]")
 	nsDefaults := fs.Bool("namespace-defaults", def.NamespaceDefaults, "read the dnsguard.io/default-mode Namespace annotation through an informer when the API server is reachable [namespaceDefaults]")
@@ -123,6 +125,10 @@ shown in brackets; flags given on the command line win over the file):
 			cfg.LogLevel = *logLevel
 		case "max-request-bytes":
 			cfg.MaxRequestBytes = *maxBytes
+		case "request-budget-bytes":
+			cfg.RequestBudgetBytes = *budget
+		case "body-read-timeout":
+			cfg.BodyReadTimeout.Duration = *bodyTimeout
 		case "recheck-interval":
 			cfg.RecheckInterval.Duration = *recheck
 		case "namespace-defaults":
