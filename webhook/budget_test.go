@@ -178,3 +178,47 @@ func TestBudgetChunkedBody(t *testing.T) {
 		t.Fatalf("%d bytes still charged", n)
 	}
 }
+
+// TestMetricsListenerSplit: with MetricsListen set, the tenant-facing
+// handler serves admission and probes but no longer /metrics or /explain,
+// and the operations handler serves them.
+func TestMetricsListenerSplit(t *testing.T) {
+	cfg := testConfig()
+	cfg.MetricsListen = "127.0.0.1:0"
+	srv := newTestServer(t, cfg)
+	ops := srv.OpsHandler()
+	if ops == nil {
+		t.Fatal("no operations handler with MetricsListen set")
+	}
+	review, err := os.ReadFile("testdata/clusterfirst-deployment-pod.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		h      http.Handler
+		name   string
+		method string
+		path   string
+		want   int
+	}{
+		{srv, "main", http.MethodPost, "/mutate", http.StatusOK},
+		{srv, "main", http.MethodGet, "/healthz", http.StatusOK},
+		{srv, "main", http.MethodGet, "/readyz", http.StatusOK},
+		{srv, "main", http.MethodGet, "/metrics", http.StatusNotFound},
+		{srv, "main", http.MethodPost, "/explain", http.StatusNotFound},
+		{ops, "ops", http.MethodGet, "/metrics", http.StatusOK},
+		{ops, "ops", http.MethodPost, "/explain", http.StatusOK},
+		{ops, "ops", http.MethodGet, "/healthz", http.StatusOK},
+		{ops, "ops", http.MethodGet, "/readyz", http.StatusOK},
+		{ops, "ops", http.MethodPost, "/mutate", http.StatusNotFound},
+	}
+	for _, tt := range tests {
+		rec := do(tt.h, tt.method, tt.path, "application/json", review)
+		if rec.Code != tt.want {
+			t.Errorf("%s %s %s: %d, want %d", tt.name, tt.method, tt.path, rec.Code, tt.want)
+		}
+	}
+	if newTestServer(t, testConfig()).OpsHandler() != nil {
+		t.Error("operations handler without MetricsListen")
+	}
+}

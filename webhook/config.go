@@ -97,6 +97,10 @@ type SidecarConfig struct {
 type Config struct {
 	// Listen is the HTTPS listen address.
 	Listen string `json:"listen"`
+	// MetricsListen, when set, is a plain-HTTP address serving /metrics,
+	// /explain, /healthz and /readyz; the HTTPS listener then serves only
+	// /mutate, /healthz and /readyz. Empty keeps everything on Listen.
+	MetricsListen string `json:"metricsListen"`
 	// TLSCertFile and TLSKeyFile are the serving certificate and key (PEM);
 	// they are re-read when they change on disk.
 	TLSCertFile string `json:"tlsCertFile"`
@@ -237,6 +241,13 @@ func (c *Config) Validate(checkFiles bool) error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			errs = append(errs, fmt.Errorf("metricsListen %q: %w", c.MetricsListen, err))
+		} else if c.MetricsListen == c.Listen {
+			errs = append(errs, fmt.Errorf("metricsListen %q: must differ from listen", c.MetricsListen))
+		}
 	}
 	if c.TLSCertFile == "" || c.TLSKeyFile == "" {
 		errs = append(errs, errors.New("tls-cert-file and tls-key-file are required (the webhook serves HTTPS only)"))

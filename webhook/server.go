@@ -53,7 +53,8 @@ type Options struct {
 }
 
 // Server is the webhook's HTTP handler: /mutate, /explain, /healthz,
-// /readyz and /metrics. TLS is the caller's (see CertReloader and Run).
+// /readyz and /metrics; with cfg.MetricsListen set, /metrics and /explain
+// move to OpsHandler. TLS is the caller's (see CertReloader and Run).
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
@@ -62,6 +63,7 @@ type Server struct {
 	ns       NameserverSource
 	nsModes  NamespaceModeSource
 	mux      *http.ServeMux
+	opsMux   *http.ServeMux // nil unless cfg.MetricsListen is set
 	budget   *byteBudget
 	// mutateDuration is Duration's /mutate child, resolved once.
 	mutateDuration prometheus.Observer
@@ -97,31 +99,56 @@ func NewServer(cfg Config, opts Options) *Server {
 	}, func() float64 { return float64(s.budget.inUse()) }))
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/mutate", s.serveMutate)
-	s.mux.HandleFunc("/explain", s.serveExplain)
 	s.mux.HandleFunc("/healthz", s.serveHealthz)
 	s.mux.HandleFunc("/readyz", s.serveReadyz)
-	s.mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+	// With a separate operations listener, the port tenants can reach
+	// serves admission and probes only, so a NetworkPolicy can open it to
+	// everyone and the metrics port to the monitoring namespaces alone.
+	ops := s.mux
+	if cfg.MetricsListen != "" {
+		s.opsMux = http.NewServeMux()
+		s.opsMux.HandleFunc("/healthz", s.serveHealthz)
+		s.opsMux.HandleFunc("/readyz", s.serveReadyz)
+		ops = s.opsMux
+	}
+	ops.HandleFunc("/explain", s.serveExplain)
+	ops.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
 	return s
 }
 
 // Metrics returns the server's metrics (for wiring the certificate reloader).
 func (s *Server) Metrics() *Metrics { return s.metrics }
 
+// OpsHandler serves /metrics, /explain, /healthz and /readyz for the
+// separate plain-HTTP listener (cfg.MetricsListen); nil when that is not
+// configured and the main handler serves them.
+func (s *Server) OpsHandler() http.Handler {
+	if s.opsMux == nil {
+		return nil
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer s.recoverHandler(w, r)
+		s.opsMux.ServeHTTP(w, r)
+	})
+}
+
 // ServeHTTP recovers from panics in any handler so one bad request never
 // takes the process down; /mutate handles its own panics to still answer
 // with an AdmissionReview.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	defer func() {
-		if p := recover(); p != nil {
-			if p == http.ErrAbortHandler {
-				panic(p)
-			}
-			s.metrics.Panics.Inc()
-			s.log.Error("panic in handler", "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
-			s.httpError(w, http.StatusInternalServerError, "internal error")
-		}
-	}()
+	defer s.recoverHandler(w, r)
 	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) recoverHandler(w http.ResponseWriter, r *http.Request) {
+	if p := recover(); p != nil {
+		if p == http.ErrAbortHandler {
+			panic(p)
+		}
+		s.metrics.Panics.Inc()
+		s.log.Error("panic in handler", "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+		s.httpError(w, http.StatusInternalServerError, "internal error")
+	}
 }
 
 func (s *Server) httpError(w http.ResponseWriter, code int, format string, args ...any) {

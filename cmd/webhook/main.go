@@ -52,6 +52,7 @@ dnsguard's mutating admission webhook. Serves HTTPS only:
   POST /mutate   AdmissionReview admission.k8s.io/v1 (Pod CREATE is patched)
   POST /explain  a Pod (JSON; ?namespace=NS): mode, reason, patch, resolv.conf
   GET  /healthz /readyz /metrics
+  (with --metrics-listen, /metrics and /explain move there, plain HTTP)
 
 Pod annotation dnsguard.io/mode=off|dnsconfig|sidecar chooses the mode; else
 the Namespace annotation dnsguard.io/default-mode; else --default-mode.
@@ -63,6 +64,7 @@ shown in brackets; flags given on the command line win over the file):
 	}
 	configFile := fs.String("config", "", "YAML configuration file (strict: unknown keys are errors)")
 	listen := fs.String("listen", def.Listen, "HTTPS listen address [listen]")
+	metricsListen := fs.String("metrics-listen", def.MetricsListen, "plain-HTTP address for /metrics, /explain, /healthz and /readyz (e.g. :8080); the HTTPS listener then serves only /mutate, /healthz and /readyz. Empty: everything on --listen [metricsListen]")
 	certFile := fs.String("tls-cert-file", "", "serving certificate (PEM), reloaded when it changes on disk [tlsCertFile]")
 	keyFile := fs.String("tls-key-file", "", "serving key (PEM), reloaded when it changes on disk [tlsKeyFile]")
 	nameservers := fs.String("nameservers", "", "cluster DNS IPs written into pods, comma separated, at most 3; empty: discover the ClusterIP of --dns-service [nameservers]")
@@ -97,6 +99,8 @@ shown in brackets; flags given on the command line win over the file):
 		switch f.Name {
 		case "listen":
 			cfg.Listen = *listen
+		case "metrics-listen":
+			cfg.MetricsListen = *metricsListen
 		case "tls-cert-file":
 			cfg.TLSCertFile = *certFile
 		case "tls-key-file":
@@ -269,6 +273,18 @@ func run(args []string) error {
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	if ops := srv.OpsHandler(); ops != nil {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics listen %s: %w", cfg.MetricsListen, err)
+		}
+		log.Info("metrics serving (HTTP)", "metricsListen", mln.Addr().String())
+		go func() {
+			if err := webhook.ServePlain(ctx, webhook.NewOpsServer(ops, log), mln, 5*time.Second); err != nil {
+				log.Error("metrics listener stopped", "err", err)
+			}
+		}()
 	}
 	log.Info("webhook serving", "listen", ln.Addr().String(), "nameservers", cfg.Nameservers, "dnsService", cfg.DNSService,
 		"clusterDomain", cfg.ClusterDomain, "defaultMode", cfg.DefaultMode, "sidecarImage", cfg.Sidecar.Image, "sidecarFallback", cfg.Sidecar.Fallback)
