@@ -64,6 +64,17 @@ func (b *byteBudget) acquire(n int64) bool {
 	return true
 }
 
+// fits reports whether n bytes could be charged now, without charging.
+func (b *byteBudget) fits(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	limit := b.total
+	if n > b.small {
+		limit -= b.reserve
+	}
+	return b.used+n <= limit
+}
+
 // release gives back n bytes charged before.
 func (b *byteBudget) release(n int64) {
 	if n <= 0 {

@@ -178,6 +178,13 @@ func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, i
 		s.httpError(w, http.StatusRequestEntityTooLarge, "body of %d bytes exceeds the limit of %d bytes", r.ContentLength, limit)
 		return nil, 0, false
 	}
+	// A declared size that cannot fit now is shed before a byte is read:
+	// reading (and decrypting) a body only to refuse it would spend the CPU
+	// that ordinary reviews and probes need.
+	if r.ContentLength > firstBodyChunk && !s.budget.fits((r.ContentLength+1+firstBodyChunk)*bodyCostFactor) {
+		s.shed(w)
+		return nil, 0, false
+	}
 	// A body that trickles in holds its connection and its budget; bound
 	// the whole read, whatever the server-wide timeouts are.
 	if t := s.cfg.BodyReadTimeout.Duration; t > 0 {
@@ -191,11 +198,7 @@ func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, i
 		case errors.As(err, &tooBig):
 			s.httpError(w, http.StatusRequestEntityTooLarge, "body exceeds the limit of %d bytes", limit)
 		case errors.Is(err, errOverBudget):
-			s.metrics.Shed.Inc()
-			// The API server retries a 429 after Retry-After (and otherwise
-			// applies the webhook's failurePolicy).
-			w.Header().Set("Retry-After", "1")
-			s.httpError(w, http.StatusTooManyRequests, "too many request bytes in flight (budget %d bytes); retry later", s.budget.total)
+			s.shed(w)
 		default:
 			s.httpError(w, http.StatusBadRequest, "reading body: %v", err)
 		}
@@ -214,6 +217,16 @@ func (s *Server) maxBody() int64 {
 		return DefaultMaxRequestBytes
 	}
 	return s.cfg.MaxRequestBytes
+}
+
+// shed answers 429: the API server retries after Retry-After (and
+// otherwise applies the webhook's failurePolicy). The connection is closed
+// so the server does not read the rest of the body to reuse it.
+func (s *Server) shed(w http.ResponseWriter) {
+	s.metrics.Shed.Inc()
+	w.Header().Set("Retry-After", "1")
+	w.Header().Set("Connection", "close")
+	s.httpError(w, http.StatusTooManyRequests, "too many request bytes in flight (budget %d bytes); retry later", s.budget.total)
 }
 
 var errOverBudget = errors.New("request byte budget exhausted")
