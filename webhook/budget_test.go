@@ -222,3 +222,37 @@ func TestMetricsListenerSplit(t *testing.T) {
 		t.Error("operations handler without MetricsListen")
 	}
 }
+
+// TestBodyReadTimeout: a client that stops sending its body is cut off
+// after bodyReadTimeout with 408, and its charge is given back.
+func TestBodyReadTimeout(t *testing.T) {
+	cfg := testConfig()
+	cfg.BodyReadTimeout = Duration{200 * time.Millisecond}
+	srv := newTestServer(t, cfg)
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req, err := http.NewRequest(http.MethodPost, ts.URL+"/mutate", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = 100 << 10
+	req.Header.Set("Content-Type", "application/json")
+	go func() { _, _ = pw.Write(bytes.Repeat([]byte(" "), 40<<10)) }()
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("stalled body: %d, want 408", resp.StatusCode)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("cut off after %s", el)
+	}
+	if n := srv.budget.inUse(); n != 0 {
+		t.Fatalf("%d bytes still charged", n)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"time"
@@ -199,6 +200,9 @@ func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, i
 			s.httpError(w, http.StatusRequestEntityTooLarge, "body exceeds the limit of %d bytes", limit)
 		case errors.Is(err, errOverBudget):
 			s.shed(w)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			w.Header().Set("Connection", "close")
+			s.httpError(w, http.StatusRequestTimeout, "body not received within %s", s.cfg.BodyReadTimeout.Duration)
 		default:
 			s.httpError(w, http.StatusBadRequest, "reading body: %v", err)
 		}
