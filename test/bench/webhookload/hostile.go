@@ -37,6 +37,7 @@ func runHostile(args []string) error {
 	bigBytes := fs.Int("big-bytes", 3<<20-4096, "size of each large review")
 	stalled := fs.Int("stalled", 128, "connections that send headers and 4 KiB of a large body, then stall")
 	dur := fs.Duration("duration", 10*time.Second, "length of the attack")
+	healthURL := fs.String("healthz-url", "", "URL probed during the attack (default: --url + /healthz; e.g. the plain-HTTP metrics listener)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -137,6 +138,10 @@ func runHostile(args []string) error {
 		}()
 	}
 
+	hurl := *healthURL
+	if hurl == "" {
+		hurl = *base + "/healthz"
+	}
 	// Ordinary reviews and /healthz, on their own clients (an API server
 	// and a kubelet do not share the attacker's connections).
 	var normalSent, normalOK, healthSent, healthFail atomic.Int64
@@ -173,7 +178,7 @@ func runHostile(args []string) error {
 		hclient.Timeout = time.Second
 		for ctx.Err() == nil {
 			t0 := time.Now()
-			resp, err := hclient.Get(*base + "/healthz")
+			resp, err := hclient.Get(hurl)
 			el := time.Since(t0)
 			if ctx.Err() != nil && err != nil {
 				return
