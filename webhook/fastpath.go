@@ -467,7 +467,8 @@ func appendPatch(b []byte, ops []jsonpatch.Operation) ([]byte, error) {
 
 // appendReview encodes the AdmissionReview answer, the same document
 // encoding/json makes of admissionv1.AdmissionReview{Response: resp} for the
-// fields the webhook sets (uid, allowed, patch, patchType, warnings).
+// fields the webhook sets (uid, allowed, patch, patchType, warnings); the
+// caller uses encoding/json when resp has any other field set.
 func appendReview(b []byte, resp *admissionv1.AdmissionResponse) []byte {
 	b = append(b, `{"kind":"AdmissionReview","apiVersion":"`+admissionV1+`","response":{"uid":`...)
 	b = appendJSONString(b, string(resp.UID))

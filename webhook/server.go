@@ -20,6 +20,7 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	sigsjson "sigs.k8s.io/json"
 )
 
@@ -321,6 +322,14 @@ func (s *Server) serveMutate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := s.admit(r.Context(), review.Request.admissionRequest())
+	if resp.Result != nil || len(resp.AuditAnnotations) > 0 {
+		// Fields the hand encoder does not write: the generic encoder.
+		writeJSON(w, admissionv1.AdmissionReview{
+			TypeMeta: metav1.TypeMeta{APIVersion: admissionV1, Kind: "AdmissionReview"},
+			Response: resp,
+		})
+		return
+	}
 	out := appendReview(make([]byte, 0, 256+len(resp.Patch)*4/3), resp)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
