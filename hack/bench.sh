@@ -18,7 +18,9 @@
 #
 # Webhook part: test/bench/webhookload drives bin/webhook and its own floor
 # handler over HTTPS (dev certificates from bin/certs) at concurrency 1, 8,
-# 32 and 128, over HTTP/1.1 and HTTP/2, then at a fixed 500 reviews/s.
+# 32 and 128, over HTTP/1.1 and HTTP/2, then in open loop at half the
+# floor's best closed-loop rate, then with a 200 KiB pod; last the webhook
+# alone against hostile clients (webhookload hostile: peak RSS, /healthz).
 #
 # Environment: BENCH_DURATION (seconds per server and workload, default 12),
 # BENCH_WEBHOOK_DURATION (per concurrency step, default 4s), BENCH_NICE
@@ -27,7 +29,8 @@
 # the few minutes of the run; 0 to turn off), BENCH_OUT
 # (default docs/benchmarks.md), BENCH_SERVERS (default "unbound dnsmasq coredns
 # dnsguard dnsguard-fresh"), BENCH_SKIP_WEBHOOK=1 / BENCH_SKIP_RESOLVER=1,
-# BENCH_TCP_SECONDS (the TCP-upstream TIME-WAIT run, default 30; 0 skips it).
+# BENCH_TCP_SECONDS (the TCP-upstream TIME-WAIT run, default 30; 0 skips it),
+# BENCH_HOSTILE_DURATION (default 15s).
 #
 # dnsguard-fresh is the resolver with --udp-socket-reuse=1 (a fresh socket
 # on a random port for every upstream query) instead of its default pool
@@ -326,8 +329,21 @@ wait_https() { # url: until it answers 200 (10 s at most)
   done
   return 1
 }
-bench_webhook() { # name port cmd...
-  local name=$1 port=$2 proto
+LARGE=test/bench/webhookload/testdata/large-pod-review.json
+HOSTILE_TSV=$WORK/hostile.tsv
+: >"$HOSTILE_TSV"
+# load NAME PROTO PID PORT OUT ARGS...: one webhookload load run.
+load() {
+  local name=$1 proto=$2 pid=$3 port=$4 out=$5
+  shift 5
+  on_client "$WORK/webhookload" load --url="https://127.0.0.1:$port/mutate" \
+    --ca="$WORK/certs/ca.crt" --label="$name" --proto="$proto" --pid="$pid" --duration="$WH_DUR" "$@" >"$out"
+}
+# bench_webhook NAME PORT cmd...: closed loop with the 6 KiB and the 200
+# KiB pod over HTTP/1.1 and HTTP/2, then (for the floor only once its rates
+# are known, see RATE_h1/RATE_h2) the open loop.
+bench_webhook() {
+  local name=$1 port=$2 proto rate
   shift 2
   note_cmd "taskset -c $SERVER_CPU $*"
   start_bg "$name" "$@"
@@ -341,23 +357,54 @@ bench_webhook() { # name port cmd...
   fi
   for proto in h1 h2; do
     log "$name over $proto"
-    if ! on_client "$WORK/webhookload" load --url="https://127.0.0.1:$port/mutate" \
-      --ca="$WORK/certs/ca.crt" --review="$REVIEW" --label="$name" --proto="$proto" --pid="$pid" \
-      --duration="$WH_DUR" --concurrency=1,8,32,128 --rate=500 --rate-duration=10s \
-      >"$WORK/$name.$proto.tsv"; then
+    if ! load "$name" "$proto" "$pid" "$port" "$WORK/$name.$proto.tsv" --review="$REVIEW" --concurrency=1,8,32,128 --rate=0; then
       log "$name over $proto: load generator failed"
       failures=$((failures + 1))
       continue
     fi
     tail -n +2 "$WORK/$name.$proto.tsv" >>"$WEBHOOK_TSV"
+    if [ "$name" = floor ]; then
+      # Half the floor's best closed-loop rate: the open-loop rate of both.
+      rate=$(awk -F'\t' 'NR > 1 && $3 ~ /^c=/ && $6 > m {m = $6} END {printf "%d\n", m / 2}' "$WORK/$name.$proto.tsv")
+      [ "${rate:-0}" -ge 1 ] || rate=100
+      eval "RATE_$proto=$rate"
+    fi
+    rate=$(eval echo "\${RATE_$proto:-0}")
+    log "$name over $proto: open loop at $rate reviews/s"
+    if load "$name" "$proto" "$pid" "$port" "$WORK/$name.$proto.open.tsv" --review="$REVIEW" --concurrency= --rate="$rate" --rate-duration=10s; then
+      tail -n +2 "$WORK/$name.$proto.open.tsv" >>"$WEBHOOK_TSV"
+    else
+      failures=$((failures + 1))
+    fi
+    log "$name over $proto: 200 KiB pod"
+    if load "$name-large" "$proto" "$pid" "$port" "$WORK/$name.$proto.large.tsv" --review="$LARGE" --concurrency=1,8,32 --rate=0; then
+      tail -n +2 "$WORK/$name.$proto.large.tsv" >>"$WEBHOOK_TSV"
+    else
+      failures=$((failures + 1))
+    fi
   done
+  if [ "$name" = webhook ]; then
+    # Hostile clients last: they may leave the process with a larger heap.
+    log "$name: hostile clients (64 x 3 MiB reviews + 128 stalled connections, ${BENCH_HOSTILE_DURATION:-15s})"
+    if on_client "$WORK/webhookload" hostile --url="https://127.0.0.1:$port" --ca="$WORK/certs/ca.crt" \
+      --review="$REVIEW" --label="$name" --pid="$pid" --big=64 --stalled=128 \
+      --duration="${BENCH_HOSTILE_DURATION:-15s}" >"$WORK/$name.hostile.tsv"; then
+      if [ -s "$HOSTILE_TSV" ]; then tail -n +2 "$WORK/$name.hostile.tsv" >>"$HOSTILE_TSV"; else cat "$WORK/$name.hostile.tsv" >"$HOSTILE_TSV"; fi
+    else
+      log "$name: hostile run failed"
+      failures=$((failures + 1))
+    fi
+  fi
   stop_pid "$pid"
 }
 if [ "${BENCH_SKIP_WEBHOOK:-}" != 1 ]; then
   [ -x "$BIN/certs" ] || { log "bin/certs missing (make bench builds it)"; exit 1; }
   "$BIN/certs" dev --out-dir="$WORK/certs" --hosts=127.0.0.1,localhost >/dev/null
   note_cmd "bin/certs dev --out-dir=CERTS --hosts=127.0.0.1,localhost"
-  note_cmd "taskset -c $CLIENT_CPU test/bench/webhookload load --url=https://127.0.0.1:PORT/mutate --ca=CERTS/ca.crt --review=$REVIEW --proto=h1|h2 --pid=SERVER_PID --duration=$WH_DUR --concurrency=1,8,32,128 --rate=500 --rate-duration=10s"
+  note_cmd "taskset -c $CLIENT_CPU test/bench/webhookload load --url=https://127.0.0.1:PORT/mutate --ca=CERTS/ca.crt --review=$REVIEW --proto=h1|h2 --pid=SERVER_PID --duration=$WH_DUR --concurrency=1,8,32,128 --rate=0"
+  note_cmd "taskset -c $CLIENT_CPU test/bench/webhookload load ... --concurrency= --rate=HALF_OF_FLOOR_BEST --rate-duration=10s   # open loop, floor and webhook at the same rate"
+  note_cmd "taskset -c $CLIENT_CPU test/bench/webhookload load ... --review=$LARGE --concurrency=1,8,32 --rate=0"
+  note_cmd "taskset -c $CLIENT_CPU test/bench/webhookload hostile --url=https://127.0.0.1:PORT --ca=CERTS/ca.crt --review=$REVIEW --pid=SERVER_PID --big=64 --stalled=128 --duration=${BENCH_HOSTILE_DURATION:-15s}"
   bench_webhook floor 19443 "$WORK/webhookload" floor --listen=127.0.0.1:19443 \
     --tls-cert-file="$WORK/certs/tls.crt" --tls-key-file="$WORK/certs/tls.key"
   if [ -x "$BIN/webhook" ]; then
@@ -392,7 +439,7 @@ log "writing $OUT"
 # Paths of this run's scratch directory and checkout mean nothing to a reader.
 sed -i -e "s|$WORK|WORK|g" -e "s|$ROOT/||g" "$COMMANDS"
 "$WORK/benchreport" --meta="$WORK/meta.env" --resolver="$SERVERS_TSV" --webhook="$WEBHOOK_TSV" --tcp="$WORK/tcp.tsv" \
-  --commands="$COMMANDS" >"$WORK/benchmarks.md"
+  --commands="$COMMANDS" $([ -s "$HOSTILE_TSV" ] && echo "--hostile=$HOSTILE_TSV") >"$WORK/benchmarks.md"
 mkdir -p "$(dirname "$OUT")"
 cp "$WORK/benchmarks.md" "$OUT"
 sed -n '/^## Targets/,/^## /p' "$OUT" | sed '$d' >&2

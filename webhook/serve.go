@@ -15,9 +15,11 @@ func NewHTTPServer(h http.Handler, certs *CertReloader, log *slog.Logger) *http.
 		log = slog.Default()
 	}
 	hs := &http.Server{
-		Handler:           h,
-		TLSConfig:         certs.TLSConfig(),
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler:   h,
+		TLSConfig: certs.TLSConfig(),
+		// Stalled clients: 5 s for the TLS handshake and the headers, then
+		// the handler bounds the body (Config.BodyReadTimeout).
+		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,

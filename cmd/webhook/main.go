@@ -67,6 +67,7 @@ dnsguard's mutating admission webhook. Serves HTTPS only:
   POST /mutate   AdmissionReview admission.k8s.io/v1 (Pod CREATE is patched)
   POST /explain  a Pod (JSON; ?namespace=NS): mode, reason, patch, resolv.conf
   GET  /healthz /readyz /metrics
+  (with --metrics-listen, /metrics and /explain move there, plain HTTP)
 
 Pod annotation dnsguard.io/mode=off|dnsconfig|sidecar chooses the mode; else
 the Namespace annotation dnsguard.io/default-mode; else --default-mode.
@@ -78,6 +79,7 @@ shown in brackets; flags given on the command line win over the file):
 	}
 	configFile := fs.String("config", "", "YAML configuration file (strict: unknown keys are errors)")
 	listen := fs.String("listen", def.Listen, "HTTPS listen address [listen]")
+	metricsListen := fs.String("metrics-listen", def.MetricsListen, "plain-HTTP address for /metrics, /explain, /healthz and /readyz (e.g. :8080); the HTTPS listener then serves only /mutate, /healthz and /readyz. Empty: everything on --listen [metricsListen]")
 	certFile := fs.String("tls-cert-file", "", "serving certificate (PEM), reloaded when it changes on disk [tlsCertFile]")
 	keyFile := fs.String("tls-key-file", "", "serving key (PEM), reloaded when it changes on disk [tlsKeyFile]")
 	nameservers := fs.String("nameservers", "", "cluster DNS IPs written into pods, comma separated, at most 3; empty: discover the ClusterIP of --dns-service [nameservers]")
@@ -90,6 +92,8 @@ shown in brackets; flags given on the command line win over the file):
 	fallback := fs.Bool("sidecar-fallback", def.Sidecar.Fallback, "sidecar mode: keep the cluster DNS as second nameserver after 127.0.0.1, so pods resolve if the sidecar dies; musl (Alpine) queries all nameservers at once, so this doubles the queries musl pods send to the cluster DNS [sidecar.fallback]")
 	logLevel := fs.String("log-level", def.LogLevel, "debug, info, warn or error [logLevel]")
 	maxBytes := fs.Int64("max-request-bytes", def.MaxRequestBytes, "largest request body accepted; larger gets 413 [maxRequestBytes]")
+	budget := fs.Int64("request-budget-bytes", def.RequestBudgetBytes, "bytes all request bodies being read or handled may pin at once, charged at 3x their size; over it a request gets 429 with Retry-After (the API server retries). A quarter is kept for bodies up to 64 KiB, so ordinary pods are served while big ones are shed. The default keeps the process under 128 MiB with no memory limit set; at least 4x --max-request-bytes [requestBudgetBytes]")
+	bodyTimeout := fs.Duration("body-read-timeout", def.BodyReadTimeout.Duration, "longest time to read one request body (slow clients are cut off) [bodyReadTimeout]")
 	recheck := fs.Duration("recheck-interval", def.RecheckInterval.Duration, "how often the DNS Service is looked up again [recheckInterval]")
 	nodeLocal := fs.String("node-local-address", "", "IP of the node-local cache (e.g. 169.254.20.10): dnsconfig pods get it as first nameserver with the cluster DNS as fallback, sidecars as first upstream; empty: off [nodeLocal.enabled, nodeLocal.address]")
 	nsDefaults := fs.Bool("namespace-defaults", def.NamespaceDefaults, "read the dnsguard.io/default-mode Namespace annotation through an informer when the API server is reachable [namespaceDefaults]")
@@ -121,6 +125,8 @@ shown in brackets; flags given on the command line win over the file):
 		switch f.Name {
 		case "listen":
 			cfg.Listen = *listen
+		case "metrics-listen":
+			cfg.MetricsListen = *metricsListen
 		case "tls-cert-file":
 			cfg.TLSCertFile = *certFile
 		case "tls-key-file":
@@ -149,6 +155,10 @@ shown in brackets; flags given on the command line win over the file):
 			cfg.LogLevel = *logLevel
 		case "max-request-bytes":
 			cfg.MaxRequestBytes = *maxBytes
+		case "request-budget-bytes":
+			cfg.RequestBudgetBytes = *budget
+		case "body-read-timeout":
+			cfg.BodyReadTimeout.Duration = *bodyTimeout
 		case "recheck-interval":
 			cfg.RecheckInterval.Duration = *recheck
 		case "namespace-defaults":
@@ -302,6 +312,18 @@ func run(args []string) error {
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	if ops := srv.OpsHandler(); ops != nil {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics listen %s: %w", cfg.MetricsListen, err)
+		}
+		log.Info("metrics serving (HTTP)", "metricsListen", mln.Addr().String())
+		go func() {
+			if err := webhook.ServePlain(ctx, webhook.NewOpsServer(ops, log), mln, 5*time.Second); err != nil {
+				log.Error("metrics listener stopped", "err", err)
+			}
+		}()
 	}
 	log.Info("webhook serving", "listen", ln.Addr().String(), "nameservers", cfg.Nameservers, "dnsService", cfg.DNSService,
 		"clusterDomain", cfg.ClusterDomain, "defaultMode", cfg.DefaultMode, "sidecarImage", cfg.Sidecar.Image, "sidecarFallback", cfg.Sidecar.Fallback)

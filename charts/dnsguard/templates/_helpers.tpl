@@ -149,6 +149,10 @@ The webhook configuration file (config.yaml in the ConfigMap).
 */}}
 {{- define "dnsguard.config" -}}
 listen: ":{{ .Values.containerPort }}"
+metricsListen: ":{{ .Values.metricsPort }}"
+{{- with .Values.requestBudgetBytes }}
+requestBudgetBytes: {{ int64 . }}
+{{- end }}
 tlsCertFile: /etc/dnsguard/tls/tls.crt
 tlsKeyFile: /etc/dnsguard/tls/tls.key
 logLevel: {{ .Values.logLevel | quote }}
