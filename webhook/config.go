@@ -85,11 +85,17 @@ type SidecarConfig struct {
 	Fallback bool `json:"fallback"`
 	// Resources of the sidecar; small requests by default.
 	Resources corev1.ResourceRequirements `json:"resources"`
-	// RunAsUser is the non-root UID of the sidecar.
+	// RunAsUser is the non-root UID (and GID) of the sidecar. 0 leaves both
+	// to the platform (OpenShift's SCC assigns them from the namespace's
+	// range and rejects others); runAsNonRoot stays true either way.
 	RunAsUser int64 `json:"runAsUser"`
 	// ExtraArgs are appended to the resolver's command line (cache size,
 	// timeouts, --serve-stale ...).
 	ExtraArgs []string `json:"extraArgs,omitempty"`
+	// ImagePullSecrets are Secret names (in the pod's namespace) added to
+	// the spec.imagePullSecrets of pods that get the sidecar, unless the pod
+	// already lists them, so a private resolver image can be pulled.
+	ImagePullSecrets []string `json:"imagePullSecrets,omitempty"`
 }
 
 // Config is the webhook's whole configuration: command-line flags and the
@@ -299,8 +305,11 @@ func (c *Config) Validate(checkFiles bool) error {
 	default:
 		errs = append(errs, fmt.Errorf("sidecar imagePullPolicy %q: want Always, IfNotPresent or Never", c.Sidecar.ImagePullPolicy))
 	}
-	if c.Sidecar.RunAsUser <= 0 {
-		errs = append(errs, fmt.Errorf("sidecar runAsUser %d: must be a non-root UID", c.Sidecar.RunAsUser))
+	if c.Sidecar.RunAsUser < 0 {
+		errs = append(errs, fmt.Errorf("sidecar runAsUser %d: must be a non-root UID, or 0 to leave it to the platform", c.Sidecar.RunAsUser))
+	}
+	if err := validatePullSecrets(c.Sidecar.ImagePullSecrets); err != nil {
+		errs = append(errs, err)
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "warning", "error":

@@ -89,6 +89,7 @@ shown in brackets; flags given on the command line win over the file):
 	mode := fs.String("default-mode", def.DefaultMode, "mode when neither pod nor namespace choose: dnsconfig, sidecar or off [defaultMode]")
 	dnsOptions := fs.String("dns-options", "", "resolv.conf options for patched pods, comma separated name[:value], in order (default ndots:5,timeout:2,attempts:3,single-request-reopen) [dnsOptions]")
 	image := fs.String("sidecar-image", def.Sidecar.Image, "resolver sidecar image (binary at /resolver) [sidecar.image]")
+	pullSecrets := fs.String("sidecar-image-pull-secrets", "", "Secret names, comma separated, added to spec.imagePullSecrets of pods that get the sidecar (unless already listed), for a resolver image in a private registry [sidecar.imagePullSecrets]")
 	fallback := fs.Bool("sidecar-fallback", def.Sidecar.Fallback, "sidecar mode: keep the cluster DNS as second nameserver after 127.0.0.1, so pods resolve if the sidecar dies; musl (Alpine) queries all nameservers at once, so this doubles the queries musl pods send to the cluster DNS [sidecar.fallback]")
 	logLevel := fs.String("log-level", def.LogLevel, "debug, info, warn or error [logLevel]")
 	maxBytes := fs.Int64("max-request-bytes", def.MaxRequestBytes, "largest request body accepted; larger gets 413 [maxRequestBytes]")
@@ -149,6 +150,8 @@ shown in brackets; flags given on the command line win over the file):
 			cfg.DNSOptions = opts
 		case "sidecar-image":
 			cfg.Sidecar.Image = *image
+		case "sidecar-image-pull-secrets":
+			cfg.Sidecar.ImagePullSecrets = splitList(*pullSecrets)
 		case "sidecar-fallback":
 			cfg.Sidecar.Fallback = *fallback
 		case "log-level":
