@@ -73,14 +73,9 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	server := "https://127.0.0.1:" + apiPort
-	kit := filepath.Join(dir, "e2ekit")
-	if out, err := exec.Command("go", "build", "-o", kit, "../e2e/e2ekit").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build e2ekit: %v\n%s", err, out)
-		return 1
-	}
 	pki := filepath.Join(dir, "pki")
-	if out, err := exec.Command(kit, "pki", "--dir="+pki, "--server="+server).CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "pki: %v\n%s", err, out)
+	if err := writePKI(pki); err != nil {
+		fmt.Fprintf(os.Stderr, "pki: %v\n", err)
 		return 1
 	}
 	stopEtcd, err := start(dir, "etcd", etcd, "--name=quota", "--data-dir="+filepath.Join(dir, "etcd"),
