@@ -299,14 +299,14 @@ func wantRejected(t *testing.T, pod *corev1.Pod, subs ...string) {
 	t.Helper()
 	_, err := create(pod)
 	if err == nil {
-		t.Fatalf("pod %s with the old sidecar resources was admitted; the scenario no longer shows the defect", pod.Name)
+		t.Fatalf("pod %s was admitted; the scenario no longer shows the rejection it is about", pod.Name)
 	}
 	if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
 		t.Fatalf("pod %s: want Forbidden from quota/LimitRange, got %v", pod.Name, err)
 	}
 	for _, s := range subs {
 		if strings.Contains(err.Error(), s) {
-			t.Logf("old defaults rejected as expected: %v", err)
+			t.Logf("rejected as expected: %v", err)
 			return
 		}
 	}
@@ -375,13 +375,15 @@ func TestGuaranteedPodStaysGuaranteed(t *testing.T) {
 	if got.Status.QOSClass != corev1.PodQOSGuaranteed {
 		t.Fatalf("patched pod has QoS %q, want Guaranteed; sidecar resources %+v", got.Status.QOSClass, got.Spec.InitContainers[0].Resources)
 	}
-	// Before: the sidecar made the pod Burstable (here even rejected, as
-	// it has no cpu limit under the quota); without quota it is Burstable.
+	// Before: the webhook copied its configured resources onto the sidecar
+	// whatever the pod's QoS, which made the pod Burstable (under the quota
+	// it was even rejected, having no cpu limit). Rebuild that pod: the
+	// patched one with the pre-fix sidecar resources.
 	namespace(t, "guaranteed-noquota", nil, nil, nil)
-	old := oldDefaults()
 	o := app("old-defaults")
 	o.Namespace = "guaranteed-noquota"
-	p, _ = patched(t, webhookServer(t, &old, nil), o)
+	p, _ = patched(t, webhookServer(t, nil, nil), o)
+	p.Spec.InitContainers[0].Resources = oldDefaults()
 	got, err = create(p)
 	if err != nil {
 		t.Fatal(err)
