@@ -159,16 +159,20 @@ func renderOptionsLine(opts []corev1.PodDNSConfigOption) string {
 	return "options " + strings.Join(parts, " ") + "\n"
 }
 
-// RenderResolvConf renders c as the kubelet writes resolv.conf.
+// RenderResolvConf renders c exactly as the container runtime writes the
+// pod's resolv.conf from the kubelet's DNS config: search line, then one
+// nameserver line each, then options (containerd's CRI plugin and CRI-O
+// both use this order; the e2e suite compares it byte for byte with the file
+// in a running container).
 func RenderResolvConf(c *corev1.PodDNSConfig) string {
 	if c == nil {
 		return ""
 	}
 	var b strings.Builder
+	b.WriteString(renderSearchLine(c.Searches))
 	for _, ns := range c.Nameservers {
 		b.WriteString("nameserver " + ns + "\n")
 	}
-	b.WriteString(renderSearchLine(c.Searches))
 	b.WriteString(renderOptionsLine(c.Options))
 	return b.String()
 }

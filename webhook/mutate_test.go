@@ -472,9 +472,9 @@ func TestEffectiveResolvConf(t *testing.T) {
 		pod  *corev1.Pod
 		want string
 	}{
-		{"ClusterFirst", pod(), unknownNodeSearches + "nameserver 10.96.0.10\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"},
+		{"ClusterFirst", pod(), unknownNodeSearches + "search shop.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"},
 		{"ClusterFirst with own dnsConfig", pod(dnsCfg(corev1.PodDNSConfig{Searches: []string{"a.example"}, Options: []corev1.PodDNSConfigOption{{Name: "ndots", Value: &two}, {Name: "edns0"}}})),
-			unknownNodeSearches + "nameserver 10.96.0.10\nsearch shop.svc.cluster.local svc.cluster.local cluster.local a.example\noptions ndots:2 edns0\n"},
+			unknownNodeSearches + "search shop.svc.cluster.local svc.cluster.local cluster.local a.example\nnameserver 10.96.0.10\noptions ndots:2 edns0\n"},
 		{"None", pod(policy(corev1.DNSNone), dnsCfg(corev1.PodDNSConfig{Nameservers: []string{"192.0.2.1"}})), "nameserver 192.0.2.1\n"},
 		{"Default", pod(policy(corev1.DNSDefault)), "# the node's /etc/resolv.conf (dnsPolicy Default)\n"},
 		{"hostNetwork ClusterFirst", pod(hostNet), "# the node's /etc/resolv.conf (dnsPolicy ClusterFirst, hostNetwork)\n"},
@@ -494,7 +494,7 @@ func TestEffectiveResolvConf(t *testing.T) {
 	if err := cfg.Validate(false); err != nil {
 		t.Fatal(err)
 	}
-	want := "nameserver 169.254.20.10\nsearch shop.svc.cluster.local svc.cluster.local cluster.local ec2.internal corp.example.com a.example\noptions ndots:5\n"
+	want := "search shop.svc.cluster.local svc.cluster.local cluster.local ec2.internal corp.example.com a.example\nnameserver 169.254.20.10\noptions ndots:5\n"
 	if got := EffectiveResolvConf(pod(dnsCfg(corev1.PodDNSConfig{Searches: []string{"a.example", "EC2.internal."}})), "shop", ns, &cfg); got != want {
 		t.Errorf("with extraSearchDomains and nodeLocal.existing: got\n%s\nwant\n%s", got, want)
 	}

@@ -30,7 +30,7 @@ func TestNodeLocalDNSConfigPutsNodeCacheFirst(t *testing.T) {
 		t.Fatalf("nameservers %v, want %v (node cache first, cluster DNS fallback)", d.DNSConfig.Nameservers, want)
 	}
 	rc := RenderResolvConf(d.DNSConfig)
-	if !strings.HasPrefix(rc, "nameserver 169.254.20.10\nnameserver 10.96.0.10\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:2 attempts:3 single-request-reopen\n") {
+	if !strings.HasPrefix(rc, "search shop.svc.cluster.local svc.cluster.local cluster.local\nnameserver 169.254.20.10\nnameserver 10.96.0.10\noptions ndots:5 timeout:2 attempts:3 single-request-reopen\n") {
 		t.Fatalf("resolv.conf:\n%s", rc)
 	}
 }

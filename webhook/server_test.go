@@ -257,7 +257,7 @@ func TestExplain(t *testing.T) {
 	if out.Mode != ModeSidecar || out.Namespace != "team-a" || len(out.Patch) == 0 || len(out.Warnings) != 0 {
 		t.Fatalf("%+v", out)
 	}
-	wantConf := "nameserver 127.0.0.1\nnameserver 10.96.0.10\nsearch team-a.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:2 attempts:3 single-request-reopen\n"
+	wantConf := "search team-a.svc.cluster.local svc.cluster.local cluster.local\nnameserver 127.0.0.1\nnameserver 10.96.0.10\noptions ndots:5 timeout:2 attempts:3 single-request-reopen\n"
 	if out.ResolvConf != wantConf {
 		t.Errorf("resolvConf\n%s\nwant\n%s", out.ResolvConf, wantConf)
 	}
@@ -272,7 +272,7 @@ func TestExplain(t *testing.T) {
 	off := []byte(`{"metadata":{"namespace":"x","annotations":{"dnsguard.io/mode":"off"}},"spec":{"containers":[{"name":"app"}]}}`)
 	out = explain(t, srv, "", off)
 	if out.Mode != ModeOff || out.Skip != SkipModeOff || len(out.Patch) != 0 ||
-		out.ResolvConf != unknownNodeSearches+"nameserver 10.96.0.10\nsearch x.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n" ||
+		out.ResolvConf != unknownNodeSearches+"search x.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n" ||
 		out.Before != out.ResolvConf {
 		t.Errorf("%+v", out)
 	}
