@@ -137,9 +137,16 @@ func NewController(client kubernetes.Interface, cfg ControllerConfig) (*Controll
 	return &Controller{client: client, cfg: cfg, hosts: hosts, bundleSeen: map[string]time.Time{}}, nil
 }
 
-// renewAt is when a certificate is due for renewal.
-func (c *Controller) renewAt(cert *x509.Certificate) time.Time {
+// renewAt is when a certificate is due for renewal: at RenewFraction of its
+// lifetime, or of the configured lifetime when that is shorter, so that an
+// operator who lowers the validity (helm upgrade) gets certificates of the
+// new lifetime at once rather than after the old one's renewal point, the
+// way cert-manager re-issues when a Certificate's duration changes.
+func (c *Controller) renewAt(cert *x509.Certificate, configured time.Duration) time.Time {
 	life := cert.NotAfter.Sub(cert.NotBefore)
+	if configured > 0 && configured < life {
+		life = configured
+	}
 	return cert.NotBefore.Add(time.Duration(float64(life) * c.cfg.RenewFraction))
 }
 
@@ -171,7 +178,7 @@ func (c *Controller) Reconcile(ctx context.Context) (*ReconcileResult, error) {
 	if prev != nil && now.Before(prev.NotAfter) {
 		bundle = append(bundle, encodeCert(prev.Raw)...)
 	}
-	next := c.renewAt(ca.Cert)
+	next := c.renewAt(ca.Cert, c.cfg.CAValidity)
 	if prev != nil && prev.NotAfter.Before(next) && now.Before(prev.NotAfter) {
 		next = prev.NotAfter // drop it from the bundle then
 	}
@@ -211,7 +218,7 @@ func (c *Controller) Reconcile(ctx context.Context) (*ReconcileResult, error) {
 		return nil, err
 	}
 	res.LeafIssued, res.Leaf = issued, leaf
-	next = earliest(next, c.renewAt(leaf))
+	next = earliest(next, c.renewAt(leaf, c.cfg.Validity))
 	res.Next = next
 	if m := c.cfg.Metrics; m != nil {
 		m.CAExpiry.Set(float64(ca.Cert.NotAfter.Unix()))
@@ -279,7 +286,7 @@ func (c *Controller) ensureCA(ctx context.Context, now time.Time) (ca *CA, prev 
 	switch {
 	case loadErr != nil:
 		reason = "CA unusable: " + loadErr.Error()
-	case !now.Before(c.renewAt(ca.Cert)):
+	case !now.Before(c.renewAt(ca.Cert, c.cfg.CAValidity)):
 		reason = "CA past its renewal point"
 	default:
 		return ca, prev, false, nil
@@ -320,7 +327,7 @@ func (c *Controller) adoptBootstrapCA(ctx context.Context, now time.Time) (*CA, 
 		return nil, false
 	}
 	ca, err := loadStoredCA(s.Data)
-	if err != nil || !now.Before(c.renewAt(ca.Cert)) {
+	if err != nil || !now.Before(c.renewAt(ca.Cert, c.cfg.CAValidity)) {
 		return nil, false
 	}
 	return ca, true
@@ -388,10 +395,10 @@ func (c *Controller) ensureServing(ctx context.Context, now time.Time, ca *CA, b
 		if trusted {
 			reason = "serving certificate not signed by the current CA"
 		}
-	case !now.Before(c.renewAt(leaf)):
+	case !now.Before(c.renewAt(leaf, c.cfg.Validity)):
 		reason = "serving certificate past its renewal point"
 	}
-	if reason == "" && leaf.CheckSignatureFrom(ca.Cert) != nil && !now.Before(c.renewAt(leaf)) {
+	if reason == "" && leaf.CheckSignatureFrom(ca.Cert) != nil && !now.Before(c.renewAt(leaf, c.cfg.Validity)) {
 		// Due, but the new CA is not trusted yet: the old leaf has a third
 		// of its life left; wait for propagation.
 		log.Info("serving certificate due; waiting for caBundle propagation first")

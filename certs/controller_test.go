@@ -126,7 +126,7 @@ func TestControllerClockForward(t *testing.T) {
 		if o.leaf.CheckSignatureFrom(res.CA) != nil {
 			waitsObserved++
 		}
-		if !now.Before(c.renewAt(o.leaf)) {
+		if !now.Before(c.renewAt(o.leaf, c.cfg.Validity)) {
 			t.Fatalf("step %d: leaf past its renewal point after reconcile", step)
 		}
 		leaves[o.leaf.SerialNumber.String()] = true
@@ -246,5 +246,43 @@ func TestNewControllerRejects(t *testing.T) {
 		if _, err := NewController(client, cfg); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// TestControllerShorterValidityTakesEffect: certificates issued under a long
+// validity are replaced at once when the configuration asks for a shorter
+// one (helm upgrade --set certificates.validity=...), not only at the old
+// certificate's renewal point a year later.
+func TestControllerShorterValidityTakesEffect(t *testing.T) {
+	c, client, now := newTestController(t)
+	ctx := context.Background()
+	c.cfg.Validity, c.cfg.CAValidity = 8760*time.Hour, 87600*time.Hour
+	if _, err := c.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	long := observe(t, client).leaf
+	// The operator shortens both; an hour passes (far from the old
+	// certificates' 2/3 points, past the new ones').
+	c.cfg.Validity, c.cfg.CAValidity = 30*time.Second, 75*time.Second
+	*now = now.Add(time.Hour)
+	res, err := c.Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.CARotated {
+		t.Errorf("CA not rotated after caValidity was shortened: %+v", res)
+	}
+	// A leaf of the new CA waits for the bundle to propagate; after that
+	// the new leaf has the new lifetime.
+	*now = now.Add(3 * time.Second)
+	if _, err := c.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	leaf := observe(t, client).leaf
+	if leaf.SerialNumber.Cmp(long.SerialNumber) == 0 {
+		t.Fatalf("serving certificate not replaced after validity was shortened")
+	}
+	if life := leaf.NotAfter.Sub(leaf.NotBefore); life > time.Minute {
+		t.Errorf("new serving certificate lives %s, want about 30s", life)
 	}
 }
