@@ -484,4 +484,3 @@ func (c *Controller) Run(ctx context.Context) {
 		}
 	}
 }
-
