@@ -31,7 +31,7 @@ run: build
 	./hack/run.sh
 
 ## test: lint, unit/golden/fuzz-seed tests, curl tests, chart checks, e2e, race lab
-test: deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab
+test: deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test quota-test e2e race-lab
 	@echo "make test: all suites passed"
 
 ## deps: Debian packages the tests need (skipped when present)

@@ -7,6 +7,8 @@
 # KUBE_APISERVER and ETCD default to bin/ (hack/build-tools.sh puts them there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# From the tool cache (built once per machine; linked into bin/).
+[ -n "${KUBE_APISERVER:-}" ] || ./hack/build-tools.sh etcd kube-apiserver
 export KUBE_APISERVER=${KUBE_APISERVER:-$PWD/bin/kube-apiserver} ETCD=${ETCD:-$PWD/bin/etcd}
 for b in "$KUBE_APISERVER" "$ETCD"; do
   [ -x "$b" ] || { echo "quota-test: $b missing (hack/build-tools.sh builds it)" >&2; exit 1; }
