@@ -47,6 +47,21 @@ func c4WebhookDown(ctx context.Context, t *testing.T) {
 		}
 	}
 	scaleWebhook(ctx, t, 2)
+	// Ready replicas are reached through the Service once kube-proxy has
+	// programmed their endpoints; until then the API server's calls still
+	// fail and failurePolicy Ignore admits pods unpatched. Wait for the
+	// first patched (dry-run) answer, then expect every pod patched.
+	start := time.Now()
+	err := poll(ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
+		p, err := e2e.client.CoreV1().Pods(nsEnabled).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "probe-"}, Spec: clientSpec(glibcImage),
+		}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err == nil && patched(p), nil
+	})
+	if err != nil {
+		t.Fatalf("no patched admission 60s after the webhook came back")
+	}
+	t.Logf("first patched admission %.1fs after the replicas were Ready", time.Since(start).Seconds())
 	pods = deployment(ctx, t, nsEnabled, "after-up", 1, nil, clientSpec(glibcImage, "echo"))
 	if !patched(&pods[0]) {
 		t.Errorf("pod %s not patched after the webhook came back", pods[0].Name)
