@@ -156,15 +156,22 @@ func (s *Server) healthyUpstreams() (healthy, total int) {
 }
 
 // waitUpstream probes the readiness group (the cluster upstreams in node
-// mode) with ". NS" until one answers, then marks the server ready: a node
-// cache that cannot reach the cluster DNS must not look ready. Probes back
-// off to 2 s and stop when the server shuts down.
+// mode) with "<cluster domain> SOA" until one answers, then marks the server
+// ready: a node cache that cannot reach the cluster DNS must not look ready.
+// The cluster DNS answers its own zone's SOA itself; ". NS" would depend on
+// the cluster DNS's upstreams, which refuse it in an air-gapped cluster (seen
+// on the e2e node: the cache never became ready). Probes back off to 2 s and
+// stop when the server shuts down.
 func (s *Server) waitUpstream(f *Forwarder) {
 	defer s.bg.Done()
+	zone, ok := wireZone(s.cfg.ClusterDomain)
+	if !ok {
+		zone = []byte{0}
+	}
 	wait := 100 * time.Millisecond
 	for !s.closing.Load() {
 		ctx, cancel := context.WithTimeout(context.Background(), f.budget)
-		_, err := f.Exchange(ctx, []byte{0}, typeNS, classIN, false, false)
+		_, err := f.Exchange(ctx, zone, typeSOA, classIN, false, false)
 		cancel()
 		if err == nil {
 			s.ready.Store(true)

@@ -82,7 +82,7 @@ func TestNodeModeRoutesZonesAndUsesTCPForCluster(t *testing.T) {
 			t.Errorf("cluster upstream got %s over %s, want tcp", q.name, q.proto)
 		}
 	}
-	// The readiness probe (". NS") also goes to the cluster group.
+	// The readiness probe ("cluster.local. SOA") also goes to the cluster group.
 	got := strings.Join(names, " ")
 	for _, want := range []string{"kubernetes.default.svc.cluster.local.", "1.0.96.10.in-addr.arpa.", "x.ip6.arpa."} {
 		if !strings.Contains(got, want) {
@@ -237,5 +237,31 @@ func TestReusePortHandover(t *testing.T) {
 	}
 	if _, err := net.Dial("udp", addr); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestNodeModeReadyWhenClusterDNSRefusesTheRoot: an air-gapped cluster DNS
+// refuses ". NS" (its own upstream refuses it) but answers its zone's SOA;
+// the node cache must turn ready (it never did on the e2e node).
+func TestNodeModeReadyWhenClusterDNSRefusesTheRoot(t *testing.T) {
+	def := newFakeUpstream(t, zoneAnswer(t, 60, nil))
+	cluster := newFakeUpstream(t, func(s seen, req *dns.Msg) *dns.Msg {
+		m := new(dns.Msg).SetReply(req)
+		q := req.Question[0]
+		if q.Qtype == dns.TypeSOA && strings.EqualFold(q.Name, "cluster.local.") {
+			m.Authoritative = true
+			m.Answer = append(m.Answer, rr(t, "cluster.local. 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 30"))
+			return m
+		}
+		m.Rcode = dns.RcodeRefused
+		return m
+	})
+	s := startServer(t, nodeConfig(def.addr, cluster.addr))
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.ready.Load() {
+		if time.Now().After(deadline) {
+			t.Fatalf("node cache not ready 10s after start although the cluster DNS answers its SOA")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
