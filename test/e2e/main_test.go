@@ -48,6 +48,7 @@ var scenarioTitles = []struct{ id, title string }{
 	{"c5", "certificate renewal by helm upgrade during pod creation: no failed admission, no unpatched pod"},
 	{"c6", "node-local cache: DaemonSet, 169.254.20.10 answers, pods use it first, 0 failed lookups across its rolling update"},
 	{"c7", "helm upgrade keeps pods patched; helm uninstall leaves nothing the README does not mention"},
+	{"r1", "race lab on the node: emulated insert_failed on kube-proxy's DNAT to CoreDNS, glibc/musl pods in each mode (docs/race-lab-cluster.md)"},
 }
 
 func TestMain(m *testing.M) {
