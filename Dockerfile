@@ -1,8 +1,10 @@
 # syntax=docker/dockerfile:1
 #
 # Images for dnsguard: static Go binaries on an empty base, run as non-root.
-# No container engine runs in this repository's CI; the file is for users and
-# release pipelines. Two targets:
+# No container engine runs in this repository's CI: there `make images` builds
+# the same two images from bin/ with hack/imagebuild (same files, user,
+# entrypoint, port and labels, as image tarballs); with a working docker or
+# podman it uses this file. Two targets:
 #
 #   docker build --target webhook  -t dnsguard/webhook:0.1.0  .   # /webhook and /certs
 #   docker build --target resolver -t dnsguard/resolver:0.1.0 .   # /resolver (sidecar)
@@ -30,6 +32,12 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
     go build -ldflags='-s -w' -o /out/ ./cmd/webhook ./cmd/resolver ./cmd/certs
 
 FROM ${BASE} AS resolver
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.version=${VERSION} \
+      org.opencontainers.image.source=https://github.com/dnsguard/dnsguard \
+      org.opencontainers.image.revision=${REVISION} \
+      org.opencontainers.image.title="dnsguard resolver"
 COPY --from=build /out/resolver /resolver
 # 65532: the conventional "nonroot" UID; matches the chart's runAsUser and the
 # webhook's sidecar runAsUser. Port 53 is bound through the pod sysctl
@@ -38,6 +46,12 @@ USER 65532:65532
 ENTRYPOINT ["/resolver"]
 
 FROM ${BASE} AS webhook
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.version=${VERSION} \
+      org.opencontainers.image.source=https://github.com/dnsguard/dnsguard \
+      org.opencontainers.image.revision=${REVISION} \
+      org.opencontainers.image.title="dnsguard webhook"
 COPY --from=build /out/webhook /webhook
 COPY --from=build /out/certs /certs
 USER 65532:65532

@@ -10,12 +10,10 @@ BIN     := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 export GOFLAGS ?= -mod=mod
 
-HELM_VERSION     := v3.22.0
-K8S_MINOR        := 37
 LDFLAGS_STATIC   := -s -w
 CMDS             := webhook resolver certs
 
-.PHONY: all build run test deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab bench soak fuzz clean tools helm images
+.PHONY: all build run test deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab bench soak fuzz clean tools helm images test-images
 
 all: build
 
@@ -47,6 +45,7 @@ lint:
 ## unit: Go unit, golden and fuzz-seed tests
 unit:
 	$(GO) test -count=1 ./...
+	cd hack/imagebuild && GOFLAGS= $(GO) test -count=1 ./...
 
 ## curl-test: the real webhook binary over HTTPS, driven by curl and checked with jq
 curl-test: build
@@ -68,9 +67,13 @@ nodelocal-test: build
 chart-test: $(BIN)/helm
 	./hack/chart-test.sh
 
-## e2e: real kube-apiserver + etcd + kube-controller-manager on loopback
-e2e: build $(BIN)/helm
+## e2e: a real single-node Kubernetes (kubelet, containerd, kube-proxy, CoreDNS) in a network namespace; the chart installed with helm; scenarios in running pods
+e2e: build
 	./hack/e2e.sh
+
+## tools: build the cluster's tools (Kubernetes v1.37.2, etcd, containerd v2, CoreDNS, helm) into the tool cache
+tools:
+	./hack/build-tools.sh
 
 ## race-lab: reproduce the conntrack A/AAAA stall with glibc and musl, and its fixes
 race-lab: build
@@ -88,29 +91,22 @@ soak: $(BIN)/resolver
 fuzz:
 	./hack/fuzz.sh
 
-# helm from the Go module proxy, with the ldflags of helm's own Makefile so it
-# does not assume Kubernetes 1.20.
+# helm, like the cluster's tools, is built by hack/build-tools.sh into the
+# tool cache outside the clone (keyed by version and Go version) and linked
+# into bin/.
 $(BIN)/helm:
-	@mkdir -p $(BIN)
-	@echo "building helm $(HELM_VERSION) from the Go module proxy (first time only)..."
-	GOBIN=$(BIN) GOFLAGS= CGO_ENABLED=0 $(GO) install -ldflags "-s -w \
-	  -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
-	  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
-	  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(K8S_MINOR) \
-	  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 \
-	  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(K8S_MINOR)" \
-	  helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	./hack/build-tools.sh helm
 
 ## helm: build ./bin/helm (also made on demand by chart-test and e2e)
 helm: $(BIN)/helm
 
-## images: container images of the webhook (with certs) and the resolver, where a container engine exists
-ENGINE    ?= $(shell command -v docker || command -v podman)
-IMAGE_TAG ?= $(shell sed -n 's/^appVersion: "\(.*\)"/\1/p' charts/dnsguard/Chart.yaml)
-images:
-	@[ -n "$(ENGINE)" ] || { echo "images: no docker or podman on this machine" >&2; exit 1; }
-	$(ENGINE) build --target webhook  -t dnsguard/webhook:$(IMAGE_TAG)  .
-	$(ENGINE) build --target resolver -t dnsguard/resolver:$(IMAGE_TAG) .
+## images: webhook and resolver images as bin/images/*.tar: docker/podman build when an engine works, else hack/imagebuild from bin/ (says which)
+images: build
+	./hack/images.sh product
+
+## test-images: the images above plus the e2e suite's: pause, glibc and musl getaddrinfo clients, CoreDNS (bin/coredns); list in bin/images/images.txt
+test-images: build
+	./hack/images.sh all
 
 clean:
 	rm -rf $(BIN)/webhook $(BIN)/resolver $(BIN)/certs

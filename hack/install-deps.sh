@@ -11,6 +11,8 @@ pkgs=(
   iproute2 iptables nftables conntrack  # race lab topology
   gcc libc6-dev musl-tools     # glibc and musl clients
   procps psmisc                # ps/pkill for cleanup
+  runc containernetworking-plugins  # the e2e node: containerd's runtime and the CNI bridge
+  busybox-static util-linux    # e2e test image (helm test pod); nsenter
 )
 missing=()
 for p in "${pkgs[@]}"; do

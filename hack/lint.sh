@@ -43,4 +43,8 @@ echo "lint: staticcheck $STATICCHECK_VERSION"
 # their Go code is checked too (no file in the module is excluded by these
 # tags; the "tools" tag only pins commands for go.mod).
 "$BIN/staticcheck" -tags e2e,root,chart,faults ./...
+# hack/imagebuild is a module of its own (go-containerregistry stays out of
+# the product's go.mod), so ./... above does not reach it.
+echo "lint: hack/imagebuild (go vet, staticcheck)"
+(cd hack/imagebuild && GOFLAGS= go vet ./... && GOFLAGS= "$BIN/staticcheck" ./...)
 echo "lint: gofmt, go vet and staticcheck clean"

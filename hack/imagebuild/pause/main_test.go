@@ -1,0 +1,106 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func buildPause(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "pause")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	return bin
+}
+
+// TestTermExitsZero: the kubelet stops a sandbox with SIGTERM; pause must
+// exit 0 promptly, not wait for SIGKILL.
+func TestTermExitsZero(t *testing.T) {
+	bin := buildPause(t)
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		cmd := exec.Command(bin)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond) // let it install its handlers
+		// A SIGCHLD without a child must not end it.
+		_ = cmd.Process.Signal(syscall.SIGCHLD)
+		time.Sleep(50 * time.Millisecond)
+		if err := cmd.Process.Signal(sig); err != nil {
+			t.Fatalf("%v: pause already gone: %v", sig, err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("%v: exit %v, want 0", sig, err)
+			}
+		case <-time.After(3 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+			t.Errorf("%v: still running after 3s", sig)
+		}
+	}
+}
+
+// children lists the PIDs /proc says pid is the parent of (zombies
+// included).
+func children(t *testing.T, pid int) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(pid) + "/children")
+	if err != nil {
+		t.Skipf("no /proc children list: %v", err)
+	}
+	return strings.Fields(string(b))
+}
+
+// TestReapsOrphans runs pause as PID 1 of a new PID namespace, orphans a
+// process into it and checks pause first adopts, then reaps it (a zombie
+// would stay in its children list).
+func TestReapsOrphans(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a PID namespace")
+	}
+	if _, err := exec.LookPath("nsenter"); err != nil {
+		t.Skip("no nsenter")
+	}
+	bin := buildPause(t)
+	cmd := exec.Command(bin)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	time.Sleep(200 * time.Millisecond)
+	pid := cmd.Process.Pid
+	// sh exits at once; its background sleep is orphaned into the namespace.
+	orphan := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-p", "--", "/bin/sh", "-c", "sleep 0.5 & exit 0")
+	if b, err := orphan.CombinedOutput(); err != nil {
+		t.Fatalf("nsenter: %v: %s", err, b)
+	}
+	adopted := false
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		n := len(children(t, pid))
+		if n > 0 {
+			adopted = true
+		} else if adopted {
+			return // adopted, exited and reaped
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("adopted=%v; children after 5s: %v (a zombie left unreaped)", adopted, children(t, pid))
+}

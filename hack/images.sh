@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Container images as tarballs in bin/images/, with or without a container
+# engine. Thin glue around hack/imagebuild (the engine-less builder).
+#
+#   hack/images.sh          product images: webhook (with /certs), resolver   (make images)
+#   hack/images.sh all      plus the e2e suite's images: pause, the glibc and   (make test-images)
+#                           musl getaddrinfo clients, CoreDNS (if bin/coredns)
+#
+# Product images come from `docker build`/`podman build` of the Dockerfile
+# when an engine really works (`docker info`/`podman info` succeed), else
+# from the static binaries in bin/ through hack/imagebuild; the script says
+# which. Test images always come from hack/imagebuild: they carry this
+# machine's glibc. Every image is written as bin/images/NAME.tar (loadable
+# by `ctr -n k8s.io images import`, `docker load`, `podman load`; pushable
+# with `crane push`), and bin/images/images.txt lists "REFERENCE FILE" per
+# line for the harness.
+#
+# Environment: IMAGE_TAG (default: the chart's appVersion), IMAGE_REPO
+# (dnsguard), ENGINE (auto|docker|podman|imagebuild), IMAGES_DIR
+# (bin/images), COREDNS_BIN (bin/coredns), COREDNS_IMAGE
+# (registry.k8s.io/coredns/coredns:v1.15.0), PAUSE_IMAGE
+# (registry.k8s.io/pause:3.10.1), SOURCE_DATE_EPOCH (default: the last
+# commit's time, so rebuilding a commit gives identical digests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=${BIN:-$ROOT/bin}
+WHAT=${1:-product}
+case $WHAT in product|all) ;; *) echo "usage: $0 [product|all]" >&2; exit 2 ;; esac
+
+OUT=${IMAGES_DIR:-$BIN/images}
+TAG=${IMAGE_TAG:-$(sed -n 's/^appVersion: "\(.*\)"/\1/p' charts/dnsguard/Chart.yaml)}
+REPO=${IMAGE_REPO:-dnsguard}
+ENGINE=${ENGINE:-auto}
+COREDNS_BIN=${COREDNS_BIN:-$BIN/coredns}
+COREDNS_IMAGE=${COREDNS_IMAGE:-registry.k8s.io/coredns/coredns:v1.15.0}
+PAUSE_IMAGE=${PAUSE_IMAGE:-registry.k8s.io/pause:3.10.1}
+SOURCE=https://github.com/dnsguard/dnsguard
+PLATFORM=linux/$(go env GOARCH)
+[ -n "$TAG" ] || { echo "images: no IMAGE_TAG and no appVersion in charts/dnsguard/Chart.yaml" >&2; exit 1; }
+if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || echo 0)
+fi
+export SOURCE_DATE_EPOCH
+REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+
+log() { echo "images: $*"; }
+mkdir -p "$OUT"
+LIST=$OUT/images.txt
+: >"$LIST.tmp"
+
+if [ "$ENGINE" = auto ]; then
+  ENGINE=imagebuild
+  for e in docker podman; do
+    if command -v "$e" >/dev/null && "$e" info >/dev/null 2>&1; then ENGINE=$e; break; fi
+  done
+fi
+case $ENGINE in docker|podman|imagebuild) ;; *) echo "images: ENGINE=$ENGINE: want auto, docker, podman or imagebuild" >&2; exit 2 ;; esac
+
+# The builder and pause are small Go programs of their own module; go build's
+# cache makes this a no-op when nothing changed.
+log "building bin/imagebuild and bin/pause (hack/imagebuild)"
+(cd hack/imagebuild && GOFLAGS= CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$BIN/imagebuild" . \
+  && GOFLAGS= CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$BIN/pause" ./pause)
+
+labels=(--label "org.opencontainers.image.version=$TAG" --label "org.opencontainers.image.source=$SOURCE"
+  --label "org.opencontainers.image.revision=$REVISION")
+
+# ib FILE REF ARGS...: one image through hack/imagebuild, listed in images.txt.
+ib() {
+  local file=$OUT/$1.tar ref=$2
+  shift 2
+  "$BIN/imagebuild" --name "$ref" --out "$file" --platform "$PLATFORM" "$@"
+  echo "$ref $file" >>"$LIST.tmp"
+}
+
+# ---- product images: the Dockerfile's targets ------------------------------
+if [ "$ENGINE" = imagebuild ]; then
+  log "no working container engine (docker info / podman info fail or are missing): building the Dockerfile's targets with hack/imagebuild from bin/"
+  for b in webhook certs resolver; do
+    [ -x "$BIN/$b" ] || { echo "images: missing $BIN/$b (run make build)" >&2; exit 1; }
+  done
+  ib webhook "$REPO/webhook:$TAG" --file "$BIN/webhook:/webhook" --file "$BIN/certs:/certs" \
+    --entrypoint /webhook --user 65532:65532 --port 8443/tcp "${labels[@]}" \
+    --label "org.opencontainers.image.title=dnsguard webhook"
+  ib resolver "$REPO/resolver:$TAG" --file "$BIN/resolver:/resolver" \
+    --entrypoint /resolver --user 65532:65532 "${labels[@]}" \
+    --label "org.opencontainers.image.title=dnsguard resolver"
+else
+  log "building the Dockerfile's targets with $ENGINE"
+  for target in webhook resolver; do
+    "$ENGINE" build --target "$target" --build-arg "VERSION=$TAG" --build-arg "REVISION=$REVISION" \
+      -t "$REPO/$target:$TAG" .
+    "$ENGINE" save -o "$OUT/$target.tar" "$REPO/$target:$TAG"
+    echo "$REPO/$target:$TAG $OUT/$target.tar" >>"$LIST.tmp"
+  done
+fi
+
+# ---- e2e images ----------------------------------------------------------
+if [ "$WHAT" = all ]; then
+  log "building the e2e images with hack/imagebuild (pause, glibc and musl clients, CoreDNS)"
+  for t in gcc musl-gcc ldd getent; do
+    command -v "$t" >/dev/null || { echo "images: missing $t (run make deps)" >&2; exit 1; }
+  done
+  WORK=$(mktemp -d)
+  trap 'rm -rf "$WORK"' EXIT
+
+  # containerd's default sandbox image; the real one runs as 65535 too.
+  ib pause "$PAUSE_IMAGE" --file "$BIN/pause:/pause" --entrypoint /pause --user 65535:65535 \
+    --label "org.opencontainers.image.title=pause (dnsguard e2e)"
+
+  # The race lab's getaddrinfo client, built the same two ways. The pods
+  # idle in /pause; the harness runs /gailoop (and /getent) with kubectl exec.
+  gcc -O2 -Wall -Wextra -Werror -o "$WORK/gailoop-glibc" test/racelab/gailoop.c
+  musl-gcc -O2 -Wall -Wextra -Werror -static -o "$WORK/gailoop-musl" test/racelab/gailoop.c
+  printf 'hosts: files dns\n' >"$WORK/nsswitch.conf"
+  ib test-client-glibc "$REPO/test-client-glibc:$TAG" --with-libs \
+    --file "$WORK/gailoop-glibc:/gailoop" --file "$(command -v getent):/getent" \
+    --file "$WORK/nsswitch.conf:/etc/nsswitch.conf:0644" --file "$BIN/pause:/pause" \
+    --entrypoint /pause --user 65532:65532 "${labels[@]}" \
+    --label "org.opencontainers.image.title=getaddrinfo client, glibc $(ldd --version | head -1 | awk '{print $NF}') (dnsguard e2e)"
+  ib test-client-musl "$REPO/test-client-musl:$TAG" \
+    --file "$WORK/gailoop-musl:/gailoop" --file "$BIN/pause:/pause" \
+    --entrypoint /pause --user 65532:65532 "${labels[@]}" \
+    --label "org.opencontainers.image.title=getaddrinfo client, musl static (dnsguard e2e)"
+
+  if [ -x "$COREDNS_BIN" ]; then
+    # Runs as root: binding :53 as non-root needs a file capability
+    # (setcap in CoreDNS's own Dockerfile), which these layers do not carry.
+    ib coredns "$COREDNS_IMAGE" --file "$COREDNS_BIN:/coredns" --entrypoint /coredns --user 0:0 \
+      --port 53/udp --port 53/tcp \
+      --label "org.opencontainers.image.title=CoreDNS (dnsguard e2e)"
+  else
+    log "no $COREDNS_BIN (hack/build-tools.sh builds it): CoreDNS image skipped"
+  fi
+fi
+
+mv "$LIST.tmp" "$LIST"
+log "wrote $LIST:"
+sed 's/^/  /' "$LIST"
