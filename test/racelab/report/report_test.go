@@ -167,3 +167,37 @@ func TestSVGIsWellFormed(t *testing.T) {
 		t.Error("log axis does not span 0.1 ms … 10 s")
 	}
 }
+
+func TestClusterMarkdown(t *testing.T) {
+	dir := t.TempDir()
+	put := func(name, s string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	put("resolv.sidecar", "nameserver 127.0.0.1\nnameserver 10.96.0.10\n")
+	o := options{lab: "cluster", n: 5, every: 10, name: "backend", resolvDir: dir, svg: "/x/docs/race-lab-cluster.svg",
+		real:   put("real.txt", "**kube-proxy** DNAT to 10.244.0.3 and 10.244.0.4\n"),
+		rule:   put("rule.nft", "table ip dgracelab {\n}\n"),
+		checks: put("checks.txt", "FAIL: pod spec sidecar\n"), realRaceFired: "no", realRace: "insert_failed 0 → 0"}
+	rows := []Row{row("sidecar", "musl-gai", 5, 0.3, 2, 1)}
+	checks := checkRow(rows[0], 5)
+	md := renderClusterMarkdown(o, rows, renderTable(rows), checks)
+	for _, want := range []string{
+		"- **kube-proxy** DNAT to 10.244.0.3 and 10.244.0.4\n", // what was real, from the harness
+		"table ip dgracelab {",                                 // the rule as loaded
+		"nameserver 127.0.0.1\nnameserver 10.96.0.10",          // kubelet's resolv.conf
+		"](race-lab-cluster.svg)",                              // the plot next to the page
+		"- FAIL: pod spec sidecar",                             // harness checks, failures included
+		"Real race fired: **no**",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("cluster markdown lacks %q", want)
+		}
+	}
+	if err := run(options{rows: put("rows.tsv", ""), n: 1, lab: "k8s"}); err == nil || !strings.Contains(err.Error(), "--lab") {
+		t.Errorf("run with --lab=k8s: %v, want an error naming --lab", err)
+	}
+}
