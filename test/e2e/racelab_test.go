@@ -505,8 +505,8 @@ func (l *raceLab) probe(ctx context.Context, t *testing.T) {
 	}
 	after := conntrackStats(t)
 	l.check(t, done == 2*l.probeN, "real-race probe completed %d of %d lookups", done, 2*l.probeN)
-	l.realRace = append(l.realRace, fmt.Sprintf("conntrack statistics of the node namespace over %d lookups (%d glibc + %d musl in one process each, ClusterFirst, no emulation): insert_failed %d → %d, clash_resolve %d → %d, drop %d → %d; lookups over 1 s: %d",
-		done, l.probeN, l.probeN, before["insert_failed"], after["insert_failed"], before["clash_resolve"], after["clash_resolve"], before["drop"], after["drop"], slow))
+	l.realRace = append(l.realRace, fmt.Sprintf("conntrack statistics of the node namespace over %d lookups (%d glibc + %d musl in one process each, ClusterFirst, no emulation): insert_failed %d → %d, clashres (clash_resolve) %d → %d, drop %d → %d; lookups over 1 s: %d",
+		done, l.probeN, l.probeN, before["insert_failed"], after["insert_failed"], before["clashres"], after["clashres"], before["drop"], after["drop"], slow))
 	l.realRaceFired = "no"
 	if after["insert_failed"] > before["insert_failed"] || slow > 0 {
 		l.realRaceFired = "yes"
