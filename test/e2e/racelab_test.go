@@ -77,6 +77,7 @@ type raceLab struct {
 	real             []string
 	realRace         []string
 	realRaceFired    string
+	ruleListing      string
 	podChecked       map[string]bool
 	spreadChecked    bool
 	start            time.Time
@@ -219,11 +220,7 @@ func raceLabRun(ctx context.Context, t *testing.T) {
 			restore := l.enableNodeCache(ctx, t)
 			defer restore()
 		}
-		for _, c := range raceClients {
-			if slices.Contains(l.clients, c.name) {
-				l.row(ctx, t, m.mode, m.label, m.ns, m.annotation, c.name, c.image, c.fork)
-			}
-		}
+		l.runMode(ctx, t, m.mode, m.label, m.ns, m.annotation)
 		if !l.spreadChecked {
 			// While the first mode's entries are fresh (UDP conntrack
 			// entries live 30 s to 2 min).
@@ -342,30 +339,48 @@ func nft(ctx context.Context, args ...string) error {
 	return nil
 }
 
-// raceRule is the emulated insert_failed (see the report). The chain sits
-// after conntrack (-200) and before kube-proxy's DNAT (-100); it matches the
-// conntrack entry's original destination, the kube-dns ClusterIP, so it sees
-// exactly the flows kube-proxy DNATs to CoreDNS.
-func (l *raceLab) raceRule() string {
+// The emulated insert_failed (see the report): one chain after conntrack
+// (-200) and before kube-proxy's DNAT (-100), and one rule per client pod,
+// added as soon as the pod has its IP (the pod's app waits in an init
+// container meanwhile), each with its own counters and numgen sequence, so
+// the rows of a configuration run side by side and count only their own
+// packets. The rule matches the conntrack entry's original destination, the
+// kube-dns ClusterIP, so it sees exactly the flows kube-proxy DNATs to
+// CoreDNS.
+func raceTableDef() string {
 	return fmt.Sprintf(`table ip %s {
-  counter collisions { }
-  counter drops { }
   chain prerouting {
     type filter hook prerouting priority -150; policy accept;
-    meta l4proto udp ct original ip daddr %s ct original proto-dst 53 ct direction original ct status & (confirmed | seen-reply) == confirmed counter name "collisions" numgen inc mod %d 0 counter name "drops" drop
   }
 }
-`, raceTable, clusterDNSIP, l.every)
+`, raceTable)
 }
 
-// loadRule (re)loads the table: counters and the numgen sequence start at 0.
-func (l *raceLab) loadRule(ctx context.Context, t *testing.T) {
+// podRule is the drop rule for the client pod with address ip; its counters
+// are collisions<i> and drops<i>.
+func (l *raceLab) podRule(ip string, i int) string {
+	return fmt.Sprintf(`add counter ip %[1]s collisions%[2]d
+add counter ip %[1]s drops%[2]d
+add rule ip %[1]s prerouting ct original ip saddr %[3]s meta l4proto udp ct original ip daddr %[4]s ct original proto-dst 53 ct direction original ct status & (confirmed | seen-reply) == confirmed counter name "collisions%[2]d" numgen inc mod %[5]d 0 counter name "drops%[2]d" drop
+`, raceTable, i, ip, clusterDNSIP, l.every)
+}
+
+// nftScript feeds script to nft -f -.
+func nftScript(ctx context.Context, script string) error {
+	cmd := exec.CommandContext(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft -f: %w: %s\n%s", err, out, script)
+	}
+	return nil
+}
+
+// loadTable (re)creates the table without rules.
+func loadTable(ctx context.Context, t *testing.T) {
 	t.Helper()
 	_ = nft(ctx, "delete", "table", "ip", raceTable)
-	cmd := exec.CommandContext(ctx, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(l.raceRule())
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("load nft table %s: %v: %s", raceTable, err, out)
+	if err := nftScript(ctx, raceTableDef()); err != nil {
+		t.Fatalf("load nft table %s: %v", raceTable, err)
 	}
 }
 
@@ -422,36 +437,6 @@ func clientPod(name, image string, annotation string, gailoop ...string) *corev1
 	return p
 }
 
-// runPod creates p, waits (bounded) until it has finished and returns the
-// stored pod as created and the app's log.
-func runPod(ctx context.Context, t *testing.T, ns string, p *corev1.Pod, limit time.Duration) (*corev1.Pod, string, error) {
-	t.Helper()
-	created, err := e2e.client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
-	if err != nil {
-		return nil, "", fmt.Errorf("create pod %s/%s: %w", ns, p.Name, err)
-	}
-	var phase corev1.PodPhase
-	err = poll(ctx, limit, func(ctx context.Context) (bool, error) {
-		cur, err := e2e.client.CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		phase = cur.Status.Phase
-		return phase == corev1.PodSucceeded || phase == corev1.PodFailed, nil
-	})
-	if err != nil {
-		return created, "", fmt.Errorf("pod %s/%s not finished after %s (phase %s): %w%s", ns, p.Name, limit, phase, err, diagnose(ctx, ns))
-	}
-	b, err := e2e.client.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{Container: "app"}).Do(ctx).Raw()
-	if err != nil {
-		return created, "", fmt.Errorf("logs of %s/%s: %w", ns, p.Name, err)
-	}
-	if phase == corev1.PodFailed {
-		return created, string(b), fmt.Errorf("pod %s/%s failed%s", ns, p.Name, diagnose(ctx, ns))
-	}
-	return created, string(b), nil
-}
-
 func deletePod(ns, name string) {
 	_ = e2e.client.CoreV1().Pods(ns).Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: ptr[int64](0)})
 }
@@ -487,21 +472,20 @@ func (l *raceLab) probe(ctx context.Context, t *testing.T) {
 		return
 	}
 	before := conntrackStats(t)
-	secs, limit := l.rowLimit(l.probeN)
+	jobs := []*podJob{{client: "glibc", image: glibcImage, n: l.probeN}, {client: "musl", image: muslImage, n: l.probeN}}
+	l.runJobs(ctx, t, nsRacePlain, "", "rl-probe", jobs, false)
 	done, slow := 0, 0
-	for _, c := range []struct{ name, image string }{{"glibc", glibcImage}, {"musl", muslImage}} {
-		name := "rl-probe-" + c.name
-		_, log, err := runPod(ctx, t, nsRacePlain, clientPod(name, c.image, "", "-n", strconv.Itoa(l.probeN), "-t", strconv.Itoa(secs), raceName), limit)
-		if err != nil {
-			l.fail(t, "real-race probe %s: %v", c.name, err)
+	for _, j := range jobs {
+		if j.err != nil {
+			l.fail(t, "real-race probe %s: %v", j.client, j.err)
 		}
-		for _, line := range lookupLines(log) {
+		for _, line := range j.lines {
 			done++
 			if ms, _ := strconv.ParseFloat(strings.Fields(line)[0], 64); ms > 1000 {
 				slow++
 			}
 		}
-		deletePod(nsRacePlain, name)
+		deletePod(nsRacePlain, j.name)
 	}
 	after := conntrackStats(t)
 	l.check(t, done == 2*l.probeN, "real-race probe completed %d of %d lookups", done, 2*l.probeN)
@@ -513,39 +497,156 @@ func (l *raceLab) probe(ctx context.Context, t *testing.T) {
 	}
 }
 
-// row runs one client pod under a freshly loaded emulation table and
-// appends the row to rows.tsv.
-func (l *raceLab) row(ctx context.Context, t *testing.T, mode, label, ns, annotation, client, image string, fork bool) {
+// holdMS is how long a client pod's init container waits before the app
+// starts: the harness adds the pod's drop rule once the pod has an IP, which
+// kubelet reports as the sandbox comes up, well before that.
+const holdMS = 3000
+
+// podJob is one client pod of a row (or of the probe) and what it measured.
+type podJob struct {
+	client, image string
+	fork          bool
+	n             int
+	name          string
+	created       *corev1.Pod
+	ruled         bool
+	done          bool
+	phase         corev1.PodPhase
+	lines         []string
+	collisions    int
+	drops         int
+	err           error
+}
+
+// runJobs creates the pods of jobs in namespace ns side by side, adds each
+// pod's drop rule (emulate) as soon as it has an IP, and waits (bounded)
+// until all have finished; then it reads their logs and counters.
+func (l *raceLab) runJobs(ctx context.Context, t *testing.T, ns, annotation, prefix string, jobs []*podJob, emulate bool) {
 	t.Helper()
-	name := "rl-" + mode + "-" + client
-	args := []string{"-n", strconv.Itoa(l.n)}
-	secs, limit := l.rowLimit(l.n)
-	args = append(args, "-t", strconv.Itoa(secs))
-	if fork {
-		args = append(args, "-f")
+	maxN := 0
+	for _, j := range jobs {
+		maxN = max(maxN, j.n)
+		secs, _ := l.rowLimit(j.n)
+		args := []string{"-n", strconv.Itoa(j.n), "-t", strconv.Itoa(secs)}
+		if j.fork {
+			args = append(args, "-f")
+		}
+		args = append(args, raceName)
+		p := clientPod(prefix+"-"+j.client, j.image, annotation, args...)
+		hold := p.Spec.Containers[0]
+		hold.Name = "hold"
+		// A numeric address: getaddrinfo answers it without any query.
+		hold.Command = []string{"/gailoop", "-n", "2", "-i", strconv.Itoa(holdMS), "-t", "30", "127.0.0.1"}
+		p.Spec.InitContainers = []corev1.Container{hold}
+		p.Labels = map[string]string{"dnsguard-racelab": prefix}
+		j.name = p.Name
+		created, err := e2e.client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+		if err != nil {
+			j.err = fmt.Errorf("create pod %s/%s: %w", ns, p.Name, err)
+			j.done = true
+			continue
+		}
+		j.created = created
 	}
-	args = append(args, raceName)
-	l.loadRule(ctx, t)
+	_, limit := l.rowLimit(maxN)
+	err := poll(ctx, limit, func(ctx context.Context) (bool, error) {
+		all := true
+		for i, j := range jobs {
+			if j.done {
+				continue
+			}
+			cur, err := e2e.client.CoreV1().Pods(ns).Get(ctx, j.name, metav1.GetOptions{})
+			if err != nil {
+				all = false
+				continue
+			}
+			if emulate && !j.ruled && cur.Status.PodIP != "" {
+				if err := nftScript(ctx, l.podRule(cur.Status.PodIP, i)); err != nil {
+					j.err, j.done = err, true
+					continue
+				}
+				j.ruled = true
+				// The app must not have started before its rule existed.
+				if after, err := e2e.client.CoreV1().Pods(ns).Get(ctx, j.name, metav1.GetOptions{}); err == nil {
+					for _, cs := range after.Status.ContainerStatuses {
+						if cs.Name == "app" && (cs.State.Running != nil || cs.State.Terminated != nil) {
+							j.err = fmt.Errorf("pod %s: the app started before its drop rule was added (hold %d ms too short?)", j.name, holdMS)
+						}
+					}
+				}
+			}
+			j.phase = cur.Status.Phase
+			if j.phase == corev1.PodSucceeded || j.phase == corev1.PodFailed {
+				j.done = true
+				if emulate && !j.ruled && j.err == nil {
+					j.err = fmt.Errorf("pod %s finished before it had an IP in its status", j.name)
+				}
+				continue
+			}
+			all = false
+		}
+		return all, nil
+	})
+	for i, j := range jobs {
+		if j.created == nil {
+			continue
+		}
+		if !j.done && j.err == nil {
+			j.err = fmt.Errorf("pod %s/%s not finished after %s (phase %s): %v%s", ns, j.name, limit, j.phase, err, diagnose(ctx, ns))
+		}
+		b, lerr := e2e.client.CoreV1().Pods(ns).GetLogs(j.name, &corev1.PodLogOptions{Container: "app"}).Do(ctx).Raw()
+		if lerr != nil && j.err == nil {
+			j.err = fmt.Errorf("logs of %s/%s: %w", ns, j.name, lerr)
+		}
+		j.lines = lookupLines(string(b))
+		if j.phase == corev1.PodFailed && j.err == nil {
+			j.err = fmt.Errorf("pod %s/%s failed%s\n%s", ns, j.name, diagnose(ctx, ns), b)
+		}
+		if emulate && j.ruled {
+			j.collisions, j.drops = counter(ctx, t, "collisions"+strconv.Itoa(i)), counter(ctx, t, "drops"+strconv.Itoa(i))
+		}
+	}
+}
+
+// runMode measures one configuration: a fresh table, one pod per client
+// side by side, one row each in rows.tsv.
+func (l *raceLab) runMode(ctx context.Context, t *testing.T, mode, label, ns, annotation string) {
+	t.Helper()
+	var jobs []*podJob
+	for _, c := range raceClients {
+		if slices.Contains(l.clients, c.name) {
+			jobs = append(jobs, &podJob{client: c.name, image: c.image, fork: c.fork, n: l.n})
+		}
+	}
+	loadTable(ctx, t)
 	t0 := time.Now()
-	created, log, err := runPod(ctx, t, ns, clientPod(name, image, annotation, args...), limit)
-	defer deletePod(ns, name)
-	collisions, drops := counter(ctx, t, "collisions"), counter(ctx, t, "drops")
-	if err != nil {
-		l.fail(t, "row %s × %s: %v", label, client, err)
+	l.runJobs(ctx, t, ns, annotation, "rl-"+mode, jobs, true)
+	if l.ruleListing == "" {
+		if out, err := exec.CommandContext(ctx, "nft", "list", "table", "ip", raceTable).CombinedOutput(); err == nil {
+			l.ruleListing = string(out)
+		}
 	}
-	lines := lookupLines(log)
-	t.Logf("row %s × %s: %d lookups in %.1fs, collisions %d, drops %d", label, client, len(lines), time.Since(t0).Seconds(), collisions, drops)
-	file := filepath.Join(l.work, "row."+mode+"."+client+".txt")
-	if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
-		t.Fatal(err)
+	for _, j := range jobs {
+		if j.err != nil {
+			l.fail(t, "row %s × %s: %v", label, j.client, j.err)
+		}
+		t.Logf("row %s × %s: %d lookups, collisions %d, drops %d", label, j.client, len(j.lines), j.collisions, j.drops)
+		file := filepath.Join(l.work, "row."+mode+"."+j.client+".txt")
+		if err := os.WriteFile(file, []byte(strings.Join(j.lines, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(l.rows, "%s\t%s\t%s\t%s\t%d\t%d\n", mode, label, j.client, file, j.collisions, j.drops)
+		if j.created != nil {
+			l.checkPod(t, mode, j.created)
+		}
 	}
-	fmt.Fprintf(l.rows, "%s\t%s\t%s\t%s\t%d\t%d\n", mode, label, client, file, collisions, drops)
-	if created != nil {
-		l.checkPod(t, mode, created)
+	if len(jobs) > 0 && jobs[0].created != nil {
+		l.captureResolv(t, mode, ns, jobs[0].name)
 	}
-	if _, err := os.Stat(filepath.Join(l.work, "resolv."+mode)); err != nil {
-		l.captureResolv(t, mode, ns, name)
+	for _, j := range jobs {
+		deletePod(ns, j.name)
 	}
+	t.Logf("configuration %s: %d rows side by side in %.1fs", label, len(jobs), time.Since(t0).Seconds())
 }
 
 // checkPod: the stored pod carries what the mode promises.
@@ -723,7 +824,11 @@ func (l *raceLab) report(ctx context.Context, t *testing.T, report string) {
 	}
 	checks := write("checks.txt", strings.Join(l.checks, "\n")+"\n")
 	real := write("real.txt", strings.Join(l.real, "\n")+"\n")
-	rule := write("rule.nft", l.raceRule())
+	listing := l.ruleListing
+	if listing == "" {
+		listing = raceTableDef() + "# per client pod, added once the pod has its IP:\n" + l.podRule("<pod IP>", 0)
+	}
+	rule := write("rule.nft", strings.TrimRight(listing, "\n")+"\n")
 	args := []string{"--lab=cluster", "--rows=" + l.rows.Name(), "--n=" + strconv.Itoa(l.n), "--every=" + strconv.Itoa(l.every),
 		"--name=" + raceName, "--real-race=" + strings.Join(l.realRace, "; "), "--real-race-fired=" + l.realRaceFired,
 		"--resolv-dir=" + l.work, "--seconds=" + strconv.Itoa(int(time.Since(l.start).Seconds())), "--checks=" + checks,
