@@ -216,11 +216,15 @@ func raceLabRun(ctx context.Context, t *testing.T) {
 		if !slices.Contains(l.modes, m.mode) {
 			continue
 		}
-		if m.mode == "nodelocal" {
+		if m.mode != "nodelocal" {
+			l.runMode(ctx, t, m.mode, m.label, m.ns, m.annotation)
+		} else {
 			restore := l.enableNodeCache(ctx, t)
-			defer restore()
+			l.runMode(ctx, t, m.mode, m.label, m.ns, m.annotation)
+			if !installedHere { // else uninstalled below
+				restore()
+			}
 		}
-		l.runMode(ctx, t, m.mode, m.label, m.ns, m.annotation)
 		if !l.spreadChecked {
 			// While the first mode's entries are fresh (UDP conntrack
 			// entries live 30 s to 2 min).
@@ -289,7 +293,7 @@ func (l *raceLab) checkKubeDNS(ctx context.Context, t *testing.T) []string {
 		ips = ips[:0]
 		for _, s := range sl.Items {
 			for _, ep := range s.Endpoints {
-				if ep.Conditions.Ready != nil && *ep.Conditions.Ready && !slices.Contains(ips, ep.Addresses[0]) {
+				if len(ep.Addresses) > 0 && ep.Conditions.Ready != nil && *ep.Conditions.Ready && !slices.Contains(ips, ep.Addresses[0]) {
 					ips = append(ips, ep.Addresses[0])
 				}
 			}
