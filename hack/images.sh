@@ -109,20 +109,32 @@ if [ "$WHAT" = all ]; then
   ib pause "$PAUSE_IMAGE" --file "$BIN/pause:/pause" --entrypoint /pause --user 65535:65535 \
     --label "org.opencontainers.image.title=pause (dnsguard e2e)"
 
-  # The race lab's getaddrinfo client, built the same two ways. The pods
-  # idle in /pause; the harness runs /gailoop (and /getent) with kubectl exec.
+  # The race lab's getaddrinfo client and the e2e "application" (podapp:
+  # resolves its arguments at start, then waits for SIGTERM), built the same
+  # two ways; busybox's cat for reading /etc/resolv.conf in the container.
+  command -v busybox >/dev/null || { echo "images: missing busybox (run make deps)" >&2; exit 1; }
+  BUSYBOX=$(command -v busybox)
   gcc -O2 -Wall -Wextra -Werror -o "$WORK/gailoop-glibc" test/racelab/gailoop.c
   musl-gcc -O2 -Wall -Wextra -Werror -static -o "$WORK/gailoop-musl" test/racelab/gailoop.c
+  gcc -O2 -Wall -Wextra -Werror -o "$WORK/podapp-glibc" test/e2e/podapp/podapp.c
+  musl-gcc -O2 -Wall -Wextra -Werror -static -o "$WORK/podapp-musl" test/e2e/podapp/podapp.c
   printf 'hosts: files dns\n' >"$WORK/nsswitch.conf"
   ib test-client-glibc "$REPO/test-client-glibc:$TAG" --with-libs \
-    --file "$WORK/gailoop-glibc:/gailoop" --file "$(command -v getent):/getent" \
-    --file "$WORK/nsswitch.conf:/etc/nsswitch.conf:0644" --file "$BIN/pause:/pause" \
+    --file "$WORK/gailoop-glibc:/gailoop" --file "$WORK/podapp-glibc:/podapp" --file "$(command -v getent):/getent" \
+    --file "$WORK/nsswitch.conf:/etc/nsswitch.conf:0644" --file "$BIN/pause:/pause" --file "$BUSYBOX:/bin/cat" \
     --entrypoint /pause --user 65532:65532 "${labels[@]}" \
     --label "org.opencontainers.image.title=getaddrinfo client, glibc $(ldd --version | head -1 | awk '{print $NF}') (dnsguard e2e)"
   ib test-client-musl "$REPO/test-client-musl:$TAG" \
-    --file "$WORK/gailoop-musl:/gailoop" --file "$BIN/pause:/pause" \
+    --file "$WORK/gailoop-musl:/gailoop" --file "$WORK/podapp-musl:/podapp" --file "$BIN/pause:/pause" --file "$BUSYBOX:/bin/cat" \
     --entrypoint /pause --user 65532:65532 "${labels[@]}" \
     --label "org.opencontainers.image.title=getaddrinfo client, musl static (dnsguard e2e)"
+  # The chart's `helm test` pod needs a POSIX shell, grep, awk and
+  # nslookup: Debian's static busybox, one copy per applet name (busybox
+  # picks the applet from argv[0]; the builder adds regular files only).
+  bb=()
+  for a in sh cat grep awk nslookup echo; do bb+=(--file "$BUSYBOX:/bin/$a"); done
+  ib test-busybox "$REPO/test-busybox:$TAG" "${bb[@]}" --entrypoint /bin/sh --user 65534:65534 "${labels[@]}" \
+    --label "org.opencontainers.image.title=busybox $(busybox 2>&1 | head -1 | awk '{print $2}') from Debian (dnsguard e2e helm test)"
 
   if [ -x "$COREDNS_BIN" ]; then
     # Runs as root: binding :53 as non-root needs a file capability

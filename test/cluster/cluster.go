@@ -168,7 +168,7 @@ func (c *Cluster) coreDNSImage() string {
 	if v := os.Getenv("CLUSTER_COREDNS_IMAGE"); v != "" {
 		return v
 	}
-	return "dnsguard-e2e/coredns:v1.15.0"
+	return "registry.k8s.io/coredns/coredns:v1.15.0"
 }
 
 func (c *Cluster) startNetns() error {

@@ -87,6 +87,7 @@ authorization: {mode: Webhook}
 clusterDNS: [%s]
 clusterDomain: %s
 resolvConf: %s
+podLogsDir: %s
 failSwapOn: false
 protectKernelDefaults: false
 serializeImagePulls: false
@@ -100,7 +101,7 @@ fileCheckFrequency: 10s
 nodeStatusReportFrequency: 10s
 shutdownGracePeriod: 0s
 `, c.containerdSock(), NodeIP, c.cfg.path("pki", "kubelet-serving.crt"), c.cfg.path("pki", "kubelet-serving.key"),
-			c.cfg.path("pki", "ca.crt"), ClusterDNS, ClusterDomain, c.cfg.path("node-resolv.conf")),
+			c.cfg.path("pki", "ca.crt"), ClusterDNS, ClusterDomain, c.cfg.path("node-resolv.conf"), c.cfg.path("pod-logs")),
 		// conntrack: 0 everywhere so kube-proxy writes no machine-wide
 		// conntrack sysctl (nf_conntrack_max is global).
 		c.cfg.path("kube-proxy.yaml"): fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1

@@ -17,14 +17,11 @@ import (
 // Paths kubelet and containerd use whatever their configuration says; only
 // entries newer than the run's start are removed.
 var fixedDirs = []string{
-	"/var/lib/kubelet/device-plugins",
-	"/var/lib/kubelet/plugins_registry",
-	"/var/lib/kubelet/plugins",
-	"/var/lib/kubelet/pod-resources",
-	"/run/containerd/s",
+	"/var/lib/kubelet", // device-plugins, plugins_registry, pod-resources
+	"/run/containerd",  // s/ (shim sockets), runc/ (runc state), fifo/
 	"/var/log/containers",
 	"/var/log/pods",
-	"/var/lib/cni/results",
+	"/var/lib/cni", // libcni's result cache
 }
 
 // cleanup undoes everything a run recorded in s, whether the run ends now or

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -58,6 +59,16 @@ func loadEnv() error {
 	if err := os.MkdirAll(e2e.logs, 0o755); err != nil {
 		return err
 	}
+	chart, err := os.ReadFile(filepath.Join(e2e.root, chartDir, "Chart.yaml"))
+	if err != nil {
+		return err
+	}
+	m := regexp.MustCompile(`(?m)^appVersion: "?([^"\s]+)"?`).FindSubmatch(chart)
+	if m == nil {
+		return errors.New("no appVersion in Chart.yaml")
+	}
+	tag := string(m[1])
+	glibcImage, muslImage, busyboxImage = "dnsguard/test-client-glibc:"+tag, "dnsguard/test-client-musl:"+tag, "dnsguard/test-busybox:"+tag
 	cfg, err := clientcmd.BuildConfigFromFlags("", e2e.kubeconfig)
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)

@@ -29,14 +29,15 @@ const (
 	clusterDNSIP   = "10.96.0.10"
 	chartDir       = "charts/dnsguard"
 
-	glibcImage   = "dnsguard-e2e/client-glibc:1"
-	muslImage    = "dnsguard-e2e/client-musl:1"
-	busyboxImage = "dnsguard-e2e/busybox:1"
 
 	nsEnabled = "e2e-enabled"
 	nsPlain   = "e2e-plain"
 	nsOther   = "e2e-other" // holds a Service looked up from other namespaces
 )
+
+// The test images hack/images.sh builds, tagged with the chart's appVersion
+// like the product images (set by loadEnv).
+var glibcImage, muslImage, busyboxImage string
 
 // scenarios in run order, for the report when a run stops early.
 var scenarioTitles = []struct{ id, title string }{
