@@ -57,15 +57,24 @@ var raceModes = []struct {
 	{"nodelocal", "d node-local", nsRaceGuard, "dnsconfig"},
 }
 
-// raceClients: image and gailoop flags of each client.
+// raceClients: C library and gailoop flags of each client.
 var raceClients = []struct {
-	name, image string
-	fork        bool
+	name, libc string
+	fork       bool
 }{
-	{"glibc-gai", glibcImage, true},
-	{"glibc-gai-loop", glibcImage, false},
-	{"musl-gai", muslImage, false},
-	{"musl-gai-fork", muslImage, true},
+	{"glibc-gai", "glibc", true},
+	{"glibc-gai-loop", "glibc", false},
+	{"musl-gai", "musl", false},
+	{"musl-gai-fork", "musl", true},
+}
+
+// clientImage is the e2e client image of libc (the names are set in
+// loadEnv, after package initialisation).
+func clientImage(libc string) string {
+	if libc == "musl" {
+		return muslImage
+	}
+	return glibcImage
 }
 
 type raceLab struct {
@@ -619,7 +628,7 @@ func (l *raceLab) runMode(ctx context.Context, t *testing.T, mode, label, ns, an
 	var jobs []*podJob
 	for _, c := range raceClients {
 		if slices.Contains(l.clients, c.name) {
-			jobs = append(jobs, &podJob{client: c.name, image: c.image, fork: c.fork, n: l.n})
+			jobs = append(jobs, &podJob{client: c.name, image: clientImage(c.libc), fork: c.fork, n: l.n})
 		}
 	}
 	loadTable(ctx, t)
