@@ -31,6 +31,14 @@ const (
 	clockSkew = 5 * time.Minute
 )
 
+// backdate is how far NotBefore is set into the past: clockSkew, but at
+// most a tenth of the lifetime, so short-lived certificates (tests, the
+// rotation scenario) keep a lifetime close to the one asked for and the
+// renewal point computed from NotBefore/NotAfter stays meaningful.
+func backdate(validity time.Duration) time.Duration {
+	return min(clockSkew, validity/10)
+}
+
 // CA is a certificate authority able to sign serving certificates.
 type CA struct {
 	Cert    *x509.Certificate
@@ -60,7 +68,7 @@ func newCAAt(commonName string, validity time.Duration, now time.Time) (*CA, err
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: commonName, Organization: []string{"dnsguard"}},
-		NotBefore:             now.Add(-clockSkew),
+		NotBefore:             now.Add(-backdate(validity)),
 		NotAfter:              now.Add(validity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
@@ -134,7 +142,7 @@ func (ca *CA) issueServingAt(hosts []string, validity time.Duration, now time.Ti
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: hosts[0], Organization: []string{"dnsguard"}},
-		NotBefore:    now.Add(-clockSkew),
+		NotBefore:    now.Add(-backdate(validity)),
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},

@@ -18,7 +18,9 @@
 #
 # Webhook part: test/bench/webhookload drives bin/webhook and its own floor
 # handler over HTTPS (dev certificates from bin/certs) at concurrency 1, 8,
-# 32 and 128, over HTTP/1.1 and HTTP/2, then at a fixed 500 reviews/s.
+# 32 and 128, over HTTP/1.1 and HTTP/2, then in open loop at half the
+# floor's best closed-loop rate, then with a 200 KiB pod; last the webhook
+# alone against hostile clients (webhookload hostile: peak RSS, /healthz).
 #
 # Environment: BENCH_DURATION (seconds per server and workload, default 12),
 # BENCH_WEBHOOK_DURATION (per concurrency step, default 4s), BENCH_NICE
@@ -26,7 +28,16 @@
 # root, so that on a shared machine the pinned processes keep their CPU for
 # the few minutes of the run; 0 to turn off), BENCH_OUT
 # (default docs/benchmarks.md), BENCH_SERVERS (default "unbound dnsmasq coredns
-# dnsguard"), BENCH_SKIP_WEBHOOK=1 / BENCH_SKIP_RESOLVER=1.
+# dnsguard dnsguard-fresh"), BENCH_SKIP_WEBHOOK=1 / BENCH_SKIP_RESOLVER=1,
+# BENCH_TCP_SECONDS (the TCP-upstream TIME-WAIT run, default 30; 0 skips it),
+# BENCH_HOSTILE_DURATION (default 15s).
+#
+# dnsguard-fresh is the resolver with --udp-socket-reuse=1 (a fresh socket
+# on a random port for every upstream query) instead of its default pool
+# (a random idle socket per query, 8 queries each): the cost of the port
+# strategy, measured side by side. The TCP-upstream run sends 2,000 unique misses/s for
+# BENCH_TCP_SECONDS through the resolver with --force-tcp and counts sockets
+# in TIME-WAIT before and after (`ss`): connection reuse keeps it flat.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -42,7 +53,8 @@ COREDNS_VERSION=v1.15.0
 MISS_NAMES=${BENCH_MISS_NAMES:-3000000}
 PORT=10053 # not 53: other suites may own a wildcard :53 socket on this host
 UPSTREAM=127.53.0.10
-SERVERS=" ${BENCH_SERVERS:-unbound dnsmasq coredns dnsguard} "
+SERVERS=" ${BENCH_SERVERS:-unbound dnsmasq coredns dnsguard dnsguard-fresh} "
+TCP_SECONDS=${BENCH_TCP_SECONDS:-30}
 want() { [[ "$SERVERS" == *" $1 "* ]]; }
 
 WORK=$(mktemp -d /tmp/dnsguard-bench.XXXXXX)
@@ -265,6 +277,44 @@ EOF
     log "bin/resolver not built: its rows stay empty (make bench builds it)"
     failures=$((failures + 1))
   fi
+  if want dnsguard-fresh && [ -x "$BIN/resolver" ]; then
+    bench_server dnsguard-fresh 127.53.0.6 "$BIN/resolver" "static Go" \
+      "$BIN/resolver" --listen=127.53.0.6:$PORT --upstream=$UPSTREAM:$PORT --health-listen=127.53.0.6:18054 \
+      --udp-socket-reuse=1
+  fi
+
+  # TCP upstream: TIME-WAIT sockets before and after a miss flood.
+  if [ "$TCP_SECONDS" -gt 0 ] && [ -x "$BIN/resolver" ]; then
+    # Only sockets of this run (the machine may be shared with other jobs
+    # that open TCP connections): the resolver's side (to the upstream's
+    # port) and the upstream's side (from it; authdns, like every miekg/dns
+    # server, closes a connection after 128 queries).
+    tw() { ss -Htan state time-wait "( dport = :$PORT )" dst "$UPSTREAM" | wc -l; }
+    twup() { ss -Htan state time-wait "( sport = :$PORT )" src "$UPSTREAM" | wc -l; }
+    rate=2000
+    log "dnsguard --force-tcp: $rate misses/s for $TCP_SECONDS s"
+    note_cmd "taskset -c $SERVER_CPU bin/resolver --listen=127.53.0.7:$PORT --upstream=$UPSTREAM:$PORT --health-listen=127.53.0.7:18055 --force-tcp"
+    note_cmd "taskset -c $CLIENT_CPU dnsperf -s 127.53.0.7 -p $PORT -d tcpmiss.txt -c 4 -T 1 -q 200 -t 2 -Q $rate -l $TCP_SECONDS -n 1   # TIME-WAIT: ss -Htan state time-wait, sport or dport PORT, before and after"
+    start_bg dnsguard-tcp "$BIN/resolver" --listen=127.53.0.7:$PORT --upstream=$UPSTREAM:$PORT \
+      --health-listen=127.53.0.7:18055 --force-tcp
+    tpid=$server_pid
+    if wait_dns 127.53.0.7 "$PORT"; then
+      seq 1 $((rate * TCP_SECONDS + 1000)) | awk '{print "t" $1 ".tcp.bench.example A"}' >"$WORK/tcpmiss.txt"
+      tw0=$(tw) twu0=$(twup)
+      on_client dnsperf -s 127.53.0.7 -p "$PORT" -d "$WORK/tcpmiss.txt" -c 4 -T 1 -q 200 -t 2 \
+        -Q "$rate" -l "$TCP_SECONDS" -n 1 >"$WORK/tcp.dnsperf" 2>&1 || true
+      tw1=$(tw) twu1=$(twup)
+      conns=$(ss -Htn state established "( dport = :$PORT )" dst "$UPSTREAM" | wc -l)
+      printf 'rate\tseconds\tsent\tcompleted\tlost\ttimewait_before\ttimewait_after\tupstream_timewait_before\tupstream_timewait_after\tupstream_conns\n%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$rate" "$TCP_SECONDS" "$(dnsperf_field "$WORK/tcp.dnsperf" 'Queries sent')" \
+        "$(dnsperf_field "$WORK/tcp.dnsperf" 'Queries completed')" "$(dnsperf_field "$WORK/tcp.dnsperf" 'Queries lost')" \
+        "$tw0" "$tw1" "$twu0" "$twu1" "$conns" >"$WORK/tcp.tsv"
+      log "TCP upstream: TIME-WAIT resolver side $tw0 -> $tw1, upstream side $twu0 -> $twu1, lost $(dnsperf_field "$WORK/tcp.dnsperf" 'Queries lost'), $conns upstream connections"
+    else
+      failures=$((failures + 1))
+    fi
+    stop_pid "$tpid"
+  fi
 fi
 
 # --- webhook benchmark -----------------------------------------------------------
@@ -279,8 +329,21 @@ wait_https() { # url: until it answers 200 (10 s at most)
   done
   return 1
 }
-bench_webhook() { # name port cmd...
-  local name=$1 port=$2 proto
+LARGE=test/bench/webhookload/testdata/large-pod-review.json
+HOSTILE_TSV=$WORK/hostile.tsv
+: >"$HOSTILE_TSV"
+# load NAME PROTO PID PORT OUT ARGS...: one webhookload load run.
+load() {
+  local name=$1 proto=$2 pid=$3 port=$4 out=$5
+  shift 5
+  on_client "$WORK/webhookload" load --url="https://127.0.0.1:$port/mutate" \
+    --ca="$WORK/certs/ca.crt" --label="$name" --proto="$proto" --pid="$pid" --duration="$WH_DUR" "$@" >"$out"
+}
+# bench_webhook NAME PORT cmd...: closed loop with the 6 KiB and the 200
+# KiB pod over HTTP/1.1 and HTTP/2, then (for the floor only once its rates
+# are known, see RATE_h1/RATE_h2) the open loop.
+bench_webhook() {
+  local name=$1 port=$2 proto rate
   shift 2
   note_cmd "taskset -c $SERVER_CPU $*"
   start_bg "$name" "$@"
@@ -294,23 +357,54 @@ bench_webhook() { # name port cmd...
   fi
   for proto in h1 h2; do
     log "$name over $proto"
-    if ! on_client "$WORK/webhookload" load --url="https://127.0.0.1:$port/mutate" \
-      --ca="$WORK/certs/ca.crt" --review="$REVIEW" --label="$name" --proto="$proto" --pid="$pid" \
-      --duration="$WH_DUR" --concurrency=1,8,32,128 --rate=500 --rate-duration=10s \
-      >"$WORK/$name.$proto.tsv"; then
+    if ! load "$name" "$proto" "$pid" "$port" "$WORK/$name.$proto.tsv" --review="$REVIEW" --concurrency=1,8,32,128 --rate=0; then
       log "$name over $proto: load generator failed"
       failures=$((failures + 1))
       continue
     fi
     tail -n +2 "$WORK/$name.$proto.tsv" >>"$WEBHOOK_TSV"
+    if [ "$name" = floor ]; then
+      # Half the floor's best closed-loop rate: the open-loop rate of both.
+      rate=$(awk -F'\t' 'NR > 1 && $3 ~ /^c=/ && $6 > m {m = $6} END {printf "%d\n", m / 2}' "$WORK/$name.$proto.tsv")
+      [ "${rate:-0}" -ge 1 ] || rate=100
+      eval "RATE_$proto=$rate"
+    fi
+    rate=$(eval echo "\${RATE_$proto:-0}")
+    log "$name over $proto: open loop at $rate reviews/s"
+    if load "$name" "$proto" "$pid" "$port" "$WORK/$name.$proto.open.tsv" --review="$REVIEW" --concurrency= --rate="$rate" --rate-duration=10s; then
+      tail -n +2 "$WORK/$name.$proto.open.tsv" >>"$WEBHOOK_TSV"
+    else
+      failures=$((failures + 1))
+    fi
+    log "$name over $proto: 200 KiB pod"
+    if load "$name-large" "$proto" "$pid" "$port" "$WORK/$name.$proto.large.tsv" --review="$LARGE" --concurrency=1,8,32 --rate=0; then
+      tail -n +2 "$WORK/$name.$proto.large.tsv" >>"$WEBHOOK_TSV"
+    else
+      failures=$((failures + 1))
+    fi
   done
+  if [ "$name" = webhook ]; then
+    # Hostile clients last: they may leave the process with a larger heap.
+    log "$name: hostile clients (64 x 3 MiB reviews + 128 stalled connections, ${BENCH_HOSTILE_DURATION:-15s})"
+    if on_client "$WORK/webhookload" hostile --url="https://127.0.0.1:$port" --ca="$WORK/certs/ca.crt" \
+      --review="$REVIEW" --label="$name" --pid="$pid" --big=64 --stalled=128 \
+      --duration="${BENCH_HOSTILE_DURATION:-15s}" >"$WORK/$name.hostile.tsv"; then
+      if [ -s "$HOSTILE_TSV" ]; then tail -n +2 "$WORK/$name.hostile.tsv" >>"$HOSTILE_TSV"; else cat "$WORK/$name.hostile.tsv" >"$HOSTILE_TSV"; fi
+    else
+      log "$name: hostile run failed"
+      failures=$((failures + 1))
+    fi
+  fi
   stop_pid "$pid"
 }
 if [ "${BENCH_SKIP_WEBHOOK:-}" != 1 ]; then
   [ -x "$BIN/certs" ] || { log "bin/certs missing (make bench builds it)"; exit 1; }
   "$BIN/certs" dev --out-dir="$WORK/certs" --hosts=127.0.0.1,localhost >/dev/null
   note_cmd "bin/certs dev --out-dir=CERTS --hosts=127.0.0.1,localhost"
-  note_cmd "taskset -c $CLIENT_CPU test/bench/webhookload load --url=https://127.0.0.1:PORT/mutate --ca=CERTS/ca.crt --review=$REVIEW --proto=h1|h2 --pid=SERVER_PID --duration=$WH_DUR --concurrency=1,8,32,128 --rate=500 --rate-duration=10s"
+  note_cmd "taskset -c $CLIENT_CPU test/bench/webhookload load --url=https://127.0.0.1:PORT/mutate --ca=CERTS/ca.crt --review=$REVIEW --proto=h1|h2 --pid=SERVER_PID --duration=$WH_DUR --concurrency=1,8,32,128 --rate=0"
+  note_cmd "taskset -c $CLIENT_CPU test/bench/webhookload load ... --concurrency= --rate=HALF_OF_FLOOR_BEST --rate-duration=10s   # open loop, floor and webhook at the same rate"
+  note_cmd "taskset -c $CLIENT_CPU test/bench/webhookload load ... --review=$LARGE --concurrency=1,8,32 --rate=0"
+  note_cmd "taskset -c $CLIENT_CPU test/bench/webhookload hostile --url=https://127.0.0.1:PORT --ca=CERTS/ca.crt --review=$REVIEW --pid=SERVER_PID --big=64 --stalled=128 --duration=${BENCH_HOSTILE_DURATION:-15s}"
   bench_webhook floor 19443 "$WORK/webhookload" floor --listen=127.0.0.1:19443 \
     --tls-cert-file="$WORK/certs/tls.crt" --tls-key-file="$WORK/certs/tls.key"
   if [ -x "$BIN/webhook" ]; then
@@ -344,8 +438,8 @@ log "writing $OUT"
 } >"$WORK/meta.env"
 # Paths of this run's scratch directory and checkout mean nothing to a reader.
 sed -i -e "s|$WORK|WORK|g" -e "s|$ROOT/||g" "$COMMANDS"
-"$WORK/benchreport" --meta="$WORK/meta.env" --resolver="$SERVERS_TSV" --webhook="$WEBHOOK_TSV" \
-  --commands="$COMMANDS" >"$WORK/benchmarks.md"
+"$WORK/benchreport" --meta="$WORK/meta.env" --resolver="$SERVERS_TSV" --webhook="$WEBHOOK_TSV" --tcp="$WORK/tcp.tsv" \
+  --commands="$COMMANDS" $([ -s "$HOSTILE_TSV" ] && echo "--hostile=$HOSTILE_TSV") >"$WORK/benchmarks.md"
 mkdir -p "$(dirname "$OUT")"
 cp "$WORK/benchmarks.md" "$OUT"
 sed -n '/^## Targets/,/^## /p' "$OUT" | sed '$d' >&2

@@ -59,7 +59,12 @@ type Config struct {
 	Timeout time.Duration
 	// TotalTimeout bounds a resolution; after it the client gets SERVFAIL.
 	TotalTimeout time.Duration
-	// MaxIdleSockets is how many idle UDP sockets each upstream keeps.
+	// UDPSocketReuse > 1 pools upstream UDP sockets, each carrying at most
+	// this many queries (a random idle one per try whose port no recent
+	// query used); 0 or 1 opens a fresh socket on a random port per try.
+	UDPSocketReuse int
+	// MaxIdleSockets is how many idle UDP sockets each upstream keeps
+	// (only with UDPSocketReuse > 0).
 	MaxIdleSockets int
 	// MaxInflight bounds concurrent upstream resolutions.
 	MaxInflight int
@@ -120,6 +125,7 @@ func DefaultConfig() Config {
 		PrefetchPercent: 10,
 		Timeout:         time.Second,
 		TotalTimeout:    3 * time.Second,
+		UDPSocketReuse:  8,
 		MaxIdleSockets:  256,
 		MaxInflight:     1024,
 		MaxTCPConns:     64,
@@ -198,7 +204,8 @@ func (c *Config) FlagSet(name string) (*flag.FlagSet, *string) {
 	fs.IntVar(&c.PrefetchPercent, "prefetch-percent", c.PrefetchPercent, "prefetch when less than this `percent` of the TTL is left")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "per-try upstream timeout before failing over")
 	fs.DurationVar(&c.TotalTimeout, "total-timeout", c.TotalTimeout, "time budget of one resolution; then SERVFAIL")
-	fs.IntVar(&c.MaxIdleSockets, "max-idle-sockets", c.MaxIdleSockets, "idle UDP sockets kept per upstream")
+	fs.IntVar(&c.UDPSocketReuse, "udp-socket-reuse", c.UDPSocketReuse, "upstream UDP sockets: N > 1 pools them, a random idle one per query whose port none of the previous 64 queries used, each carrying at most N `queries`; 0 or 1: a fresh socket on a random port for every query")
+	fs.IntVar(&c.MaxIdleSockets, "max-idle-sockets", c.MaxIdleSockets, "idle UDP sockets kept per upstream (with --udp-socket-reuse > 1)")
 	fs.IntVar(&c.MaxInflight, "max-inflight", c.MaxInflight, "concurrent upstream resolutions before answering SERVFAIL")
 	fs.IntVar(&c.MaxTCPConns, "max-tcp-conns", c.MaxTCPConns, "concurrent client TCP connections")
 	fs.DurationVar(&c.TCPIdleTimeout, "tcp-idle-timeout", c.TCPIdleTimeout, "close client TCP connections idle this long")
@@ -360,6 +367,9 @@ func (c *Config) Validate() error {
 	pos("cache-size", c.CacheSize)
 	pos("cache-bytes", c.CacheBytes)
 	pos("max-idle-sockets", c.MaxIdleSockets)
+	if c.UDPSocketReuse < 0 || c.UDPSocketReuse > 1000 {
+		bad("udp-socket-reuse", c.UDPSocketReuse, "must be within 0..1000")
+	}
 	pos("max-inflight", c.MaxInflight)
 	pos("max-tcp-conns", c.MaxTCPConns)
 	if c.MinTTL < 0 || c.MinTTL > 24*time.Hour {

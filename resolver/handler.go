@@ -106,6 +106,13 @@ func (s *Server) finish(reply []byte) []byte {
 	return reply
 }
 
+// staleAfter is RFC 8767's client response timer: when a stale answer is
+// at hand and the upstream has not answered after this long, the client
+// gets the stale answer while the resolution goes on for the cache. Below
+// the stubs' usual 2 s timeout (timeout:2 in pods' resolv.conf), so the
+// stub never gives up first.
+const staleAfter = 1800 * time.Millisecond
+
 // answerSlow answers a query that answerFast sent upstream: sc.q and
 // sc.key must still describe it. It blocks for at most the upstream budget.
 func (s *Server) answerSlow(sc *scratch, tcp bool) []byte {
@@ -116,12 +123,44 @@ func (s *Server) answerSlow(sc *scratch, tcp bool) []byte {
 		s.rlog.Warn("too many upstream resolutions in flight; answering SERVFAIL", "limit", s.cfg.MaxInflight)
 		return s.finish(appendErrorReply(sc.out[:0], q, rcodeServFail))
 	}
-	defer s.inflight.Add(-1)
-	it, err := s.resolve(string(sc.key), q.qname(), q.qtype, q.qclass, q.do, q.cd())
+	key, name, qtype, qclass, do, cd := string(sc.key), q.qname(), q.qtype, q.qclass, q.do, q.cd()
+	var st *item
+	if s.cfg.ServeStale {
+		st = s.staleFor(sc.key, s.now())
+	}
+	var it *item
+	var err error
+	if st == nil {
+		it, err = s.resolve(key, name, qtype, qclass, do, cd)
+		s.inflight.Add(-1)
+	} else {
+		// A stale answer is at hand: wait for upstream at most staleAfter.
+		type res struct {
+			it  *item
+			err error
+		}
+		ch := make(chan res, 1)
+		name = append([]byte(nil), name...)
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			defer s.inflight.Add(-1)
+			it, err := s.resolve(key, name, qtype, qclass, do, cd)
+			ch <- res{it, err}
+		}()
+		t := time.NewTimer(staleAfter)
+		select {
+		case r := <-ch:
+			it, err = r.it, r.err
+		case <-t.C:
+			err = errStaleTimer
+		}
+		t.Stop()
+	}
 	now := s.now()
 	if err != nil || it.rcode == rcodeServFail {
 		if s.cfg.ServeStale {
-			if st := s.cache.get(sc.key); st != nil && st.rcode != rcodeServFail && now.Before(st.expires().Add(s.cfg.StaleMaxAge)) {
+			if st := s.staleFor(sc.key, now); st != nil {
 				s.metrics.stale.inc()
 				return s.finish(st.appendReply(sc.out[:0], q, now, staleTTL, s.maxSize(q, tcp)))
 			}
@@ -131,6 +170,17 @@ func (s *Server) answerSlow(sc *scratch, tcp bool) []byte {
 		}
 	}
 	return s.finish(it.appendReply(sc.out[:0], q, now, 0, s.maxSize(q, tcp)))
+}
+
+var errStaleTimer = errors.New("client response timer expired")
+
+// staleFor returns the entry for key when it may be served stale at now.
+func (s *Server) staleFor(key []byte, now time.Time) *item {
+	st := s.cache.get(key)
+	if st != nil && st.rcode != rcodeServFail && now.Before(st.expires().Add(s.cfg.StaleMaxAge)) {
+		return st
+	}
+	return nil
 }
 
 // flight is one upstream resolution that identical queries wait for.
@@ -238,6 +288,15 @@ func (s *Server) maybePrefetch(it *item, key []byte, q *query, now time.Time) {
 	if !it.prefetching.CompareAndSwap(false, true) {
 		return
 	}
+	// A prefetch is an upstream resolution like any other: it counts
+	// against --max-inflight, and is skipped (the entry just expires as
+	// usual) when the limit is reached.
+	if s.inflight.Add(1) > int64(s.cfg.MaxInflight) {
+		s.inflight.Add(-1)
+		it.prefetching.Store(false)
+		s.metrics.dropped.inc("prefetch_overload")
+		return
+	}
 	s.metrics.prefetches.inc()
 	k := string(key)
 	name := append([]byte(nil), q.qname()...)
@@ -245,6 +304,7 @@ func (s *Server) maybePrefetch(it *item, key []byte, q *query, now time.Time) {
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
+		defer s.inflight.Add(-1)
 		s.resolve(k, name, qtype, qclass, do, cd)
 	}()
 }

@@ -117,6 +117,15 @@ func newItem(b []byte, now time.Time, pol ttlPolicy) (*item, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(wire) > minUDPSize && uncompressed(wire) {
+		// An upstream that does not compress names makes replies that
+		// truncate sooner than they need to. Only replies that may be
+		// truncated for some client are worth the repack.
+		wire, err = compress(wire)
+		if err != nil {
+			return nil, err
+		}
+	}
 	// Lowercase the question name: entries are shared by every case.
 	qend, _ := skipName(wire, headerLen)
 	for i := headerLen; i < qend; i++ {
@@ -278,6 +287,10 @@ func (it *item) appendReply(dst []byte, q *query, now time.Time, staleTTL uint32
 	const rd = byte(flagRD >> 8) // RD is in the high flag byte, CD in the low one
 	d[2] = d[2]&^rd | byte(q.flags>>8)&rd
 	d[3] = d[3]&^byte(flagCD) | byte(q.flags)&byte(flagCD)
+	if q.flags&flagAD == 0 && !q.do {
+		// RFC 6840 §5.8: AD only for clients that asked with AD or DO.
+		d[3] &^= byte(flagAD)
+	}
 	copy(d[headerLen:], q.raw[headerLen:q.qEnd-4])
 	var age uint32
 	if staleTTL == 0 {
@@ -295,13 +308,51 @@ func (it *item) appendReply(dst []byte, q *query, now time.Time, staleTTL uint32
 		}
 		binary.BigEndian.PutUint32(d[at:], ttl)
 	}
+	optLen := 0
+	if q.edns {
+		optLen = optRRLen
+	}
+	if maxSize > 0 && len(d)+optLen > maxSize {
+		dst = dst[:start+truncateRRsets(d, maxSize-optLen)]
+	}
 	if q.edns {
 		dst = appendOPT(dst, it.rcode, q.do)
 		d = dst[start:]
 		binary.BigEndian.PutUint16(d[10:], binary.BigEndian.Uint16(d[10:])+1)
 	}
-	if maxSize > 0 && len(d) > maxSize {
-		dst = append(dst[:start], truncateReply(d, q)...)
-	}
 	return dst
+}
+
+// uncompressed reports whether some record's owner name is spelled out
+// rather than pointing back (the root name aside).
+func uncompressed(w []byte) bool {
+	off, err := skipName(w, headerLen)
+	if err != nil {
+		return false
+	}
+	off += 4
+	total := int(binary.BigEndian.Uint16(w[6:])) + int(binary.BigEndian.Uint16(w[8:])) + int(binary.BigEndian.Uint16(w[10:]))
+	for i := 0; i < total; i++ {
+		if off < len(w) && w[off] != 0 && w[off]&0xC0 == 0 {
+			return true
+		}
+		if off, err = skipRR(w, off, nil); err != nil {
+			return false
+		}
+	}
+	return false
+}
+
+// compress repacks w with name compression.
+func compress(w []byte) ([]byte, error) {
+	m := new(dns.Msg)
+	if err := m.Unpack(w); err != nil {
+		return nil, fmt.Errorf("unpack reply: %w", err)
+	}
+	m.Compress = true
+	out, err := m.Pack()
+	if err != nil {
+		return nil, fmt.Errorf("repack reply: %w", err)
+	}
+	return out, nil
 }

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -79,18 +80,20 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		Budget:       cfg.TotalTimeout,
 		ForceTCP:     cfg.ForceTCP,
 		ParallelAAAA: cfg.ParallelAAAA,
+		SocketReuse:  cfg.UDPSocketReuse,
 		MaxIdle:      cfg.MaxIdleSockets,
 	}, m, log)
 	if cfg.NodeLocal {
 		// The cluster zones go to the cluster DNS, over TCP unless told
-		// otherwise (like NodeLocal DNSCache's force_tcp: one connection
-		// per query never shares a conntrack 5-tuple with another).
+		// otherwise (like NodeLocal DNSCache's force_tcp), on pooled,
+		// pipelined connections (tcppool.go).
 		cf := NewForwarder(ForwarderConfig{
 			Upstreams:    cfg.clusterAddrs,
 			TryTimeout:   cfg.Timeout,
 			Budget:       cfg.TotalTimeout,
 			ForceTCP:     !cfg.ClusterUpstreamUDP || cfg.ForceTCP,
 			ParallelAAAA: cfg.ParallelAAAA,
+			SocketReuse:  cfg.UDPSocketReuse,
 			MaxIdle:      cfg.MaxIdleSockets,
 			Label:        "cluster/",
 		}, m, log)
@@ -400,28 +403,50 @@ func (s *Server) serveTCP(l *listener) {
 	}
 }
 
-// serveConn answers queries on one TCP connection, one at a time, until
-// the client closes it, stays idle for TCPIdleTimeout, or the server shuts
-// down. Deadlines make stalled clients (half-sent lengths, unread replies)
-// cost nothing but a slot until the timeout.
+// tcpPipeline bounds the queries of one client connection being resolved
+// at once; the reader waits when it is reached.
+const tcpPipeline = 32
+
+// serveConn answers queries on one TCP connection until the client closes
+// it, stays idle for TCPIdleTimeout, or the server shuts down. Queries may
+// be pipelined (RFC 7766 §7): cache hits are answered at once, misses on
+// their own goroutines, each reply written as soon as it is ready, so a
+// slow one does not hold back the others. Deadlines make stalled clients
+// (half-sent lengths, unread replies) cost nothing but a slot until the
+// timeout.
 func (s *Server) serveConn(c *net.TCPConn) {
 	defer s.wg.Done()
 	defer s.tcpConns.Add(-1)
 	defer c.Close()
+	var wmu sync.Mutex
+	var pending sync.WaitGroup
+	defer pending.Wait()
+	slots := make(chan struct{}, tcpPipeline)
+	write := func(reply []byte) bool {
+		out := make([]byte, 2, 2+len(reply))
+		binary.BigEndian.PutUint16(out, uint16(len(reply)))
+		out = append(out, reply...)
+		wmu.Lock()
+		defer wmu.Unlock()
+		c.SetWriteDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
+		_, err := c.Write(out)
+		return err == nil
+	}
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
+	br := bufio.NewReaderSize(c, 1024)
 	buf := make([]byte, 512) // grows to the largest query seen
 	for !s.closing.Load() {
 		c.SetReadDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
 		var l [2]byte
-		if _, err := io.ReadFull(c, l[:]); err != nil {
+		if _, err := io.ReadFull(br, l[:]); err != nil {
 			return
 		}
 		n := int(binary.BigEndian.Uint16(l[:]))
 		if n > cap(buf) {
 			buf = make([]byte, n)
 		}
-		if _, err := io.ReadFull(c, buf[:n]); err != nil {
+		if _, err := io.ReadFull(br, buf[:n]); err != nil {
 			return
 		}
 		s.metrics.queries[1].inc()
@@ -430,13 +455,25 @@ func (s *Server) serveConn(c *net.TCPConn) {
 		case actDrop:
 			return // garbage on a stream: the framing cannot be trusted
 		case actResolve:
-			reply = s.answerSlow(sc, true)
+			slots <- struct{}{}
+			msc := s.scratch.Get().(*scratch)
+			msc.pkt = append(msc.pkt[:0], buf[:n]...)
+			pending.Add(1)
+			go func() {
+				defer pending.Done()
+				defer func() { <-slots }()
+				q := &msc.q
+				_ = parseQuery(msc.pkt, q)
+				msc.key = appendKey(msc.key[:0], q.qname(), q.qtype, q.qclass, q.do, q.cd())
+				if !write(s.answerSlow(msc, true)) {
+					c.CloseRead() // the client is gone: stop reading too
+				}
+				msc.q = query{}
+				s.scratch.Put(msc)
+			}()
+			continue
 		}
-		out := make([]byte, 2, 2+len(reply))
-		binary.BigEndian.PutUint16(out, uint16(len(reply)))
-		out = append(out, reply...)
-		c.SetWriteDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
-		if _, err := c.Write(out); err != nil {
+		if !write(reply) {
 			return
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -23,14 +22,14 @@ var (
 	errTimeout    = errors.New("upstream timeout")
 )
 
-// upstream is one forwarding target with its pool of UDP sockets and its
-// health state.
+// upstream is one forwarding target with its sockets and its health state.
 type upstream struct {
 	addr netip.AddrPort
 	name string
 
 	mu   sync.Mutex
-	idle []*net.UDPConn // connected sockets with no query in flight
+	idle []*udpSock // pooled UDP sockets (only with --udp-socket-reuse)
+	tcp  tcpPool
 
 	fails     atomic.Int32 // consecutive failures
 	downUntil atomic.Int64 // unix ns; non-zero: unhealthy, probe due after it
@@ -39,49 +38,6 @@ type upstream struct {
 	lat     *histogram
 	errs    *counterVec
 	queries *counter
-}
-
-// getConn takes an idle socket or opens a new one. Each socket is
-// connect()ed to the upstream: the kernel picks a random source port
-// (Linux randomizes UDP ephemeral ports) and drops datagrams from any
-// other address, and an ICMP port-unreachable surfaces as ECONNREFUSED,
-// which makes failover immediate.
-func (u *upstream) getConn() (*net.UDPConn, error) {
-	u.mu.Lock()
-	if n := len(u.idle); n > 0 {
-		c := u.idle[n-1]
-		u.idle = u.idle[:n-1]
-		u.mu.Unlock()
-		return c, nil
-	}
-	u.mu.Unlock()
-	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(u.addr))
-	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", u.name, err)
-	}
-	return c, nil
-}
-
-// putConn returns a socket whose query completed to the idle pool.
-func (u *upstream) putConn(c *net.UDPConn, maxIdle int) {
-	u.mu.Lock()
-	if len(u.idle) < maxIdle {
-		u.idle = append(u.idle, c)
-		c = nil
-	}
-	u.mu.Unlock()
-	if c != nil {
-		c.Close()
-	}
-}
-
-func (u *upstream) closeIdle() {
-	u.mu.Lock()
-	for _, c := range u.idle {
-		c.Close()
-	}
-	u.idle = nil
-	u.mu.Unlock()
 }
 
 // healthy reports whether the upstream should get queries at now.
@@ -94,14 +50,18 @@ func (u *upstream) healthy() bool { return u.downUntil.Load() == 0 }
 // 30+ MiB).
 const upstreamUDPBuf = 4096
 
-// Forwarder sends queries upstream. No two queries in flight ever share a
-// UDP socket: every try takes a socket of its own from the pool.
+// maxTries bounds the tries of one exchange (and its result queue).
+const maxTries = 32
+
+// Forwarder sends queries upstream. Every UDP try has a socket (and so a
+// source port) of its own; see udpsock.go.
 type Forwarder struct {
 	ups          []*upstream
 	tryTimeout   time.Duration
 	budget       time.Duration
 	forceTCP     bool
 	parallelAAAA bool
+	reuse        int // queries per UDP socket; 0: a fresh socket per try
 	maxIdle      int
 	failLimit    int32
 	probeEvery   time.Duration
@@ -117,7 +77,10 @@ type ForwarderConfig struct {
 	Budget       time.Duration
 	ForceTCP     bool
 	ParallelAAAA bool
-	MaxIdle      int
+	// SocketReuse > 0 pools UDP sockets, each carrying at most that many
+	// queries; 0 opens a fresh socket per try.
+	SocketReuse int
+	MaxIdle     int
 	// Label prefixes the upstream label of this group's metrics, so the
 	// same server in two groups gives two series.
 	Label string
@@ -130,11 +93,15 @@ func NewForwarder(cfg ForwarderConfig, m *Metrics, log *slog.Logger) *Forwarder 
 		budget:       cfg.Budget,
 		forceTCP:     cfg.ForceTCP,
 		parallelAAAA: cfg.ParallelAAAA,
+		reuse:        cfg.SocketReuse,
 		maxIdle:      max(1, cfg.MaxIdle),
 		failLimit:    3,
 		probeEvery:   5 * time.Second,
 		serial:       serializer{m: map[string]*keyLock{}},
 		log:          log,
+	}
+	if f.log == nil {
+		f.log = slog.New(slog.DiscardHandler)
 	}
 	f.bufs.New = func() any { b := make([]byte, upstreamUDPBuf); return &b }
 	for _, a := range cfg.Upstreams {
@@ -147,7 +114,7 @@ func NewForwarder(cfg ForwarderConfig, m *Metrics, log *slog.Logger) *Forwarder 
 	return f
 }
 
-// Close releases pooled sockets.
+// Close releases pooled sockets and connections.
 func (f *Forwarder) Close() {
 	for _, u := range f.ups {
 		u.closeIdle()
@@ -192,12 +159,26 @@ func (f *Forwarder) order() []*upstream {
 func (f *Forwarder) probe(u *upstream) {
 	defer u.probing.Store(false)
 	msg := buildQuery(nil, []byte{0}, typeNS, classIN, false, false, true)
-	if _, err := f.tryUDP(u, msg, time.Now().Add(f.tryTimeout)); err == nil || errors.Is(err, errTruncated) {
+	if err := f.probeOnce(u, msg); err == nil || errors.Is(err, errTruncated) {
 		f.markOK(u)
 		f.log.Info("upstream healthy again", "upstream", u.name)
 		return
 	}
 	u.downUntil.Store(time.Now().Add(f.probeEvery).UnixNano())
+}
+
+func (f *Forwarder) probeOnce(u *upstream, msg []byte) error {
+	s, err := u.dialFresh()
+	if err != nil {
+		return err
+	}
+	defer s.c.Close()
+	setID(msg)
+	if _, err := s.c.Write(msg); err != nil {
+		return err
+	}
+	_, err = f.readUDP(u, s, msg, time.Now().Add(f.tryTimeout))
+	return err
 }
 
 func (f *Forwarder) markOK(u *upstream) {
@@ -232,82 +213,381 @@ func buildQuery(dst, name []byte, qtype, qclass uint16, do, cd, edns bool) []byt
 	return dst
 }
 
+// exchange is one resolution's set of tries. Tries that timed out keep
+// listening until the budget ends, so a slow upstream's late reply is
+// still taken while later tries go out (unbound's pending queries).
+type exchange struct {
+	f       *Forwarder
+	msgs    [2][]byte // [0] with EDNS, [1] without; ID zero
+	results chan result
+
+	mu    sync.Mutex
+	tries []*try
+	ended bool
+}
+
+// try is one query sent to one upstream.
+type try struct {
+	ex    *exchange
+	u     *upstream
+	idx   int // position in the exchange's upstream order
+	edns  bool
+	tcp   bool
+	start time.Time
+	// UDP: the socket and the query as sent (with its ID).
+	sock *udpSock
+	msg  []byte
+	// TCP: the connection and ID the query is pending under.
+	tcpConn *tcpConn
+	tcpID   uint16
+
+	timedOut  bool // counted as a timeout; a late reply is still taken
+	delivered atomic.Bool
+}
+
+type result struct {
+	t     *try
+	reply []byte
+	err   error
+}
+
+// background makes the result queue, before the first try that delivers
+// from another goroutine (most exchanges never need it).
+func (ex *exchange) background() {
+	if ex.results == nil {
+		ex.results = make(chan result, maxTries)
+	}
+}
+
+func (ex *exchange) msg(edns bool) []byte {
+	if edns {
+		return ex.msgs[0]
+	}
+	return ex.msgs[1]
+}
+
+// deliver hands the try's outcome to the exchange, once.
+func (t *try) deliver(reply []byte, err error) {
+	if t.delivered.Swap(true) {
+		return
+	}
+	select {
+	case t.ex.results <- result{t: t, reply: reply, err: err}:
+	default: // cannot happen: the queue holds maxTries
+	}
+}
+
+// finish ends every try still listening: background UDP readers wake up
+// and close their sockets, pipelined TCP queries are forgotten.
+func (ex *exchange) finish() {
+	ex.mu.Lock()
+	ex.ended = true
+	tries := ex.tries
+	ex.mu.Unlock()
+	for _, t := range tries {
+		if t.delivered.Load() {
+			continue
+		}
+		if t.tcpConn != nil {
+			t.tcpConn.cancel(t.tcpID)
+		} else if t.sock != nil {
+			t.sock.c.SetReadDeadline(time.Now())
+		}
+	}
+}
+
 // Exchange resolves one question upstream and returns the raw reply. It
-// tries upstreams in order, each for at most the per-try timeout, cycling
-// until the total budget is spent. With serialization on, an A and an
-// AAAA query for one name never overlap: each try holds the name's lock
-// until its answer or timeout.
+// tries upstreams in order, sending a new try every per-try timeout (at
+// once after an error or an unusable reply) while earlier tries keep
+// listening, until the total budget is spent. With serialization on, the
+// first try of an A or AAAA query waits until the other type's try for
+// that name has its answer or timed out.
 func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uint16, do, cd bool) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.budget)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
-	edns := true
-	msg := buildQuery(make([]byte, 0, len(name)+32), name, qtype, qclass, do, cd, edns)
+	ex := &exchange{f: f}
+	ex.msgs[0] = buildQuery(make([]byte, 0, len(name)+32), name, qtype, qclass, do, cd, true)
+	ex.msgs[1] = buildQuery(make([]byte, 0, len(name)+20), name, qtype, qclass, false, cd, false)
+	defer ex.finish()
 	var skey string
 	if !f.parallelAAAA && (qtype == typeA || qtype == typeAAAA) {
 		skey = string(name) + string([]byte{byte(qclass >> 8), byte(qclass)})
 	}
-	order := f.order()
-	var lastReply []byte
-	lastErr := ErrNoUpstream
-	for attempt := 0; ; attempt++ {
-		if ctx.Err() != nil {
+	st := exState{order: f.order(), lastErr: ErrNoUpstream}
+	st.useless = make([]bool, len(st.order))
+	st.noEDNS = make([]bool, len(st.order))
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for attempt := 0; attempt < maxTries; attempt++ {
+		if ctx.Err() != nil || !time.Now().Before(deadline) {
 			break
 		}
-		u := order[attempt%len(order)]
-		if lastReply != nil && attempt >= len(order) {
-			break // every upstream returned SERVFAIL/REFUSED: give that back
+		spec, ok := st.nextSpec(f.forceTCP)
+		if !ok {
+			break
 		}
+		tryEnd := earlier(time.Now().Add(f.tryTimeout), deadline)
+		t := &try{ex: ex, u: st.order[spec.idx], idx: spec.idx, edns: spec.edns, tcp: spec.tcp, start: time.Now()}
+		// The first UDP try runs on this goroutine: most queries are
+		// answered within it, and then no other goroutine is involved.
+		inline := st.outstanding == 0 && !t.tcp
 		var release func()
-		if skey != "" {
+		if inline && skey != "" && attempt == 0 {
 			var err error
 			if release, err = f.serial.acquire(ctx, skey); err != nil {
 				break
 			}
 		}
-		tryDeadline := earlier(time.Now().Add(f.tryTimeout), deadline)
-		reply, err := f.try(u, msg, tryDeadline, deadline)
-		if release != nil {
-			release()
-		}
+		err := ex.start(t, tryEnd)
 		if err != nil {
-			lastErr = err
-			if u.errs != nil {
-				u.errs.inc(errReason(err))
+			if release != nil {
+				release()
 			}
-			f.markFail(u, err)
-			if !errors.Is(err, errTimeout) && (attempt+1)%len(order) == 0 {
-				// Every upstream failed at once (e.g. ICMP port
-				// unreachable): pause until this try's deadline rather
-				// than spin through the budget.
-				select {
-				case <-ctx.Done():
-				case <-time.After(time.Until(tryDeadline)):
-				}
+			st.failed(f, t, err)
+			if reply, fin := st.pauseIfAllFailed(ctx, ex, &timer, f, tryEnd); fin {
+				return reply, nil
 			}
 			continue
 		}
-		f.markOK(u)
-		switch reply[3] & 0xF {
-		case rcodeFormErr:
-			if edns {
-				// An EDNS-intolerant upstream: ask again without OPT.
-				edns = false
-				msg = buildQuery(msg[:0], name, qtype, qclass, false, cd, false)
-				attempt--
+		st.outstanding++
+		if inline {
+			reply, err := f.readUDP(t.u, t.sock, t.msg, tryEnd)
+			if release != nil {
+				release()
+			}
+			if isTimeout(err) && time.Now().Before(deadline) {
+				st.timeout(f, t)
+				ex.listenLate(t, deadline)
 				continue
 			}
-			lastReply = reply
-		case rcodeServFail, rcodeRefused:
-			lastReply = reply
-		default:
+			t.delivered.Store(true)
+			f.endUDP(t, err)
+			if reply, fin := st.handle(f, result{t: t, reply: reply, err: err}); fin {
+				return reply, nil
+			}
+			if reply, fin := st.pauseIfAllFailed(ctx, ex, &timer, f, tryEnd); fin {
+				return reply, nil
+			}
+			continue
+		}
+		if !t.tcp {
+			ex.listenLate(t, deadline)
+		}
+		// Wait for this try's timeout or any result, whichever is first.
+		for {
+			r, done := ex.wait(ctx, &timer, tryEnd)
+			if !done {
+				if ctx.Err() == nil && !t.delivered.Load() {
+					st.timeout(f, t)
+				}
+				break
+			}
+			reply, fin := st.handle(f, r)
+			if fin {
+				return reply, nil
+			}
+			if st.moveOn {
+				break
+			}
+		}
+	}
+	// No more tries to send: take whatever the ones still listening bring.
+	for st.outstanding > 0 && ctx.Err() == nil {
+		r, done := ex.wait(ctx, &timer, deadline)
+		if !done {
+			break
+		}
+		if reply, fin := st.handle(f, r); fin {
 			return reply, nil
 		}
 	}
-	if lastReply != nil {
-		return lastReply, nil
+	if st.servfail != nil {
+		return st.servfail, nil
 	}
-	return nil, fmt.Errorf("%w: %w", ErrNoUpstream, lastErr)
+	return nil, fmt.Errorf("%w: %w", ErrNoUpstream, st.lastErr)
+}
+
+// wait returns the next result, or done=false at until or when ctx ends.
+func (ex *exchange) wait(ctx context.Context, timer **time.Timer, until time.Time) (result, bool) {
+	d := time.Until(until)
+	if d <= 0 {
+		select {
+		case r := <-ex.results:
+			return r, true
+		default:
+			return result{}, false
+		}
+	}
+	if *timer == nil {
+		*timer = time.NewTimer(d)
+	} else {
+		(*timer).Reset(d)
+	}
+	defer (*timer).Stop()
+	select {
+	case r := <-ex.results:
+		return r, true
+	case <-(*timer).C:
+		return result{}, false
+	case <-ctx.Done():
+		return result{}, false
+	}
+}
+
+// tryNext says where the next try goes.
+type trySpec struct {
+	idx  int
+	edns bool
+	tcp  bool
+}
+
+// exState is the bookkeeping of one Exchange.
+type exState struct {
+	order       []*upstream
+	next        int
+	useless     []bool // upstream gave an answer the client cannot use
+	noEDNS      []bool // upstream said FORMERR to EDNS
+	forced      *trySpec
+	outstanding int
+	quickFails  int  // tries in a row that failed without a timeout
+	moveOn      bool // the last result asks for the next try now
+	servfail    []byte
+	lastErr     error
+}
+
+// nextSpec picks the next try: a forced one (TCP after TC, a retry
+// without EDNS), else the next upstream in order that has not given an
+// unusable answer.
+func (st *exState) nextSpec(forceTCP bool) (trySpec, bool) {
+	st.moveOn = false
+	if st.forced != nil {
+		s := *st.forced
+		st.forced = nil
+		return s, true
+	}
+	for range st.order {
+		i := st.next % len(st.order)
+		st.next++
+		if !st.useless[i] {
+			return trySpec{idx: i, edns: !st.noEDNS[i], tcp: forceTCP}, true
+		}
+	}
+	return trySpec{}, false
+}
+
+// pauseIfAllFailed waits until tryEnd (or a result) once as many tries
+// in a row as there are upstreams failed at once (e.g. ICMP port
+// unreachable), rather than spin through the budget.
+func (st *exState) pauseIfAllFailed(ctx context.Context, ex *exchange, timer **time.Timer, f *Forwarder, tryEnd time.Time) ([]byte, bool) {
+	if st.quickFails < len(st.order) {
+		return nil, false
+	}
+	st.quickFails = 0
+	if r, done := ex.wait(ctx, timer, tryEnd); done {
+		return st.handle(f, r)
+	}
+	return nil, false
+}
+
+// failed records a try that could not be sent or failed.
+func (st *exState) failed(f *Forwarder, t *try, err error) {
+	st.quickFails++
+	st.lastErr = err
+	if t.u.errs != nil {
+		t.u.errs.inc(errReason(err))
+	}
+	f.markFail(t.u, err)
+	st.moveOn = true
+}
+
+// timeout records a try that passed its per-try timeout; it keeps
+// listening.
+func (st *exState) timeout(f *Forwarder, t *try) {
+	if t.timedOut {
+		return
+	}
+	t.timedOut = true
+	err := fmt.Errorf("%s: %w", t.u.name, errTimeout)
+	st.lastErr = err
+	if t.u.errs != nil {
+		t.u.errs.inc("timeout")
+	}
+	f.markFail(t.u, err)
+}
+
+// handle processes one try's outcome; fin means reply is the answer.
+func (st *exState) handle(f *Forwarder, r result) (reply []byte, fin bool) {
+	st.outstanding--
+	t := r.t
+	if r.err != nil {
+		switch {
+		case errors.Is(r.err, errTruncated) && !t.tcp:
+			// Retry over TCP at once, with the same EDNS setting.
+			st.forced = &trySpec{idx: t.idx, edns: t.edns, tcp: true}
+			st.moveOn = true
+		case isTimeout(r.err) && t.timedOut:
+			// A timed-out try that stopped listening: already counted.
+		case errors.Is(r.err, errTCPClosed) && t.tcp && !t.timedOut:
+			// The server closed a pooled connection with this query on it
+			// (servers cap queries per connection; miekg/dns at 128): not
+			// a failure of the upstream, ask it again on a new connection.
+			st.forced = &trySpec{idx: t.idx, edns: t.edns, tcp: true}
+			st.moveOn = true
+		default:
+			st.failed(f, t, r.err)
+		}
+		return nil, false
+	}
+	st.quickFails = 0
+	f.markOK(t.u)
+	if t.u.lat != nil {
+		t.u.lat.observe(time.Since(t.start).Seconds())
+	}
+	st.moveOn = true
+	switch rc := int(r.reply[3] & 0xF); rc {
+	case rcodeFormErr:
+		if t.edns {
+			// An EDNS-intolerant upstream: ask it again without OPT.
+			st.noEDNS[t.idx] = true
+			st.forced = &trySpec{idx: t.idx, edns: false, tcp: t.tcp}
+			return nil, false
+		}
+		st.unusable(t, rc, "formerr")
+	case rcodeNotImp:
+		st.unusable(t, rc, "notimp")
+	case rcodeRefused:
+		st.unusable(t, rc, "refused_rcode")
+	case rcodeServFail:
+		st.unusable(t, rc, "servfail")
+		st.servfail = r.reply
+	default:
+		return r.reply, true
+	}
+	return nil, false
+}
+
+// unusable records an upstream whose answer blames the query or itself:
+// the next upstream is asked; if none does better the client gets
+// SERVFAIL, never a FORMERR/NOTIMP/REFUSED about a query it did not send.
+func (st *exState) unusable(t *try, rc int, reason string) {
+	st.useless[t.idx] = true
+	st.lastErr = fmt.Errorf("%s answered rcode %d", t.u.name, rc)
+	if t.u.errs != nil {
+		t.u.errs.inc(reason)
+	}
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, errTimeout) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func errReason(err error) string {
@@ -320,60 +600,80 @@ func errReason(err error) string {
 		return "truncated"
 	case errors.Is(err, errMalformed):
 		return "malformed"
+	case errors.Is(err, errTCPClosed):
+		return "closed"
 	default:
 		return "other"
 	}
 }
 
-// try sends msg to u once (over UDP, then TCP when truncated, or TCP only
-// with forceTCP) with a fresh random ID and returns a copy of the reply.
-func (f *Forwarder) try(u *upstream, msg []byte, deadline, budgetEnd time.Time) ([]byte, error) {
-	start := time.Now()
-	if u.queries != nil {
-		u.queries.inc()
-	}
-	var reply []byte
-	var err error
-	if f.forceTCP {
-		reply, err = f.tryTCP(u, msg, deadline)
-	} else {
-		reply, err = f.tryUDP(u, msg, deadline)
-		if errors.Is(err, errTruncated) {
-			// The TCP retry gets a full per-try timeout of its own, within
-			// the budget.
-			reply, err = f.tryTCP(u, msg, earlier(time.Now().Add(f.tryTimeout), budgetEnd))
-		}
-	}
-	if err == nil && u.lat != nil {
-		u.lat.observe(time.Since(start).Seconds())
-	}
-	return reply, err
-}
-
 func setID(msg []byte) { binary.BigEndian.PutUint16(msg, uint16(rand.Uint32())) }
 
-func (f *Forwarder) tryUDP(u *upstream, msg []byte, deadline time.Time) ([]byte, error) {
-	c, err := u.getConn()
+// start sends try t: over UDP on a socket of its own, or pipelined on a
+// pooled TCP connection.
+func (ex *exchange) start(t *try, tryEnd time.Time) error {
+	ex.mu.Lock()
+	ex.tries = append(ex.tries, t)
+	ex.mu.Unlock()
+	if t.u.queries != nil {
+		t.u.queries.inc()
+	}
+	if t.tcp {
+		ex.background()
+		return t.u.tcp.send(t.u, t, tryEnd)
+	}
+	s, err := t.u.getSock(ex.f.reuse)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	setID(msg)
-	if err := c.SetDeadline(deadline); err != nil {
-		c.Close()
+	t.msg = append([]byte(nil), ex.msg(t.edns)...)
+	setID(t.msg)
+	if _, err := s.c.Write(t.msg); err != nil {
+		s.c.Close()
+		return fmt.Errorf("send to %s: %w", t.u.name, err)
+	}
+	t.sock = s
+	return nil
+}
+
+// listenLate keeps a timed-out UDP try listening until the budget ends.
+func (ex *exchange) listenLate(t *try, deadline time.Time) {
+	ex.mu.Lock()
+	ended := ex.ended
+	ex.mu.Unlock()
+	if ended {
+		return
+	}
+	ex.background()
+	go func() {
+		reply, err := ex.f.readUDP(t.u, t.sock, t.msg, deadline)
+		ex.f.endUDP(t, err)
+		t.deliver(reply, err)
+	}()
+}
+
+// endUDP releases a finished UDP try's socket.
+func (f *Forwarder) endUDP(t *try, err error) {
+	if err == nil {
+		t.u.putSock(t.sock, f.reuse, f.maxIdle)
+	} else {
+		// The socket may still receive a late reply; never reuse it.
+		t.sock.c.Close()
+	}
+}
+
+// readUDP waits on s for the reply to msg until deadline and returns a
+// copy. Replies with the wrong ID or question are discarded.
+func (f *Forwarder) readUDP(u *upstream, s *udpSock, msg []byte, deadline time.Time) ([]byte, error) {
+	if err := s.c.SetReadDeadline(deadline); err != nil {
 		return nil, fmt.Errorf("set deadline: %w", err)
-	}
-	if _, err := c.Write(msg); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("send to %s: %w", u.name, err)
 	}
 	bp := f.bufs.Get().(*[]byte)
 	defer f.bufs.Put(bp)
 	buf := *bp
 	for {
-		n, err := c.Read(buf)
+		n, err := s.c.Read(buf)
 		if err != nil {
-			// The socket may still receive the late reply; never reuse it.
-			c.Close()
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				return nil, fmt.Errorf("%s: %w", u.name, errTimeout)
 			}
@@ -387,60 +687,10 @@ func (f *Forwarder) tryUDP(u *upstream, msg []byte, deadline time.Time) ([]byte,
 		case errors.Is(err, errMismatch):
 			continue // a stray or spoofed datagram: keep waiting
 		case err != nil:
-			u.putConn(c, f.maxIdle)
 			return nil, err
 		}
-		u.putConn(c, f.maxIdle)
 		return append([]byte(nil), buf[:n]...), nil
 	}
-}
-
-func (f *Forwarder) tryTCP(u *upstream, msg []byte, deadline time.Time) ([]byte, error) {
-	d := net.Dialer{Deadline: deadline}
-	c, err := d.Dial("tcp", u.addr.String())
-	if err != nil {
-		if ne, ok := err.(net.Error); ok && ne.Timeout() {
-			return nil, fmt.Errorf("tcp %s: %w", u.name, errTimeout)
-		}
-		return nil, fmt.Errorf("tcp dial %s: %w", u.name, err)
-	}
-	defer c.Close()
-	if err := c.SetDeadline(deadline); err != nil {
-		return nil, fmt.Errorf("set deadline: %w", err)
-	}
-	setID(msg)
-	out := make([]byte, 2, 2+len(msg))
-	binary.BigEndian.PutUint16(out, uint16(len(msg)))
-	if _, err := c.Write(append(out, msg...)); err != nil {
-		return nil, fmt.Errorf("tcp send to %s: %w", u.name, err)
-	}
-	for {
-		var l [2]byte
-		if _, err := io.ReadFull(c, l[:]); err != nil {
-			return nil, tcpErr(u, err)
-		}
-		b := make([]byte, binary.BigEndian.Uint16(l[:]))
-		if _, err := io.ReadFull(c, b); err != nil {
-			return nil, tcpErr(u, err)
-		}
-		switch err := checkReply(b, msg); {
-		case errors.Is(err, errMismatch):
-			continue
-		case errors.Is(err, errTruncated):
-			// Truncated even over TCP: take what there is.
-			return b, nil
-		case err != nil:
-			return nil, err
-		}
-		return b, nil
-	}
-}
-
-func tcpErr(u *upstream, err error) error {
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		return fmt.Errorf("tcp %s: %w", u.name, errTimeout)
-	}
-	return fmt.Errorf("tcp read from %s: %w", u.name, err)
 }
 
 // serializer makes queries for one key wait for each other, first come

@@ -104,37 +104,52 @@ func parseQuery(b []byte, q *query) error {
 	an := binary.BigEndian.Uint16(b[6:])
 	ns := binary.BigEndian.Uint16(b[8:])
 	ar := binary.BigEndian.Uint16(b[10:])
+	// QDCOUNT≠1 is FORMERR, but the rest is still walked so that the error
+	// reply carries an OPT record when the query had one (RFC 6891 §7).
+	var qdErr error
 	if qd != 1 {
-		return errQDCount
+		qdErr = errQDCount
 	}
 	off := headerLen
-	// The question name: plain labels only, compression cannot point
-	// anywhere useful this early in a message.
-	for {
-		if off >= len(b) {
+	if qd == 1 {
+		// The question name: plain labels only, compression cannot point
+		// anywhere useful this early in a message.
+		for {
+			if off >= len(b) {
+				return errBadName
+			}
+			l := int(b[off])
+			if l == 0 {
+				off++
+				break
+			}
+			if l&0xC0 != 0 {
+				return errBadName
+			}
+			off += 1 + l
+			if off-headerLen > maxNameLen-1 {
+				return errBadName
+			}
+		}
+		if off+4 > len(b) {
 			return errBadName
 		}
-		l := int(b[off])
-		if l == 0 {
-			off++
-			break
-		}
-		if l&0xC0 != 0 {
-			return errBadName
-		}
-		off += 1 + l
-		if off-headerLen > maxNameLen-1 {
-			return errBadName
+		q.qtype = binary.BigEndian.Uint16(b[off:])
+		q.qclass = binary.BigEndian.Uint16(b[off+2:])
+		off += 4
+		q.qEnd = off
+		q.questionOK = true
+	} else {
+		for i := 0; i < int(qd); i++ {
+			var err error
+			if off, err = skipName(b, off); err != nil {
+				return err
+			}
+			if off += 4; off > len(b) {
+				return errBadName
+			}
 		}
 	}
-	if off+4 > len(b) {
-		return errBadName
-	}
-	q.qtype = binary.BigEndian.Uint16(b[off:])
-	q.qclass = binary.BigEndian.Uint16(b[off+2:])
-	off += 4
-	q.qEnd = off
-	q.questionOK = true
 	q.udpSize = minUDPSize
 	// Answer and authority records are not expected in a query; skip
 	// them so an OPT in the additional section is still found.
@@ -163,7 +178,7 @@ func parseQuery(b []byte, q *query) error {
 		q.ednsVer = uint8(rr.ttl >> 16)
 		q.do = rr.ttl&0x8000 != 0
 	}
-	return nil
+	return qdErr
 }
 
 // rrInfo describes one resource record found by skipRR.
@@ -273,10 +288,11 @@ func appendErrorReply(dst []byte, q *query, rcode int) []byte {
 	if q.questionOK {
 		dst = append(dst, q.raw[headerLen:q.qEnd]...)
 		dst[5] = 1
-		if q.edns {
-			dst = appendOPT(dst, rcode, q.do)
-			dst[11] = 1
-		}
+	}
+	if q.edns {
+		// Also without a question (QDCOUNT≠1): RFC 6891 §7.
+		dst = appendOPT(dst, rcode, q.do)
+		dst[11] = 1
 	}
 	return dst
 }
@@ -299,17 +315,139 @@ func appendANYReply(dst []byte, q *query) []byte {
 	return dst
 }
 
-// truncateReply cuts a reply down to header, question and OPT with TC set,
-// so the client retries over TCP.
-func truncateReply(dst []byte, q *query) []byte {
-	dst = dst[:q.qEnd]
-	dst[2] |= flagTC >> 8
-	for i := 6; i < headerLen; i++ {
-		dst[i] = 0
+// optRRLen is the size of the OPT record appendOPT writes.
+const optRRLen = 11
+
+// truncateRRsets shortens the reply d (without OPT) to at most limit bytes
+// the way RFC 2181 §9 and unbound do: whole RRsets, in order, as many as
+// fit. TC is set only when an answer RRset does not fit, or an authority
+// RRset of a negative answer (its SOA); the rest of the authority section
+// is optional and dropped silently, and the additional section is kept
+// only when all of it fits. Cutting after
+// a prefix of the records keeps every compression pointer valid: they
+// only point backwards. It returns the new length.
+func truncateRRsets(d []byte, limit int) int {
+	an := int(binary.BigEndian.Uint16(d[6:]))
+	ns := int(binary.BigEndian.Uint16(d[8:]))
+	ar := int(binary.BigEndian.Uint16(d[10:]))
+	off, err := skipName(d, headerLen)
+	if err != nil || off+4 > len(d) {
+		return len(d)
 	}
-	if q.edns {
-		dst = appendOPT(dst, 0, q.do)
-		dst[11] = 1
+	off += 4
+	negative := an == 0 || d[3]&0xF == rcodeNXDomain
+	counts := [3]int{}
+	cut, addStart := off, off
+	tc := false
+	i := 0
+	// Records of one RRset are adjacent; find each set's end.
+	for i < an+ns+ar {
+		sect := section(i, an, ns)
+		var first rrInfo
+		end, err := skipRR(d, off, &first)
+		if err != nil {
+			break
+		}
+		n := 1
+		for i+n < an+ns+ar && section(i+n, an, ns) == sect {
+			var next rrInfo
+			e, err := skipRR(d, end, &next)
+			if err != nil || next.rtype != first.rtype || next.class != first.class || !sameName(d, first.start, next.start) {
+				break
+			}
+			end = e
+			n++
+		}
+		if end > limit {
+			tc = sect == 0 || (sect == 1 && negative)
+			if sect == 2 {
+				// The additional section goes whole or not at all.
+				counts[2] = 0
+				cut = addStart
+			}
+			break
+		}
+		if sect < 2 {
+			addStart = end
+		}
+		counts[sect] += n
+		cut, off = end, end
+		i += n
 	}
-	return dst
+	binary.BigEndian.PutUint16(d[6:], uint16(counts[0]))
+	binary.BigEndian.PutUint16(d[8:], uint16(counts[1]))
+	binary.BigEndian.PutUint16(d[10:], uint16(counts[2]))
+	if tc {
+		d[2] |= flagTC >> 8
+	}
+	return cut
+}
+
+func section(i, an, ns int) int {
+	switch {
+	case i < an:
+		return 0
+	case i < an+ns:
+		return 1
+	}
+	return 2
+}
+
+// sameName compares the (possibly compressed) names at offsets a and b of
+// msg, case-insensitively.
+func sameName(msg []byte, a, b int) bool {
+	for hops := 0; hops < 64; hops++ {
+		var err error
+		if a, err = followPtr(msg, a); err != nil {
+			return false
+		}
+		if b, err = followPtr(msg, b); err != nil {
+			return false
+		}
+		la, lb := int(msg[a]), int(msg[b])
+		if la != lb || a+1+la > len(msg) || b+1+lb > len(msg) {
+			return false
+		}
+		if la == 0 {
+			return true
+		}
+		for k := 1; k <= la; k++ {
+			ca, cb := msg[a+k], msg[b+k]
+			if 'A' <= ca && ca <= 'Z' {
+				ca += 'a' - 'A'
+			}
+			if 'A' <= cb && cb <= 'Z' {
+				cb += 'a' - 'A'
+			}
+			if ca != cb {
+				return false
+			}
+		}
+		a += 1 + la
+		b += 1 + lb
+	}
+	return false
+}
+
+// followPtr resolves compression pointers at off to a label.
+func followPtr(msg []byte, off int) (int, error) {
+	for hops := 0; ; hops++ {
+		if off >= len(msg) || hops > 32 {
+			return 0, errBadName
+		}
+		if msg[off]&0xC0 != 0xC0 {
+			if msg[off]&0xC0 != 0 {
+				return 0, errBadName
+			}
+			return off, nil
+		}
+		if off+1 >= len(msg) {
+			return 0, errBadName
+		}
+		p := int(binary.BigEndian.Uint16(msg[off:]) & 0x3FFF)
+		if p >= off {
+			return 0, errBadName
+		}
+		off = p
+	}
 }

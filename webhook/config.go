@@ -50,6 +50,17 @@ const (
 	DefaultSidecarImage    = "dnsguard/resolver:latest"
 	DefaultMaxRequestBytes = 3 << 20
 	DefaultRecheck         = 30 * time.Second
+	// DefaultRequestBudgetBytes keeps the webhook under 128 MiB of RSS with
+	// no container limit or GOMEMLIMIT: bodies are charged three times
+	// their size (body, decoded strings, garbage until the next GC), and
+	// the Go heap may grow to twice what is live before collecting, so 32
+	// MiB charged is at most ~64 MiB of heap on top of a ~20 MiB process.
+	// It admits two maximum-size (3 MiB) reviews at once, and ordinary
+	// ones always have a quarter of it to themselves.
+	DefaultRequestBudgetBytes = 32 << 20
+	// DefaultBodyReadTimeout bounds reading one request body; the API
+	// server's own webhook timeout is at most 30 s (default 10 s).
+	DefaultBodyReadTimeout = 10 * time.Second
 )
 
 // DNSOption is one resolv.conf option, rendered "name" or "name:value".
@@ -74,11 +85,17 @@ type SidecarConfig struct {
 	Fallback bool `json:"fallback"`
 	// Resources of the sidecar; small requests by default.
 	Resources corev1.ResourceRequirements `json:"resources"`
-	// RunAsUser is the non-root UID of the sidecar.
+	// RunAsUser is the non-root UID (and GID) of the sidecar. 0 leaves both
+	// to the platform (OpenShift's SCC assigns them from the namespace's
+	// range and rejects others); runAsNonRoot stays true either way.
 	RunAsUser int64 `json:"runAsUser"`
 	// ExtraArgs are appended to the resolver's command line (cache size,
 	// timeouts, --serve-stale ...).
 	ExtraArgs []string `json:"extraArgs,omitempty"`
+	// ImagePullSecrets are Secret names (in the pod's namespace) added to
+	// the spec.imagePullSecrets of pods that get the sidecar, unless the pod
+	// already lists them, so a private resolver image can be pulled.
+	ImagePullSecrets []string `json:"imagePullSecrets,omitempty"`
 }
 
 // Config is the webhook's whole configuration: command-line flags and the
@@ -86,6 +103,10 @@ type SidecarConfig struct {
 type Config struct {
 	// Listen is the HTTPS listen address.
 	Listen string `json:"listen"`
+	// MetricsListen, when set, is a plain-HTTP address serving /metrics,
+	// /explain, /healthz and /readyz; the HTTPS listener then serves only
+	// /mutate, /healthz and /readyz. Empty keeps everything on Listen.
+	MetricsListen string `json:"metricsListen"`
 	// TLSCertFile and TLSKeyFile are the serving certificate and key (PEM);
 	// they are re-read when they change on disk.
 	TLSCertFile string `json:"tlsCertFile"`
@@ -111,6 +132,13 @@ type Config struct {
 	LogLevel string `json:"logLevel"`
 	// MaxRequestBytes bounds request bodies; larger ones get 413.
 	MaxRequestBytes int64 `json:"maxRequestBytes"`
+	// RequestBudgetBytes bounds the memory all request bodies being read or
+	// handled may pin at once (charged at 3× their size); a request that
+	// does not fit gets 429 with Retry-After. A quarter is kept for bodies
+	// of 64 KiB or less so ordinary pods are served while big ones are shed.
+	RequestBudgetBytes int64 `json:"requestBudgetBytes"`
+	// BodyReadTimeout bounds reading one request body (slow clients).
+	BodyReadTimeout Duration `json:"bodyReadTimeout"`
 	// RecheckInterval is how often the DNS Service is looked up again.
 	RecheckInterval Duration `json:"recheckInterval"`
 	// NamespaceDefaults enables the per-namespace default mode (a Namespace
@@ -118,6 +146,14 @@ type Config struct {
 	NamespaceDefaults bool `json:"namespaceDefaults"`
 	// NodeLocal points pods (or their sidecars) at a per-node cache first.
 	NodeLocal NodeLocalConfig `json:"nodeLocal"`
+}
+
+// MinRequestBudget is the smallest requestBudgetBytes that still admits a
+// body of maxRequestBytes: its charge (with the first read chunk) must fit
+// into the three quarters of the budget that large bodies may use.
+func MinRequestBudget(maxRequestBytes int64) int64 {
+	charge := (maxRequestBytes + 1 + firstBodyChunk) * bodyCostFactor
+	return charge*4/3 + 4
 }
 
 // Duration is a time.Duration that reads "30s" style strings from YAML.
@@ -177,10 +213,12 @@ func DefaultConfig() Config {
 				},
 			},
 		},
-		LogLevel:          "info",
-		MaxRequestBytes:   DefaultMaxRequestBytes,
-		RecheckInterval:   Duration{DefaultRecheck},
-		NamespaceDefaults: true,
+		LogLevel:           "info",
+		MaxRequestBytes:    DefaultMaxRequestBytes,
+		RequestBudgetBytes: DefaultRequestBudgetBytes,
+		BodyReadTimeout:    Duration{DefaultBodyReadTimeout},
+		RecheckInterval:    Duration{DefaultRecheck},
+		NamespaceDefaults:  true,
 	}
 }
 
@@ -209,6 +247,13 @@ func (c *Config) Validate(checkFiles bool) error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			errs = append(errs, fmt.Errorf("metricsListen %q: %w", c.MetricsListen, err))
+		} else if c.MetricsListen == c.Listen {
+			errs = append(errs, fmt.Errorf("metricsListen %q: must differ from listen", c.MetricsListen))
+		}
 	}
 	if c.TLSCertFile == "" || c.TLSKeyFile == "" {
 		errs = append(errs, errors.New("tls-cert-file and tls-key-file are required (the webhook serves HTTPS only)"))
@@ -260,8 +305,11 @@ func (c *Config) Validate(checkFiles bool) error {
 	default:
 		errs = append(errs, fmt.Errorf("sidecar imagePullPolicy %q: want Always, IfNotPresent or Never", c.Sidecar.ImagePullPolicy))
 	}
-	if c.Sidecar.RunAsUser <= 0 {
-		errs = append(errs, fmt.Errorf("sidecar runAsUser %d: must be a non-root UID", c.Sidecar.RunAsUser))
+	if c.Sidecar.RunAsUser < 0 {
+		errs = append(errs, fmt.Errorf("sidecar runAsUser %d: must be a non-root UID, or 0 to leave it to the platform", c.Sidecar.RunAsUser))
+	}
+	if err := validatePullSecrets(c.Sidecar.ImagePullSecrets); err != nil {
+		errs = append(errs, err)
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "warning", "error":
@@ -270,6 +318,15 @@ func (c *Config) Validate(checkFiles bool) error {
 	}
 	if c.MaxRequestBytes <= 0 {
 		errs = append(errs, fmt.Errorf("maxRequestBytes %d: must be positive", c.MaxRequestBytes))
+	}
+	// A maximum-size body (read after a first chunk, both charged) must fit
+	// into the part of the budget large bodies may use, three quarters, or
+	// it could never be read.
+	if need := MinRequestBudget(c.MaxRequestBytes); c.MaxRequestBytes > 0 && c.RequestBudgetBytes < need {
+		errs = append(errs, fmt.Errorf("requestBudgetBytes %d: must be at least %d for maxRequestBytes %d, or no maximum-size review could ever be read", c.RequestBudgetBytes, need, c.MaxRequestBytes))
+	}
+	if c.BodyReadTimeout.Duration <= 0 {
+		errs = append(errs, fmt.Errorf("bodyReadTimeout %s: must be positive", c.BodyReadTimeout.Duration))
 	}
 	if c.RecheckInterval.Duration <= 0 {
 		errs = append(errs, fmt.Errorf("recheck interval %s: must be positive", c.RecheckInterval.Duration))

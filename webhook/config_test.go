@@ -98,7 +98,9 @@ func TestValidate(t *testing.T) {
 		{"bad dns service", func(c *Config) { c.Nameservers = nil; c.DNSService = "kube-dns" }, `dns-service "kube-dns"`},
 		{"duplicate option", func(c *Config) { c.DNSOptions = append(c.DNSOptions, DNSOption{Name: "ndots"}) }, `"ndots" appears twice`},
 		{"empty image", func(c *Config) { c.Sidecar.Image = " " }, "sidecar image"},
-		{"root sidecar", func(c *Config) { c.Sidecar.RunAsUser = 0 }, "runAsUser 0"},
+		{"negative sidecar UID", func(c *Config) { c.Sidecar.RunAsUser = -1 }, "runAsUser -1"},
+		{"bad pull secret", func(c *Config) { c.Sidecar.ImagePullSecrets = []string{"Reg_Cred"} }, `imagePullSecrets "Reg_Cred"`},
+		{"duplicate pull secret", func(c *Config) { c.Sidecar.ImagePullSecrets = []string{"a", "a"} }, `"a" appears twice`},
 		{"bad log level", func(c *Config) { c.LogLevel = "loud" }, `log-level "loud"`},
 	}
 	for _, tc := range cases {

@@ -160,3 +160,29 @@ func TestNamespaceModes(t *testing.T) {
 }
 
 func containsBytes(b []byte, s string) bool { return strings.Contains(string(b), s) }
+
+// TestReadyzWaitsForNamespaceInformer: with namespace defaults on, /readyz
+// must fail until the informer has synced, or a replica that just started
+// would patch pods of "default-mode: off" namespaces with the flag default.
+func TestReadyzWaitsForNamespaceInformer(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	off := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{AnnotationNamespaceDefaultMode: ModeOff}}}
+	nm := NewNamespaceModes(fake.NewSimpleClientset(off), 0, quietLogger())
+	srv := NewServer(testConfig(), Options{Logger: quietLogger(), Namespaces: nm})
+	rec := do(srv, "GET", "/readyz", "", nil)
+	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "namespace informer") {
+		t.Fatalf("/readyz before the namespace informer synced: %d %q, want 503 naming the informer", rec.Code, rec.Body.String())
+	}
+	if !nm.Start(ctx) {
+		t.Fatal("informer did not sync")
+	}
+	if rec := do(srv, "GET", "/readyz", "", nil); rec.Code != 200 {
+		t.Fatalf("/readyz after sync: %d %q", rec.Code, rec.Body.String())
+	}
+	// Once ready, the namespace's annotation is honoured.
+	out := postReview(t, srv, readCase(t, "clusterfirst-deployment-pod")) // namespace shop
+	if len(out.Response.Patch) != 0 {
+		t.Errorf("namespace default-mode off ignored after readiness: %s", out.Response.Patch)
+	}
+}

@@ -27,6 +27,8 @@ var update = flag.Bool("update", os.Getenv("REFRESH_GOLDEN") == "true", "rewrite
 const (
 	goldenSuffix   = ".golden.json"
 	warningsSuffix = ".warnings.golden.txt"
+	// caseConfigSuffix names a per-case configuration file.
+	caseConfigSuffix = ".config.yaml"
 )
 
 // testConfig is the configuration every golden case runs with.
@@ -161,6 +163,16 @@ func TestGolden(t *testing.T) {
 	srv := newTestServer(t, testConfig())
 	for _, base := range cases {
 		name := filepath.Base(base)
+		srv := srv
+		// <case>.config.yaml, when present, is loaded over testConfig()
+		// for that case only (e.g. sidecar.imagePullSecrets).
+		if _, err := os.Stat(base + caseConfigSuffix); err == nil {
+			c := testConfig()
+			if err := LoadConfigFile(base+caseConfigSuffix, &c); err != nil {
+				t.Fatal(err)
+			}
+			srv = newTestServer(t, c)
+		}
 		t.Run(name, func(t *testing.T) {
 			in, err := os.ReadFile(base + ".json")
 			if err != nil {

@@ -26,6 +26,8 @@ type Metrics struct {
 	Warnings prometheus.Counter
 	// HTTPErrors counts requests refused before admission, by status code.
 	HTTPErrors *prometheus.CounterVec
+	// Shed counts requests refused with 429 because the byte budget was spent.
+	Shed prometheus.Counter
 	// Panics counts recovered panics.
 	Panics prometheus.Counter
 	// CertReloads counts certificate reloads by result (ok, error).
@@ -63,6 +65,10 @@ func NewMetrics(reg prometheus.Registerer, nameserversKnown func() float64) *Met
 			Name: "dnsguard_webhook_http_errors_total",
 			Help: "Requests refused with an HTTP error, by status code.",
 		}, []string{"code"}),
+		Shed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dnsguard_webhook_shed_requests_total",
+			Help: "Requests refused with 429 because the request byte budget was spent (the API server retries them).",
+		}),
 		Panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dnsguard_webhook_panics_total",
 			Help: "Panics recovered while handling a request (the pod was allowed unchanged).",
@@ -73,7 +79,7 @@ func NewMetrics(reg prometheus.Registerer, nameserversKnown func() float64) *Met
 		}, []string{"result"}),
 	}
 	reg.MustRegister(m.Reviews, m.Duration, m.PatchErrors, m.Skips, m.Warnings,
-		m.HTTPErrors, m.Panics, m.CertReloads,
+		m.HTTPErrors, m.Shed, m.Panics, m.CertReloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "dnsguard_webhook_nameservers_known",
 			Help: "1 when the cluster DNS nameservers are known (configured or discovered), else 0.",

@@ -63,6 +63,9 @@ type Decision struct {
 	Sidecar *corev1.Container
 	// Sysctl is appended to the pod's securityContext.sysctls when set.
 	Sysctl *corev1.Sysctl
+	// PullSecrets are appended to spec.imagePullSecrets (sidecar mode: the
+	// configured sidecar.imagePullSecrets the pod lacks).
+	PullSecrets []corev1.LocalObjectReference
 }
 
 // Mutates reports whether the decision changes the pod.
@@ -165,6 +168,7 @@ func Decide(pod *corev1.Pod, env Env, cfg *Config) Decision {
 	if mode == ModeSidecar {
 		c := sidecarContainer(cfg, cfg.NodeLocal.upstreams(env.Nameservers))
 		d.Sidecar = &c
+		d.PullSecrets = sidecarPullSecrets(pod, cfg)
 		if !hasSysctl(pod, sysctlUnprivilegedMin) {
 			d.Sysctl = &corev1.Sysctl{Name: sysctlUnprivilegedMin, Value: "53"}
 		}
@@ -237,4 +241,5 @@ func Apply(pod *corev1.Pod, d Decision) {
 		}
 		pod.Spec.SecurityContext.Sysctls = append(pod.Spec.SecurityContext.Sysctls, *d.Sysctl)
 	}
+	pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, d.PullSecrets...)
 }

@@ -43,6 +43,17 @@ func (n *NamespaceModes) Start(ctx context.Context) bool {
 	return ok
 }
 
+// Synced reports whether the informer cache has synced; /readyz waits for
+// it, so no admission is answered with the flag default while a namespace's
+// annotation is merely not loaded yet.
+func (n *NamespaceModes) Synced() bool { return n != nil && n.synced() }
+
+// namespacesSynced is true unless src is a cache that has not synced yet.
+func namespacesSynced(src NamespaceModeSource) bool {
+	s, ok := src.(interface{ Synced() bool })
+	return !ok || s.Synced()
+}
+
 // DefaultMode returns the namespace's default-mode annotation, or "".
 func (n *NamespaceModes) DefaultMode(namespace string) string {
 	if n == nil || !n.synced() {

@@ -80,6 +80,16 @@ func buildPatch(raw []byte, d Decision) ([]jsonpatch.Operation, error) {
 		}
 		psc["sysctls"] = append(sysctls, s)
 	}
+	if len(d.PullSecrets) > 0 {
+		secrets, err := childArray(spec, "imagePullSecrets")
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range d.PullSecrets {
+			secrets = append(secrets, map[string]any{"name": r.Name})
+		}
+		spec["imagePullSecrets"] = secrets
+	}
 	after, err := json.Marshal(touchedFields(obj))
 	if err != nil {
 		return nil, fmt.Errorf("encode mutated pod: %w", err)
@@ -147,7 +157,7 @@ func touchedFields(obj map[string]any) map[string]any {
 		out[parent] = p
 	}
 	pick("metadata", "annotations")
-	pick("spec", "dnsPolicy", "dnsConfig", "initContainers", "securityContext")
+	pick("spec", "dnsPolicy", "dnsConfig", "initContainers", "securityContext", "imagePullSecrets")
 	return out
 }
 

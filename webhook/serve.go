@@ -2,8 +2,6 @@ package webhook
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -17,9 +15,11 @@ func NewHTTPServer(h http.Handler, certs *CertReloader, log *slog.Logger) *http.
 		log = slog.Default()
 	}
 	hs := &http.Server{
-		Handler:           h,
-		TLSConfig:         certs.TLSConfig(),
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler:   h,
+		TLSConfig: certs.TLSConfig(),
+		// Stalled clients: 5 s for the TLS handshake and the headers, then
+		// the handler bounds the body (Config.BodyReadTimeout).
+		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
@@ -29,25 +29,10 @@ func NewHTTPServer(h http.Handler, certs *CertReloader, log *slog.Logger) *http.
 	return hs
 }
 
-// Serve serves HTTPS on ln until ctx ends, then shuts down gracefully:
-// it stops accepting, lets requests in flight finish (at most grace), and
-// closes idle keep-alive connections. The API server retries on another
-// replica meanwhile.
+// Serve serves HTTPS on ln until ctx ends, then stops accepting at once and
+// lets requests in flight finish (at most grace). The API server does not
+// retry a refused call on another replica, so a webhook behind a Service
+// uses ServeDrained instead; Serve is for tests and local runs.
 func Serve(ctx context.Context, hs *http.Server, ln net.Listener, grace time.Duration) error {
-	errc := make(chan error, 1)
-	go func() { errc <- hs.ServeTLS(ln, "", "") }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		return fmt.Errorf("graceful shutdown: %w", err)
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve: %w", err)
-	}
-	return nil
+	return ServeDrained(ctx, hs, ln, nil, Drain{Timeout: grace}, slog.New(slog.DiscardHandler))
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"time"
@@ -54,7 +55,8 @@ type Options struct {
 }
 
 // Server is the webhook's HTTP handler: /mutate, /explain, /healthz,
-// /readyz and /metrics. TLS is the caller's (see CertReloader and Run).
+// /readyz and /metrics; with cfg.MetricsListen set, /metrics and /explain
+// move to OpsHandler. TLS is the caller's (see CertReloader and Run).
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
@@ -63,6 +65,10 @@ type Server struct {
 	ns       NameserverSource
 	nsModes  NamespaceModeSource
 	mux      *http.ServeMux
+	opsMux   *http.ServeMux // nil unless cfg.MetricsListen is set
+	budget   *byteBudget
+	// mutateDuration is Duration's /mutate child, resolved once.
+	mutateDuration prometheus.Observer
 }
 
 // NewServer builds a Server for a validated cfg.
@@ -77,39 +83,74 @@ func NewServer(cfg Config, opts Options) *Server {
 	if s.ns == nil {
 		s.ns = StaticNameservers(cfg.Nameservers)
 	}
+	budget := cfg.RequestBudgetBytes
+	if budget <= 0 {
+		budget = DefaultRequestBudgetBytes
+	}
+	s.budget = newByteBudget(budget)
 	s.metrics = NewMetrics(s.registry, func() float64 {
 		if len(s.ns.Nameservers()) > 0 {
 			return 1
 		}
 		return 0
 	})
+	s.mutateDuration = s.metrics.Duration.WithLabelValues("mutate")
+	s.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dnsguard_webhook_request_budget_used_bytes",
+		Help: "Bytes of the request body budget charged by requests in flight (see requestBudgetBytes).",
+	}, func() float64 { return float64(s.budget.inUse()) }))
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/mutate", s.serveMutate)
-	s.mux.HandleFunc("/explain", s.serveExplain)
 	s.mux.HandleFunc("/healthz", s.serveHealthz)
 	s.mux.HandleFunc("/readyz", s.serveReadyz)
-	s.mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+	// With a separate operations listener, the port tenants can reach
+	// serves admission and probes only, so a NetworkPolicy can open it to
+	// everyone and the metrics port to the monitoring namespaces alone.
+	ops := s.mux
+	if cfg.MetricsListen != "" {
+		s.opsMux = http.NewServeMux()
+		s.opsMux.HandleFunc("/healthz", s.serveHealthz)
+		s.opsMux.HandleFunc("/readyz", s.serveReadyz)
+		ops = s.opsMux
+	}
+	ops.HandleFunc("/explain", s.serveExplain)
+	ops.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
 	return s
 }
 
 // Metrics returns the server's metrics (for wiring the certificate reloader).
 func (s *Server) Metrics() *Metrics { return s.metrics }
 
+// OpsHandler serves /metrics, /explain, /healthz and /readyz for the
+// separate plain-HTTP listener (cfg.MetricsListen); nil when that is not
+// configured and the main handler serves them.
+func (s *Server) OpsHandler() http.Handler {
+	if s.opsMux == nil {
+		return nil
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer s.recoverHandler(w, r)
+		s.opsMux.ServeHTTP(w, r)
+	})
+}
+
 // ServeHTTP recovers from panics in any handler so one bad request never
 // takes the process down; /mutate handles its own panics to still answer
 // with an AdmissionReview.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	defer func() {
-		if p := recover(); p != nil {
-			if p == http.ErrAbortHandler {
-				panic(p)
-			}
-			s.metrics.Panics.Inc()
-			s.log.Error("panic in handler", "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
-			s.httpError(w, http.StatusInternalServerError, "internal error")
-		}
-	}()
+	defer s.recoverHandler(w, r)
 	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) recoverHandler(w http.ResponseWriter, r *http.Request) {
+	if p := recover(); p != nil {
+		if p == http.ErrAbortHandler {
+			panic(p)
+		}
+		s.metrics.Panics.Inc()
+		s.log.Error("panic in handler", "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+		s.httpError(w, http.StatusInternalServerError, "internal error")
+	}
 }
 
 func (s *Server) httpError(w http.ResponseWriter, code int, format string, args ...any) {
@@ -120,42 +161,135 @@ func (s *Server) httpError(w http.ResponseWriter, code int, format string, args 
 	fmt.Fprintf(w, "%d %s: %s\n", code, http.StatusText(code), fmt.Sprintf(format, args...))
 }
 
-// readJSONBody enforces POST, a JSON Content-Type and the size limit, and
-// returns the body; on failure it has already answered.
-func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+// readJSONBody enforces POST, a JSON Content-Type, the size limit and the
+// byte budget, and returns the body with the budget it holds (release it
+// when done with the body); on failure it has already answered.
+func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, int64, bool) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		s.httpError(w, http.StatusMethodNotAllowed, "method %s not allowed on %s; use POST", r.Method, r.URL.Path)
-		return nil, false
+		return nil, 0, false
 	}
 	ct := r.Header.Get("Content-Type")
 	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
 		s.httpError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json, got %q", ct)
-		return nil, false
+		return nil, 0, false
 	}
-	limit := s.cfg.MaxRequestBytes
-	if limit <= 0 {
-		limit = DefaultMaxRequestBytes
-	}
+	limit := s.maxBody()
 	if r.ContentLength > limit {
 		s.httpError(w, http.StatusRequestEntityTooLarge, "body of %d bytes exceeds the limit of %d bytes", r.ContentLength, limit)
-		return nil, false
+		return nil, 0, false
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	// A declared size that cannot fit now is shed before a byte is read:
+	// reading (and decrypting) a body only to refuse it would spend the CPU
+	// that ordinary reviews and probes need.
+	if r.ContentLength > firstBodyChunk && !s.budget.fits((r.ContentLength+1+firstBodyChunk)*bodyCostFactor) {
+		s.shed(w)
+		return nil, 0, false
+	}
+	// A body that trickles in holds its connection and its budget; bound
+	// the whole read, whatever the server-wide timeouts are.
+	if t := s.cfg.BodyReadTimeout.Duration; t > 0 {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(t))
+	}
+	body, charged, err := s.readBudgeted(http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
 	if err != nil {
+		s.budget.release(charged)
 		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		switch {
+		case errors.As(err, &tooBig):
 			s.httpError(w, http.StatusRequestEntityTooLarge, "body exceeds the limit of %d bytes", limit)
-		} else {
+		case errors.Is(err, errOverBudget):
+			s.shed(w)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			w.Header().Set("Connection", "close")
+			s.httpError(w, http.StatusRequestTimeout, "body not received within %s", s.cfg.BodyReadTimeout.Duration)
+		default:
 			s.httpError(w, http.StatusBadRequest, "reading body: %v", err)
 		}
-		return nil, false
+		return nil, 0, false
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
+		s.budget.release(charged)
 		s.httpError(w, http.StatusBadRequest, "empty body; expected JSON")
-		return nil, false
+		return nil, 0, false
 	}
-	return body, true
+	return body, charged, true
+}
+
+func (s *Server) maxBody() int64 {
+	if s.cfg.MaxRequestBytes <= 0 {
+		return DefaultMaxRequestBytes
+	}
+	return s.cfg.MaxRequestBytes
+}
+
+// shed answers 429: the API server retries after Retry-After (and
+// otherwise applies the webhook's failurePolicy). The connection is closed
+// so the server does not read the rest of the body to reuse it.
+func (s *Server) shed(w http.ResponseWriter) {
+	s.metrics.Shed.Inc()
+	w.Header().Set("Retry-After", "1")
+	w.Header().Set("Connection", "close")
+	s.httpError(w, http.StatusTooManyRequests, "too many request bytes in flight (budget %d bytes); retry later", s.budget.total)
+}
+
+var errOverBudget = errors.New("request byte budget exhausted")
+
+// firstBodyChunk is the buffer a body is first read into: a whole ordinary
+// review, while a stalled client that sent headers only pins nothing.
+const firstBodyChunk = 32 << 10
+
+// readBudgeted reads body, charging the byte budget before each buffer is
+// allocated, so the memory pinned by bodies (complete or still trickling
+// in) never exceeds the budget. It returns the bytes charged, also on error.
+func (s *Server) readBudgeted(body io.Reader, contentLength int64) ([]byte, int64, error) {
+	var charged int64
+	grow := func(buf []byte, size int64) ([]byte, error) {
+		// The old buffer stays charged: it is garbage, but it is memory
+		// until the next collection.
+		if !s.budget.acquire(size * bodyCostFactor) {
+			return buf, errOverBudget
+		}
+		charged += size * bodyCostFactor
+		nb := make([]byte, len(buf), size)
+		copy(nb, buf)
+		return nb, nil
+	}
+	size := int64(firstBodyChunk)
+	if contentLength >= 0 && contentLength < size {
+		size = contentLength + 1 // room to see EOF without growing
+	}
+	buf, err := grow(nil, size)
+	if err != nil {
+		return nil, charged, err
+	}
+	for {
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, charged, nil
+		}
+		if err != nil {
+			return nil, charged, err
+		}
+		if len(buf) < cap(buf) {
+			continue
+		}
+		if contentLength >= 0 && int64(len(buf)) == contentLength {
+			continue // complete; the next read returns EOF
+		}
+		next := int64(cap(buf)) * 2
+		if contentLength > int64(cap(buf)) {
+			next = contentLength + 1 // the size is declared: one allocation
+		}
+		if next > s.maxBody()+1 {
+			next = s.maxBody() + 1 // MaxBytesReader fails beyond that
+		}
+		if buf, err = grow(buf, next); err != nil {
+			return nil, charged, err
+		}
+	}
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -168,12 +302,13 @@ const admissionV1 = "admission.k8s.io/v1"
 
 func (s *Server) serveMutate(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	defer func() { s.metrics.Duration.WithLabelValues("mutate").Observe(time.Since(start).Seconds()) }()
-	body, ok := s.readJSONBody(w, r)
+	defer func() { s.mutateDuration.Observe(time.Since(start).Seconds()) }()
+	body, charged, ok := s.readJSONBody(w, r)
 	if !ok {
 		return
 	}
-	var review admissionv1.AdmissionReview
+	defer s.budget.release(charged)
+	var review reviewIn
 	if err := json.Unmarshal(body, &review); err != nil {
 		s.httpError(w, http.StatusBadRequest, "malformed AdmissionReview: %v", err)
 		return
@@ -186,11 +321,19 @@ func (s *Server) serveMutate(w http.ResponseWriter, r *http.Request) {
 		s.httpError(w, http.StatusBadRequest, "AdmissionReview has no request")
 		return
 	}
-	resp := s.admit(r.Context(), review.Request)
-	writeJSON(w, admissionv1.AdmissionReview{
-		TypeMeta: metav1.TypeMeta{APIVersion: admissionV1, Kind: "AdmissionReview"},
-		Response: resp,
-	})
+	resp := s.admit(r.Context(), review.Request.admissionRequest())
+	if resp.Result != nil || len(resp.AuditAnnotations) > 0 {
+		// Fields the hand encoder does not write: the generic encoder.
+		writeJSON(w, admissionv1.AdmissionReview{
+			TypeMeta: metav1.TypeMeta{APIVersion: admissionV1, Kind: "AdmissionReview"},
+			Response: resp,
+		})
+		return
+	}
+	out := appendReview(make([]byte, 0, 256+len(resp.Patch)*4/3), resp)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+	_, _ = w.Write(out) // the client went away; nothing useful to do
 }
 
 // admit answers one AdmissionRequest. It never denies: every failure path
@@ -233,7 +376,7 @@ func (s *Server) admit(ctx context.Context, req *admissionv1.AdmissionRequest) (
 		s.metrics.Skips.WithLabelValues(ev.decision.Skip).Inc()
 		log.Info("pod left unchanged", "skip", ev.decision.Skip, "reason", ev.decision.Reason, "warnings", len(resp.Warnings))
 	default:
-		patch, err := json.Marshal(ev.ops)
+		patch, err := appendPatch(nil, ev.ops)
 		if err != nil { // cannot happen for these types; stay safe anyway
 			s.metrics.PatchErrors.Inc()
 			s.metrics.Reviews.WithLabelValues(ResultError, ev.decision.Mode).Inc()
@@ -315,7 +458,7 @@ func (s *Server) evaluate(raw []byte, namespace string) evaluation {
 		env.NamespaceDefaultMode = s.nsModes.DefaultMode(ev.namespace)
 	}
 	ev.decision = Decide(&pod, env, &s.cfg)
-	ev.ops, ev.patchErr = buildPatch(raw, ev.decision)
+	ev.ops, ev.patchErr = fastPatch(raw, ev.decision)
 	if ev.patchErr != nil {
 		ev.decision.warnf("pod left unchanged: building the patch failed (%v)", ev.patchErr)
 	}
@@ -346,10 +489,11 @@ type ExplainResponse struct {
 func (s *Server) serveExplain(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	defer func() { s.metrics.Duration.WithLabelValues("explain").Observe(time.Since(start).Seconds()) }()
-	body, ok := s.readJSONBody(w, r)
+	body, charged, ok := s.readJSONBody(w, r)
 	if !ok {
 		return
 	}
+	defer s.budget.release(charged)
 	var head struct {
 		Kind    string                        `json:"kind"`
 		Request *admissionv1.AdmissionRequest `json:"request"`
@@ -412,13 +556,21 @@ func (s *Server) serveHealthz(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "ok")
 }
 
-// serveReadyz fails until the cluster DNS address is known: before that the
-// webhook could only leave pods alone.
+// serveReadyz fails until the cluster DNS address is known (before that the
+// webhook could only leave pods alone) and, with namespace defaults on, until
+// the namespace informer has synced (before that a namespace's default-mode
+// annotation would be ignored and the flag default applied).
 func (s *Server) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	if len(s.ns.Nameservers()) == 0 {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintf(w, "not ready: cluster DNS nameservers not known yet (looking up Service %s)\n", s.cfg.DNSService)
+		return
+	}
+	if !namespacesSynced(s.nsModes) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "not ready: namespace informer not synced yet (namespace default modes unknown)")
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

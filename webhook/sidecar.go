@@ -1,11 +1,15 @@
 package webhook
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // Ports and paths the sidecar uses inside the pod's network namespace.
@@ -95,7 +99,6 @@ func sidecarContainer(cfg *Config, upstreams []string) corev1.Container {
 			FailureThreshold: failures,
 		}
 	}
-	uid := cfg.Sidecar.RunAsUser
 	always := corev1.ContainerRestartPolicyAlways
 	return corev1.Container{
 		Name:            SidecarName,
@@ -111,8 +114,8 @@ func sidecarContainer(cfg *Config, upstreams []string) corev1.Container {
 		ReadinessProbe: probe(10, 3),
 		SecurityContext: &corev1.SecurityContext{
 			RunAsNonRoot:             boolptr(true),
-			RunAsUser:                &uid,
-			RunAsGroup:               &uid,
+			RunAsUser:                sidecarUID(cfg),
+			RunAsGroup:               sidecarUID(cfg),
 			ReadOnlyRootFilesystem:   boolptr(true),
 			AllowPrivilegeEscalation: boolptr(false),
 			Privileged:               boolptr(false),
@@ -121,4 +124,49 @@ func sidecarContainer(cfg *Config, upstreams []string) corev1.Container {
 		},
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
+}
+
+// sidecarUID is the UID and GID the resolver runs as; nil when
+// sidecar.runAsUser is 0, which leaves them to the platform: OpenShift's
+// restricted SCC assigns a UID from the namespace's range and rejects a pod
+// asking for another. runAsNonRoot stays true, so the kubelet still refuses
+// to run the resolver as root.
+func sidecarUID(cfg *Config) *int64 {
+	if cfg.Sidecar.RunAsUser == 0 {
+		return nil
+	}
+	uid := cfg.Sidecar.RunAsUser
+	return &uid
+}
+
+// sidecarPullSecrets returns the configured sidecar.imagePullSecrets that
+// pod does not list yet. Without them a pod pulling its own images from a
+// public registry could not start once the resolver image comes from a
+// private one. Names the pod already has are not repeated, so applying the
+// result twice changes nothing.
+func sidecarPullSecrets(pod *corev1.Pod, cfg *Config) []corev1.LocalObjectReference {
+	var out []corev1.LocalObjectReference
+	for _, name := range cfg.Sidecar.ImagePullSecrets {
+		has := func(r corev1.LocalObjectReference) bool { return r.Name == name }
+		if !slices.ContainsFunc(pod.Spec.ImagePullSecrets, has) && !slices.ContainsFunc(out, has) {
+			out = append(out, corev1.LocalObjectReference{Name: name})
+		}
+	}
+	return out
+}
+
+// validatePullSecrets checks sidecar.imagePullSecrets: Secret names, once each.
+func validatePullSecrets(names []string) error {
+	var errs []error
+	seen := map[string]bool{}
+	for _, n := range names {
+		if msgs := validation.IsDNS1123Subdomain(n); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("sidecar imagePullSecrets %q: %s", n, strings.Join(msgs, "; ")))
+		}
+		if seen[n] {
+			errs = append(errs, fmt.Errorf("sidecar imagePullSecrets %q appears twice", n))
+		}
+		seen[n] = true
+	}
+	return errors.Join(errs...)
 }

@@ -109,12 +109,55 @@ func (r *CertReloader) maybeReloadLocked() {
 		}
 		return
 	}
-	r.cert, r.certStamp, r.keyStamp = &cert, cs, ks
+	r.certStamp, r.keyStamp = cs, ks
 	r.failed = fileStamp{}
+	if olderThan(&cert, r.cert) {
+		// The Secret watch already delivered a later certificate; the
+		// kubelet's copy on disk lags behind it.
+		return
+	}
+	r.cert = &cert
 	r.log.Info("TLS certificate reloaded", "cert", r.certFile)
 	if r.Observe != nil {
 		r.Observe(true)
 	}
+}
+
+// olderThan reports whether a was issued before b (by NotBefore).
+func olderThan(a, b *tls.Certificate) bool {
+	if a == nil || b == nil || a.Leaf == nil || b.Leaf == nil {
+		return false
+	}
+	return a.Leaf.NotBefore.Before(b.Leaf.NotBefore)
+}
+
+// Offer serves the PEM pair from now on if it loads and was issued no
+// earlier than the certificate served now; it reports whether it did. The
+// serving Secret watch (WatchServingSecret) calls it, so a renewal reaches
+// new handshakes within a second, not after the kubelet's Secret-volume
+// refresh (a minute or more).
+func (r *CertReloader) Offer(certPEM, keyPEM []byte) (bool, error) {
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return false, fmt.Errorf("load TLS key pair from secret: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if olderThan(&cert, r.cert) || (r.cert != nil && r.cert.Leaf != nil && cert.Leaf.SerialNumber.Cmp(r.cert.Leaf.SerialNumber) == 0) {
+		return false, nil
+	}
+	r.cert = &cert
+	return true, nil
+}
+
+// NotAfter is the expiry of the certificate served now.
+func (r *CertReloader) NotAfter() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cert == nil || r.cert.Leaf == nil {
+		return time.Time{}
+	}
+	return r.cert.Leaf.NotAfter
 }
 
 // TLSConfig returns a server TLS configuration (TLS 1.2 or later) that takes

@@ -43,6 +43,21 @@ func main() {
 // parseConfig turns the command line (and the --config file it names) into
 // a validated Config.
 func parseConfig(args []string, checkFiles bool) (webhook.Config, error) {
+	cfg, _, err := parseFlags(args, checkFiles)
+	return cfg, err
+}
+
+// procOptions are settings of the process rather than of admission; they
+// are flags only (the chart derives terminationGracePeriodSeconds from them).
+type procOptions struct {
+	drain webhook.Drain
+	// tlsSecret is namespace/name of the serving Secret to watch, or "".
+	tlsSecret string
+}
+
+// parseFlags is parseConfig plus the process options.
+func parseFlags(args []string, checkFiles bool) (webhook.Config, procOptions, error) {
+	var po procOptions
 	def := webhook.DefaultConfig()
 	fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
 	fs.Usage = func() {
@@ -52,6 +67,7 @@ dnsguard's mutating admission webhook. Serves HTTPS only:
   POST /mutate   AdmissionReview admission.k8s.io/v1 (Pod CREATE is patched)
   POST /explain  a Pod (JSON; ?namespace=NS): mode, reason, patch, resolv.conf
   GET  /healthz /readyz /metrics
+  (with --metrics-listen, /metrics and /explain move there, plain HTTP)
 
 Pod annotation dnsguard.io/mode=off|dnsconfig|sidecar chooses the mode; else
 the Namespace annotation dnsguard.io/default-mode; else --default-mode.
@@ -63,6 +79,7 @@ shown in brackets; flags given on the command line win over the file):
 	}
 	configFile := fs.String("config", "", "YAML configuration file (strict: unknown keys are errors)")
 	listen := fs.String("listen", def.Listen, "HTTPS listen address [listen]")
+	metricsListen := fs.String("metrics-listen", def.MetricsListen, "plain-HTTP address for /metrics, /explain, /healthz and /readyz (e.g. :8080); the HTTPS listener then serves only /mutate, /healthz and /readyz. Empty: everything on --listen [metricsListen]")
 	certFile := fs.String("tls-cert-file", "", "serving certificate (PEM), reloaded when it changes on disk [tlsCertFile]")
 	keyFile := fs.String("tls-key-file", "", "serving key (PEM), reloaded when it changes on disk [tlsKeyFile]")
 	nameservers := fs.String("nameservers", "", "cluster DNS IPs written into pods, comma separated, at most 3; empty: discover the ClusterIP of --dns-service [nameservers]")
@@ -72,22 +89,36 @@ shown in brackets; flags given on the command line win over the file):
 	mode := fs.String("default-mode", def.DefaultMode, "mode when neither pod nor namespace choose: dnsconfig, sidecar or off [defaultMode]")
 	dnsOptions := fs.String("dns-options", "", "resolv.conf options for patched pods, comma separated name[:value], in order (default ndots:5,timeout:2,attempts:3,single-request-reopen) [dnsOptions]")
 	image := fs.String("sidecar-image", def.Sidecar.Image, "resolver sidecar image (binary at /resolver) [sidecar.image]")
+	pullSecrets := fs.String("sidecar-image-pull-secrets", "", "Secret names, comma separated, added to spec.imagePullSecrets of pods that get the sidecar (unless already listed), for a resolver image in a private registry [sidecar.imagePullSecrets]")
 	fallback := fs.Bool("sidecar-fallback", def.Sidecar.Fallback, "sidecar mode: keep the cluster DNS as second nameserver after 127.0.0.1, so pods resolve if the sidecar dies; musl (Alpine) queries all nameservers at once, so this doubles the queries musl pods send to the cluster DNS [sidecar.fallback]")
 	logLevel := fs.String("log-level", def.LogLevel, "debug, info, warn or error [logLevel]")
 	maxBytes := fs.Int64("max-request-bytes", def.MaxRequestBytes, "largest request body accepted; larger gets 413 [maxRequestBytes]")
+	budget := fs.Int64("request-budget-bytes", def.RequestBudgetBytes, "bytes all request bodies being read or handled may pin at once, charged at 3x their size; over it a request gets 429 with Retry-After (the API server retries). A quarter is kept for bodies up to 64 KiB, so ordinary pods are served while big ones are shed. The default keeps the process under 128 MiB with no memory limit set; at least 4x --max-request-bytes [requestBudgetBytes]")
+	bodyTimeout := fs.Duration("body-read-timeout", def.BodyReadTimeout.Duration, "longest time to read one request body (slow clients are cut off) [bodyReadTimeout]")
 	recheck := fs.Duration("recheck-interval", def.RecheckInterval.Duration, "how often the DNS Service is looked up again [recheckInterval]")
 	nodeLocal := fs.String("node-local-address", "", "IP of the node-local cache (e.g. 169.254.20.10): dnsconfig pods get it as first nameserver with the cluster DNS as fallback, sidecars as first upstream; empty: off [nodeLocal.enabled, nodeLocal.address]")
 	nsDefaults := fs.Bool("namespace-defaults", def.NamespaceDefaults, "read the dnsguard.io/default-mode Namespace annotation through an informer when the API server is reachable [namespaceDefaults]")
+	fs.DurationVar(&po.drain.Delay, "shutdown-delay", webhook.DefaultShutdownDelay, "on SIGTERM: fail /readyz at once but keep serving new and in-flight requests this long, so API servers and kube-proxy stop sending here before the listener closes (the API server does not retry on another replica); keep terminationGracePeriodSeconds above delay+timeout")
+	fs.StringVar(&po.tlsSecret, "tls-secret", "", "namespace/name of the serving Secret (tls.crt, tls.key) to watch through the API, so a renewed certificate is served within a second instead of after the kubelet's Secret-volume refresh; the files stay the fallback; empty: files only")
+	fs.DurationVar(&po.drain.Timeout, "shutdown-timeout", webhook.DefaultShutdownTimeout, "after --shutdown-delay: how long requests still in flight may take before connections are closed")
 	if err := fs.Parse(args); err != nil {
-		return webhook.Config{}, err
+		return webhook.Config{}, po, err
 	}
 	if fs.NArg() > 0 {
-		return webhook.Config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+		return webhook.Config{}, po, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if po.tlsSecret != "" {
+		if ns, name, ok := strings.Cut(po.tlsSecret, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return webhook.Config{}, po, fmt.Errorf("--tls-secret=%q: want namespace/name", po.tlsSecret)
+		}
+	}
+	if po.drain.Delay < 0 || po.drain.Timeout <= 0 {
+		return webhook.Config{}, po, fmt.Errorf("--shutdown-delay=%s must be >= 0 and --shutdown-timeout=%s > 0", po.drain.Delay, po.drain.Timeout)
 	}
 	cfg := def
 	if *configFile != "" {
 		if err := webhook.LoadConfigFile(*configFile, &cfg); err != nil {
-			return webhook.Config{}, err
+			return webhook.Config{}, po, err
 		}
 	}
 	var errs []error
@@ -95,6 +126,8 @@ shown in brackets; flags given on the command line win over the file):
 		switch f.Name {
 		case "listen":
 			cfg.Listen = *listen
+		case "metrics-listen":
+			cfg.MetricsListen = *metricsListen
 		case "tls-cert-file":
 			cfg.TLSCertFile = *certFile
 		case "tls-key-file":
@@ -117,12 +150,18 @@ shown in brackets; flags given on the command line win over the file):
 			cfg.DNSOptions = opts
 		case "sidecar-image":
 			cfg.Sidecar.Image = *image
+		case "sidecar-image-pull-secrets":
+			cfg.Sidecar.ImagePullSecrets = splitList(*pullSecrets)
 		case "sidecar-fallback":
 			cfg.Sidecar.Fallback = *fallback
 		case "log-level":
 			cfg.LogLevel = *logLevel
 		case "max-request-bytes":
 			cfg.MaxRequestBytes = *maxBytes
+		case "request-budget-bytes":
+			cfg.RequestBudgetBytes = *budget
+		case "body-read-timeout":
+			cfg.BodyReadTimeout.Duration = *bodyTimeout
 		case "recheck-interval":
 			cfg.RecheckInterval.Duration = *recheck
 		case "namespace-defaults":
@@ -132,12 +171,12 @@ shown in brackets; flags given on the command line win over the file):
 		}
 	})
 	if err := errors.Join(errs...); err != nil {
-		return cfg, err
+		return cfg, po, err
 	}
 	if err := cfg.Validate(checkFiles); err != nil {
-		return cfg, fmt.Errorf("invalid configuration:\n%w", err)
+		return cfg, po, fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	return cfg, nil
+	return cfg, po, nil
 }
 
 func splitList(s string) []string {
@@ -204,7 +243,7 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 }
 
 func run(args []string) error {
-	cfg, err := parseConfig(args, true)
+	cfg, po, err := parseFlags(args, true)
 	if err != nil {
 		return err
 	}
@@ -215,7 +254,7 @@ func run(args []string) error {
 	defer stop()
 
 	var client kubernetes.Interface
-	needClient := len(cfg.Nameservers) == 0 || cfg.NamespaceDefaults
+	needClient := len(cfg.Nameservers) == 0 || cfg.NamespaceDefaults || po.tlsSecret != ""
 	if needClient {
 		client, err = kubeClient(cfg.Kubeconfig)
 		if err != nil {
@@ -259,14 +298,39 @@ func run(args []string) error {
 		}
 		srv.Metrics().CertReloads.WithLabelValues(r).Inc()
 	}
-	hs := webhook.NewHTTPServer(srv, certs, log)
+	opts.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "dnsguard", Subsystem: "webhook", Name: "serving_cert_expiry_timestamp_seconds",
+		Help: "NotAfter (unix seconds) of the TLS certificate this replica serves now.",
+	}, func() float64 { return float64(certs.NotAfter().Unix()) }))
+	if po.tlsSecret != "" {
+		if client == nil {
+			log.Warn("no API server access; the serving secret is not watched (renewals arrive through the mounted files)", "secret", po.tlsSecret)
+		} else {
+			ns, name, _ := strings.Cut(po.tlsSecret, "/")
+			webhook.WatchServingSecret(ctx, client, ns, name, certs, log)
+		}
+	}
+	gate := webhook.NewReadinessGate(srv)
+	hs := webhook.NewHTTPServer(gate, certs, log)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
+	if ops := srv.OpsHandler(); ops != nil {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics listen %s: %w", cfg.MetricsListen, err)
+		}
+		log.Info("metrics serving (HTTP)", "metricsListen", mln.Addr().String())
+		go func() {
+			if err := webhook.ServePlain(ctx, webhook.NewOpsServer(ops, log), mln, 5*time.Second); err != nil {
+				log.Error("metrics listener stopped", "err", err)
+			}
+		}()
+	}
 	log.Info("webhook serving", "listen", ln.Addr().String(), "nameservers", cfg.Nameservers, "dnsService", cfg.DNSService,
 		"clusterDomain", cfg.ClusterDomain, "defaultMode", cfg.DefaultMode, "sidecarImage", cfg.Sidecar.Image, "sidecarFallback", cfg.Sidecar.Fallback)
-	if err := webhook.Serve(ctx, hs, ln, 20*time.Second); err != nil {
+	if err := webhook.ServeDrained(ctx, hs, ln, gate, po.drain, log); err != nil {
 		return err
 	}
 	log.Info("stopped")

@@ -6,8 +6,10 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dnsguard/dnsguard/webhook"
 )
@@ -17,7 +19,7 @@ func TestFlagsOverrideFile(t *testing.T) {
 	file := filepath.Join(dir, "c.yaml")
 	os.WriteFile(file, []byte("nameservers: [10.0.0.10]\ndefaultMode: sidecar\nclusterDomain: file.local\nsidecar: {image: file/image:1, fallback: true}\n"), 0o600)
 	cfg, err := parseConfig([]string{"--config=" + file, "--tls-cert-file=a", "--tls-key-file=b",
-		"--default-mode=dnsconfig", "--sidecar-fallback=false", "--dns-options=ndots:2,edns0"}, false)
+		"--default-mode=dnsconfig", "--sidecar-fallback=false", "--dns-options=ndots:2,edns0", "--sidecar-image-pull-secrets=regcred, mirror"}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,6 +28,9 @@ func TestFlagsOverrideFile(t *testing.T) {
 	}
 	if cfg.Sidecar.Fallback {
 		t.Error("--sidecar-fallback=false did not override the file")
+	}
+	if !slices.Equal(cfg.Sidecar.ImagePullSecrets, []string{"regcred", "mirror"}) {
+		t.Errorf("--sidecar-image-pull-secrets: %q", cfg.Sidecar.ImagePullSecrets)
 	}
 	if cfg.ClusterDomain != "file.local" || cfg.Sidecar.Image != "file/image:1" || len(cfg.Nameservers) != 1 {
 		t.Errorf("file values lost: %+v", cfg)
@@ -51,6 +56,7 @@ func TestBadValuesNamed(t *testing.T) {
 		{[]string{"--nameservers=10.96.0.10", "--tls-cert-file=/nonexistent/tls.crt"}, "/nonexistent/tls.crt"},
 		{[]string{"--nameservers=10.96.0.10", "--no-such-flag"}, "no-such-flag"},
 		{[]string{"--config=/nonexistent.yaml"}, "/nonexistent.yaml"},
+		{[]string{"--nameservers=10.96.0.10", "--sidecar-image-pull-secrets=ok,Not_OK"}, `"Not_OK"`},
 	} {
 		args := append([]string{"--tls-cert-file=/dev/null", "--tls-key-file=/dev/null"}, tc.args...)
 		_, err := parseConfig(args, true)
@@ -74,9 +80,29 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 		t.Fatalf("--help: %v", err)
 	}
 	for _, f := range []string{"listen", "tls-cert-file", "tls-key-file", "nameservers", "cluster-domain", "default-mode",
-		"sidecar-image", "sidecar-fallback", "config", "log-level", "dns-service", "kubeconfig", "dns-options", "/explain", "dnsguard.io/mode"} {
+		"sidecar-image", "sidecar-image-pull-secrets", "sidecar-fallback", "config", "log-level", "dns-service", "kubeconfig", "dns-options", "/explain", "dnsguard.io/mode"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("--help does not mention %s", f)
+		}
+	}
+}
+
+func TestProcessFlags(t *testing.T) {
+	base := []string{"--tls-cert-file=a", "--tls-key-file=b", "--nameservers=10.0.0.10"}
+	_, po, err := parseFlags(base, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if po.drain != (webhook.Drain{Delay: webhook.DefaultShutdownDelay, Timeout: webhook.DefaultShutdownTimeout}) || po.tlsSecret != "" {
+		t.Errorf("defaults: %+v", po)
+	}
+	_, po, err = parseFlags(append(base, "--shutdown-delay=3s", "--shutdown-timeout=7s", "--tls-secret=dg/dnsguard-tls"), false)
+	if err != nil || po.drain.Delay != 3*time.Second || po.drain.Timeout != 7*time.Second || po.tlsSecret != "dg/dnsguard-tls" {
+		t.Errorf("set: %+v %v", po, err)
+	}
+	for _, bad := range [][]string{{"--shutdown-delay=-1s"}, {"--shutdown-timeout=0s"}, {"--tls-secret=nonamespace"}, {"--tls-secret=a/b/c"}, {"--tls-secret=/x"}} {
+		if _, _, err := parseFlags(append(base, bad...), false); err == nil {
+			t.Errorf("%v accepted", bad)
 		}
 	}
 }

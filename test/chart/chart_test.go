@@ -100,7 +100,9 @@ func render(t *testing.T, args ...string) *rendered {
 		if err := json.Unmarshal(js, &meta); err != nil {
 			t.Fatalf("document %d: %v", i, err)
 		}
-		if strings.HasPrefix(meta.APIVersion, "cert-manager.io/") {
+		// CRD kinds (cert-manager, Prometheus Operator) are not in the
+		// client-go scheme; their tests decode them from unstructured.
+		if strings.HasPrefix(meta.APIVersion, "cert-manager.io/") || strings.HasPrefix(meta.APIVersion, "monitoring.coreos.com/") {
 			u := &unstructured.Unstructured{}
 			if err := u.UnmarshalJSON(js); err != nil {
 				t.Fatalf("document %d (%s): %v", i, meta.Kind, err)
@@ -148,6 +150,37 @@ func one[T runtime.Object](t *testing.T, r *rendered) T {
 		t.Fatalf("want exactly one %T, got %d", zero, len(xs))
 	}
 	return xs[0]
+}
+
+// webhookDeployments are the webhook's Deployments (not the certificate
+// controller's).
+func webhookDeployments(r *rendered) []*appsv1.Deployment {
+	var out []*appsv1.Deployment
+	for _, d := range all[*appsv1.Deployment](r) {
+		if d.Labels["dnsguard.io/component"] == "webhook" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func webhookDeployment(t *testing.T, r *rendered) *appsv1.Deployment {
+	t.Helper()
+	ds := webhookDeployments(r)
+	if len(ds) != 1 {
+		t.Fatalf("want exactly one webhook Deployment, got %d", len(ds))
+	}
+	return ds[0]
+}
+
+// certsDeployment is the certificate controller's Deployment, or nil.
+func certsDeployment(r *rendered) *appsv1.Deployment {
+	for _, d := range all[*appsv1.Deployment](r) {
+		if d.Labels["dnsguard.io/component"] == "certs" {
+			return d
+		}
+	}
+	return nil
 }
 
 // deref prints a pointer's value, or "unset".
@@ -377,7 +410,7 @@ func checkSelection(t *testing.T, w admissionregistrationv1.MutatingWebhook, set
 
 func TestDefaultsRenderEveryPart(t *testing.T) {
 	r := render(t)
-	dep := one[*appsv1.Deployment](t, r)
+	dep := webhookDeployment(t, r)
 	if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 2 {
 		t.Errorf("replicas %s, want 2", deref(dep.Spec.Replicas))
 	}
@@ -497,7 +530,7 @@ func TestConfigMapLoadsInTheWebhook(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			r := render(t, args...)
 			f := filepath.Join(t.TempDir(), "config.yaml")
-			if err := os.WriteFile(f, []byte(one[*corev1.ConfigMap](t, r).Data["config.yaml"]), 0o644); err != nil {
+			if err := os.WriteFile(f, []byte(webhookConfigMap(t, r).Data["config.yaml"]), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			cfg := webhook.DefaultConfig()
@@ -507,7 +540,7 @@ func TestConfigMapLoadsInTheWebhook(t *testing.T) {
 			if err := cfg.Validate(false); err != nil {
 				t.Fatalf("rendered config is invalid: %v", err)
 			}
-			dep := all[*appsv1.Deployment](r)
+			dep := webhookDeployments(r)
 			if len(dep) == 1 {
 				// The files the config names are where the Secret is mounted.
 				c := dep[0].Spec.Template.Spec.Containers[0]
@@ -547,7 +580,7 @@ func TestPodsAreHardened(t *testing.T) {
 			for _, p := range all[*corev1.Pod](r) {
 				specs["pod/"+p.Name] = p.Spec
 			}
-			if name != "url-values" && len(all[*appsv1.Deployment](r)) != 1 {
+			if name != "url-values" && len(webhookDeployments(r)) != 1 {
 				t.Error("no webhook Deployment")
 			}
 			for where, ps := range specs {
@@ -617,23 +650,32 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 				}
 			}
 			for _, v := range []string{"delete", "deletecollection", "patch", "escalate", "bind", "impersonate"} {
+				// The pre-delete cleanup hook deletes named objects only.
+				if v == "delete" && strings.HasSuffix(where, "-cleanup") && len(rule.ResourceNames) > 0 {
+					continue
+				}
 				if slices.Contains(rule.Verbs, v) {
 					t.Errorf("%s: grants %s", where, v)
 				}
 			}
 		}
 	}
-	secret, mwcName := release+"-tls", release
-	// Certificate Job: Secret read/update and webhook update only by name.
+	secret, caSecret, mwcName := release+"-tls", release+"-ca", release
+	// Certificate controller: Secrets and Lease read/update and webhook
+	// update only by name.
 	certsRole := roles["Role/"+namespace+"/"+release+"-certs"]
 	certsCR := roles["ClusterRole/"+release+"-certs"]
 	if certsRole == nil || certsCR == nil {
-		t.Fatalf("certificate Job RBAC missing; have %v", keys(roles))
+		t.Fatalf("certificate controller RBAC missing; have %v", keys(roles))
 	}
 	for _, verb := range []string{"get", "update"} {
 		g := grants(certsRole, "secrets", verb)
-		if len(g) != 1 || !slices.Equal(g[0].ResourceNames, []string{secret}) {
-			t.Errorf("certs Role %s secrets: %+v, want one rule limited to %s", verb, g, secret)
+		if len(g) != 1 || !slices.Equal(g[0].ResourceNames, []string{secret, caSecret}) {
+			t.Errorf("certs Role %s secrets: %+v, want one rule limited to %s and %s", verb, g, secret, caSecret)
+		}
+		g = grants(certsRole, "leases", verb)
+		if len(g) != 1 || !slices.Equal(g[0].ResourceNames, []string{release + "-certs"}) {
+			t.Errorf("certs Role %s leases: %+v, want one rule limited to %s-certs", verb, g, release)
 		}
 		g = grants(certsCR, "mutatingwebhookconfigurations", verb)
 		if len(g) != 1 || !slices.Equal(g[0].ResourceNames, []string{mwcName}) {
@@ -646,14 +688,15 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 	if len(certsCR) != 1 {
 		t.Errorf("certs ClusterRole has %d rules, want only the webhook configuration", len(certsCR))
 	}
-	// The webhook itself: never secrets, never writes.
+	// The webhook itself: only its serving Secret, by name (never the CA
+	// Secret), and never writes.
 	for where, rules := range roles {
-		if strings.Contains(where, "-certs") {
+		if strings.Contains(where, "-certs") || strings.HasSuffix(where, "-cleanup") {
 			continue
 		}
 		for _, rule := range rules {
-			if slices.Contains(rule.Resources, "secrets") {
-				t.Errorf("%s: webhook can read secrets", where)
+			if slices.Contains(rule.Resources, "secrets") && !slices.Equal(rule.ResourceNames, []string{secret}) {
+				t.Errorf("%s: webhook can read secrets other than %s: %+v", where, secret, rule)
 			}
 			for _, v := range []string{"create", "update"} {
 				if slices.Contains(rule.Verbs, v) {
@@ -662,8 +705,15 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			}
 		}
 	}
-	if g := grants(roles["Role/kube-system/"+release+"-dns-discovery"], "services", "watch"); len(g) != 1 {
-		t.Errorf("no services watch in kube-system for DNS discovery: %v", keys(roles))
+	// DNS discovery only GETs the one Service (webhook/discovery.go).
+	disc := roles["Role/kube-system/"+release+"-dns-discovery"]
+	if g := grants(disc, "services", "get"); len(g) != 1 || !slices.Equal(g[0].ResourceNames, []string{"kube-dns"}) {
+		t.Errorf("DNS discovery: services get %+v, want one rule limited to kube-dns (have %v)", g, keys(roles))
+	}
+	for _, v := range []string{"list", "watch"} {
+		if g := grants(disc, "services", v); len(g) != 0 {
+			t.Errorf("DNS discovery can %s services: %+v", v, g)
+		}
 	}
 	if g := grants(roles["ClusterRole/"+release], "namespaces", "watch"); len(g) != 1 {
 		t.Error("no namespaces watch for the default-mode informer")
@@ -690,54 +740,62 @@ func keys[V any](m map[string]V) []string {
 	return ks
 }
 
-func TestCertificateJobHooks(t *testing.T) {
-	r := render(t)
-	jobs := all[*batchv1.Job](r)
-	byHook := map[string]*batchv1.Job{}
-	for _, j := range jobs {
-		byHook[hooks(j.ObjectMeta)] = j
-		if p := j.Annotations["helm.sh/hook-delete-policy"]; p != "before-hook-creation,hook-succeeded" {
-			t.Errorf("job %s delete policy %q", j.Name, p)
+// TestCertificateController: the controller Deployment runs `certs
+// controller` under its own ServiceAccount with both Secret names, and the
+// webhook mounts only the serving Secret and watches it by name.
+func TestCertificateController(t *testing.T) {
+	for _, mode := range []string{"controller", "job"} {
+		r := render(t, "--set", "certificates.mode="+mode)
+		d := certsDeployment(r)
+		if d == nil {
+			t.Fatalf("mode %s: no certificate controller Deployment", mode)
 		}
-	}
-	pre, post := byHook["pre-install,pre-upgrade"], byHook["post-install,post-upgrade"]
-	if pre == nil || post == nil {
-		t.Fatalf("want a pre-install,pre-upgrade and a post-install,post-upgrade Job, got %v", keys(byHook))
-	}
-	args := func(j *batchv1.Job) string { return strings.Join(j.Spec.Template.Spec.Containers[0].Args, " ") }
-	for _, want := range []string{"bootstrap", "--secret-name=dnsguard-tls", "--namespace=" + namespace, "--service-name=dnsguard", "--cluster-domain=cluster.local", "--renew-before=720h"} {
-		if !strings.Contains(args(pre), want) || !strings.Contains(args(post), want) {
-			t.Errorf("job args lack %q: pre=%s post=%s", want, args(pre), args(post))
+		ps := d.Spec.Template.Spec
+		if ps.ServiceAccountName != release+"-certs" || ps.ServiceAccountName == webhookDeployment(t, r).Spec.Template.Spec.ServiceAccountName {
+			t.Errorf("controller ServiceAccount %q: want its own %s-certs", ps.ServiceAccountName, release)
 		}
-	}
-	// The webhook configuration does not exist before install: only the
-	// post hook patches it.
-	if strings.Contains(args(pre), "--webhook-config-name") || !strings.Contains(args(post), "--webhook-config-name=dnsguard") {
-		t.Errorf("webhook patch args: pre=%s post=%s", args(pre), args(post))
-	}
-	// The job's RBAC must exist before the job (lower hook weight) in both
-	// phases.
-	sa := ""
-	for _, s := range all[*corev1.ServiceAccount](r) {
-		if s.Name == pre.Spec.Template.Spec.ServiceAccountName {
-			sa = hooks(s.ObjectMeta)
-			if s.Annotations["helm.sh/hook-weight"] >= pre.Annotations["helm.sh/hook-weight"] && s.Annotations["helm.sh/hook-weight"] != "-10" {
-				t.Errorf("job ServiceAccount hook weight %s not before job", s.Annotations["helm.sh/hook-weight"])
+		args := strings.Join(ps.Containers[0].Args, " ")
+		for _, want := range []string{"controller", "--secret-name=" + release + "-tls", "--ca-secret-name=" + release + "-ca", "--namespace=" + namespace,
+			"--webhook-config-name=" + release, "--service-name=" + release, "--validity=8760h", "--ca-validity=87600h", "--lease-name=" + release + "-certs"} {
+			if !strings.Contains(args, want) {
+				t.Errorf("controller args %q lack %q", args, want)
+			}
+		}
+		for _, v := range ps.Volumes {
+			if v.Secret != nil {
+				t.Errorf("controller mounts Secret %s; it reads through the API", v.Secret.SecretName)
+			}
+		}
+		wh := webhookDeployment(t, r).Spec.Template.Spec
+		for _, v := range wh.Volumes {
+			if v.Secret != nil && v.Secret.SecretName != release+"-tls" {
+				t.Errorf("webhook mounts Secret %s", v.Secret.SecretName)
+			}
+		}
+		if a := strings.Join(wh.Containers[0].Args, " "); !strings.Contains(a, "--tls-secret="+namespace+"/"+release+"-tls") {
+			t.Errorf("webhook args %q do not watch the serving Secret", a)
+		}
+		for _, j := range all[*batchv1.Job](r) {
+			if hooks(j.ObjectMeta) != "pre-delete" {
+				t.Errorf("job %s (%s): only the pre-delete cleanup Job is expected", j.Name, hooks(j.ObjectMeta))
 			}
 		}
 	}
-	for _, h := range []string{"pre-install", "pre-upgrade", "post-install", "post-upgrade"} {
-		if !strings.Contains(sa, h) {
-			t.Errorf("job ServiceAccount is not a %s hook (%q)", h, sa)
-		}
+	// Other modes: no controller, no --tls-secret.
+	r := render(t, "--set", "certificates.mode=certManager")
+	if certsDeployment(r) != nil {
+		t.Error("certManager mode renders the certificate controller")
+	}
+	if a := strings.Join(webhookDeployment(t, r).Spec.Template.Spec.Containers[0].Args, " "); strings.Contains(a, "--tls-secret") {
+		t.Errorf("certManager mode: webhook args %q", a)
 	}
 }
 
 func TestCertificateModes(t *testing.T) {
 	t.Run("certManager", func(t *testing.T) {
 		r := render(t, "--set", "certificates.mode=certManager")
-		if len(all[*batchv1.Job](r)) != 0 {
-			t.Error("cert-manager mode still renders the cert Job")
+		if certsDeployment(r) != nil {
+			t.Error("cert-manager mode still renders the certificate controller")
 		}
 		mwc := one[*admissionregistrationv1.MutatingWebhookConfiguration](t, r)
 		inject := mwc.Annotations["cert-manager.io/inject-ca-from"]
@@ -786,10 +844,10 @@ func TestCertificateModes(t *testing.T) {
 		if string(mwc.Webhooks[0].ClientConfig.CABundle) != pemCA {
 			t.Errorf("caBundle %q, want the provided PEM", mwc.Webhooks[0].ClientConfig.CABundle)
 		}
-		if len(all[*batchv1.Job](r)) != 0 {
-			t.Error("provided mode renders the cert Job")
+		if certsDeployment(r) != nil {
+			t.Error("provided mode renders the certificate controller")
 		}
-		if v := one[*appsv1.Deployment](t, r).Spec.Template.Spec.Volumes; !slices.ContainsFunc(v, func(v corev1.Volume) bool { return v.Secret != nil && v.Secret.SecretName == "mine" }) {
+		if v := webhookDeployment(t, r).Spec.Template.Spec.Volumes; !slices.ContainsFunc(v, func(v corev1.Volume) bool { return v.Secret != nil && v.Secret.SecretName == "mine" }) {
 			t.Error("Deployment does not mount the provided Secret")
 		}
 		if _, stderr, err := helmTemplate(t, "--set", "certificates.mode=provided"); err == nil || !strings.Contains(stderr, "caBundle") {
@@ -803,13 +861,13 @@ func TestCertificateModes(t *testing.T) {
 		if cc.URL == nil || *cc.URL != "https://127.0.0.1:8443/mutate" || cc.Service != nil {
 			t.Errorf("clientConfig %+v, want URL only", cc)
 		}
-		if n := len(all[*appsv1.Deployment](r)) + len(all[*corev1.Service](r)) + len(all[*policyv1.PodDisruptionBudget](r)); n != 0 {
+		if n := len(webhookDeployments(r)) + len(all[*corev1.Service](r)) + len(all[*policyv1.PodDisruptionBudget](r)); n != 0 {
 			t.Errorf("URL mode renders %d in-cluster webhook objects", n)
 		}
-		for _, j := range all[*batchv1.Job](r) {
-			if a := strings.Join(j.Spec.Template.Spec.Containers[0].Args, " "); !strings.Contains(a, "--extra-hosts=127.0.0.1") {
-				t.Errorf("job %s args %s lack the URL host as SAN", j.Name, a)
-			}
+		if d := certsDeployment(r); d == nil {
+			t.Error("URL mode: no certificate controller")
+		} else if a := strings.Join(d.Spec.Template.Spec.Containers[0].Args, " "); !strings.Contains(a, "--extra-hosts=127.0.0.1") {
+			t.Errorf("controller args %s lack the URL host as SAN", a)
 		}
 	})
 }
@@ -817,7 +875,7 @@ func TestCertificateModes(t *testing.T) {
 func TestValuesReachTheManifests(t *testing.T) {
 	r := render(t, "--set", "defaultMode=sidecar", "--set", "clusterDomain=corp.example", "--set", "nameservers={10.0.0.10}",
 		"--set", "sidecar.fallback=false", "--set", "priorityClassName=high", "--set", "replicaCount=3", "--set", "logLevel=debug")
-	dep := one[*appsv1.Deployment](t, r)
+	dep := webhookDeployment(t, r)
 	if *dep.Spec.Replicas != 3 || dep.Spec.Template.Spec.PriorityClassName != "high" {
 		t.Errorf("replicas %d priorityClassName %q", *dep.Spec.Replicas, dep.Spec.Template.Spec.PriorityClassName)
 	}
@@ -861,7 +919,7 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"--set", "nameservers={not-an-ip}"},
 		{"--set", "replicaCount=0"},
 		{"--set", "webhookConfiguration.url=http://insecure:8080/mutate"},
-		{"--set", "certificates.renewBefore=30days"},
+		{"--set", "certificates.caValidity=30days"},
 	}
 	for _, args := range bad {
 		t.Run(strings.Join(args[1:], " "), func(t *testing.T) {
@@ -957,7 +1015,9 @@ func TestSchemaIsClosedAndDescribed(t *testing.T) {
 	var walk func(path string, n map[string]any)
 	walk = func(path string, n map[string]any) {
 		if p, ok := n["properties"].(map[string]any); ok {
-			if ap, ok := n["additionalProperties"].(bool); !ok || ap {
+			// global is the one open object: a parent chart's globals are
+			// merged into it when dnsguard is a subchart.
+			if ap, ok := n["additionalProperties"].(bool); (!ok || ap) && path != "values.global" {
 				t.Errorf("%s: additionalProperties is not false", path)
 			}
 			for k, v := range p {
@@ -981,5 +1041,90 @@ func TestSchemaIsClosedAndDescribed(t *testing.T) {
 	walk("values", root)
 	if props < 50 {
 		t.Errorf("only %d schema properties; values.yaml has more", props)
+	}
+}
+
+// TestPDBOnlyWithSeveralReplicas: minAvailable 1 over one replica blocks
+// every node drain, so the PDB exists only with more than one replica.
+func TestPDBOnlyWithSeveralReplicas(t *testing.T) {
+	for _, tc := range []struct {
+		replicas string
+		want     int
+	}{{"1", 0}, {"2", 1}, {"3", 1}} {
+		r := render(t, "--set", "replicaCount="+tc.replicas)
+		if n := len(all[*policyv1.PodDisruptionBudget](r)); n != tc.want {
+			t.Errorf("replicaCount=%s: %d PodDisruptionBudgets, want %d", tc.replicas, n, tc.want)
+		}
+	}
+}
+
+// TestUninstallDeletesWebhookConfigurationFirst: a pre-delete hook deletes
+// the webhook configuration (and in job mode the Secrets Helm does not
+// track) before Helm removes the Deployment and Service; its RBAC names
+// exactly those objects and exists before the Job runs.
+func TestUninstallDeletesWebhookConfigurationFirst(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		secrets string
+	}{
+		{"controller", nil, release + "-tls," + release + "-ca"},
+		{"certManager", []string{"--set", "certificates.mode=certManager"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := render(t, tc.args...)
+			var job *batchv1.Job
+			for _, j := range all[*batchv1.Job](r) {
+				if hooks(j.ObjectMeta) == "pre-delete" {
+					job = j
+				}
+			}
+			if job == nil {
+				t.Fatal("no pre-delete Job")
+			}
+			args := strings.Join(job.Spec.Template.Spec.Containers[0].Args, " ")
+			if !strings.Contains(args, "cleanup") || !strings.Contains(args, "--webhook-config-name="+release) {
+				t.Errorf("cleanup args %q", args)
+			}
+			if got := strings.Contains(args, "--secret-names="); got != (tc.secrets != "") || (tc.secrets != "" && !strings.Contains(args, "--secret-names="+tc.secrets)) {
+				t.Errorf("cleanup args %q, want secrets %q", args, tc.secrets)
+			}
+			sa := job.Spec.Template.Spec.ServiceAccountName
+			var cr *rbacv1.ClusterRole
+			for _, c := range all[*rbacv1.ClusterRole](r) {
+				if c.Name == sa {
+					cr = c
+				}
+			}
+			if cr == nil || hooks(cr.ObjectMeta) != "pre-delete" || cr.Annotations["helm.sh/hook-weight"] != "-10" {
+				t.Fatalf("cleanup ClusterRole %v is not a pre-delete hook before the Job", cr)
+			}
+			if g := grants(cr.Rules, "mutatingwebhookconfigurations", "delete"); len(g) != 1 || !slices.Equal(g[0].ResourceNames, []string{release}) {
+				t.Errorf("cleanup may delete %+v, want only %s", g, release)
+			}
+			for _, rb := range all[*rbacv1.ClusterRoleBinding](r) {
+				if rb.RoleRef.Name == sa && (len(rb.Subjects) != 1 || rb.Subjects[0].Name != sa || hooks(rb.ObjectMeta) != "pre-delete") {
+					t.Errorf("cleanup binding %+v", rb)
+				}
+			}
+		})
+	}
+}
+
+// TestGracefulShutdownTimings: the webhook drains itself (--shutdown-delay)
+// and the kubelet's grace period outlasts delay + timeout.
+func TestGracefulShutdownTimings(t *testing.T) {
+	for _, delay := range []string{"10", "0", "45"} {
+		dep := webhookDeployment(t, render(t, "--set", "shutdownDelaySeconds="+delay))
+		c := dep.Spec.Template.Spec.Containers[0]
+		args := strings.Join(c.Args, " ")
+		if !strings.Contains(args, "--shutdown-delay="+delay+"s") || !strings.Contains(args, "--shutdown-timeout=20s") {
+			t.Errorf("delay %s: args %q", delay, args)
+		}
+		var d int64
+		fmt.Sscan(delay, &d)
+		if g := dep.Spec.Template.Spec.TerminationGracePeriodSeconds; g == nil || *g <= d+20 {
+			t.Errorf("delay %s: terminationGracePeriodSeconds %v, want > delay+20", delay, g)
+		}
 	}
 }

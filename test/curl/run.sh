@@ -113,7 +113,9 @@ declare -A PORT PID
 start() { # NAME ARGS...
   local name=$1
   shift
-  "$WEBHOOK" "$@" >"$WORK/$name.log" 2>&1 &
+  # A short drain: the SIGTERM checks below still go through ServeDrained
+  # but finish well within their 10 s.
+  "$WEBHOOK" --shutdown-delay=1s "$@" >"$WORK/$name.log" 2>&1 &
   PID[$name]=$!
   PIDS+=($!)
 }

@@ -28,8 +28,11 @@ func c0Install(ctx context.Context, t *testing.T) {
 	if _, err := tool(ctx, "helm", append(installArgs("install"), "--create-namespace")...); err != nil {
 		t.Fatalf("helm install (with hooks): %v%s", err, diagnose(ctx, releaseNS))
 	}
-	// The certificate Job ran in the cluster and left the Secret; the
-	// post-install hook patched the caBundle with its CA.
+	// The certificate controller (its own Deployment and ServiceAccount)
+	// created the serving Secret and patched the caBundle with its CA.
+	if _, err := tool(ctx, "kubectl", "rollout", "status", "-n", releaseNS, "deployment/"+fullname+"-certs", "--timeout=60s"); err != nil {
+		t.Errorf("certificate controller: %v", err)
+	}
 	sec, err := e2e.client.CoreV1().Secrets(releaseNS).Get(ctx, tlsSecret, metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("certificate Job did not create Secret %s: %v", tlsSecret, err)
@@ -47,6 +50,11 @@ func c0Install(ctx context.Context, t *testing.T) {
 		if !bytes.Contains(w.ClientConfig.CABundle, bytes.TrimSpace(sec.Data["ca.crt"])) {
 			t.Errorf("webhook %s: caBundle does not hold the Secret's CA", w.Name)
 		}
+	}
+	if _, err := e2e.client.CoreV1().Secrets(releaseNS).Get(ctx, fullname+"-ca", metav1.GetOptions{}); err != nil {
+		t.Errorf("CA Secret %s-ca: %v", fullname, err)
+	} else if _, ok := sec.Data["ca.key"]; ok {
+		t.Errorf("the serving Secret carries the CA key")
 	}
 	// The webhook runs from its image under the chart's ServiceAccount, with
 	// no credentials but that account's token and its serving certificate.
@@ -76,6 +84,8 @@ func c0Install(ctx context.Context, t *testing.T) {
 		{[]string{"watch", "namespaces"}, "yes"},
 		{[]string{"create", "pods", "-n", "default"}, "no"},
 		{[]string{"get", "secrets", "-n", "kube-system"}, "no"},
+		{[]string{"get", "secrets/" + fullname + "-ca", "-n", releaseNS}, "no"}, // the CA key stays with the controller
+		{[]string{"get", "secrets/" + tlsSecret, "-n", releaseNS}, "yes"},
 		{[]string{"update", "mutatingwebhookconfigurations"}, "no"},
 		{[]string{"*", "*"}, "no"},
 	} {

@@ -41,12 +41,12 @@ var glibcImage, muslImage, busyboxImage string
 
 // scenarios in run order, for the report when a run stops early.
 var scenarioTitles = []struct{ id, title string }{
-	{"c0", "helm install with hooks: certificate Job, webhook Deployment behind its Service, chart RBAC; helm test"},
+	{"c0", "helm install with hooks: certificate controller, webhook Deployment behind its Service, chart RBAC; helm test"},
 	{"c1", "dnsconfig mode: glibc and musl Deployment pods, resolv.conf = /explain, short/FQDN/other-namespace names resolve"},
 	{"c2", "sidecar mode under Pod Security restricted: Ready, sidecar first, probes, lookups via 127.0.0.1, app stops first"},
 	{"c3", "admission: unlabelled and kube-system untouched; mode off, hostNetwork, Default/None; server dry-run"},
 	{"c4", "failure policy: webhook scaled to 0 -> pods created unpatched and Running; scaled back -> patched"},
-	{"c5", "certificate renewal by helm upgrade during pod creation: no failed admission, no unpatched pod"},
+	{"c5", "certificate controller: 30 s leaves and a 75 s CA renewed while a pod is created every 200 ms: no failed admission, no unpatched pod"},
 	{"c6", "node-local cache: DaemonSet, 169.254.20.10 answers, pods use it first, 0 failed lookups across its rolling update"},
 	{"c7", "helm upgrade keeps pods patched; helm uninstall leaves nothing the README does not mention"},
 	{"r1", "race lab on the node: emulated insert_failed on kube-proxy's DNAT to CoreDNS, glibc/musl pods in each mode (docs/race-lab-cluster.md)"},

@@ -31,9 +31,11 @@ done
 
 WORK=$(mktemp -d /tmp/dnsguard-resolver-test.XXXXXX)
 chmod 755 "$WORK"
-DNSMASQ_PID="" RES_PID=""
+DNSMASQ_PID="" RES_PID="" REC_PID="" RES2_PID=""
 cleanup() {
   [ -n "$RES_PID" ] && kill -9 "$RES_PID" 2>/dev/null || true
+  [ -n "$RES2_PID" ] && kill -9 "$RES2_PID" 2>/dev/null || true
+  [ -n "$REC_PID" ] && kill "$REC_PID" 2>/dev/null || true
   [ -n "$DNSMASQ_PID" ] && kill "$DNSMASQ_PID" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$WORK"
@@ -50,6 +52,9 @@ cat >"$WORK/hosts" <<EOF
 192.0.2.21 getent.test.example
 2001:db8::21 getent.test.example
 192.0.2.30 stale.test.example
+192.0.2.40 slow.test.example
+192.0.2.41 ports.test.example
+2001:db8::41 ports.test.example
 EOF
 big=()
 for c in a b c d e f; do big+=("$(printf "%0200d" 0 | tr 0 "$c")"); done
@@ -151,6 +156,38 @@ echo "== metrics and health"
 check "/healthz" curl -sf "http://$HEALTH/healthz" -o /dev/null
 check "/readyz" curl -sf "http://$HEALTH/readyz" -o /dev/null
 check "/metrics names" bash -c "curl -sf http://$HEALTH/metrics | grep -q '^dnsguard_resolver_upstream_duration_seconds_bucket'"
+
+echo "== upstream source ports and slow upstream (recording relay in front of dnsmasq)"
+# test/resolver/recorder logs the source port of every query it receives
+# and answers names starting with "slow" 1.5 s late. A second resolver with
+# the default --timeout=1s --total-timeout=3s uses it as its upstream.
+REC=127.0.53.4:5301 RES2=127.0.53.5
+go build -o "$WORK/recorder" ./test/resolver/recorder
+"$WORK/recorder" --listen=$REC --upstream=$UP_IP:$UP_PORT --log="$WORK/recorder.log" 2>"$WORK/recorder.err" &
+REC_PID=$!
+"$BIN" --listen=$RES2:53 --upstream=$REC --health-listen= 2>"$WORK/resolver2.log" &
+RES2_PID=$!
+for _ in $(seq 50); do
+  "$BIN" probe --server=$RES2:53 --timeout=200ms >/dev/null 2>&1 && break
+  sleep 0.1
+done
+for i in $(seq 1 40); do dig +short +time=3 +tries=1 @$RES2 "p$i.test.example" A >/dev/null || true; done
+n=$(grep -c " A p[0-9]*.test.example" "$WORK/recorder.log" || true)
+ports=$(grep " A p[0-9]*.test.example" "$WORK/recorder.log" | awk '{print $1}' | sort -u | wc -l)
+check "40 consecutive upstream queries from 40 source ports (got $n queries, $ports ports)" test "$n" -eq 40 -a "$ports" -eq 40
+printf 'nameserver %s\noptions timeout:2 attempts:1\n' $RES2 >"$WORK/resolv2.conf"
+out=$(unshare -m bash -c "mount --bind '$WORK/resolv2.conf' /etc/resolv.conf && getent ahosts ports.test.example")
+pa=$(awk '$3 == "ports.test.example." && $2 == "A" {print $1}' "$WORK/recorder.log")
+paaaa=$(awk '$3 == "ports.test.example." && $2 == "AAAA" {print $1}' "$WORK/recorder.log")
+check "getent ahosts: both families via the second resolver" bash -c "grep -q 192.0.2.41 <<<'$out' && grep -q 2001:db8::41 <<<'$out'"
+check "A and AAAA of one name from different source ports (A $pa, AAAA $paaaa)" test -n "$pa" -a -n "$paaaa" -a "$pa" != "$paaaa"
+out=$(dig +time=4 +tries=1 @$RES2 slow.test.example A)
+ms=$(awk '/Query time:/ {print $4}' <<<"$out")
+check "upstream always 1.5 s late: answer, not SERVFAIL (${ms}ms)" bash -c "grep -q 'status: NOERROR' <<<'$out' && grep -q 192.0.2.40 <<<'$out'"
+check "late answer taken at about 1.5 s, before the 3 s budget (${ms}ms)" test "${ms:-9999}" -ge 1400 -a "${ms:-9999}" -lt 2500
+kill "$RES2_PID" "$REC_PID" 2>/dev/null || true
+wait "$RES2_PID" "$REC_PID" 2>/dev/null || true
+RES2_PID="" REC_PID=""
 
 echo "== footprint"
 size=$(stat -c %s "$BIN")

@@ -65,11 +65,29 @@ Name of the TLS Secret (ca.crt, tls.crt, tls.key) in every certificates mode.
 {{- end }}
 
 {{- define "dnsguard.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- include "dnsguard.imageRef" (dict "root" . "image" .Values.image) }}
 {{- end }}
 
 {{- define "dnsguard.sidecarImage" -}}
-{{- printf "%s:%s" .Values.sidecar.image.repository (default .Chart.AppVersion .Values.sidecar.image.tag) }}
+{{- include "dnsguard.imageRef" (dict "root" . "image" .Values.sidecar.image) }}
+{{- end }}
+
+{{/*
+An image reference from (dict "root" $ "image" <repository/tag/digest>):
+global.imageRegistry, when set, is put in front of the repository (a mirror
+of the public images), and a digest replaces the tag: "repo@sha256:…" pins
+the exact image whatever the tag now points to.
+*/}}
+{{- define "dnsguard.imageRef" -}}
+{{- $repo := .image.repository }}
+{{- with dig "imageRegistry" "" (.root.Values.global | default dict) }}
+{{- $repo = printf "%s/%s" (trimSuffix "/" .) $repo }}
+{{- end }}
+{{- if .image.digest }}
+{{- printf "%s@%s" $repo .image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (default .root.Chart.AppVersion .image.tag) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -127,19 +145,26 @@ Hardened container securityContext shared by every container of the chart.
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 runAsNonRoot: true
+{{- if not .Values.openshift }}
 runAsUser: 65532
 runAsGroup: 65532
+{{- end }}
 capabilities:
   drop: ["ALL"]
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
+{{- /* With openshift=true the UID, GID and fsGroup are left out: the
+restricted SCC assigns them from the namespace's range and rejects pods that
+ask for others. runAsNonRoot stays. */}}
 {{- define "dnsguard.podSecurityContext" -}}
 runAsNonRoot: true
+{{- if not .Values.openshift }}
 runAsUser: 65532
 runAsGroup: 65532
 fsGroup: 65532
+{{- end }}
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
@@ -149,6 +174,10 @@ The webhook configuration file (config.yaml in the ConfigMap).
 */}}
 {{- define "dnsguard.config" -}}
 listen: ":{{ .Values.containerPort }}"
+metricsListen: ":{{ .Values.metrics.port }}"
+{{- with .Values.requestBudgetBytes }}
+requestBudgetBytes: {{ int64 . }}
+{{- end }}
 tlsCertFile: /etc/dnsguard/tls/tls.crt
 tlsKeyFile: /etc/dnsguard/tls/tls.key
 logLevel: {{ .Values.logLevel | quote }}
@@ -171,7 +200,14 @@ sidecar:
   imagePullPolicy: {{ . }}
   {{- end }}
   fallback: {{ .Values.sidecar.fallback }}
-  runAsUser: {{ .Values.sidecar.runAsUser }}
+  {{- /* 0: the webhook leaves the sidecar's UID/GID to the platform. */}}
+  runAsUser: {{ if .Values.openshift }}0{{ else }}{{ .Values.sidecar.runAsUser | default 0 }}{{ end }}
+  {{- with .Values.sidecar.imagePullSecrets }}
+  imagePullSecrets:
+    {{- range . }}
+    - {{ .name | quote }}
+    {{- end }}
+  {{- end }}
   {{- with .Values.sidecar.extraArgs }}
   extraArgs: {{ toJson . }}
   {{- end }}
@@ -182,4 +218,20 @@ nodeLocal:
   enabled: true
   address: {{ .Values.nodeCache.address | quote }}
 {{- end }}
+{{- end }}
+
+{{/*
+Secret holding the CA certificate and private key (certificate controller
+only; never mounted by the webhook).
+*/}}
+{{- define "dnsguard.caSecretName" -}}
+{{- printf "%s-ca" (include "dnsguard.fullname" .) }}
+{{- end }}
+
+{{/*
+True when the built-in certificate controller manages the certificates
+(mode "controller"; "job" is the former name and means the same).
+*/}}
+{{- define "dnsguard.certController" -}}
+{{- if has .Values.certificates.mode (list "controller" "job") }}true{{- end }}
 {{- end }}

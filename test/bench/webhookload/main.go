@@ -1,6 +1,7 @@
 // Command webhookload measures an admission webhook over real HTTPS.
 //
 //	webhookload load  --url=https://127.0.0.1:8443/mutate --ca=ca.crt --review=review.json [--pid=PID]
+//	webhookload hostile --url=https://127.0.0.1:8443 --ca=ca.crt --review=review.json --pid=PID
 //	webhookload floor --listen=127.0.0.1:9443 --tls-cert-file=tls.crt --tls-key-file=tls.key
 //
 // "load" sends the same AdmissionReview over keep-alive connections (HTTP/1.1
@@ -46,7 +47,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: webhookload load|floor [flags]")
+		fmt.Fprintln(os.Stderr, "usage: webhookload load|floor|hostile [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -55,8 +56,10 @@ func main() {
 		err = runLoad(os.Args[2:])
 	case "floor":
 		err = runFloor(os.Args[2:])
+	case "hostile":
+		err = runHostile(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown subcommand %q (want load or floor)", os.Args[1])
+		err = fmt.Errorf("unknown subcommand %q (want load, floor or hostile)", os.Args[1])
 	}
 	if err != nil {
 		slog.Error("webhookload", "err", err)
@@ -103,6 +106,9 @@ func parseLoad(args []string) (loadConfig, error) {
 		return c, fmt.Errorf("--proto=%q: want h1 or h2", c.proto)
 	}
 	for _, s := range strings.Split(*conc, ",") {
+		if strings.TrimSpace(s) == "" && *conc == "" {
+			break // open loop only
+		}
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 || n > 4096 {
 			return c, fmt.Errorf("--concurrency: bad worker count %q", s)
@@ -182,7 +188,10 @@ func newClient(cfg loadConfig) (*http.Client, error) {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("CA file %s holds no PEM certificate", cfg.caFile)
 	}
-	maxConc := slices.Max(cfg.concurrency)
+	maxConc := 128 // open loop only: as many connections as the largest closed-loop step
+	if len(cfg.concurrency) > 0 {
+		maxConc = slices.Max(cfg.concurrency)
+	}
 	tr := &http.Transport{
 		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 		MaxIdleConns:        maxConc,

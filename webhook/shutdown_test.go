@@ -1,0 +1,180 @@
+package webhook
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dnsguard/dnsguard/certs"
+)
+
+// TestShutdownDrains stops the real HTTPS stack while clients open a new
+// connection per request (as the API server does after keep-alives are off)
+// and one slow request is in flight. With a drain delay, /readyz fails at
+// once, no request in the delay is refused, the slow request completes, and
+// afterwards the port is closed. Without one (the old behaviour), requests
+// right after the stop signal are refused: the case that lost admissions.
+func TestShutdownDrains(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		delay       time.Duration
+		wantRefused bool
+	}{
+		{"drain 1s", time.Second, false},
+		{"no drain (old behaviour)", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ca, err := certs.NewCA("test-ca", time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := certs.WriteServing(dir, ca, localHosts, time.Hour, true); err != nil {
+				t.Fatal(err)
+			}
+			r, err := NewCertReloader(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), quietLogger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			mux := http.NewServeMux()
+			mux.Handle("/", newTestServer(t, testConfig()))
+			mux.HandleFunc("/slow", func(w http.ResponseWriter, _ *http.Request) {
+				time.Sleep(1500 * time.Millisecond)
+				w.Write([]byte("done"))
+			})
+			gate := NewReadinessGate(mux)
+			hs := NewHTTPServer(gate, r, quietLogger())
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			url := "https://" + ln.Addr().String()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				done <- ServeDrained(ctx, hs, ln, gate, Drain{Delay: tc.delay, Timeout: 5 * time.Second}, quietLogger())
+			}()
+			client := newConnPerRequestClient(t, filepath.Join(dir, "ca.crt"))
+			if code := status(client, url+"/readyz"); code != 200 {
+				t.Fatalf("/readyz before stop: %d", code)
+			}
+
+			slow := make(chan error, 1)
+			go func() {
+				resp, err := client.Get(url + "/slow")
+				if err == nil {
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						err = errors.New(resp.Status)
+					}
+				}
+				slow <- err
+			}()
+			time.Sleep(100 * time.Millisecond) // the slow request is in flight
+
+			// Load: 4 clients, a new connection per request, until just
+			// before the drain delay ends (or 700ms without a delay).
+			window := max(tc.delay-200*time.Millisecond, 700*time.Millisecond)
+			var ok, refused, other atomic.Int64
+			var firstErr atomic.Value
+			var wg sync.WaitGroup
+			stopAt := time.Now().Add(window)
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for time.Now().Before(stopAt) {
+						resp, err := client.Get(url + "/healthz")
+						switch {
+						case err == nil:
+							resp.Body.Close()
+							ok.Add(1)
+						case errors.Is(err, syscall.ECONNREFUSED):
+							refused.Add(1)
+						default:
+							other.Add(1)
+							firstErr.CompareAndSwap(nil, err.Error())
+						}
+						time.Sleep(5 * time.Millisecond)
+					}
+				}()
+			}
+			time.Sleep(50 * time.Millisecond)
+			cancel()
+			t0 := time.Now()
+			if tc.delay > 0 {
+				// Readiness fails first, at once.
+				if code := status(client, url+"/readyz"); code != http.StatusServiceUnavailable {
+					t.Errorf("/readyz right after the stop signal: %d, want 503", code)
+				}
+				if d := time.Since(t0); d > 500*time.Millisecond {
+					t.Errorf("/readyz answered %s after the stop signal", d)
+				}
+			}
+			wg.Wait()
+			t.Logf("during the window: %d ok, %d refused, %d other errors (%v)", ok.Load(), refused.Load(), other.Load(), firstErr.Load())
+			if tc.wantRefused {
+				if refused.Load()+other.Load() == 0 {
+					t.Error("without a drain delay no request failed: the test cannot tell draining from not draining")
+				}
+			} else {
+				if refused.Load() != 0 || other.Load() != 0 {
+					t.Errorf("%d refused and %d failed requests during the drain (first: %v), want 0", refused.Load(), other.Load(), firstErr.Load())
+				}
+				if ok.Load() < 20 {
+					t.Errorf("only %d requests served during the drain", ok.Load())
+				}
+			}
+			if err := <-slow; err != nil {
+				t.Errorf("in-flight request across the shutdown: %v", err)
+			}
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("ServeDrained: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("ServeDrained did not return")
+			}
+			if elapsed := time.Since(t0); elapsed < tc.delay {
+				t.Errorf("returned %s after the stop signal, before the %s delay", elapsed, tc.delay)
+			}
+			if _, err := client.Get(url + "/healthz"); !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Errorf("after shutdown: %v, want connection refused", err)
+			}
+		})
+	}
+}
+
+func newConnPerRequestClient(t *testing.T, caFile string) *http.Client {
+	t.Helper()
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true,
+	}}
+}
+
+func status(c *http.Client, url string) int {
+	resp, err := c.Get(url)
+	if err != nil {
+		return -1
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
