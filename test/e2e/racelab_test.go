@@ -513,7 +513,7 @@ func (l *raceLab) probe(ctx context.Context, t *testing.T) {
 // holdMS is how long a client pod's init container waits before the app
 // starts: the harness adds the pod's drop rule once the pod has an IP, which
 // kubelet reports as the sandbox comes up, well before that.
-const holdMS = 3000
+const holdMS = 4000
 
 // podJob is one client pod of a row (or of the probe) and what it measured.
 type podJob struct {
@@ -546,11 +546,13 @@ func (l *raceLab) runJobs(ctx context.Context, t *testing.T, ns, annotation, pre
 		}
 		args = append(args, raceName)
 		p := clientPod(prefix+"-"+j.client, j.image, annotation, args...)
-		hold := p.Spec.Containers[0]
-		hold.Name = "hold"
-		// A numeric address: getaddrinfo answers it without any query.
-		hold.Command = []string{"/gailoop", "-n", "2", "-i", strconv.Itoa(holdMS), "-t", "30", "127.0.0.1"}
-		p.Spec.InitContainers = []corev1.Container{hold}
+		if emulate {
+			hold := p.Spec.Containers[0]
+			hold.Name = "hold"
+			// A numeric address: getaddrinfo answers it without any query.
+			hold.Command = []string{"/gailoop", "-n", "2", "-i", strconv.Itoa(holdMS), "-t", "30", "127.0.0.1"}
+			p.Spec.InitContainers = []corev1.Container{hold}
+		}
 		p.Labels = map[string]string{"dnsguard-racelab": prefix}
 		j.name = p.Name
 		created, err := e2e.client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
