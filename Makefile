@@ -13,7 +13,7 @@ export GOFLAGS ?= -mod=mod
 LDFLAGS_STATIC   := -s -w
 CMDS             := webhook resolver certs
 
-.PHONY: all build run test deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab race-lab-cluster bench soak fuzz clean tools helm images test-images
+.PHONY: all build run test deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab race-lab-cluster bench soak sidecar-resources quota-test fuzz clean tools helm images test-images
 
 all: build
 
@@ -90,6 +90,14 @@ bench: build
 ## soak: 10-minute resolver soak at a fixed query rate; RSS and goroutines must stay flat
 soak: $(BIN)/resolver
 	./hack/soak.sh
+
+## sidecar-resources: peak RSS and CFS-throttled burst latency of the sidecar (root; docs/sidecar-resources.md)
+sidecar-resources: $(BIN)/resolver
+	./hack/sidecar-resources.sh
+
+## quota-test: patched pods under ResourceQuota/LimitRange on a real kube-apiserver (bin/kube-apiserver, bin/etcd)
+quota-test:
+	./hack/quota-test.sh
 
 ## fuzz: run every fuzz target for a bounded time (FUZZTIME, default 30s each)
 fuzz:

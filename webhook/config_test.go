@@ -1,10 +1,14 @@
 package webhook
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -102,6 +106,14 @@ func TestValidate(t *testing.T) {
 		{"bad pull secret", func(c *Config) { c.Sidecar.ImagePullSecrets = []string{"Reg_Cred"} }, `imagePullSecrets "Reg_Cred"`},
 		{"duplicate pull secret", func(c *Config) { c.Sidecar.ImagePullSecrets = []string{"a", "a"} }, `"a" appears twice`},
 		{"bad log level", func(c *Config) { c.LogLevel = "loud" }, `log-level "loud"`},
+		{"bad extra search domain", func(c *Config) { c.ExtraSearchDomains = []string{"ec2.internal", "bad_domain.example"} }, `extra search domain "bad_domain.example"`},
+		{"too many extra search domains", func(c *Config) {
+			for i := range 30 {
+				c.ExtraSearchDomains = append(c.ExtraSearchDomains, fmt.Sprintf("d%d.example", i))
+			}
+		}, "more than a pod may have (32)"},
+		{"sidecar cpu request above limit", func(c *Config) { c.Sidecar.Resources.Requests[corev1.ResourceCPU] = resource.MustParse("2") }, "cpu request 2 is above its limit 500m"},
+		{"node-local existing loopback", func(c *Config) { c.NodeLocal = NodeLocalConfig{Existing: true, Address: "127.0.0.1"} }, `nodeLocal address "127.0.0.1"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -118,5 +130,20 @@ func TestValidate(t *testing.T) {
 	c.ClusterDomain = "cluster.local."
 	if err := c.Validate(true); err != nil || c.ClusterDomain != "cluster.local" {
 		t.Fatalf("%v %q", err, c.ClusterDomain)
+	}
+	// 29 node search domains (with the 3 cluster ones: 32) are fine, with a
+	// trailing dot or upper case as resolv.conf may have them.
+	c = good()
+	for i := range 29 {
+		c.ExtraSearchDomains = append(c.ExtraSearchDomains, fmt.Sprintf("D%d.example.", i))
+	}
+	if err := c.Validate(true); err != nil {
+		t.Fatal(err)
+	}
+	// nodeLocal.existing alone turns the node cache on at the default address.
+	c = good()
+	c.NodeLocal = NodeLocalConfig{Existing: true}
+	if err := c.Validate(true); err != nil || !c.NodeLocal.Enabled || c.NodeLocal.Address != DefaultNodeLocalAddress {
+		t.Fatalf("%v %+v", err, c.NodeLocal)
 	}
 }

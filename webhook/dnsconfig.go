@@ -14,6 +14,13 @@ func clusterSearches(ns, domain string) []string {
 	return []string{ns + ".svc." + domain, "svc." + domain, domain}
 }
 
+// baseSearches are what ClusterFirst gives a pod before its own dnsConfig
+// is merged in: the cluster searches, then the node's (as far as the
+// webhook knows them: cfg.ExtraSearchDomains).
+func baseSearches(ns string, cfg *Config) []string {
+	return append(clusterSearches(ns, cfg.ClusterDomain), cfg.ExtraSearchDomains...)
+}
+
 // buildDNSConfig merges the pod's own dnsConfig into one that reproduces
 // ClusterFirst with servers as nameservers, recording warnings in d.
 func buildDNSConfig(pod *corev1.Pod, ns string, servers []string, cfg *Config, d *Decision) *corev1.PodDNSConfig {
@@ -27,7 +34,7 @@ func buildDNSConfig(pod *corev1.Pod, ns string, servers []string, cfg *Config, d
 	if len(dropped) > 0 {
 		d.warnf("a pod may have at most %d nameservers; dropped %s (kept %s)", maxNameservers, strings.Join(dropped, ", "), strings.Join(out.Nameservers, ", "))
 	}
-	out.Searches, dropped = mergeSearches(clusterSearches(ns, cfg.ClusterDomain), own.Searches)
+	out.Searches, dropped = mergeSearches(baseSearches(ns, cfg), own.Searches)
 	if len(dropped) > 0 {
 		d.warnf("search domains beyond the API limits (%d entries, %d characters) dropped: %s", maxSearches, maxSearchChars, strings.Join(dropped, " "))
 	}
@@ -166,6 +173,12 @@ func RenderResolvConf(c *corev1.PodDNSConfig) string {
 	return b.String()
 }
 
+// unknownNodeSearches is the note EffectiveResolvConf adds for ClusterFirst
+// pods when the nodes' search domains are not configured: the kubelet
+// appends them after the cluster ones, but the webhook cannot see them.
+const unknownNodeSearches = "# the kubelet also appends the node's search domains (from its --resolv-conf) after the cluster ones;\n" +
+	"# the webhook does not know them unless extraSearchDomains (--extra-search-domains) is set\n"
+
 // EffectiveResolvConf is the resolv.conf a pod gets when the webhook leaves
 // it alone, following the kubelet's rules for its dnsPolicy. What comes from
 // the node (Default policy, hostNetwork) is unknown here and rendered as a
@@ -186,15 +199,18 @@ func EffectiveResolvConf(pod *corev1.Pod, ns string, nameservers []string, cfg *
 		return RenderResolvConf(&own)
 	case clusterFirst:
 		var b strings.Builder
-		if len(nameservers) == 0 {
+		if len(nameservers) == 0 && !cfg.NodeLocal.Existing {
 			b.WriteString("# cluster DNS address not known yet\n")
 		}
-		servers, _ := mergeNameservers(nameservers, own.Nameservers)
+		servers, _ := mergeNameservers(cfg.NodeLocal.clusterFirstServers(nameservers), own.Nameservers)
 		if ns == "" {
 			ns = "default"
 		}
-		searches, _ := mergeSearches(clusterSearches(ns, cfg.ClusterDomain), own.Searches)
+		searches, _ := mergeSearches(baseSearches(ns, cfg), own.Searches)
 		opts := mergeOptions([]DNSOption{{Name: "ndots", Value: strptr("5")}}, own.Options)
+		if len(cfg.ExtraSearchDomains) == 0 {
+			b.WriteString(unknownNodeSearches)
+		}
 		b.WriteString(RenderResolvConf(&corev1.PodDNSConfig{Nameservers: servers, Searches: searches, Options: opts}))
 		return b.String()
 	default:

@@ -316,7 +316,10 @@ func fastPatch(raw []byte, d Decision) ([]jsonpatch.Operation, error) {
 		return nil, nil
 	}
 	sh, ok := scanPodShape(raw)
-	if !ok {
+	// Sidecar image pull secrets are merged into the pod's own list (no
+	// duplicates); they are configured rarely, so the general diff serves
+	// them rather than a second hand-written path.
+	if !ok || len(d.PullSecrets) > 0 {
 		return buildPatch(raw, d)
 	}
 	add := func(path string, value []byte) jsonpatch.Operation {

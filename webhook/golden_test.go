@@ -27,8 +27,7 @@ var update = flag.Bool("update", os.Getenv("REFRESH_GOLDEN") == "true", "rewrite
 const (
 	goldenSuffix   = ".golden.json"
 	warningsSuffix = ".warnings.golden.txt"
-	// caseConfigSuffix names a per-case configuration file.
-	caseConfigSuffix = ".config.yaml"
+	configSuffix   = ".config.yaml"
 )
 
 // testConfig is the configuration every golden case runs with.
@@ -160,20 +159,20 @@ func goldenCases(t *testing.T) []string {
 // with the raw patch, and that mutating the result again is a no-op.
 func TestGolden(t *testing.T) {
 	cases := goldenCases(t)
-	srv := newTestServer(t, testConfig())
+	defaultSrv := newTestServer(t, testConfig())
 	for _, base := range cases {
 		name := filepath.Base(base)
-		srv := srv
-		// <case>.config.yaml, when present, is loaded over testConfig()
-		// for that case only (e.g. sidecar.imagePullSecrets).
-		if _, err := os.Stat(base + caseConfigSuffix); err == nil {
-			c := testConfig()
-			if err := LoadConfigFile(base+caseConfigSuffix, &c); err != nil {
-				t.Fatal(err)
-			}
-			srv = newTestServer(t, c)
-		}
 		t.Run(name, func(t *testing.T) {
+			// <case>.config.yaml, when present, is loaded over testConfig()
+			// (same strict YAML as the webhook's --config).
+			srv := defaultSrv
+			if _, err := os.Stat(base + configSuffix); err == nil {
+				cfg := testConfig()
+				if err := LoadConfigFile(base+configSuffix, &cfg); err != nil {
+					t.Fatal(err)
+				}
+				srv = newTestServer(t, cfg)
+			}
 			in, err := os.ReadFile(base + ".json")
 			if err != nil {
 				t.Fatal(err)
@@ -232,7 +231,7 @@ func TestGolden(t *testing.T) {
 	for _, c := range cases {
 		known[c] = true
 	}
-	for _, suffix := range []string{goldenSuffix, warningsSuffix} {
+	for _, suffix := range []string{goldenSuffix, warningsSuffix, configSuffix} {
 		files, _ := filepath.Glob("testdata/*" + suffix)
 		for _, f := range files {
 			if base := strings.TrimSuffix(f, suffix); !known[base] {

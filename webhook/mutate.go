@@ -42,6 +42,9 @@ type Env struct {
 	NamespaceDefaultMode string
 	// Nameservers are the cluster DNS addresses (configured or discovered).
 	Nameservers []string
+	// NamespaceAnnotations are the namespace's annotations, for the
+	// per-namespace sidecar resource annotations (nil when unknown).
+	NamespaceAnnotations map[string]string
 }
 
 // Decision is what the webhook does to one pod. It is computed without side
@@ -92,15 +95,18 @@ func skip(d Decision, reason, why string) Decision {
 //  3. the mode is the pod annotation, else the namespace default, else the
 //     configured default; an invalid value is ignored with a warning; off
 //     leaves the pod alone;
-//  4. Windows pods (nodeSelector kubernetes.io/os=windows or spec.os.name)
-//     are left alone: Windows has no resolv.conf semantics to tune;
+//  4. Windows pods (nodeSelector kubernetes.io/os=windows, spec.os.name, or
+//     a required node affinity that rules out kubernetes.io/os=linux) are
+//     left alone: Windows has no resolv.conf semantics to tune;
 //  5. dnsPolicy Default or None: the user chose DNS explicitly, left alone;
 //     hostNetwork with ClusterFirst behaves like Default, left alone;
 //     ClusterFirstWithHostNet on hostNetwork is tuned, in dnsconfig mode only;
 //  6. sidecar mode falls back to dnsconfig (with a warning) where the sidecar
 //     cannot bind 127.0.0.1:53: hostNetwork, a container declaring port 53,
 //     a pod sysctl ip_unprivileged_port_start above 53, or a container
-//     already named dnsguard-resolver.
+//     already named dnsguard-resolver; a container declaring the health
+//     port 8053 moves the resolver's health listener to the next free port
+//     (with a warning) instead.
 func Decide(pod *corev1.Pod, env Env, cfg *Config) Decision {
 	var d Decision
 	if m, ok := pod.Annotations[AnnotationInjected]; ok {
@@ -147,8 +153,20 @@ func Decide(pod *corev1.Pod, env Env, cfg *Config) Decision {
 		return skip(d, SkipNoNameservers, "cluster DNS nameservers not known yet")
 	}
 
+	healthPort := int32(sidecarHealthPort)
 	if mode == ModeSidecar {
-		if why := sidecarBlocker(pod); why != "" {
+		why := sidecarBlocker(pod)
+		if why == "" {
+			port, moved, ok := healthPortFor(pod)
+			switch {
+			case !ok:
+				why = fmt.Sprintf("%s and ports %d-%d are declared too, so the resolver's health listener has no free port", moved, sidecarHealthPort+1, sidecarHealthPortMax)
+			case moved != "":
+				d.warnf("%s, which the resolver's health listener uses; moved it to 127.0.0.1:%d", moved, port)
+			}
+			healthPort = port
+		}
+		if why != "" {
 			d.warnf("sidecar mode not possible (%s); using dnsconfig mode instead", why)
 			mode = ModeDNSConfig
 			source += "; sidecar impossible: " + why
@@ -166,7 +184,8 @@ func Decide(pod *corev1.Pod, env Env, cfg *Config) Decision {
 	}
 	d.DNSConfig = buildDNSConfig(pod, ns, servers, cfg, &d)
 	if mode == ModeSidecar {
-		c := sidecarContainer(cfg, cfg.NodeLocal.upstreams(env.Nameservers))
+		c := sidecarContainer(cfg, cfg.NodeLocal.upstreams(env.Nameservers), healthPort)
+		c.Resources = sidecarResources(pod, env.NamespaceAnnotations, cfg, &d)
 		d.Sidecar = &c
 		d.PullSecrets = sidecarPullSecrets(pod, cfg)
 		if !hasSysctl(pod, sysctlUnprivilegedMin) {
@@ -198,11 +217,58 @@ func chooseMode(pod *corev1.Pod, env Env, cfg *Config, d *Decision) (mode, sourc
 	return cfg.DefaultMode, "default mode"
 }
 
+// isWindows reports whether pod can only run on Windows nodes: through
+// spec.os, nodeSelector kubernetes.io/os=windows, or a required node affinity
+// whose every term keeps kubernetes.io/os away from linux.
 func isWindows(pod *corev1.Pod) bool {
 	if strings.EqualFold(pod.Spec.NodeSelector[labelOS], "windows") {
 		return true
 	}
-	return pod.Spec.OS != nil && strings.EqualFold(string(pod.Spec.OS.Name), "windows")
+	if pod.Spec.OS != nil && strings.EqualFold(string(pod.Spec.OS.Name), "windows") {
+		return true
+	}
+	return affinityExcludesLinux(pod.Spec.Affinity)
+}
+
+// affinityExcludesLinux reports whether the required node affinity rules
+// out Linux nodes. The terms of requiredDuringScheduling are ORed, so every
+// term must exclude Linux; within a term the expressions are ANDed, so one
+// expression on kubernetes.io/os that excludes linux is enough: In with a
+// value list without linux (e.g. [windows]) or NotIn with linux. Anything
+// else (no terms, a term without an os expression, In [linux, windows])
+// may schedule on Linux and is mutated as before.
+func affinityExcludesLinux(a *corev1.Affinity) bool {
+	if a == nil || a.NodeAffinity == nil || a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return false
+	}
+	terms := a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+	if len(terms) == 0 {
+		return false
+	}
+	for _, term := range terms {
+		excludes := false
+		for _, e := range term.MatchExpressions {
+			if e.Key != labelOS {
+				continue
+			}
+			hasLinux := false
+			for _, v := range e.Values {
+				if strings.EqualFold(v, "linux") {
+					hasLinux = true
+				}
+			}
+			switch e.Operator {
+			case corev1.NodeSelectorOpIn:
+				excludes = excludes || (len(e.Values) > 0 && !hasLinux)
+			case corev1.NodeSelectorOpNotIn:
+				excludes = excludes || hasLinux
+			}
+		}
+		if !excludes {
+			return false
+		}
+	}
+	return true
 }
 
 // looksMusl guesses from image references whether a container uses musl

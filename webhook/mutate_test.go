@@ -3,6 +3,7 @@ package webhook
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -57,6 +58,24 @@ func image(img string) func(*corev1.Pod) {
 	return func(p *corev1.Pod) { p.Spec.Containers[0].Image = img }
 }
 
+// osExpr is a node selector requirement on kubernetes.io/os.
+func osExpr(op corev1.NodeSelectorOperator, values ...string) corev1.NodeSelectorRequirement {
+	return corev1.NodeSelectorRequirement{Key: "kubernetes.io/os", Operator: op, Values: values}
+}
+
+var hostExpr = corev1.NodeSelectorRequirement{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpExists}
+
+// osAffinity adds one required node affinity term made of exprs.
+func osAffinity(exprs ...corev1.NodeSelectorRequirement) func(*corev1.Pod) {
+	return func(p *corev1.Pod) {
+		if p.Spec.Affinity == nil {
+			p.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{}}}
+		}
+		ns := p.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution
+		ns.NodeSelectorTerms = append(ns.NodeSelectorTerms, corev1.NodeSelectorTerm{MatchExpressions: exprs})
+	}
+}
+
 var testEnv = Env{Namespace: "shop", Nameservers: []string{"10.96.0.10"}}
 
 func TestDecideModesAndSkips(t *testing.T) {
@@ -85,6 +104,22 @@ func TestDecideModesAndSkips(t *testing.T) {
 		{name: "windows nodeSelector", pod: pod(func(p *corev1.Pod) { p.Spec.NodeSelector = map[string]string{"kubernetes.io/os": "windows"} }), wantMode: ModeOff, wantSkip: SkipWindows},
 		{name: "linux nodeSelector is fine", pod: pod(func(p *corev1.Pod) { p.Spec.NodeSelector = map[string]string{"kubernetes.io/os": "linux"} }), wantMode: ModeDNSConfig},
 		{name: "windows spec.os", pod: pod(func(p *corev1.Pod) { p.Spec.OS = &corev1.PodOS{Name: corev1.Windows} }), wantMode: ModeOff, wantSkip: SkipWindows},
+		{name: "windows nodeAffinity In [windows]", pod: pod(osAffinity(osExpr(corev1.NodeSelectorOpIn, "windows"))), wantMode: ModeOff, wantSkip: SkipWindows},
+		{name: "windows nodeAffinity In [Windows] case-insensitive", pod: pod(osAffinity(osExpr(corev1.NodeSelectorOpIn, "Windows"))), wantMode: ModeOff, wantSkip: SkipWindows},
+		{name: "windows nodeAffinity NotIn [linux]", pod: pod(osAffinity(osExpr(corev1.NodeSelectorOpNotIn, "linux"))), wantMode: ModeOff, wantSkip: SkipWindows},
+		{name: "windows nodeAffinity every term", pod: pod(osAffinity(osExpr(corev1.NodeSelectorOpIn, "windows")), osAffinity(osExpr(corev1.NodeSelectorOpIn, "windows"), hostExpr)), wantMode: ModeOff, wantSkip: SkipWindows},
+		{name: "nodeAffinity In [linux, windows] may be linux", pod: pod(osAffinity(osExpr(corev1.NodeSelectorOpIn, "linux", "windows"))), wantMode: ModeDNSConfig},
+		{name: "nodeAffinity In [linux]", pod: pod(osAffinity(osExpr(corev1.NodeSelectorOpIn, "linux"))), wantMode: ModeDNSConfig},
+		{name: "nodeAffinity NotIn [windows]", pod: pod(osAffinity(osExpr(corev1.NodeSelectorOpNotIn, "windows"))), wantMode: ModeDNSConfig},
+		{name: "nodeAffinity one term windows, one term any os", pod: pod(osAffinity(osExpr(corev1.NodeSelectorOpIn, "windows")), osAffinity(hostExpr)), wantMode: ModeDNSConfig},
+		{name: "nodeAffinity term without os", pod: pod(osAffinity(hostExpr)), wantMode: ModeDNSConfig},
+		{name: "nodeAffinity preferred windows only", pod: pod(func(p *corev1.Pod) {
+			p.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []corev1.PreferredSchedulingTerm{
+				{Weight: 1, Preference: corev1.NodeSelectorTerm{MatchExpressions: []corev1.NodeSelectorRequirement{osExpr(corev1.NodeSelectorOpIn, "windows")}}}}}}
+		}), wantMode: ModeDNSConfig},
+		{name: "nodeAffinity with no terms", pod: pod(func(p *corev1.Pod) {
+			p.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{}}}
+		}), wantMode: ModeDNSConfig},
 		{name: "dnsPolicy Default", pod: pod(policy(corev1.DNSDefault)), wantMode: ModeOff, wantSkip: SkipDNSPolicyDefault},
 		{name: "dnsPolicy None", pod: pod(policy(corev1.DNSNone)), wantMode: ModeOff, wantSkip: SkipDNSPolicyNone},
 		{name: "dnsPolicy unknown", pod: pod(policy("Weird")), wantMode: ModeOff, wantSkip: SkipDNSPolicyUnknown},
@@ -103,6 +138,17 @@ func TestDecideModesAndSkips(t *testing.T) {
 		{name: "sidecar name taken", pod: pod(annotate(AnnotationMode, ModeSidecar), func(p *corev1.Pod) {
 			p.Spec.InitContainers = []corev1.Container{{Name: SidecarName}}
 		}), wantMode: ModeDNSConfig, warn: "already named"},
+		{name: "sidecar health port 8053 taken moves it", pod: pod(annotate(AnnotationMode, ModeSidecar), func(p *corev1.Pod) {
+			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 8053}}
+		}), wantMode: ModeSidecar, warn: "moved it to 127.0.0.1:8054"},
+		{name: "sidecar health port 8053 udp is no conflict", pod: pod(annotate(AnnotationMode, ModeSidecar), func(p *corev1.Pod) {
+			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 8053, Protocol: corev1.ProtocolUDP}}
+		}), wantMode: ModeSidecar},
+		{name: "sidecar health ports all taken falls back", pod: pod(annotate(AnnotationMode, ModeSidecar), func(p *corev1.Pod) {
+			for port := int32(8053); port <= 8153; port++ {
+				p.Spec.Containers[0].Ports = append(p.Spec.Containers[0].Ports, corev1.ContainerPort{ContainerPort: port})
+			}
+		}), wantMode: ModeDNSConfig, warn: "health listener has no free port"},
 		{name: "sidecar sysctl 1024", pod: pod(annotate(AnnotationMode, ModeSidecar), sysctl(sysctlUnprivilegedMin, "1024")), wantMode: ModeDNSConfig, warn: "=1024"},
 		{name: "sidecar sysctl 54", pod: pod(annotate(AnnotationMode, ModeSidecar), sysctl(sysctlUnprivilegedMin, "54")), wantMode: ModeDNSConfig, warn: "=54"},
 		{name: "sidecar sysctl 53 ok", pod: pod(annotate(AnnotationMode, ModeSidecar), sysctl(sysctlUnprivilegedMin, "53")), wantMode: ModeSidecar},
@@ -426,9 +472,9 @@ func TestEffectiveResolvConf(t *testing.T) {
 		pod  *corev1.Pod
 		want string
 	}{
-		{"ClusterFirst", pod(), "nameserver 10.96.0.10\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"},
+		{"ClusterFirst", pod(), unknownNodeSearches + "nameserver 10.96.0.10\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"},
 		{"ClusterFirst with own dnsConfig", pod(dnsCfg(corev1.PodDNSConfig{Searches: []string{"a.example"}, Options: []corev1.PodDNSConfigOption{{Name: "ndots", Value: &two}, {Name: "edns0"}}})),
-			"nameserver 10.96.0.10\nsearch shop.svc.cluster.local svc.cluster.local cluster.local a.example\noptions ndots:2 edns0\n"},
+			unknownNodeSearches + "nameserver 10.96.0.10\nsearch shop.svc.cluster.local svc.cluster.local cluster.local a.example\noptions ndots:2 edns0\n"},
 		{"None", pod(policy(corev1.DNSNone), dnsCfg(corev1.PodDNSConfig{Nameservers: []string{"192.0.2.1"}})), "nameserver 192.0.2.1\n"},
 		{"Default", pod(policy(corev1.DNSDefault)), "# the node's /etc/resolv.conf (dnsPolicy Default)\n"},
 		{"hostNetwork ClusterFirst", pod(hostNet), "# the node's /etc/resolv.conf (dnsPolicy ClusterFirst, hostNetwork)\n"},
@@ -437,6 +483,64 @@ func TestEffectiveResolvConf(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := EffectiveResolvConf(tc.pod, "shop", ns, &cfg); got != tc.want {
 				t.Errorf("got\n%s\nwant\n%s", got, tc.want)
+			}
+		})
+	}
+	// Configured node search domains follow the cluster ones, before the
+	// pod's own, and replace the note; an existing node cache is the
+	// ClusterFirst pod's only nameserver (kubelet --cluster-dns).
+	cfg.ExtraSearchDomains = []string{"ec2.internal", "corp.example.com"}
+	cfg.NodeLocal = NodeLocalConfig{Existing: true}
+	if err := cfg.Validate(false); err != nil {
+		t.Fatal(err)
+	}
+	want := "nameserver 169.254.20.10\nsearch shop.svc.cluster.local svc.cluster.local cluster.local ec2.internal corp.example.com a.example\noptions ndots:5\n"
+	if got := EffectiveResolvConf(pod(dnsCfg(corev1.PodDNSConfig{Searches: []string{"a.example", "EC2.internal."}})), "shop", ns, &cfg); got != want {
+		t.Errorf("with extraSearchDomains and nodeLocal.existing: got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// A container declaring 8053 would make the resolver's health listener fail
+// to bind, and the resolver exit: the sidecar must listen elsewhere.
+func TestSidecarHealthPortConflict(t *testing.T) {
+	cfg := testConfig()
+	cases := []struct {
+		name  string
+		ports [][]int32 // per container
+		init  []int32
+		want  string
+	}{
+		{"no ports", nil, nil, "--health-listen=127.0.0.1:8053"},
+		{"8053 in app container", [][]int32{{8053}}, nil, "--health-listen=127.0.0.1:8054"},
+		{"8053 and 8054 in two containers", [][]int32{{8053}, {8054}}, nil, "--health-listen=127.0.0.1:8055"},
+		{"8053 in init container", nil, []int32{8053}, "--health-listen=127.0.0.1:8054"},
+		{"8054 only", [][]int32{{8054}}, nil, "--health-listen=127.0.0.1:8053"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := pod(annotate(AnnotationMode, ModeSidecar), func(p *corev1.Pod) {
+				for i, ports := range tc.ports {
+					if i >= len(p.Spec.Containers) {
+						p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: fmt.Sprintf("c%d", i), Image: "x"})
+					}
+					for _, port := range ports {
+						p.Spec.Containers[i].Ports = append(p.Spec.Containers[i].Ports, corev1.ContainerPort{ContainerPort: port})
+					}
+				}
+				if tc.init != nil {
+					ic := corev1.Container{Name: "init", Image: "x"}
+					for _, port := range tc.init {
+						ic.Ports = append(ic.Ports, corev1.ContainerPort{ContainerPort: port})
+					}
+					p.Spec.InitContainers = []corev1.Container{ic}
+				}
+			})
+			d := Decide(p, testEnv, &cfg)
+			if d.Sidecar == nil {
+				t.Fatalf("no sidecar: %s %q", d.Reason, d.Warnings)
+			}
+			if !slices.Contains(d.Sidecar.Args, tc.want) {
+				t.Errorf("args %q lack %q", d.Sidecar.Args, tc.want)
 			}
 		})
 	}

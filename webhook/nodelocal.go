@@ -20,10 +20,22 @@ type NodeLocalConfig struct {
 	Enabled bool `json:"enabled"`
 	// Address is the node cache's IP; empty means DefaultNodeLocalAddress.
 	Address string `json:"address,omitempty"`
+	// Existing says the node cache is NodeLocal DNSCache (or another)
+	// that the kubelets already give ClusterFirst pods as their only
+	// nameserver (kubelet --cluster-dns=169.254.20.10, the IPVS setup,
+	// where the cache cannot also answer on the kube-dns Service IP).
+	// Without it the webhook writes the discovered kube-dns Service IP and
+	// patched pods bypass the node cache. It implies Enabled; it also makes
+	// /explain's "before" show the node cache as a ClusterFirst pod's
+	// nameserver.
+	Existing bool `json:"existing,omitempty"`
 }
 
 // validate fills the default address and checks it.
 func (n *NodeLocalConfig) validate() error {
+	if n.Existing {
+		n.Enabled = true
+	}
 	if !n.Enabled {
 		return nil
 	}
@@ -50,4 +62,14 @@ func (n NodeLocalConfig) upstreams(cluster []string) []string {
 		}
 	}
 	return out
+}
+
+// clusterFirstServers are the nameservers the kubelet gives a ClusterFirst
+// pod: its --cluster-dns, which is the node cache when one already exists,
+// else (as far as the webhook knows) the cluster DNS Service.
+func (n NodeLocalConfig) clusterFirstServers(cluster []string) []string {
+	if n.Enabled && n.Existing {
+		return []string{n.Address}
+	}
+	return cluster
 }

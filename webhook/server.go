@@ -456,6 +456,9 @@ func (s *Server) evaluate(raw []byte, namespace string) evaluation {
 	env := Env{Namespace: ev.namespace, Nameservers: s.ns.Nameservers()}
 	if s.nsModes != nil && ev.namespace != "" {
 		env.NamespaceDefaultMode = s.nsModes.DefaultMode(ev.namespace)
+		if na, ok := s.nsModes.(NamespaceAnnotationSource); ok {
+			env.NamespaceAnnotations = na.Annotations(ev.namespace)
+		}
 	}
 	ev.decision = Decide(&pod, env, &s.cfg)
 	ev.ops, ev.patchErr = fastPatch(raw, ev.decision)
@@ -481,6 +484,10 @@ type ExplainResponse struct {
 	Warnings []string `json:"warnings"`
 	// ResolvConf is the resolv.conf the pod will get.
 	ResolvConf string `json:"resolvConf"`
+	// Before is the resolv.conf the pod would get without dnsguard (the
+	// kubelet's rendering of its dnsPolicy); what the webhook cannot know,
+	// like the node's search domains, is said in comment lines.
+	Before string `json:"before"`
 }
 
 // serveExplain shows, without side effects or metrics of admissions, what
@@ -543,10 +550,11 @@ func (s *Server) serveExplain(w http.ResponseWriter, r *http.Request) {
 	if out.Warnings == nil {
 		out.Warnings = []string{}
 	}
+	out.Before = EffectiveResolvConf(ev.pod, ev.namespace, s.ns.Nameservers(), &s.cfg)
 	if ev.decision.Mutates() && ev.patchErr == nil {
 		out.ResolvConf = RenderResolvConf(ev.decision.DNSConfig)
 	} else {
-		out.ResolvConf = EffectiveResolvConf(ev.pod, ev.namespace, s.ns.Nameservers(), &s.cfg)
+		out.ResolvConf = out.Before
 	}
 	writeJSON(w, out)
 }

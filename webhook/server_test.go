@@ -272,7 +272,8 @@ func TestExplain(t *testing.T) {
 	off := []byte(`{"metadata":{"namespace":"x","annotations":{"dnsguard.io/mode":"off"}},"spec":{"containers":[{"name":"app"}]}}`)
 	out = explain(t, srv, "", off)
 	if out.Mode != ModeOff || out.Skip != SkipModeOff || len(out.Patch) != 0 ||
-		out.ResolvConf != "nameserver 10.96.0.10\nsearch x.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n" {
+		out.ResolvConf != unknownNodeSearches+"nameserver 10.96.0.10\nsearch x.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n" ||
+		out.Before != out.ResolvConf {
 		t.Errorf("%+v", out)
 	}
 

@@ -14,10 +14,47 @@ import (
 
 // Ports and paths the sidecar uses inside the pod's network namespace.
 const (
-	sidecarListen       = "127.0.0.1:53"
-	sidecarHealthListen = "127.0.0.1:8053"
-	sidecarBinary       = "/resolver"
+	sidecarListen = "127.0.0.1:53"
+	// sidecarHealthPort is where the resolver serves /healthz, /readyz and
+	// /metrics on 127.0.0.1; healthPortFor moves it when a container
+	// declares it, because the resolver exits when it cannot bind its
+	// health listener, and a native sidecar that never starts keeps the
+	// whole pod from starting.
+	sidecarHealthPort    = 8053
+	sidecarHealthPortMax = sidecarHealthPort + 100
+	sidecarBinary        = "/resolver"
 )
+
+// healthPortFor returns the resolver's health port for pod: 8053 unless a
+// container declares it (TCP: the listener is HTTP), else the first port
+// above it that no container declares. why says what moved it ("" when not
+// moved). ok is false only when every candidate is taken.
+func healthPortFor(pod *corev1.Pod) (port int32, why string, ok bool) {
+	taken := map[int32]string{}
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range cs {
+			for _, p := range c.Ports {
+				if p.Protocol == corev1.ProtocolUDP {
+					continue
+				}
+				if _, dup := taken[p.ContainerPort]; !dup {
+					taken[p.ContainerPort] = c.Name
+				}
+			}
+		}
+	}
+	owner, busy := taken[sidecarHealthPort]
+	if !busy {
+		return sidecarHealthPort, "", true
+	}
+	why = fmt.Sprintf("container %s declares port %d", owner, sidecarHealthPort)
+	for p := int32(sidecarHealthPort + 1); p <= sidecarHealthPortMax; p++ {
+		if _, busy := taken[p]; !busy {
+			return p, why, true
+		}
+	}
+	return 0, why, false
+}
 
 // sidecarBlocker returns why the resolver cannot be injected into pod, or "".
 func sidecarBlocker(pod *corev1.Pod) string {
@@ -82,12 +119,14 @@ func boolptr(b bool) *bool { return &b }
 //
 // The probes are exec probes: kubelet httpGet probes go to the pod IP, while
 // the resolver listens on loopback only.
-func sidecarContainer(cfg *Config, upstreams []string) corev1.Container {
+//
+// healthPort is the resolver's loopback health port (see healthPortFor).
+func sidecarContainer(cfg *Config, upstreams []string, healthPort int32) corev1.Container {
 	args := []string{"--listen=" + sidecarListen}
 	for _, u := range upstreams {
 		args = append(args, "--upstream="+net.JoinHostPort(u, "53"))
 	}
-	args = append(args, "--health-listen="+sidecarHealthListen)
+	args = append(args, "--health-listen="+net.JoinHostPort("127.0.0.1", strconv.Itoa(int(healthPort))))
 	args = append(args, cfg.Sidecar.ExtraArgs...)
 	probe := func(period, failures int32) *corev1.Probe {
 		return &corev1.Probe{

@@ -97,6 +97,8 @@ shown in brackets; flags given on the command line win over the file):
 	bodyTimeout := fs.Duration("body-read-timeout", def.BodyReadTimeout.Duration, "longest time to read one request body (slow clients are cut off) [bodyReadTimeout]")
 	recheck := fs.Duration("recheck-interval", def.RecheckInterval.Duration, "how often the DNS Service is looked up again [recheckInterval]")
 	nodeLocal := fs.String("node-local-address", "", "IP of the node-local cache (e.g. 169.254.20.10): dnsconfig pods get it as first nameserver with the cluster DNS as fallback, sidecars as first upstream; empty: off [nodeLocal.enabled, nodeLocal.address]")
+	extraSearch := fs.String("extra-search-domains", "", "your nodes' search domains, comma separated, appended after the cluster ones like ClusterFirst does (see the search line of /etc/resolv.conf on a node, or of the file the kubelet's --resolv-conf names); the webhook cannot read them itself [extraSearchDomains]")
+	nodeLocalExisting := fs.Bool("node-local-existing", false, "the node-local cache at --node-local-address (default 169.254.20.10) is NodeLocal DNSCache already installed, the kubelets' --cluster-dns: pods keep using it first instead of being sent to the discovered kube-dns Service IP [nodeLocal.existing]")
 	nsDefaults := fs.Bool("namespace-defaults", def.NamespaceDefaults, "read the dnsguard.io/default-mode Namespace annotation through an informer when the API server is reachable [namespaceDefaults]")
 	fs.DurationVar(&po.drain.Delay, "shutdown-delay", webhook.DefaultShutdownDelay, "on SIGTERM: fail /readyz at once but keep serving new and in-flight requests this long, so API servers and kube-proxy stop sending here before the listener closes (the API server does not retry on another replica); keep terminationGracePeriodSeconds above delay+timeout")
 	fs.StringVar(&po.tlsSecret, "tls-secret", "", "namespace/name of the serving Secret (tls.crt, tls.key) to watch through the API, so a renewed certificate is served within a second instead of after the kubelet's Secret-volume refresh; the files stay the fallback; empty: files only")
@@ -167,7 +169,19 @@ shown in brackets; flags given on the command line win over the file):
 		case "namespace-defaults":
 			cfg.NamespaceDefaults = *nsDefaults
 		case "node-local-address":
-			cfg.NodeLocal = webhook.NodeLocalConfig{Enabled: *nodeLocal != "", Address: *nodeLocal}
+			cfg.NodeLocal.Enabled, cfg.NodeLocal.Address = *nodeLocal != "", *nodeLocal
+		case "extra-search-domains":
+			cfg.ExtraSearchDomains = splitList(*extraSearch)
+		}
+	})
+	// After the loop: --node-local-existing implies a node cache even
+	// without --node-local-address (then at the default address).
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "node-local-existing" {
+			cfg.NodeLocal.Existing = *nodeLocalExisting
+			if *nodeLocalExisting {
+				cfg.NodeLocal.Enabled = true
+			}
 		}
 	})
 	if err := errors.Join(errs...); err != nil {

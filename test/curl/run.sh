@@ -7,7 +7,8 @@
 #   sidecar  --default-mode=sidecar   (flags; certificate files laid out like a
 #            Kubernetes Secret volume, rotated during the run)
 #   config   everything from a --config YAML file (other cluster domain, two
-#            nameservers, own DNS options, sidecar without fallback)
+#            nameservers, own DNS options, sidecar without fallback, a node
+#            search domain)
 # then posts the AdmissionReviews in test/curl/requests/ with curl --cacert and
 # checks the answers with jq: the envelope, the decoded patch applied to the
 # original pod (test/curl/helper, evanphx/json-patch), the per-case
@@ -171,6 +172,8 @@ dnsOptions:
 sidecar:
   image: $CONFIG_IMAGE
   fallback: false
+extraSearchDomains:
+  - ec2.internal
 EOF
 start config --config="$WORK/config.yaml"
 

@@ -213,10 +213,21 @@ sidecar:
   {{- end }}
   resources:
     {{- toYaml .Values.sidecar.resources | nindent 4 }}
+{{- with .Values.extraSearchDomains }}
+extraSearchDomains: {{ toJson . }}
+{{- end }}
+{{- if and .Values.nodeCache.enabled .Values.nodeLocalDNSCache.enabled }}
+{{- fail "nodeCache.enabled and nodeLocalDNSCache.enabled exclude each other: nodeCache deploys dnsguard's own node cache, nodeLocalDNSCache uses the one already installed" }}
+{{- end }}
 {{- if .Values.nodeCache.enabled }}
 nodeLocal:
   enabled: true
   address: {{ .Values.nodeCache.address | quote }}
+{{- else if .Values.nodeLocalDNSCache.enabled }}
+nodeLocal:
+  enabled: true
+  existing: true
+  address: {{ .Values.nodeLocalDNSCache.address | quote }}
 {{- end }}
 {{- end }}
 
