@@ -228,8 +228,13 @@ func raceLabRun(ctx context.Context, t *testing.T) {
 		if m.mode != "nodelocal" {
 			l.runMode(ctx, t, m.mode, m.label, m.ns, m.annotation)
 		} else {
-			restore := l.enableNodeCache(ctx, t)
-			l.runMode(ctx, t, m.mode, m.label, m.ns, m.annotation)
+			restore, err := l.enableNodeCache(ctx, t)
+			if err != nil {
+				// The rows of a to c still make a report.
+				l.fail(t, "node-local rows not run: %v", err)
+			} else {
+				l.runMode(ctx, t, m.mode, m.label, m.ns, m.annotation)
+			}
 			if !installedHere { // else uninstalled below
 				restore()
 			}
@@ -318,8 +323,7 @@ func (l *raceLab) checkKubeDNS(ctx context.Context, t *testing.T) []string {
 	}
 	var missing []string
 	for _, ip := range ips {
-		re := regexp.MustCompile(`(?m)^-A KUBE-SEP-\S+ .*kube-system/kube-dns:dns".* -p udp .*-j DNAT --to-destination ` + regexp.QuoteMeta(ip) + `:53$`)
-		if !re.Match(out) {
+		if !hasDNAT(string(out), "kube-system/kube-dns:dns", ip+":53") {
 			missing = append(missing, ip)
 		}
 	}
@@ -341,6 +345,18 @@ func (l *raceLab) checkKubeDNS(ctx context.Context, t *testing.T) []string {
 		"**dnsguard as users install it** (`helm install` with hooks): the webhook behind its Service mutated the b, c and d pods; the resolver sidecar was injected by the webhook and run by kubelet as a native sidecar; the node cache is the chart's DaemonSet",
 		"**glibc and musl**: `getaddrinfo` of the distribution's glibc and of musl (static) in the e2e client images, inside the pods' own network namespaces")
 	return ips
+}
+
+// hasDNAT reports whether iptables-save output has kube-proxy's UDP DNAT
+// of the Service port comment (namespace/name:port) to dest.
+func hasDNAT(iptablesSave, comment, dest string) bool {
+	for _, line := range strings.Split(iptablesSave, "\n") {
+		if strings.HasPrefix(line, "-A KUBE-SEP-") && strings.Contains(line, " -p udp ") &&
+			strings.Contains(line, `--comment "`+comment+`"`) && strings.HasSuffix(line, "-j DNAT --to-destination "+dest) {
+			return true
+		}
+	}
+	return false
 }
 
 // nft runs nft with args in the node namespace (the test binary's own).
@@ -749,8 +765,9 @@ func (l *raceLab) captureResolv(t *testing.T, mode, ns, name string) {
 }
 
 // enableNodeCache: helm upgrade with the node cache, wait until the webhook
-// hands pods its address. The returned func puts the previous value back.
-func (l *raceLab) enableNodeCache(ctx context.Context, t *testing.T) func() {
+// hands pods its address. The returned func puts the previous value back;
+// it is valid (and must be called) also when err is not nil.
+func (l *raceLab) enableNodeCache(ctx context.Context, t *testing.T) (restore func(), err error) {
 	t.Helper()
 	prev := "false"
 	if out, err := tool(ctx, "helm", "get", "values", release, "-n", releaseNS, "-o", "json"); err == nil {
@@ -763,28 +780,28 @@ func (l *raceLab) enableNodeCache(ctx context.Context, t *testing.T) func() {
 			prev = "true"
 		}
 	}
-	if _, err := tool(ctx, "helm", append(installArgs("upgrade"), "--reuse-values",
-		"--set", "nodeCache.enabled=true", "--set", "nodeCache.clusterDNS="+clusterDNSIP)...); err != nil {
-		t.Fatalf("helm upgrade --set nodeCache.enabled=true: %v%s", err, diagnose(ctx, releaseNS))
-	}
-	restore := func() {
+	restore = func() {
 		if prev == "true" {
 			return
 		}
-		if _, err := tool(context.Background(), "helm", append(installArgs("upgrade"), "--reuse-values", "--set", "nodeCache.enabled=false")...); err != nil {
+		if _, err := tool(context.Background(), "helm", append(installArgs("upgrade"), "--reuse-values", "--set", "nodeCache.enabled=false", "--timeout", "2m")...); err != nil {
 			t.Errorf("helm upgrade --set nodeCache.enabled=false after the race lab: %v", err)
 		}
 	}
+	// A DaemonSet that is not Ready in 2 minutes on one idle node will not be.
+	if _, err := tool(ctx, "helm", append(installArgs("upgrade"), "--reuse-values",
+		"--set", "nodeCache.enabled=true", "--set", "nodeCache.clusterDNS="+clusterDNSIP, "--timeout", "2m")...); err != nil {
+		return restore, fmt.Errorf("helm upgrade --set nodeCache.enabled=true: %v%s", err, diagnose(ctx, releaseNS))
+	}
 	for _, r := range []string{"daemonset/" + fullname + "-node-cache", "deployment/" + fullname} {
 		if _, err := tool(ctx, "kubectl", "rollout", "status", "-n", releaseNS, r, "--timeout=120s"); err != nil {
-			restore()
-			t.Fatalf("rollout of %s: %v%s", r, err, diagnose(ctx, releaseNS))
+			return restore, fmt.Errorf("rollout of %s: %v%s", r, err, diagnose(ctx, releaseNS))
 		}
 	}
 	// Server-side dry run until the webhook answers with the node cache
 	// first (bounded): no row pod may be admitted by an old replica.
 	var got []string
-	err := poll(ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
+	err = poll(ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
 		p, err := e2e.client.CoreV1().Pods(nsRaceGuard).Create(ctx, clientPod("rl-dryrun", glibcImage, "dnsconfig", "-n", "1", raceName),
 			metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err != nil || p.Spec.DNSConfig == nil {
@@ -794,11 +811,10 @@ func (l *raceLab) enableNodeCache(ctx context.Context, t *testing.T) func() {
 		return len(got) > 0 && got[0] == nodeLocalIP, nil
 	})
 	if err != nil {
-		restore()
-		t.Fatalf("the webhook does not give %s as first nameserver 60s after the upgrade (last: %v): %v", nodeLocalIP, got, err)
+		return restore, fmt.Errorf("the webhook does not give %s as first nameserver 60s after the upgrade (last: %v): %v", nodeLocalIP, got, err)
 	}
 	l.pass("helm upgrade --set nodeCache.enabled=true: DaemonSet rolled out, the webhook gives pods %s first", nodeLocalIP)
-	return restore
+	return restore, nil
 }
 
 // checkSpread: the lookups' conntrack entries were DNATed to both CoreDNS

@@ -37,7 +37,7 @@ func renderClusterMarkdown(o options, rows []Row, table string, checks []Check) 
 
 	w("## Result\n\n")
 	w("%s\n", table)
-	w("*colliding pkts*: packets the node saw on a conntrack entry for the kube-dns Service that was already confirmed but not yet answered — the packets that can lose the kernel's insert race. *dropped*: those the emulation dropped (emulated `insert_failed`). Latency is per `getaddrinfo` call as the client measured it inside its pod.\n\n")
+	w("*colliding pkts*: packets the node saw on a conntrack entry for the kube-dns Service that was already confirmed but not yet answered — the packets that can lose the kernel's insert race. *dropped*: those the emulation dropped (emulated `insert_failed`). Latency is per `getaddrinfo` call as the client measured it inside its pod. How many lookups collide is this node's own timing — CoreDNS, on the other CPU, often answers the A before the AAAA has reached conntrack, which the netns lab prevents on purpose with its CPU placement — so the share is reported, not asserted; every drop must still cost exactly one stall of the length the C library predicts.\n\n")
 	w("![latency of every lookup per row](%s)\n\n", svg)
 	w("### What the rows show\n\n")
 	writeRowsShow(&b, rows)

@@ -70,7 +70,7 @@ func run(o options) error {
 	fmt.Print(table)
 	var checks []Check
 	for _, r := range rows {
-		checks = append(checks, checkRow(r, o.n)...)
+		checks = append(checks, checkLabRow(r, o.n, o.lab)...)
 	}
 	for _, c := range checks {
 		if c.OK {
