@@ -126,7 +126,14 @@ func (l *raceLab) pass(format string, args ...any) {
 func (l *raceLab) fail(t *testing.T, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
-	l.checks = append(l.checks, "FAIL: "+msg)
+	// The report lists one line per check, without this machine's paths;
+	// the test log keeps everything.
+	line, _, _ := strings.Cut(msg, "\n")
+	line = strings.ReplaceAll(line, e2e.root+"/", "")
+	if len(line) > 400 {
+		line = line[:400] + "…"
+	}
+	l.checks = append(l.checks, "FAIL: "+line)
 	t.Error(msg)
 }
 
@@ -791,7 +798,7 @@ func (l *raceLab) enableNodeCache(ctx context.Context, t *testing.T) (restore fu
 	// A DaemonSet that is not Ready in 2 minutes on one idle node will not be.
 	if _, err := tool(ctx, "helm", append(installArgs("upgrade"), "--reuse-values",
 		"--set", "nodeCache.enabled=true", "--set", "nodeCache.clusterDNS="+clusterDNSIP, "--timeout", "2m")...); err != nil {
-		return restore, fmt.Errorf("helm upgrade --set nodeCache.enabled=true: %v%s", err, diagnose(ctx, releaseNS))
+		return restore, fmt.Errorf("helm upgrade --set nodeCache.enabled=true did not finish in 2m; node cache: %s\n%v%s", nodeCacheLastLog(ctx), err, diagnose(ctx, releaseNS))
 	}
 	for _, r := range []string{"daemonset/" + fullname + "-node-cache", "deployment/" + fullname} {
 		if _, err := tool(ctx, "kubectl", "rollout", "status", "-n", releaseNS, r, "--timeout=120s"); err != nil {
@@ -815,6 +822,26 @@ func (l *raceLab) enableNodeCache(ctx context.Context, t *testing.T) (restore fu
 	}
 	l.pass("helm upgrade --set nodeCache.enabled=true: DaemonSet rolled out, the webhook gives pods %s first", nodeLocalIP)
 	return restore, nil
+}
+
+// nodeCacheLastLog is the last log line of a node cache pod: why it is not
+// Ready, in its own words.
+func nodeCacheLastLog(ctx context.Context) string {
+	pods, err := e2e.client.CoreV1().Pods(releaseNS).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err.Error()
+	}
+	for _, p := range pods.Items {
+		if !strings.HasPrefix(p.Name, fullname+"-node-cache-") {
+			continue
+		}
+		b, err := e2e.client.CoreV1().Pods(releaseNS).GetLogs(p.Name, &corev1.PodLogOptions{TailLines: ptr[int64](1)}).Do(ctx).Raw()
+		if err != nil {
+			return err.Error()
+		}
+		return strings.TrimSpace(string(b))
+	}
+	return "no node cache pod"
 }
 
 // checkSpread: the lookups' conntrack entries were DNATed to both CoreDNS
