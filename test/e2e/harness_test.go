@@ -94,7 +94,11 @@ var (
 // scenario runs fn as subtest id and records its outcome and duration.
 func scenario(t *testing.T, id, title string, fn func(t *testing.T)) bool {
 	start := time.Now()
-	ok := t.Run(id, fn)
+	ran := false
+	ok := t.Run(id, func(t *testing.T) { ran = true; fn(t) })
+	if !ran {
+		return true // not selected by -run: reported as NOT RUN
+	}
 	st := "PASS"
 	if !ok {
 		st = "FAIL"
@@ -337,10 +341,22 @@ type explanation struct {
 
 func explain(ctx context.Context, t *testing.T, ns string, pod *corev1.Pod) explanation {
 	t.Helper()
-	hc, base, err := webhookClient(ctx)
+	// /explain is served on the plain-HTTP "metrics" port (the chart's
+	// metricsListen), not on the HTTPS admission port.
+	svc, err := e2e.client.CoreV1().Services(releaseNS).Get(ctx, fullname, metav1.GetOptions{})
 	if err != nil {
-		t.Fatalf("webhook client: %v", err)
+		t.Fatal(err)
 	}
+	base := ""
+	for _, p := range svc.Spec.Ports {
+		if p.Name == "metrics" {
+			base = fmt.Sprintf("http://%s:%d", svc.Spec.ClusterIP, p.Port)
+		}
+	}
+	if base == "" {
+		t.Fatalf("Service %s has no metrics port", fullname)
+	}
+	hc := &http.Client{Timeout: 5 * time.Second}
 	body, _ := json.Marshal(pod)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/explain?namespace="+ns, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
