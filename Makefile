@@ -13,7 +13,7 @@ export GOFLAGS ?= -mod=mod
 LDFLAGS_STATIC   := -s -w
 CMDS             := webhook resolver certs
 
-.PHONY: all build run test deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab bench soak sidecar-resources quota-test fuzz clean tools helm images test-images
+.PHONY: all build run test deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab race-lab-cluster bench soak sidecar-resources quota-test fuzz clean tools helm images test-images
 
 all: build
 
@@ -75,9 +75,13 @@ e2e: build
 tools:
 	./hack/build-tools.sh
 
-## race-lab: reproduce the conntrack A/AAAA stall with glibc and musl, and its fixes
+## race-lab: reproduce the conntrack A/AAAA stall with glibc and musl, and its fixes (network namespaces only)
 race-lab: build
 	./test/racelab/run.sh
+
+## race-lab-cluster: the race lab on the real node alone (kube-proxy's DNAT, CoreDNS, pods; make e2e runs it after the scenarios)
+race-lab-cluster: build
+	E2E_RUN='^TestRaceLab$$' ./hack/e2e.sh
 
 ## bench: benchmarks against real peers, written to docs/benchmarks.md
 bench: build

@@ -7,11 +7,12 @@
 #   2. make build + hack/images.sh all: the dnsguard images and the test
 #      images (pause, CoreDNS, glibc and musl clients, busybox) as tarballs;
 #   3. dgcluster run (test/cluster): the node in a network namespace of its
-#      own, the scenarios (test/e2e, go test -tags e2e) inside it, then a
+#      own, the scenarios (test/e2e, go test -tags e2e) and then the race lab
+#      on the node (TestRaceLab, docs/race-lab-cluster.md) inside it, then a
 #      teardown that must leave nothing behind.
 #
 # E2E_RUN=regexp picks scenarios (go test -run syntax, e.g. 'TestE2E/c[01]$';
-# c0 installs). E2E_KEEP=1 keeps the run directory. The report is printed and
+# c0 installs; '^TestRaceLab$' is make race-lab-cluster). E2E_KEEP=1 keeps the run directory. The report is printed and
 # written to .cache/e2e/report.txt, the logs of the last run to .cache/e2e/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,7 @@ make -s build
 mkdir -p "$OUT"
 go build -o "$BIN/dgcluster" ./test/cluster/dgcluster
 go test -c -tags e2e -o "$BIN/e2e.test" ./test/e2e
+go build -o "$BIN/racelab-report" ./test/racelab/report
 BUILD_S=$(($(date +%s) - T0))
 
 log "step 3/3: cluster up, scenarios, teardown"

@@ -49,6 +49,7 @@ var scenarioTitles = []struct{ id, title string }{
 	{"c5", "certificate controller: 30 s leaves and a 75 s CA renewed while a pod is created every 200 ms: no failed admission, no unpatched pod"},
 	{"c6", "node-local cache: DaemonSet, 169.254.20.10 answers, pods use it first, 0 failed lookups across its rolling update"},
 	{"c7", "helm upgrade keeps pods patched; helm uninstall leaves nothing the README does not mention"},
+	{"r1", "race lab on the node: emulated insert_failed on kube-proxy's DNAT to CoreDNS, glibc/musl pods in each mode (docs/race-lab-cluster.md)"},
 }
 
 func TestMain(m *testing.M) {

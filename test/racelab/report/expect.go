@@ -90,8 +90,15 @@ type Check struct {
 const stallTolerance = 700.0
 
 // checkRow asserts a row against its expectation and the number of lookups
-// that were asked for.
-func checkRow(r Row, want int) []Check {
+// that were asked for (the netns lab's CPU placement).
+func checkRow(r Row, want int) []Check { return checkLabRow(r, want, "netns") }
+
+// checkLabRow is checkRow for lab "netns" or "cluster". On the real node no
+// CPU placement orders the A's answer after the AAAA: CoreDNS often answers
+// the A before the AAAA reaches conntrack, so how many lookups collide is the
+// node's own timing, reported but not asserted; every other assertion is the
+// same.
+func checkLabRow(r Row, want int, lab string) []Check {
 	name := fmt.Sprintf("%s × %s", r.Label, r.Client)
 	s := summarize(r.Lookups)
 	var cs []Check
@@ -125,7 +132,10 @@ func checkRow(r Row, want int) []Check {
 		}
 	}
 	add(r.Drops >= 1, "the emulation dropped %d of %d colliding packets (want ≥ 1)", r.Drops, r.Collisions)
-	if !e.Once {
+	switch {
+	case !e.Once && lab == "cluster":
+		add(r.Collisions <= s.N && r.Collisions >= r.Drops, "node saw %d colliding packets for %d lookups (want never more than one per lookup; the share is the real node's timing)", r.Collisions, s.N)
+	case !e.Once:
 		// run.sh's CPU placement makes the AAAA leave while its A is
 		// unanswered; retries cross an answered entry and are no collision.
 		// Under heavy load a reply can still overtake a queued AAAA now and

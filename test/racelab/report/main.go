@@ -18,6 +18,12 @@ import (
 type options struct {
 	rows, md, svg, name, realRace, realRaceFired, resolvDir, machine, command, checks string
 	n, every, seconds                                                                 int
+	// lab is "netns" (test/racelab/run.sh's own topology) or "cluster"
+	// (test/e2e's TestRaceLab on the real node); it picks the markdown.
+	lab string
+	// real says, for the cluster lab, what ran for real (one item a line);
+	// rule is the nft table the cluster lab loaded.
+	real, rule string
 }
 
 func main() {
@@ -35,6 +41,9 @@ func main() {
 	flag.StringVar(&o.checks, "checks", "", "PASS:/FAIL: lines of run.sh's own checks, listed in the markdown")
 	flag.StringVar(&o.md, "md", "", "write the markdown report here")
 	flag.StringVar(&o.svg, "svg", "", "write the SVG plot here")
+	flag.StringVar(&o.lab, "lab", "netns", "which lab produced the rows: netns (make race-lab) or cluster (make race-lab-cluster)")
+	flag.StringVar(&o.real, "real", "", "cluster lab: file listing what ran for real, one item a line")
+	flag.StringVar(&o.rule, "rule", "", "cluster lab: file holding the nft table of the emulated drop")
 	flag.Parse()
 	if err := run(o); err != nil {
 		slog.Error("report failed", "err", err)
@@ -47,6 +56,9 @@ func run(o options) error {
 	if o.rows == "" || o.n <= 0 {
 		return fmt.Errorf("--rows and --n are required")
 	}
+	if o.lab != "netns" && o.lab != "cluster" {
+		return fmt.Errorf("--lab=%q: want netns or cluster", o.lab)
+	}
 	rows, err := readRows(o.rows)
 	if err != nil {
 		return err
@@ -58,7 +70,7 @@ func run(o options) error {
 	fmt.Print(table)
 	var checks []Check
 	for _, r := range rows {
-		checks = append(checks, checkRow(r, o.n)...)
+		checks = append(checks, checkLabRow(r, o.n, o.lab)...)
 	}
 	for _, c := range checks {
 		if c.OK {
@@ -69,12 +81,20 @@ func run(o options) error {
 	}
 	if o.svg != "" {
 		title := fmt.Sprintf("dnsguard race lab: %d lookups of %q per row, 1 in %d colliding packets dropped (emulated insert_failed)", o.n, o.name, o.every)
+		if o.lab == "cluster" {
+			title = fmt.Sprintf("dnsguard race lab on a real node (kubelet, kube-proxy, CoreDNS): %d lookups of %q per row, 1 in %d colliding packets dropped", o.n, o.name, o.every)
+		}
 		if err := os.WriteFile(o.svg, []byte(renderSVG(rows, title)), 0o644); err != nil {
 			return fmt.Errorf("write svg: %w", err)
 		}
 	}
 	if o.md != "" {
-		md := renderMarkdown(o, rows, table, checks)
+		var md string
+		if o.lab == "cluster" {
+			md = renderClusterMarkdown(o, rows, table, checks)
+		} else {
+			md = renderMarkdown(o, rows, table, checks)
+		}
 		if err := os.WriteFile(o.md, []byte(md), 0o644); err != nil {
 			return fmt.Errorf("write markdown: %w", err)
 		}
@@ -112,16 +132,7 @@ func renderMarkdown(o options, rows []Row, table string, checks []Check) string 
 	w("![latency of every lookup per row](race-lab.svg)\n\n")
 
 	w("### What the rows show\n\n")
-	seen := map[string]bool{}
-	for _, r := range rows {
-		e, err := expect(r.Mode, r.Client)
-		key := r.Label + "/" + e.Why
-		if err != nil || seen[key] {
-			continue
-		}
-		seen[key] = true
-		w("- **%s, %s:** %s.\n", r.Label, r.Client, e.Why)
-	}
+	writeRowsShow(&b, rows)
 	w("\nIn short: the Kubernetes default stalls glibc for 5 s and musl for 2.5 s whenever the second packet of the pair is lost; dnsconfig mode removes the collision for glibc entirely (glibc's `single-request-reopen` implies sequential queries on fresh sockets) but musl, which has no such option, still stalls (only shorter, because it honours `timeout:2 attempts:3`); sidecar mode gives both libraries zero lookups over 1 s. With the default fallback nameserver musl still sends every A+AAAA pair to the cluster DNS as well (harmless for latency, the loopback answer wins, but it doubles musl pods' load on the cluster DNS and keeps exposing that pair to the race); with `--sidecar-fallback=false` nothing collides.\n\n")
 
 	w("## Topology\n\n```\n")
@@ -166,21 +177,42 @@ func renderMarkdown(o options, rows []Row, table string, checks []Check) string 
 	w("- `musl-gai`: the same C file built with `musl-gcc -static`; all lookups in one process (musl keeps no resolver state between calls).\n\n")
 
 	w("## Assertions\n\n")
-	if data, err := os.ReadFile(o.checks); o.checks != "" && err == nil {
-		w("Topology, configuration and probe checks (run.sh):\n\n")
+	writeAssertions(&b, o.checks, "Topology, configuration and probe checks (run.sh)", checks)
+	return b.String()
+}
+
+// writeRowsShow lists, once per configuration and expectation, why a row
+// looks the way it does.
+func writeRowsShow(b *strings.Builder, rows []Row) {
+	seen := map[string]bool{}
+	for _, r := range rows {
+		e, err := expect(r.Mode, r.Client)
+		key := r.Label + "/" + e.Why
+		if err != nil || seen[key] {
+			continue
+		}
+		seen[key] = true
+		fmt.Fprintf(b, "- **%s, %s:** %s.\n", r.Label, r.Client, e.Why)
+	}
+}
+
+// writeAssertions lists the harness's own checks (from the file checks,
+// under heading) and then the report's per-row checks.
+func writeAssertions(b *strings.Builder, checksFile, heading string, checks []Check) {
+	if data, err := os.ReadFile(checksFile); checksFile != "" && err == nil {
+		fmt.Fprintf(b, "%s:\n\n", heading)
 		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
 			if line != "" {
-				w("- %s\n", line)
+				fmt.Fprintf(b, "- %s\n", line)
 			}
 		}
-		w("\nPer-row checks (report):\n\n")
+		b.WriteString("\nPer-row checks (report):\n\n")
 	}
 	for _, c := range checks {
 		mark := "PASS"
 		if !c.OK {
 			mark = "FAIL"
 		}
-		w("- %s: %s\n", mark, c.Text)
+		fmt.Fprintf(b, "- %s: %s\n", mark, c.Text)
 	}
-	return b.String()
 }

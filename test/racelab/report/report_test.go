@@ -167,3 +167,59 @@ func TestSVGIsWellFormed(t *testing.T) {
 		t.Error("log axis does not span 0.1 ms … 10 s")
 	}
 }
+
+func TestCheckRowCluster(t *testing.T) {
+	// On the real node a third of the lookups colliding is the node's
+	// timing, not a failure; the netns lab wants 80 %.
+	r := row("off", "glibc-gai", 10, 2, 3, 1, 5002)
+	if f := failed(checkLabRow(r, 10, "cluster")); len(f) > 0 {
+		t.Errorf("cluster lab: %v", f)
+	}
+	if f := failed(checkLabRow(r, 10, "netns")); len(f) == 0 {
+		t.Error("netns lab passed 3 collisions in 10 lookups")
+	}
+	// Still one collision per lookup at most, and every other assertion.
+	for _, bad := range []Row{
+		row("off", "glibc-gai", 10, 2, 12, 1, 5002),
+		row("off", "glibc-gai", 10, 2, 3, 2, 5002),
+		row("off", "musl-gai", 10, 0.3, 3, 1, 5003),
+	} {
+		if f := failed(checkLabRow(bad, 10, "cluster")); len(f) == 0 {
+			t.Errorf("cluster lab passed %+v", bad)
+		}
+	}
+}
+
+func TestClusterMarkdown(t *testing.T) {
+	dir := t.TempDir()
+	put := func(name, s string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	put("resolv.sidecar", "nameserver 127.0.0.1\nnameserver 10.96.0.10\n")
+	o := options{lab: "cluster", n: 5, every: 10, name: "backend", resolvDir: dir, svg: "/x/docs/race-lab-cluster.svg",
+		real:   put("real.txt", "**kube-proxy** DNAT to 10.244.0.3 and 10.244.0.4\n"),
+		rule:   put("rule.nft", "table ip dgracelab {\n}\n"),
+		checks: put("checks.txt", "FAIL: pod spec sidecar\n"), realRaceFired: "no", realRace: "insert_failed 0 → 0"}
+	rows := []Row{row("sidecar", "musl-gai", 5, 0.3, 2, 1)}
+	checks := checkRow(rows[0], 5)
+	md := renderClusterMarkdown(o, rows, renderTable(rows), checks)
+	for _, want := range []string{
+		"- **kube-proxy** DNAT to 10.244.0.3 and 10.244.0.4\n", // what was real, from the harness
+		"table ip dgracelab {",                                 // the rule as loaded
+		"nameserver 127.0.0.1\nnameserver 10.96.0.10",          // kubelet's resolv.conf
+		"](race-lab-cluster.svg)",                              // the plot next to the page
+		"- FAIL: pod spec sidecar",                             // harness checks, failures included
+		"Real race fired: **no**",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("cluster markdown lacks %q", want)
+		}
+	}
+	if err := run(options{rows: put("rows.tsv", ""), n: 1, lab: "k8s"}); err == nil || !strings.Contains(err.Error(), "--lab") {
+		t.Errorf("run with --lab=k8s: %v, want an error naming --lab", err)
+	}
+}
