@@ -29,7 +29,6 @@ const (
 	clusterDNSIP   = "10.96.0.10"
 	chartDir       = "charts/dnsguard"
 
-
 	nsEnabled = "e2e-enabled"
 	nsPlain   = "e2e-plain"
 	nsOther   = "e2e-other" // holds a Service looked up from other namespaces
