@@ -32,6 +32,9 @@ state = %q
   sandbox = 'registry.k8s.io/pause:3.10.1'
 [plugins.'io.containerd.cri.v1.runtime']
   restrict_oom_score_adj = true
+  # Pod network namespaces under the run directory, not /var/run/netns
+  # (where 'ip netns list' would show them and a killed run leave them).
+  netns_mounts_under_state_dir = true
   disable_apparmor = true
   enable_cdi = false
 [plugins.'io.containerd.cri.v1.runtime'.cni]

@@ -22,6 +22,7 @@ var fixedDirs = []string{
 	"/var/log/containers",
 	"/var/log/pods",
 	"/var/lib/cni", // libcni's result cache
+	"/run/netns",   // pod namespaces, should containerd put them there after all
 }
 
 // cleanup undoes everything a run recorded in s, whether the run ends now or
@@ -250,7 +251,9 @@ func removeNewer(dir string, since time.Time) {
 			continue
 		}
 		if !info.ModTime().Before(since) {
-			_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+			p := filepath.Join(dir, e.Name())
+			_ = syscall.Unmount(p, syscall.MNT_DETACH) // a namespace bind mount
+			_ = os.RemoveAll(p)
 		}
 	}
 	if st, err := os.Stat(dir); err == nil && !st.ModTime().Before(since.Add(-time.Second)) {
@@ -283,6 +286,13 @@ func Leftovers(s *State) []string {
 	for n, v := range s.Sysctls {
 		if cur, err := readSysctl(n); err == nil && cur != v {
 			left = append(left, fmt.Sprintf("sysctl %s = %s (was %s)", n, cur, v))
+		}
+	}
+	if ents, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range ents {
+			if info, err := e.Info(); err == nil && !info.ModTime().Before(s.Started) {
+				left = append(left, "network namespace /run/netns/"+e.Name())
+			}
 		}
 	}
 	if n := len(shimPIDs(s.RunDir)); n > 0 {
