@@ -78,6 +78,7 @@ func c4WebhookDown(ctx context.Context, t *testing.T) {
 type podStream struct {
 	created, patched, failed atomic.Int64
 	errs                     sync.Map
+	unpatched                sync.Map // pod name -> creation time
 	prefix                   string
 }
 
@@ -114,6 +115,8 @@ func streamPods(ctx context.Context, ns, prefix string, rate int, stop <-chan st
 				s.created.Add(1)
 				if patched(p) {
 					s.patched.Add(1)
+				} else {
+					s.unpatched.Store(p.Name, time.Now().Format("15:04:05.000"))
 				}
 			}(i)
 		}
@@ -121,7 +124,9 @@ func streamPods(ctx context.Context, ns, prefix string, rate int, stop <-chan st
 	return s, &wg
 }
 
-func (s *podStream) check(t *testing.T) {
+// check fails on any failed creation, and on more unpatched pods than
+// maxUnpatched of those created (0 for "every pod patched").
+func (s *podStream) check(t *testing.T, maxUnpatched float64) {
 	t.Helper()
 	c, p, f := s.created.Load(), s.patched.Load(), s.failed.Load()
 	t.Logf("%s: %d pods created, %d patched, %d creations failed", s.prefix, c, p, f)
@@ -134,7 +139,14 @@ func (s *podStream) check(t *testing.T) {
 		t.Errorf("%s: %d pod creations failed: %s", s.prefix, f, strings.Join(msgs, "; "))
 	}
 	if c != p {
-		t.Errorf("%s: %d of %d pods admitted unpatched", s.prefix, c-p, c)
+		var names []string
+		s.unpatched.Range(func(k, v any) bool { names = append(names, k.(string)+"@"+v.(string)); return true })
+		msg := fmt.Sprintf("%s: %d of %d pods admitted unpatched: %s", s.prefix, c-p, c, strings.Join(names, " "))
+		if float64(c-p) > maxUnpatched*float64(c) {
+			t.Error(msg)
+		} else {
+			t.Log("TOLERATED (known gap, see test/e2e/README.md): " + msg)
+		}
 	}
 }
 
