@@ -13,9 +13,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// webhookConfig renders the chart with args and loads the webhook's config
+// renderedWebhookConfig renders the chart with args and loads the webhook's config
 // file from the ConfigMap, as the webhook does.
-func webhookConfig(t *testing.T, args ...string) webhook.Config {
+func renderedWebhookConfig(t *testing.T, args ...string) webhook.Config {
 	t.Helper()
 	r := render(t, args...)
 	f := filepath.Join(t.TempDir(), "config.yaml")
@@ -33,10 +33,10 @@ func webhookConfig(t *testing.T, args ...string) webhook.Config {
 }
 
 func TestExtraSearchDomainsReachTheWebhook(t *testing.T) {
-	if cfg := webhookConfig(t); len(cfg.ExtraSearchDomains) != 0 {
+	if cfg := renderedWebhookConfig(t); len(cfg.ExtraSearchDomains) != 0 {
 		t.Errorf("default extraSearchDomains %v, want none", cfg.ExtraSearchDomains)
 	}
-	cfg := webhookConfig(t, "--set", "extraSearchDomains={ec2.internal,corp.example.com}")
+	cfg := renderedWebhookConfig(t, "--set", "extraSearchDomains={ec2.internal,corp.example.com}")
 	if !slices.Equal(cfg.ExtraSearchDomains, []string{"ec2.internal", "corp.example.com"}) {
 		t.Errorf("extraSearchDomains %v", cfg.ExtraSearchDomains)
 	}
@@ -46,10 +46,10 @@ func TestExtraSearchDomainsReachTheWebhook(t *testing.T) {
 }
 
 func TestNodeLocalDNSCacheReachesTheWebhook(t *testing.T) {
-	if cfg := webhookConfig(t); cfg.NodeLocal.Enabled || cfg.NodeLocal.Existing {
+	if cfg := renderedWebhookConfig(t); cfg.NodeLocal.Enabled || cfg.NodeLocal.Existing {
 		t.Errorf("node-local on by default: %+v", cfg.NodeLocal)
 	}
-	cfg := webhookConfig(t, "--set", "nodeLocalDNSCache.enabled=true")
+	cfg := renderedWebhookConfig(t, "--set", "nodeLocalDNSCache.enabled=true")
 	if !cfg.NodeLocal.Enabled || !cfg.NodeLocal.Existing || cfg.NodeLocal.Address != "169.254.20.10" {
 		t.Errorf("nodeLocal %+v, want existing at 169.254.20.10", cfg.NodeLocal)
 	}
@@ -65,7 +65,7 @@ func TestNodeLocalDNSCacheReachesTheWebhook(t *testing.T) {
 
 // The sidecar gets requests and limits for cpu and memory by default.
 func TestSidecarResourcesHaveLimits(t *testing.T) {
-	r := webhookConfig(t).Sidecar.Resources
+	r := renderedWebhookConfig(t).Sidecar.Resources
 	for _, l := range []corev1.ResourceList{r.Requests, r.Limits} {
 		if l.Cpu().IsZero() || l.Memory().IsZero() {
 			t.Errorf("sidecar resources %v: want cpu and memory requests and limits", r)
