@@ -332,7 +332,7 @@ topologySpreadConstraints:
 	if err := os.WriteFile(f, []byte(vals), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ps := one[*appsv1.Deployment](t, render(t, "-f", f)).Spec.Template
+	ps := webhookDeployment(t, render(t, "-f", f)).Spec.Template
 	s := ps.Spec
 	if s.PriorityClassName != "system-cluster-critical" {
 		t.Errorf("priorityClassName %q", s.PriorityClassName)
@@ -358,7 +358,7 @@ topologySpreadConstraints:
 		t.Errorf("explicit labelSelector replaced: %+v", tsc[1].LabelSelector)
 	}
 	// Empty list: no constraints at all (the default has two).
-	if n := len(one[*appsv1.Deployment](t, render(t, "--set", "topologySpreadConstraints=null")).Spec.Template.Spec.TopologySpreadConstraints); n != 0 {
+	if n := len(webhookDeployment(t, render(t, "--set", "topologySpreadConstraints=null")).Spec.Template.Spec.TopologySpreadConstraints); n != 0 {
 		t.Errorf("topologySpreadConstraints=null still renders %d", n)
 	}
 }
@@ -388,13 +388,17 @@ func TestMetricsPortAndServiceMonitor(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := render(t, tc.args...)
-			dep := one[*appsv1.Deployment](t, r)
+			dep := webhookDeployment(t, r)
 			c := dep.Spec.Template.Spec.Containers[0]
 			if p := containerPort(c, "metrics"); p != tc.port {
 				t.Errorf("containerPort metrics %d, want %d", p, tc.port)
 			}
-			if want := "--metrics-listen=:" + itoa(tc.port); !slices.Contains(c.Args, want) {
-				t.Errorf("args %q lack %s", c.Args, want)
+			// The listener address comes through the webhook's own
+			// configuration file (metricsListen), loaded as the webhook does.
+			var cfg webhook.Config
+			webhookConfig(t, r, &cfg)
+			if want := ":" + itoa(tc.port); cfg.MetricsListen != want {
+				t.Errorf("webhook metricsListen %q, want %q", cfg.MetricsListen, want)
 			}
 			svc := one[*corev1.Service](t, r)
 			var sp *corev1.ServicePort
@@ -736,7 +740,7 @@ func TestNetworkPolicy(t *testing.T) {
 	r := render(t, "-f", chartRel+"/ci/networkpolicy-values.yaml")
 	np := one[*networkingv1.NetworkPolicy](t, r)
 	sel := selector(t, &np.Spec.PodSelector)
-	dep := one[*appsv1.Deployment](t, r)
+	dep := webhookDeployment(t, r)
 	if !sel.Matches(labels.Set(dep.Spec.Template.Labels)) {
 		t.Error("NetworkPolicy does not select the webhook pods")
 	}
