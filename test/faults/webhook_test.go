@@ -518,7 +518,11 @@ func TestWebhookHostileInputUnderLoad(t *testing.T) {
 					io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
 					kind = fmt.Sprint(resp.StatusCode)
-					if resp.StatusCode != b.want {
+					// 429: the request byte budget was full (the webhook
+					// sheds big bodies before it can tell what they are;
+					// the API server retries). Any other answer must be
+					// the specific rejection.
+					if resp.StatusCode != b.want && resp.StatusCode != http.StatusTooManyRequests {
 						fail(fmt.Sprintf("%s: status %d, want %d", b.name, resp.StatusCode, b.want))
 					}
 				}
