@@ -299,11 +299,12 @@ log "starting bin/webhook (dev certificates) in $NODE"
 "$BIN/certs" dev --out-dir="$WORK/certs" --hosts=127.0.0.1,localhost >/dev/null
 # Two instances: the defaults (port 8443), and --sidecar-fallback=false (port
 # 8444) for the row that shows what the fallback nameserver costs musl.
+# --shutdown-delay=0s: the lab stops it at once (no API server to drain for).
 start_webhook() { # port extra-flags...
   local port=$1 i; shift
   ip netns exec "$NODE" "$BIN/webhook" --listen="127.0.0.1:$port" \
     --tls-cert-file="$WORK/certs/tls.crt" --tls-key-file="$WORK/certs/tls.key" \
-    --nameservers="$SVC" --cluster-domain=cluster.local "$@" \
+    --nameservers="$SVC" --cluster-domain=cluster.local --shutdown-delay=0s "$@" \
     >"$WORK/webhook.$port.log" 2>&1 &
   for i in $(seq 1 100); do
     if innode curl -sf --cacert "$WORK/certs/ca.crt" "https://127.0.0.1:$port/healthz" >/dev/null 2>&1; then return 0; fi
