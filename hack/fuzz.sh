@@ -12,20 +12,28 @@ FUZZTIME=${FUZZTIME:-30s}
 # Accept a bare number of seconds as well as Go's duration syntax.
 [[ "$FUZZTIME" =~ ^[0-9]+$ ]] && FUZZTIME="${FUZZTIME}s"
 
-echo "fuzz: discovering targets (go test -list '^Fuzz' ./...)"
+# Modules: the product and hack/imagebuild (a module of its own, which
+# ./... of the product does not reach).
+MODULES=(. hack/imagebuild)
+echo "fuzz: discovering targets (go test -list '^Fuzz' ./... in ${MODULES[*]})"
 # go test -list prints the matching names of a package, then its "ok PKG"
 # line; pair each name with the package that follows it.
 # A package that does not compile is reported and counted as a failure, but
 # the targets of the packages that do compile are still fuzzed.
 list_failed=0
-listing=$(go test -list '^Fuzz' ./... 2>&1) || list_failed=1
-if [ "$list_failed" = 1 ]; then
-  printf '%s\n' "$listing" | grep -v -e '^Fuzz' -e '^ok[[:space:]]' -e '^?[[:space:]]' >&2 || true
-  echo "fuzz: FAILED listing: some packages do not build (above)"
-fi
-mapfile -t targets < <(printf '%s\n' "$listing" | awk '
-  /^Fuzz/ { names[n++] = $1; next }
-  /^ok[ \t]/ { for (i = 0; i < n; i++) print $2 " " names[i]; n = 0 }')
+targets=()
+for mod in "${MODULES[@]}"; do
+  failed_here=0
+  listing=$(cd "$mod" && go test -list '^Fuzz' ./... 2>&1) || failed_here=1
+  if [ "$failed_here" = 1 ]; then
+    printf '%s\n' "$listing" | grep -v -e '^Fuzz' -e '^ok[[:space:]]' -e '^?[[:space:]]' >&2 || true
+    echo "fuzz: FAILED listing in $mod: some packages do not build (above)"
+    list_failed=1
+  fi
+  mapfile -t -O "${#targets[@]}" targets < <(printf '%s\n' "$listing" | awk -v mod="$mod" '
+    /^Fuzz/ { names[n++] = $1; next }
+    /^ok[ \t]/ { for (i = 0; i < n; i++) print mod " " $2 " " names[i]; n = 0 }')
+done
 
 if [ ${#targets[@]} -eq 0 ]; then
   echo "fuzz: no Fuzz targets found"
@@ -36,9 +44,9 @@ echo "fuzz: ${#targets[@]} targets, $FUZZTIME each"
 
 passed=0 failed=$list_failed failures=()
 for t in "${targets[@]}"; do
-  pkg=${t% *} name=${t#* }
+  read -r mod pkg name <<<"$t"
   echo "fuzz: $pkg $name ($FUZZTIME)"
-  if go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg"; then
+  if (cd "$mod" && go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg"); then
     passed=$((passed + 1))
   else
     failed=$((failed + 1))

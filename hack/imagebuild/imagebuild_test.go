@@ -541,3 +541,23 @@ func TestWithLibsRuns(t *testing.T) {
 		t.Errorf("chroot getent: %v: %q", err, got)
 	}
 }
+
+// FuzzParseLdd: whatever ldd prints, parseLdd never panics and returns
+// only absolute, clean paths (they become paths inside the image).
+func FuzzParseLdd(f *testing.F) {
+	f.Add("\tlinux-vdso.so.1 (0x00007ffd)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f53)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f53)\n")
+	f.Add("\tlibfoo.so.1 => not found\n")
+	f.Add("\tstatically linked\n")
+	f.Add("x => /a/../b (0x1)\n/ (0x2)\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		libs, err := parseLdd(in)
+		if err != nil {
+			return
+		}
+		for _, l := range libs {
+			if checkDst(l) != nil {
+				t.Errorf("parseLdd(%q) returned %q, not a clean absolute file path", in, l)
+			}
+		}
+	})
+}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"os/exec"
-	"path"
 	"strings"
 )
 
@@ -46,8 +45,8 @@ func parseLdd(out string) ([]string, error) {
 		if !strings.HasPrefix(p, "/") {
 			continue // vDSO: provided by the kernel
 		}
-		if path.Clean(p) != p {
-			return nil, fmt.Errorf("ldd: unexpected path %q", p)
+		if err := checkDst(p); err != nil {
+			return nil, fmt.Errorf("ldd: unexpected path %q: %w", p, err)
 		}
 		libs = append(libs, p)
 	}

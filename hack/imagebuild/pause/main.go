@@ -28,6 +28,9 @@ func main() {
 	}
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGCHLD)
+	// A child that exited before the handler was installed sent its SIGCHLD
+	// into the void; collect it now or it stays a zombie.
+	reap()
 	for sig := range sigs {
 		switch sig {
 		case syscall.SIGCHLD:

@@ -31,7 +31,7 @@ func TestTermExitsZero(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(200 * time.Millisecond) // let it install its handlers
+		waitHandlers(t, cmd.Process.Pid)
 		// A SIGCHLD without a child must not end it.
 		_ = cmd.Process.Signal(syscall.SIGCHLD)
 		time.Sleep(50 * time.Millisecond)
@@ -51,6 +51,31 @@ func TestTermExitsZero(t *testing.T) {
 			t.Errorf("%v: still running after 3s", sig)
 		}
 	}
+}
+
+// waitHandlers waits until pid catches SIGTERM and SIGCHLD (SigCgt in
+// /proc/PID/status): a fixed sleep is not enough on a loaded machine, and a
+// signal sent earlier would get the default action.
+func waitHandlers(t *testing.T, pid int) {
+	t.Helper()
+	want := uint64(1)<<(uint(syscall.SIGTERM)-1) | uint64(1)<<(uint(syscall.SIGCHLD)-1)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+				mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+				if err == nil && mask&want == want {
+					return
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("pause (pid %d) did not install its signal handlers within 10s", pid)
 }
 
 // children lists the PIDs /proc says pid is the parent of (zombies
@@ -84,8 +109,8 @@ func TestReapsOrphans(t *testing.T) {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	}()
-	time.Sleep(200 * time.Millisecond)
 	pid := cmd.Process.Pid
+	waitHandlers(t, pid)
 	// sh exits at once; its background sleep is orphaned into the namespace.
 	orphan := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-p", "--", "/bin/sh", "-c", "sleep 2 & exit 0")
 	if b, err := orphan.CombinedOutput(); err != nil {
