@@ -117,16 +117,19 @@ func writeReport() error {
 	resultsMu.Lock()
 	defer resultsMu.Unlock()
 	var b strings.Builder
-	pass, fail := 0, 0
+	pass, fail, notRun := 0, 0, 0
 	for _, r := range results {
 		fmt.Fprintf(&b, "%-7s %-3s %-100s %6.1fs\n", r.status, r.id, r.title, r.took.Seconds())
-		if r.status == "PASS" {
+		switch r.status {
+		case "PASS":
 			pass++
-		} else {
+		case "NOT RUN":
+			notRun++
+		default:
 			fail++
 		}
 	}
-	fmt.Fprintf(&b, "scenarios: %d passed, %d failed\n", pass, fail)
+	fmt.Fprintf(&b, "scenarios: %d passed, %d failed, %d skipped\n", pass, fail, notRun)
 	return os.WriteFile(e2e.report, []byte(b.String()), 0o644)
 }
 
