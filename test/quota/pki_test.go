@@ -7,15 +7,14 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/dnsguard/dnsguard/certs"
+	"github.com/dnsguard/dnsguard/test/cluster"
 )
 
 // writePKI writes into dir what kube-apiserver and the test client need: a
@@ -33,7 +32,7 @@ func writePKI(dir string) error {
 	if err != nil {
 		return fmt.Errorf("apiserver certificate: %w", err)
 	}
-	adminCert, adminKey, err := issueClient(ca, "quota-admin", []string{"system:masters"}, validity)
+	adminCert, adminKey, err := cluster.IssueClient(ca, "quota-admin", []string{"system:masters"}, validity)
 	if err != nil {
 		return fmt.Errorf("admin certificate: %w", err)
 	}
@@ -63,35 +62,4 @@ func writePKI(dir string) error {
 		}
 	}
 	return nil
-}
-
-// issueClient signs a client-auth certificate; the API server maps CN to the
-// user and O to groups.
-func issueClient(ca *certs.CA, cn string, groups []string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
-	if err != nil {
-		return nil, nil, err
-	}
-	now := time.Now()
-	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn, Organization: groups},
-		NotBefore:    now.Add(-5 * time.Minute),
-		NotAfter:     now.Add(validity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}, ca.Cert, &key.PublicKey, ca.Key)
-	if err != nil {
-		return nil, nil, err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
 }
