@@ -74,6 +74,9 @@ type Config struct {
 	TCPIdleTimeout time.Duration
 	// Drain is how long the resolver keeps answering after SIGTERM.
 	Drain time.Duration
+	// DrainIdle ends the drain early once no client query has arrived for
+	// this long (0: always the full Drain).
+	DrainIdle time.Duration
 	// LogLevel is debug, info, warn or error.
 	LogLevel string
 	// ReusePort binds the listeners with SO_REUSEPORT so a second instance
@@ -131,6 +134,7 @@ func DefaultConfig() Config {
 		MaxTCPConns:     64,
 		TCPIdleTimeout:  10 * time.Second,
 		Drain:           5 * time.Second,
+		DrainIdle:       time.Second,
 		LogLevel:        "info",
 
 		NodeLocalAddress:   "169.254.20.10",
@@ -210,6 +214,7 @@ func (c *Config) FlagSet(name string) (*flag.FlagSet, *string) {
 	fs.IntVar(&c.MaxTCPConns, "max-tcp-conns", c.MaxTCPConns, "concurrent client TCP connections")
 	fs.DurationVar(&c.TCPIdleTimeout, "tcp-idle-timeout", c.TCPIdleTimeout, "close client TCP connections idle this long")
 	fs.DurationVar(&c.Drain, "drain", c.Drain, "keep answering this long after SIGTERM (readyz fails meanwhile)")
+	fs.DurationVar(&c.DrainIdle, "drain-idle", c.DrainIdle, "end the drain early once no client query has arrived for this long (a native sidecar is stopped only after the app containers, when nobody is left to ask); 0: always the full --drain")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.BoolVar(&c.ReusePort, "reuse-port", c.ReusePort, "bind with SO_REUSEPORT so another instance can share the address (on in node mode)")
 	fs.BoolVar(&c.NodeLocal, "node-local", c.NodeLocal, "node mode: answer on --node-local-address (and --node-local-intercept) at --listen's port, set up the interface and NOTRACK rules, route the cluster zones to --cluster-upstream")
@@ -406,6 +411,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Drain < 0 {
 		bad("drain", c.Drain, "must not be negative")
+	}
+	if c.DrainIdle < 0 {
+		bad("drain-idle", c.DrainIdle, "must not be negative")
 	}
 	if _, err := ParseLevel(c.LogLevel); err != nil {
 		bad("log-level", c.LogLevel, err.Error())

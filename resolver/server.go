@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -238,6 +239,48 @@ func (s *Server) closeListeners() {
 
 // Drain marks the server not ready (readyz fails) while it keeps answering.
 func (s *Server) Drain() { s.draining.Store(true) }
+
+// AwaitDrain marks the server draining and keeps it answering for at most
+// max, returning early once no client query has arrived for idle (idle 0:
+// never early) or when interrupt delivers. It says which ended it: "drain",
+// "idle" or "interrupted".
+//
+// The idle rule exists for the sidecar: a native sidecar gets SIGTERM only
+// after every app container has exited, so nobody is left to ask and a
+// full drain only holds the pod in Terminating (or, with a short
+// terminationGracePeriodSeconds, gets the resolver SIGKILLed). Where clients
+// still send queries (node mode while endpoints move) it waits the full max.
+func (s *Server) AwaitDrain(max, idle time.Duration, interrupt <-chan os.Signal) string {
+	s.Drain()
+	deadline := time.NewTimer(max)
+	defer deadline.Stop()
+	var tick <-chan time.Time
+	if idle > 0 && idle < max {
+		t := time.NewTicker(min(idle/4, 100*time.Millisecond))
+		defer t.Stop()
+		tick = t.C
+	}
+	seen, quietSince := s.queriesReceived(), time.Now()
+	for {
+		select {
+		case <-deadline.C:
+			return "drain"
+		case <-interrupt:
+			return "interrupted"
+		case now := <-tick:
+			if n := s.queriesReceived(); n != seen {
+				seen, quietSince = n, now
+			} else if now.Sub(quietSince) >= idle {
+				return "idle"
+			}
+		}
+	}
+}
+
+// queriesReceived counts client queries over UDP and TCP so far.
+func (s *Server) queriesReceived() uint64 {
+	return s.metrics.queries[0].v.Load() + s.metrics.queries[1].v.Load()
+}
 
 // Shutdown stops listening, waits for in-flight answers (bounded by ctx)
 // and releases upstream sockets.

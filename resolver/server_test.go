@@ -361,3 +361,59 @@ func TestProbe(t *testing.T) {
 		t.Fatal("probe of a dead address succeeded")
 	}
 }
+
+// TestAwaitDrain: the drain ends early only when clients have gone quiet,
+// waits the full period while they keep asking, and stops at a second
+// signal.
+func TestAwaitDrain(t *testing.T) {
+	up := newFakeUpstream(t, zoneAnswer(t, 300, nil))
+	const idle = 300 * time.Millisecond
+	for _, tc := range []struct {
+		name       string
+		max        time.Duration
+		idle       time.Duration
+		askFor     time.Duration // a client queries every 50 ms this long
+		interrupt  time.Duration // 0: no second signal
+		want       string
+		minT, maxT time.Duration
+	}{
+		{"quiet: ends after idle", 5 * time.Second, idle, 0, 0, "idle", idle, idle + 700*time.Millisecond},
+		{"busy: waits while asked", 5 * time.Second, idle, 1500 * time.Millisecond, 0, "idle", 1500 * time.Millisecond, 1500*time.Millisecond + idle + 900*time.Millisecond},
+		{"busy past max: full drain", 800 * time.Millisecond, idle, 2 * time.Second, 0, "drain", 800 * time.Millisecond, 1500 * time.Millisecond},
+		{"idle 0: full drain", 600 * time.Millisecond, 0, 0, 0, "drain", 600 * time.Millisecond, 1200 * time.Millisecond},
+		{"second signal", 5 * time.Second, 0, 0, 200 * time.Millisecond, "interrupted", 200 * time.Millisecond, 900 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServer(t, testConfig(up.addr))
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				end := time.Now().Add(tc.askFor)
+				for time.Now().Before(end) {
+					select {
+					case <-stop:
+						return
+					case <-time.After(50 * time.Millisecond):
+					}
+					ask(t, s, "udp", "www.example.", dns.TypeA, 0)
+				}
+			}()
+			sig := make(chan os.Signal, 1)
+			if tc.interrupt > 0 {
+				time.AfterFunc(tc.interrupt, func() { sig <- os.Interrupt })
+			}
+			start := time.Now()
+			got := s.AwaitDrain(tc.max, tc.idle, sig)
+			took := time.Since(start)
+			close(stop)
+			<-done
+			if got != tc.want || took < tc.minT || took > tc.maxT {
+				t.Errorf("AwaitDrain = %q after %s, want %q after %s..%s", got, took.Round(time.Millisecond), tc.want, tc.minT, tc.maxT)
+			}
+			if !s.draining.Load() {
+				t.Errorf("not marked draining (readyz would pass)")
+			}
+		})
+	}
+}

@@ -83,13 +83,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	s := <-sig
 	// Keep answering through the drain period: in a pod the app may still
 	// resolve names while it shuts down. A second signal ends it at once.
-	log.Info("signal received; draining", "signal", s.String(), "drain", cfg.Drain)
-	srv.Drain()
-	select {
-	case <-time.After(cfg.Drain):
-	case s = <-sig:
-		log.Info("second signal; stopping now", "signal", s.String())
-	}
+	log.Info("signal received; draining", "signal", s.String(), "drain", cfg.Drain, "drainIdle", cfg.DrainIdle)
+	start := time.Now()
+	why := srv.AwaitDrain(cfg.Drain, cfg.DrainIdle, sig)
+	log.Info("drain over", "reason", why, "after", time.Since(start).Round(time.Millisecond).String())
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.TotalTimeout+time.Second)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {

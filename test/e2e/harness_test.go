@@ -177,6 +177,26 @@ func poll(ctx context.Context, timeout time.Duration, cond func(ctx context.Cont
 	return wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, cond)
 }
 
+// firstNameserverAfterRollout waits (bounded) until a server-side dry run of
+// pod in ns is admitted with want as first nameserver, and returns how long
+// that took and the last nameservers seen. A rollout that kubectl reports
+// complete still has old replicas draining: they answer (with the old
+// configuration) until every API server and kube-proxy has dropped their
+// endpoints, so a pod created at once may get the previous settings.
+func firstNameserverAfterRollout(ctx context.Context, ns string, pod *corev1.Pod, want string, timeout time.Duration) (time.Duration, []string, error) {
+	start := time.Now()
+	var got []string
+	err := poll(ctx, timeout, func(ctx context.Context) (bool, error) {
+		p, err := e2e.client.CoreV1().Pods(ns).Create(ctx, pod.DeepCopy(), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil || p.Spec.DNSConfig == nil {
+			return false, nil
+		}
+		got = p.Spec.DNSConfig.Nameservers
+		return len(got) > 0 && got[0] == want, nil
+	})
+	return time.Since(start), got, err
+}
+
 func createNamespace(ctx context.Context, t *testing.T, name string, labels map[string]string) {
 	t.Helper()
 	_, err := e2e.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{

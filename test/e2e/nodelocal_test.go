@@ -36,9 +36,13 @@ func c6NodeLocal(ctx context.Context, t *testing.T) {
 	spec := clientSpec(glibcImage)
 	spec.RestartPolicy = corev1.RestartPolicyNever
 	spec.Containers[0].Command = []string{"/gailoop", "-n", "900", "-t", "120", "-i", "50", "www.dnsguard.test"}
-	p, err := e2e.client.CoreV1().Pods(nsEnabled).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "nodelocal-loop"}, Spec: spec,
-	}, metav1.CreateOptions{})
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "nodelocal-loop"}, Spec: spec}
+	took, got, err := firstNameserverAfterRollout(ctx, nsEnabled, pod, nodeLocalIP, 30*time.Second)
+	if err != nil {
+		t.Fatalf("the webhook does not give %s as first nameserver 30s after the rollout (last: %v): %v", nodeLocalIP, got, err)
+	}
+	t.Logf("new configuration in effect %.1fs after kubectl reported the rollout complete (old replicas drain meanwhile)", took.Seconds())
+	p, err := e2e.client.CoreV1().Pods(nsEnabled).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -805,19 +805,8 @@ func (l *raceLab) enableNodeCache(ctx context.Context, t *testing.T) (restore fu
 			return restore, fmt.Errorf("rollout of %s: %v%s", r, err, diagnose(ctx, releaseNS))
 		}
 	}
-	// Server-side dry run until the webhook answers with the node cache
-	// first (bounded): no row pod may be admitted by an old replica.
-	var got []string
-	err = poll(ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
-		p, err := e2e.client.CoreV1().Pods(nsRaceGuard).Create(ctx, clientPod("rl-dryrun", glibcImage, "dnsconfig", "-n", "1", raceName),
-			metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-		if err != nil || p.Spec.DNSConfig == nil {
-			return false, nil
-		}
-		got = p.Spec.DNSConfig.Nameservers
-		return len(got) > 0 && got[0] == nodeLocalIP, nil
-	})
-	if err != nil {
+	// No row pod may be admitted by an old replica still draining.
+	if _, got, err := firstNameserverAfterRollout(ctx, nsRaceGuard, clientPod("rl-dryrun", glibcImage, "dnsconfig", "-n", "1", raceName), nodeLocalIP, 60*time.Second); err != nil {
 		return restore, fmt.Errorf("the webhook does not give %s as first nameserver 60s after the upgrade (last: %v): %v", nodeLocalIP, got, err)
 	}
 	l.pass("helm upgrade --set nodeCache.enabled=true: DaemonSet rolled out, the webhook gives pods %s first", nodeLocalIP)
