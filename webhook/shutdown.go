@@ -24,10 +24,10 @@ const (
 // the kubelet sends SIGTERM, so the listener must keep accepting through
 // that window, not just finish what is in flight.
 type Drain struct {
-	// Delay: after the stop signal /readyz fails at once, keep-alives are
-	// turned off (each response closes its connection, so clients reconnect
-	// through the updated endpoints) and the listener keeps serving new and
-	// in-flight requests for this long.
+	// Delay: after the stop signal /readyz fails at once, every HTTP/1.1
+	// response carries Connection: close (so clients reconnect through the
+	// updated endpoints) and the listener keeps serving new and in-flight
+	// requests for this long.
 	Delay time.Duration
 	// Timeout bounds http.Server.Shutdown after Delay: requests still in
 	// flight get this long to finish before connections are closed.
@@ -50,13 +50,27 @@ func (g *ReadinessGate) StartDraining() { g.draining.Store(true) }
 // Draining reports whether StartDraining was called.
 func (g *ReadinessGate) Draining() bool { return g.draining.Load() }
 
-// ServeHTTP answers /readyz with 503 while draining.
+// ServeHTTP answers /readyz with 503 while draining, and while draining
+// asks HTTP/1.1 clients to close the connection after the response.
+//
+// That is the only safe way to retire an HTTP/1.1 keep-alive connection
+// from the server side: closing an idle one (what
+// http.Server.SetKeepAlivesEnabled(false) does) races a client that has
+// just taken it from its pool, and the API server does not retry a POST
+// that failed that way ("write: broken pipe") — the pod is admitted
+// unpatched. HTTP/2 connections get a graceful GOAWAY from Shutdown
+// instead (a Connection header is not allowed there).
 func (g *ReadinessGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/readyz" && g.draining.Load() {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintln(w, "not ready: shutting down (draining)")
-		return
+	if g.draining.Load() {
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
+		if r.URL.Path == "/readyz" {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready: shutting down (draining)")
+			return
+		}
 	}
 	g.next.ServeHTTP(w, r)
 }
@@ -77,8 +91,11 @@ func ServeDrained(ctx context.Context, hs *http.Server, ln net.Listener, gate *R
 	}
 	if gate != nil {
 		gate.StartDraining()
+	} else {
+		// No gate to close connections one response at a time; this
+		// closes idle ones at once (racing clients that reuse them).
+		hs.SetKeepAlivesEnabled(false)
 	}
-	hs.SetKeepAlivesEnabled(false)
 	log.Info("stop requested: readiness failing, still serving while endpoints are removed", "delay", d.Delay.String(), "timeout", d.Timeout.String())
 	if d.Delay > 0 {
 		t := time.NewTimer(d.Delay)

@@ -1,10 +1,12 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -179,4 +181,102 @@ func status(c *http.Client, url string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// TestShutdownKeepAliveClients: clients like the API server (HTTP/1.1 only,
+// a pool of keep-alive connections, POST bodies larger than one write
+// buffer, no retry of a POST) across the stop signal. A server that closes
+// its idle keep-alive connections when draining starts races every client
+// that has just taken one of them from its pool ("write: broken pipe"; the
+// API server then admits the pod unpatched). Draining must instead answer
+// each request with Connection: close, so the client drops the connection
+// only after a response.
+func TestShutdownKeepAliveClients(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := certs.NewCA("test-ca", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := certs.WriteServing(dir, ca, localHosts, time.Hour, true); err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewCertReloader(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/post", func(w http.ResponseWriter, req *http.Request) {
+		if _, err := io.Copy(io.Discard, req.Body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Write([]byte("ok"))
+	})
+	gate := NewReadinessGate(mux)
+	hs := NewHTTPServer(gate, r, quietLogger())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "https://" + ln.Addr().String() + "/post"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const delay = 2 * time.Second
+	done := make(chan error, 1)
+	go func() {
+		done <- ServeDrained(ctx, hs, ln, gate, Drain{Delay: delay, Timeout: 5 * time.Second}, quietLogger())
+	}()
+
+	pem, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}},
+		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{}, // HTTP/1.1 only, as the API server
+		MaxIdleConnsPerHost: 64,
+	}}
+	body := bytes.Repeat([]byte("x"), 6<<10) // larger than the transport's 4 KiB write buffer
+
+	// Clients run from before the stop signal until well before the delay
+	// ends (the listener then closes on purpose).
+	var ok, closed, failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	stopAt := time.Now().Add(300*time.Millisecond + delay - 700*time.Millisecond)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stopAt) {
+				resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				ok.Add(1)
+				if resp.Close {
+					closed.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // the pool is full of idle connections
+	cancel()
+	wg.Wait()
+	t.Logf("%d requests answered (%d with Connection: close), %d failed (first: %v)", ok.Load(), closed.Load(), failed.Load(), firstErr.Load())
+	if failed.Load() != 0 {
+		t.Errorf("%d requests of keep-alive clients failed across the stop signal (first: %v), want 0", failed.Load(), firstErr.Load())
+	}
+	if closed.Load() == 0 {
+		t.Errorf("no response during the drain carried Connection: close: clients would keep their connections to a replica that is going away")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("ServeDrained: %v", err)
+	}
 }
