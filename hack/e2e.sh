@@ -27,7 +27,7 @@ log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY || true
 export NO_PROXY='*' no_proxy='*'
 
-log "step 1/3: tools (cached in ${DNSGUARD_TOOLS_CACHE:-~/.cache/dnsguard-tools}; cold: ~25 min on an idle 2-core machine)"
+log "step 1/3: tools (cached in ${DNSGUARD_TOOLS_CACHE:-~/.cache/dnsguard-tools}; cold: ~15 min on an idle 2-core machine)"
 ./hack/build-tools.sh
 log "step 2/3: dnsguard binaries, images, test binaries"
 make -s build
