@@ -344,8 +344,8 @@ func (c *Config) Validate() error {
 	if c.MetricsListen != "" {
 		if why := checkListenAddr(c.MetricsListen); why != "" {
 			bad("metrics-listen", c.MetricsListen, why)
-		} else if c.MetricsListen == c.HealthListen && !strings.HasSuffix(c.MetricsListen, ":0") {
-			bad("metrics-listen", c.MetricsListen, "same address as --health-listen")
+		} else if why := c.metricsClash(); why != "" {
+			bad("metrics-listen", c.MetricsListen, why)
 		}
 	}
 	c.upstreamAddrs = c.upstreamAddrs[:0]
@@ -432,6 +432,32 @@ func (c *Config) Validate() error {
 		bad("log-level", c.LogLevel, err.Error())
 	}
 	return errors.Join(errs...)
+}
+
+// metricsClash says why MetricsListen would share a TCP port with the
+// health or DNS listeners, or "". With SO_REUSEPORT (node mode) both binds
+// could succeed and connections would land on either, so it is refused
+// here rather than left to the kernel. Port 0 never clashes.
+func (c *Config) metricsClash() string {
+	mh, mp, _ := net.SplitHostPort(c.MetricsListen)
+	if mp == "0" {
+		return ""
+	}
+	if c.listenAddr.IsValid() && mp == strconv.Itoa(int(c.listenAddr.Port())) {
+		return "same port as the DNS listener (--listen)"
+	}
+	hh, hp, err := net.SplitHostPort(c.HealthListen)
+	if c.HealthListen == "" || err != nil || hp != mp {
+		return ""
+	}
+	wild := func(h string) bool {
+		a, err := netip.ParseAddr(h)
+		return h == "" || err == nil && a.IsUnspecified()
+	}
+	if mh == hh || wild(mh) || wild(hh) {
+		return "same port as --health-listen on an overlapping address"
+	}
+	return ""
 }
 
 // checkListenAddr says what is wrong with a TCP listen address HOST:PORT

@@ -339,6 +339,11 @@ func TestConfig(t *testing.T) {
 		{"metrics port too big", []string{"--upstream=10.0.0.1", "--metrics-listen=:65536"}, nil, "--metrics-listen=:65536", nil},
 		{"metrics host name", []string{"--upstream=10.0.0.1", "--metrics-listen=localhost:9153"}, nil, "--metrics-listen=localhost:9153", nil},
 		{"metrics on the health address", []string{"--upstream=10.0.0.1", "--metrics-listen=127.0.0.1:8053"}, nil, "--metrics-listen=127.0.0.1:8053", nil},
+		{"metrics wildcard over the health port", []string{"--upstream=10.0.0.1", "--metrics-listen=:8053"}, nil, "--metrics-listen=:8053", nil},
+		{"metrics over a wildcard health port", []string{"--upstream=10.0.0.1", "--health-listen=:9254", "--metrics-listen=10.0.0.5:9254"}, nil, "--metrics-listen=10.0.0.5:9254", nil},
+		{"metrics on the health port of another address", []string{"--upstream=10.0.0.1", "--health-listen=127.0.0.1:9254", "--metrics-listen=10.0.0.5:9254"}, nil, "", nil},
+		{"metrics on the DNS port", []string{"--upstream=10.0.0.1", "--metrics-listen=0.0.0.0:53"}, nil, "--metrics-listen=0.0.0.0:53", nil},
+		{"metrics and health both port 0", []string{"--upstream=10.0.0.1", "--health-listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0"}, nil, "", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := ParseArgs(tc.args, env(tc.env), io.Discard)
