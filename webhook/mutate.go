@@ -193,10 +193,7 @@ func Decide(pod *corev1.Pod, env Env, cfg *Config) Decision {
 	}
 	d.DNSConfig = buildDNSConfig(pod, ns, servers, cfg, &d)
 	if mode == ModeSidecar {
-		c := sidecarContainer(cfg, cfg.NodeLocal.upstreams(env.Nameservers), healthPort)
-		if metricsPort > 0 {
-			withMetrics(&c, cfg, metricsPort)
-		}
+		c := sidecarContainer(cfg, cfg.NodeLocal.upstreams(env.Nameservers), healthPort, metricsPort)
 		c.Resources = sidecarResources(pod, env.NamespaceAnnotations, cfg, &d)
 		d.Sidecar = &c
 		d.PullSecrets = sidecarPullSecrets(pod, cfg)

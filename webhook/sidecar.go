@@ -104,17 +104,6 @@ func validateMetricsPort(p int32) error {
 	return nil
 }
 
-// withMetrics makes c, the resolver container, serve /metrics on the pod
-// IP at port, declared as the named container port a PodMonitor scrapes.
-// The flag goes before sidecar.extraArgs, which therefore still win.
-func withMetrics(c *corev1.Container, cfg *Config, port int32) {
-	n := len(c.Args) - len(cfg.Sidecar.ExtraArgs)
-	args := append([]string{}, c.Args[:n]...)
-	args = append(args, "--metrics-listen=:"+strconv.Itoa(int(port)))
-	c.Args = append(args, c.Args[n:]...)
-	c.Ports = append(c.Ports, corev1.ContainerPort{Name: SidecarMetricsPortName, ContainerPort: port, Protocol: corev1.ProtocolTCP})
-}
-
 // sidecarBlocker returns why the resolver cannot be injected into pod, or "".
 func sidecarBlocker(pod *corev1.Pod) string {
 	if pod.Spec.HostNetwork {
@@ -180,12 +169,20 @@ func boolptr(b bool) *bool { return &b }
 // the resolver listens on loopback only.
 //
 // healthPort is the resolver's loopback health port (see healthPortFor).
-func sidecarContainer(cfg *Config, upstreams []string, healthPort int32) corev1.Container {
+// metricsPort, when not 0, makes the resolver serve /metrics on the pod IP
+// there, declared as the named port a PodMonitor scrapes; the flag goes
+// before sidecar.extraArgs, which therefore still win.
+func sidecarContainer(cfg *Config, upstreams []string, healthPort, metricsPort int32) corev1.Container {
 	args := []string{"--listen=" + sidecarListen}
 	for _, u := range upstreams {
 		args = append(args, "--upstream="+net.JoinHostPort(u, "53"))
 	}
 	args = append(args, "--health-listen="+net.JoinHostPort("127.0.0.1", strconv.Itoa(int(healthPort))))
+	var ports []corev1.ContainerPort
+	if metricsPort > 0 {
+		args = append(args, "--metrics-listen=:"+strconv.Itoa(int(metricsPort)))
+		ports = []corev1.ContainerPort{{Name: SidecarMetricsPortName, ContainerPort: metricsPort, Protocol: corev1.ProtocolTCP}}
+	}
 	args = append(args, cfg.Sidecar.ExtraArgs...)
 	probe := func(period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
@@ -204,6 +201,7 @@ func sidecarContainer(cfg *Config, upstreams []string, healthPort int32) corev1.
 		ImagePullPolicy: cfg.Sidecar.ImagePullPolicy,
 		Command:         []string{sidecarBinary},
 		Args:            args,
+		Ports:           ports,
 		RestartPolicy:   &always,
 		Resources:       *cfg.Sidecar.Resources.DeepCopy(),
 		// Up to 30 s for the first answer, checked every second so the app
