@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -31,6 +32,10 @@ type Config struct {
 	ResolvConf string
 	// HealthListen serves /healthz, /readyz and /metrics; empty disables.
 	HealthListen string
+	// MetricsListen serves /metrics only, on its own listener, so a
+	// scraper can reach it from outside the pod or node (HealthListen stays
+	// on loopback); empty disables.
+	MetricsListen string
 	// ParallelAAAA lets A and AAAA for one name go upstream at the same
 	// time (still on separate sockets); by default the second waits.
 	ParallelAAAA bool
@@ -194,6 +199,7 @@ func (c *Config) FlagSet(name string) (*flag.FlagSet, *string) {
 	fs.Var(stringList{&c.Upstreams}, "upstream", "upstream `IP[:PORT]` (repeatable, or comma separated; default $"+EnvUpstreams+", then the resolv.conf nameservers)")
 	fs.StringVar(&c.ResolvConf, "resolv-conf", c.ResolvConf, "`file` to take upstreams from when none is given")
 	fs.StringVar(&c.HealthListen, "health-listen", c.HealthListen, "`address` for /healthz /readyz /metrics (empty: off)")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "`address` serving only /metrics (plain HTTP, own listener), e.g. :9153 for a scraper on the pod network; may be non-loopback (read-only); empty: off")
 	fs.BoolVar(&c.ParallelAAAA, "parallel-a-aaaa", c.ParallelAAAA, "send A and AAAA for one name upstream in parallel (default: serialized)")
 	fs.BoolVar(&c.ForceTCP, "force-tcp", c.ForceTCP, "query upstreams over TCP only")
 	fs.BoolVar(&c.ServeStale, "serve-stale", c.ServeStale, "answer from expired entries when upstreams fail (RFC 8767)")
@@ -335,6 +341,13 @@ func (c *Config) Validate() error {
 			bad("health-listen", c.HealthListen, "want HOST:PORT")
 		}
 	}
+	if c.MetricsListen != "" {
+		if why := checkListenAddr(c.MetricsListen); why != "" {
+			bad("metrics-listen", c.MetricsListen, why)
+		} else if why := c.metricsClash(); why != "" {
+			bad("metrics-listen", c.MetricsListen, why)
+		}
+	}
 	c.upstreamAddrs = c.upstreamAddrs[:0]
 	for _, u := range c.Upstreams {
 		a, err := parseHostPort(u, 53)
@@ -419,6 +432,52 @@ func (c *Config) Validate() error {
 		bad("log-level", c.LogLevel, err.Error())
 	}
 	return errors.Join(errs...)
+}
+
+// metricsClash says why MetricsListen would share a TCP port with the
+// health or DNS listeners, or "". With SO_REUSEPORT (node mode) both binds
+// could succeed and connections would land on either, so it is refused
+// here rather than left to the kernel. Port 0 never clashes.
+func (c *Config) metricsClash() string {
+	mh, mp, _ := net.SplitHostPort(c.MetricsListen)
+	if mp == "0" {
+		return ""
+	}
+	if c.listenAddr.IsValid() && mp == strconv.Itoa(int(c.listenAddr.Port())) {
+		return "same port as the DNS listener (--listen)"
+	}
+	hh, hp, err := net.SplitHostPort(c.HealthListen)
+	if c.HealthListen == "" || err != nil || hp != mp {
+		return ""
+	}
+	wild := func(h string) bool {
+		a, err := netip.ParseAddr(h)
+		return h == "" || err == nil && a.IsUnspecified()
+	}
+	if mh == hh || wild(mh) || wild(hh) {
+		return "same port as --health-listen on an overlapping address"
+	}
+	return ""
+}
+
+// checkListenAddr says what is wrong with a TCP listen address HOST:PORT
+// (HOST may be empty for every interface, or an IP; PORT a number), or "".
+// Names are refused: resolving them at start would make the address depend
+// on DNS, which this process is there to provide.
+func checkListenAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "want [IP]:PORT"
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || port != strconv.FormatUint(n, 10) {
+		return "port must be a number within 0..65535"
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return "host must be an IP address or empty"
+		}
+	}
+	return ""
 }
 
 // isSelf reports whether a is one of the resolver's own listen addresses,

@@ -21,16 +21,21 @@ import (
 // about a megabyte of the 7 MiB static binary. Every response closes the
 // connection; requests are bounded in size and time.
 type healthServer struct {
-	ln   net.Listener
-	s    *Server
-	wg   sync.WaitGroup
-	once sync.Once
+	ln net.Listener
+	s  *Server
+	// metricsOnly serves /metrics and nothing else: the --metrics-listen
+	// listener may face the pod or node network, where the probes'
+	// answers (draining, upstream counts) are nobody's business and a
+	// scraper must never be mistaken for a probe.
+	metricsOnly bool
+	wg          sync.WaitGroup
+	once        sync.Once
 }
 
 // healthMaxRequest bounds the request head a client may send.
 const healthMaxRequest = 8 << 10
 
-func newHealthServer(s *Server, addr string) (*healthServer, error) {
+func newHealthServer(s *Server, addr string, metricsOnly bool) (*healthServer, error) {
 	lc := net.ListenConfig{}
 	if s.cfg.ReusePort {
 		// Node mode: during a surge upgrade the next instance binds the
@@ -38,11 +43,15 @@ func newHealthServer(s *Server, addr string) (*healthServer, error) {
 		// template); requests then reach either until this one exits.
 		lc.Control = reusePort
 	}
+	what := "health"
+	if metricsOnly {
+		what = "metrics"
+	}
 	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("health listen %s: %w", addr, err)
+		return nil, fmt.Errorf("%s listen %s: %w", what, addr, err)
 	}
-	h := &healthServer{ln: ln, s: s}
+	h := &healthServer{ln: ln, s: s, metricsOnly: metricsOnly}
 	h.wg.Add(1)
 	go h.serve()
 	return h, nil
@@ -99,6 +108,10 @@ func (h *healthServer) handle(c net.Conn) {
 	head := method == "HEAD"
 	if method != "GET" && !head {
 		writeHTTP(c, 405, "text/plain", "method not allowed\n", false)
+		return
+	}
+	if h.metricsOnly && path != "/metrics" {
+		writeHTTP(c, 404, "text/plain", "not found\n", head)
 		return
 	}
 	switch path {

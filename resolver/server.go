@@ -44,6 +44,7 @@ type Server struct {
 	routes  []route // per-zone upstream groups (node mode), before s.fwd
 	lns     []*listener
 	health  *healthServer
+	metricz *healthServer  // --metrics-listen: /metrics only
 	wg      sync.WaitGroup // listener loops and connections
 	bg      sync.WaitGroup // miss goroutines and prefetches
 	closing atomic.Bool
@@ -159,6 +160,14 @@ func (s *Server) HealthAddr() string {
 	return s.health.ln.Addr().String()
 }
 
+// MetricsAddr is the bound --metrics-listen address, if any.
+func (s *Server) MetricsAddr() string {
+	if s.metricz == nil {
+		return ""
+	}
+	return s.metricz.ln.Addr().String()
+}
+
 // Start binds the listeners and serves in the background. With port 0
 // the TCP listener takes the port the UDP socket got.
 func (s *Server) Start() error {
@@ -171,12 +180,26 @@ func (s *Server) Start() error {
 		s.lns = append(s.lns, l)
 	}
 	if s.cfg.HealthListen != "" {
-		h, err := newHealthServer(s, s.cfg.HealthListen)
+		h, err := newHealthServer(s, s.cfg.HealthListen, false)
 		if err != nil {
 			s.closeListeners()
 			return err
 		}
 		s.health = h
+	}
+	if s.cfg.MetricsListen != "" {
+		// Fail the start rather than run unobserved: an operator who asked
+		// for metrics has alerts that would otherwise stay silent.
+		m, err := newHealthServer(s, s.cfg.MetricsListen, true)
+		if err != nil {
+			s.closeListeners()
+			if s.health != nil {
+				_ = s.health.shutdown(context.Background())
+				s.health = nil
+			}
+			return err
+		}
+		s.metricz = m
 	}
 	readers := max(2, runtime.GOMAXPROCS(0))
 	for _, l := range s.lns {
@@ -195,7 +218,7 @@ func (s *Server) Start() error {
 		s.ready.Store(true)
 	}
 	s.log.Info("resolver listening", "addrs", s.Addrs(),
-		"upstreams", s.cfg.Upstreams, "cluster_upstreams", s.cfg.ClusterUpstreams, "health", s.HealthAddr())
+		"upstreams", s.cfg.Upstreams, "cluster_upstreams", s.cfg.ClusterUpstreams, "health", s.HealthAddr(), "metrics", s.MetricsAddr())
 	return nil
 }
 
@@ -306,6 +329,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if s.health != nil {
 		errs = append(errs, s.health.shutdown(ctx))
+	}
+	if s.metricz != nil {
+		errs = append(errs, s.metricz.shutdown(ctx))
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); s.bg.Wait(); close(done) }()

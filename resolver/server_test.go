@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"context"
 	"encoding/binary"
 	"io"
 	"net"
@@ -321,6 +322,28 @@ func TestConfig(t *testing.T) {
 		{"bad cache size", []string{"--upstream=10.0.0.1", "--cache-size=0"}, nil, "--cache-size=0", nil},
 		{"no upstream at all", []string{"--resolv-conf=/nonexistent"}, nil, "--resolv-conf=/nonexistent", nil},
 		{"bad log level", []string{"--upstream=10.0.0.1", "--log-level=loud"}, nil, "--log-level=loud", nil},
+		{"metrics off by default", []string{"--upstream=10.0.0.1"}, nil, "", func(t *testing.T, c Config) {
+			if c.MetricsListen != "" {
+				t.Fatalf("metrics-listen %q by default", c.MetricsListen)
+			}
+		}},
+		{"metrics on every interface", []string{"--upstream=10.0.0.1", "--metrics-listen=:9153"}, nil, "", func(t *testing.T, c Config) {
+			if c.MetricsListen != ":9153" {
+				t.Fatalf("metrics-listen %q", c.MetricsListen)
+			}
+		}},
+		{"metrics non-loopback IP", []string{"--upstream=10.0.0.1", "--metrics-listen=0.0.0.0:9253"}, nil, "", nil},
+		{"metrics IPv6", []string{"--upstream=10.0.0.1", "--metrics-listen=[::]:9253"}, nil, "", nil},
+		{"metrics no port", []string{"--upstream=10.0.0.1", "--metrics-listen=9153"}, nil, "--metrics-listen=9153", nil},
+		{"metrics port not a number", []string{"--upstream=10.0.0.1", "--metrics-listen=:metrics"}, nil, "--metrics-listen=:metrics", nil},
+		{"metrics port too big", []string{"--upstream=10.0.0.1", "--metrics-listen=:65536"}, nil, "--metrics-listen=:65536", nil},
+		{"metrics host name", []string{"--upstream=10.0.0.1", "--metrics-listen=localhost:9153"}, nil, "--metrics-listen=localhost:9153", nil},
+		{"metrics on the health address", []string{"--upstream=10.0.0.1", "--metrics-listen=127.0.0.1:8053"}, nil, "--metrics-listen=127.0.0.1:8053", nil},
+		{"metrics wildcard over the health port", []string{"--upstream=10.0.0.1", "--metrics-listen=:8053"}, nil, "--metrics-listen=:8053", nil},
+		{"metrics over a wildcard health port", []string{"--upstream=10.0.0.1", "--health-listen=:9254", "--metrics-listen=10.0.0.5:9254"}, nil, "--metrics-listen=10.0.0.5:9254", nil},
+		{"metrics on the health port of another address", []string{"--upstream=10.0.0.1", "--health-listen=127.0.0.1:9254", "--metrics-listen=10.0.0.5:9254"}, nil, "", nil},
+		{"metrics on the DNS port", []string{"--upstream=10.0.0.1", "--metrics-listen=0.0.0.0:53"}, nil, "--metrics-listen=0.0.0.0:53", nil},
+		{"metrics and health both port 0", []string{"--upstream=10.0.0.1", "--health-listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0"}, nil, "", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := ParseArgs(tc.args, env(tc.env), io.Discard)
@@ -415,5 +438,119 @@ func TestAwaitDrain(t *testing.T) {
 				t.Errorf("not marked draining (readyz would pass)")
 			}
 		})
+	}
+}
+
+// TestMetricsListen: --metrics-listen serves /metrics alone on its own
+// listener (the probes stay on --health-listen), counts what the health
+// listener's /metrics counts, and closes on Shutdown.
+func TestMetricsListen(t *testing.T) {
+	up := newFakeUpstream(t, zoneAnswer(t, 300, nil))
+	cfg := testConfig(up.addr)
+	cfg.HealthListen = "127.0.0.1:0"
+	cfg.MetricsListen = "127.0.0.1:0"
+	s, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if s.MetricsAddr() == "" || s.MetricsAddr() == s.HealthAddr() {
+		t.Fatalf("metrics addr %q, health addr %q: want a listener of its own", s.MetricsAddr(), s.HealthAddr())
+	}
+	ask(t, s, "udp", "www.example.", dns.TypeA, 0)
+	ask(t, s, "udp", "www.example.", dns.TypeA, 0)
+	get := func(method, url string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, url, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	base := "http://" + s.MetricsAddr()
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/metrics", 200},
+		{"HEAD", "/metrics", 200},
+		{"GET", "/metrics?x=1", 200},
+		{"GET", "/healthz", 404},
+		{"GET", "/readyz", 404},
+		{"GET", "/", 404},
+		{"POST", "/metrics", 405},
+	} {
+		if code, _ := get(tc.method, base+tc.path); code != tc.want {
+			t.Errorf("%s %s on the metrics listener: %d, want %d", tc.method, tc.path, code, tc.want)
+		}
+	}
+	// The health listener keeps all three.
+	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+		if code, _ := get("GET", "http://"+s.HealthAddr()+p); code != 200 {
+			t.Errorf("GET %s on the health listener: %d", p, code)
+		}
+	}
+	_, body := get("GET", base+"/metrics")
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("metrics do not parse: %v\n%s", err, body)
+	}
+	var udp float64
+	for _, m := range fams["dnsguard_resolver_queries_total"].GetMetric() {
+		for _, lp := range m.Label {
+			if lp.GetName() == "proto" && lp.GetValue() == "udp" {
+				udp = m.Counter.GetValue()
+			}
+		}
+	}
+	if udp != 2 {
+		t.Errorf("dnsguard_resolver_queries_total{proto=udp} = %v on the metrics listener, want 2", udp)
+	}
+	// Draining does not turn the scrape into a 503: metrics matter most then.
+	s.Drain()
+	if code, _ := get("GET", base+"/metrics"); code != 200 {
+		t.Errorf("GET /metrics while draining: %d", code)
+	}
+	addr := s.MetricsAddr()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatalf("metrics listener %s still accepts after Shutdown", addr)
+	}
+}
+
+// TestMetricsListenBusy: a metrics address that cannot be bound fails the
+// start (an operator who asked for metrics would otherwise have silent
+// alerts) and releases what was bound before it.
+func TestMetricsListenBusy(t *testing.T) {
+	up := newFakeUpstream(t, zoneAnswer(t, 300, nil))
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg := testConfig(up.addr)
+	cfg.HealthListen = "127.0.0.1:0"
+	cfg.MetricsListen = busy.Addr().String()
+	s, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Start()
+	if err == nil || !strings.Contains(err.Error(), "metrics listen "+busy.Addr().String()) {
+		t.Fatalf("Start with a busy metrics port: %v, want a metrics listen error", err)
+	}
+	if len(s.lns) != 0 || s.health != nil {
+		t.Fatalf("failed start left listeners open: %d DNS, health %v", len(s.lns), s.health != nil)
 	}
 }

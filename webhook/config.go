@@ -98,6 +98,11 @@ type SidecarConfig struct {
 	// the spec.imagePullSecrets of pods that get the sidecar, unless the pod
 	// already lists them, so a private resolver image can be pulled.
 	ImagePullSecrets []string `json:"imagePullSecrets,omitempty"`
+	// MetricsPort, when not 0, makes the resolver serve /metrics on the
+	// pod IP at this TCP port (--metrics-listen=:PORT) and declares it as
+	// the named container port SidecarMetricsPortName, so a PodMonitor can
+	// scrape it; 0 (the default) leaves the injected container unchanged.
+	MetricsPort int32 `json:"metricsPort,omitempty"`
 }
 
 // Config is the webhook's whole configuration: command-line flags and the
@@ -328,6 +333,9 @@ func (c *Config) Validate(checkFiles bool) error {
 		errs = append(errs, fmt.Errorf("sidecar runAsUser %d: must be a non-root UID, or 0 to leave it to the platform", c.Sidecar.RunAsUser))
 	}
 	if err := validatePullSecrets(c.Sidecar.ImagePullSecrets); err != nil {
+		errs = append(errs, err)
+	}
+	if err := validateMetricsPort(c.Sidecar.MetricsPort); err != nil {
 		errs = append(errs, err)
 	}
 	switch strings.ToLower(c.LogLevel) {

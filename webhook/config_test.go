@@ -147,3 +147,35 @@ func TestValidate(t *testing.T) {
 		t.Fatalf("%v %+v", err, c.NodeLocal)
 	}
 }
+
+func TestValidateSidecarMetricsPort(t *testing.T) {
+	for _, tc := range []struct {
+		port int32
+		want string // "" for valid
+	}{
+		{0, ""},
+		{1, ""},
+		{9153, ""},
+		{8054, ""},
+		{65535, ""},
+		{-1, "metricsPort -1"},
+		{65536, "metricsPort 65536"},
+		{53, "metricsPort 53"},
+		{8053, "metricsPort 8053"},
+	} {
+		cfg := DefaultConfig()
+		cfg.Nameservers = []string{"10.96.0.10"}
+		cfg.TLSCertFile, cfg.TLSKeyFile = "a", "b"
+		cfg.Sidecar.MetricsPort = tc.port
+		err := cfg.Validate(false)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("metricsPort %d: error %v, want %q", tc.port, err, tc.want)
+		}
+	}
+	// The config file key.
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	if err := LoadConfigFile(writeFile(t, dir, "c.yaml", "sidecar: {metricsPort: 9153}\n"), &cfg); err != nil || cfg.Sidecar.MetricsPort != 9153 {
+		t.Fatalf("sidecar.metricsPort from file: %d %v", cfg.Sidecar.MetricsPort, err)
+	}
+}

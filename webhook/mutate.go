@@ -106,7 +106,9 @@ func skip(d Decision, reason, why string) Decision {
 //     a pod sysctl ip_unprivileged_port_start above 53, or a container
 //     already named dnsguard-resolver; a container declaring the health
 //     port 8053 moves the resolver's health listener to the next free port
-//     (with a warning) instead.
+//     (with a warning) instead. With sidecar.metricsPort set, a pod whose
+//     container declares that TCP port (or a port named dnsguard-metrics)
+//     gets the sidecar without metrics, with a warning.
 func Decide(pod *corev1.Pod, env Env, cfg *Config) Decision {
 	var d Decision
 	if m, ok := pod.Annotations[AnnotationInjected]; ok {
@@ -154,10 +156,17 @@ func Decide(pod *corev1.Pod, env Env, cfg *Config) Decision {
 	}
 
 	healthPort := int32(sidecarHealthPort)
+	metricsPort := cfg.Sidecar.MetricsPort
 	if mode == ModeSidecar {
 		why := sidecarBlocker(pod)
+		if why == "" && metricsPort > 0 {
+			if mwhy := metricsPortBlocker(pod, metricsPort); mwhy != "" {
+				d.warnf("%s, the resolver's metrics port; the sidecar is injected without metrics (not scraped)", mwhy)
+				metricsPort = 0
+			}
+		}
 		if why == "" {
-			port, moved, ok := healthPortFor(pod)
+			port, moved, ok := healthPortFor(pod, metricsPort)
 			switch {
 			case !ok:
 				why = fmt.Sprintf("%s and ports %d-%d are declared too, so the resolver's health listener has no free port", moved, sidecarHealthPort+1, sidecarHealthPortMax)
@@ -184,7 +193,7 @@ func Decide(pod *corev1.Pod, env Env, cfg *Config) Decision {
 	}
 	d.DNSConfig = buildDNSConfig(pod, ns, servers, cfg, &d)
 	if mode == ModeSidecar {
-		c := sidecarContainer(cfg, cfg.NodeLocal.upstreams(env.Nameservers), healthPort)
+		c := sidecarContainer(cfg, cfg.NodeLocal.upstreams(env.Nameservers), healthPort, metricsPort)
 		c.Resources = sidecarResources(pod, env.NamespaceAnnotations, cfg, &d)
 		d.Sidecar = &c
 		d.PullSecrets = sidecarPullSecrets(pod, cfg)

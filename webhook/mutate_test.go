@@ -545,3 +545,84 @@ func TestSidecarHealthPortConflict(t *testing.T) {
 		})
 	}
 }
+
+// TestSidecarMetricsPort: with sidecar.metricsPort the resolver serves
+// /metrics on the pod IP and declares the named port; a pod that already
+// uses that port or name keeps its DNS cache but gets no metrics (the
+// resolver would otherwise fail to bind and keep the pod from starting);
+// off, the container is exactly as before.
+func TestSidecarMetricsPort(t *testing.T) {
+	port := func(name string, n int32, proto corev1.Protocol) func(*corev1.Pod) {
+		return func(p *corev1.Pod) {
+			p.Spec.Containers[0].Ports = append(p.Spec.Containers[0].Ports, corev1.ContainerPort{Name: name, ContainerPort: n, Protocol: proto})
+		}
+	}
+	sidecar := annotate(AnnotationMode, ModeSidecar)
+	cases := []struct {
+		name        string
+		metricsPort int32
+		extraArgs   []string
+		pod         *corev1.Pod
+		wantMetrics string // the --metrics-listen argument, "" for none
+		wantHealth  string
+		warn        string
+	}{
+		{name: "off", pod: pod(sidecar), wantHealth: "--health-listen=127.0.0.1:8053"},
+		{name: "on", metricsPort: 9153, pod: pod(sidecar), wantMetrics: "--metrics-listen=:9153", wantHealth: "--health-listen=127.0.0.1:8053"},
+		{name: "before extraArgs", metricsPort: 9153, extraArgs: []string{"--serve-stale"}, pod: pod(sidecar), wantMetrics: "--metrics-listen=:9153", wantHealth: "--health-listen=127.0.0.1:8053"},
+		{name: "app declares the port", metricsPort: 9153, pod: pod(sidecar, port("", 9153, "")), wantHealth: "--health-listen=127.0.0.1:8053", warn: "container app declares port 9153, the resolver's metrics port"},
+		{name: "app declares it as TCP", metricsPort: 9153, pod: pod(sidecar, port("prom", 9153, corev1.ProtocolTCP)), wantHealth: "--health-listen=127.0.0.1:8053", warn: "declares port 9153"},
+		{name: "app declares it as UDP only", metricsPort: 9153, pod: pod(sidecar, port("", 9153, corev1.ProtocolUDP)), wantMetrics: "--metrics-listen=:9153", wantHealth: "--health-listen=127.0.0.1:8053"},
+		{name: "app uses the port name", metricsPort: 9153, pod: pod(sidecar, port(SidecarMetricsPortName, 9000, "")), wantHealth: "--health-listen=127.0.0.1:8053", warn: "already declares a port named dnsguard-metrics"},
+		{name: "moved health port skips the metrics port", metricsPort: 8054, pod: pod(sidecar, port("", 8053, "")), wantMetrics: "--metrics-listen=:8054", wantHealth: "--health-listen=127.0.0.1:8055", warn: "moved it to 127.0.0.1:8055"},
+		{name: "dnsconfig mode: nothing", metricsPort: 9153, pod: pod(annotate(AnnotationMode, ModeDNSConfig))},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Sidecar.MetricsPort = tc.metricsPort
+			cfg.Sidecar.ExtraArgs = tc.extraArgs
+			if err := cfg.Validate(false); err != nil {
+				t.Fatal(err)
+			}
+			d := Decide(tc.pod, testEnv, &cfg)
+			if strings.Join(d.Warnings, "\n") != "" && tc.warn == "" || !strings.Contains(strings.Join(d.Warnings, "\n"), tc.warn) {
+				t.Errorf("warnings %q, want one containing %q", d.Warnings, tc.warn)
+			}
+			if tc.wantHealth == "" {
+				if d.Sidecar != nil {
+					t.Fatalf("sidecar injected: %s", d.Reason)
+				}
+				return
+			}
+			if d.Sidecar == nil {
+				t.Fatalf("no sidecar: %s %q", d.Reason, d.Warnings)
+			}
+			c := d.Sidecar
+			var metricsArgs []string
+			for _, a := range c.Args {
+				if strings.HasPrefix(a, "--metrics-listen") {
+					metricsArgs = append(metricsArgs, a)
+				}
+			}
+			if !slices.Contains(c.Args, tc.wantHealth) {
+				t.Errorf("args %q lack %q", c.Args, tc.wantHealth)
+			}
+			if tc.wantMetrics == "" {
+				if len(metricsArgs) != 0 || len(c.Ports) != 0 {
+					t.Errorf("metrics without metricsPort: args %q ports %+v", metricsArgs, c.Ports)
+				}
+				return
+			}
+			if !slices.Equal(metricsArgs, []string{tc.wantMetrics}) {
+				t.Errorf("metrics args %q, want [%q]", metricsArgs, tc.wantMetrics)
+			}
+			if want := []corev1.ContainerPort{{Name: "dnsguard-metrics", ContainerPort: tc.metricsPort, Protocol: corev1.ProtocolTCP}}; !reflect.DeepEqual(c.Ports, want) {
+				t.Errorf("ports %+v, want %+v", c.Ports, want)
+			}
+			if n := len(tc.extraArgs); n > 0 && !slices.Equal(c.Args[len(c.Args)-n:], tc.extraArgs) {
+				t.Errorf("args %q do not end with sidecar.extraArgs %q (they must win)", c.Args, tc.extraArgs)
+			}
+		})
+	}
+}

@@ -23,14 +23,23 @@ const (
 	sidecarHealthPort    = 8053
 	sidecarHealthPortMax = sidecarHealthPort + 100
 	sidecarBinary        = "/resolver"
+	// SidecarMetricsPortName names the resolver's metrics port (with
+	// sidecar.metricsPort) so a PodMonitor selects it by name; at most 15
+	// characters (IANA_SVC_NAME).
+	SidecarMetricsPortName = "dnsguard-metrics"
 )
 
 // healthPortFor returns the resolver's health port for pod: 8053 unless a
 // container declares it (TCP: the listener is HTTP), else the first port
-// above it that no container declares. why says what moved it ("" when not
-// moved). ok is false only when every candidate is taken.
-func healthPortFor(pod *corev1.Pod) (port int32, why string, ok bool) {
+// above it that no container declares and that is not avoid (the sidecar's
+// metrics port, which the resolver binds on every address, loopback
+// included; 0: none). why says what moved it ("" when not moved). ok is
+// false only when every candidate is taken.
+func healthPortFor(pod *corev1.Pod, avoid int32) (port int32, why string, ok bool) {
 	taken := map[int32]string{}
+	if avoid > 0 {
+		taken[avoid] = SidecarName
+	}
 	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for _, c := range cs {
 			for _, p := range c.Ports {
@@ -54,6 +63,45 @@ func healthPortFor(pod *corev1.Pod) (port int32, why string, ok bool) {
 		}
 	}
 	return 0, why, false
+}
+
+// metricsPortBlocker returns why the resolver's metrics port cannot be
+// used in pod, or "": a container already declares that TCP port (the
+// resolver binds it on the pod IP, so one of them would fail to start; a
+// native sidecar that exits keeps the whole pod from starting), or a port
+// named SidecarMetricsPortName (the PodMonitor would scrape an ambiguous
+// name). Such a pod gets the sidecar without metrics rather than lose its
+// DNS cache over observability. Undeclared ports cannot be seen here.
+func metricsPortBlocker(pod *corev1.Pod, port int32) string {
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range cs {
+			for _, p := range c.Ports {
+				if p.Name == SidecarMetricsPortName {
+					return fmt.Sprintf("container %s already declares a port named %s", c.Name, SidecarMetricsPortName)
+				}
+				if p.ContainerPort == port && p.Protocol != corev1.ProtocolUDP && p.Protocol != corev1.ProtocolSCTP {
+					return fmt.Sprintf("container %s declares port %d", c.Name, port)
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// validateMetricsPort checks sidecar.metricsPort: 0 (off) or a TCP port
+// the resolver does not already use in the pod.
+func validateMetricsPort(p int32) error {
+	switch {
+	case p == 0:
+		return nil
+	case p < 1 || p > 65535:
+		return fmt.Errorf("sidecar metricsPort %d: want 1-65535, or 0 for off", p)
+	case p == 53:
+		return fmt.Errorf("sidecar metricsPort %d: the resolver answers DNS on 127.0.0.1:53", p)
+	case p == sidecarHealthPort:
+		return fmt.Errorf("sidecar metricsPort %d: the resolver's health listener uses 127.0.0.1:%d", p, sidecarHealthPort)
+	}
+	return nil
 }
 
 // sidecarBlocker returns why the resolver cannot be injected into pod, or "".
@@ -121,12 +169,20 @@ func boolptr(b bool) *bool { return &b }
 // the resolver listens on loopback only.
 //
 // healthPort is the resolver's loopback health port (see healthPortFor).
-func sidecarContainer(cfg *Config, upstreams []string, healthPort int32) corev1.Container {
+// metricsPort, when not 0, makes the resolver serve /metrics on the pod IP
+// there, declared as the named port a PodMonitor scrapes; the flag goes
+// before sidecar.extraArgs, which therefore still win.
+func sidecarContainer(cfg *Config, upstreams []string, healthPort, metricsPort int32) corev1.Container {
 	args := []string{"--listen=" + sidecarListen}
 	for _, u := range upstreams {
 		args = append(args, "--upstream="+net.JoinHostPort(u, "53"))
 	}
 	args = append(args, "--health-listen="+net.JoinHostPort("127.0.0.1", strconv.Itoa(int(healthPort))))
+	var ports []corev1.ContainerPort
+	if metricsPort > 0 {
+		args = append(args, "--metrics-listen=:"+strconv.Itoa(int(metricsPort)))
+		ports = []corev1.ContainerPort{{Name: SidecarMetricsPortName, ContainerPort: metricsPort, Protocol: corev1.ProtocolTCP}}
+	}
 	args = append(args, cfg.Sidecar.ExtraArgs...)
 	probe := func(period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
@@ -145,6 +201,7 @@ func sidecarContainer(cfg *Config, upstreams []string, healthPort int32) corev1.
 		ImagePullPolicy: cfg.Sidecar.ImagePullPolicy,
 		Command:         []string{sidecarBinary},
 		Args:            args,
+		Ports:           ports,
 		RestartPolicy:   &always,
 		Resources:       *cfg.Sidecar.Resources.DeepCopy(),
 		// Up to 30 s for the first answer, checked every second so the app

@@ -91,6 +91,7 @@ shown in brackets; flags given on the command line win over the file):
 	image := fs.String("sidecar-image", def.Sidecar.Image, "resolver sidecar image (binary at /resolver) [sidecar.image]")
 	pullSecrets := fs.String("sidecar-image-pull-secrets", "", "Secret names, comma separated, added to spec.imagePullSecrets of pods that get the sidecar (unless already listed), for a resolver image in a private registry [sidecar.imagePullSecrets]")
 	fallback := fs.Bool("sidecar-fallback", def.Sidecar.Fallback, "sidecar mode: keep the cluster DNS as second nameserver after 127.0.0.1, so pods resolve if the sidecar dies; musl (Alpine) queries all nameservers at once, so this doubles the queries musl pods send to the cluster DNS [sidecar.fallback]")
+	metricsPort := fs.Int("sidecar-metrics-port", int(def.Sidecar.MetricsPort), "sidecar mode: the resolver also serves /metrics on the pod IP at this TCP port (--metrics-listen=:PORT), declared as container port \"dnsguard-metrics\" for a PodMonitor; not 53 or 8053; pods declaring it get the sidecar without metrics; 0: off [sidecar.metricsPort]")
 	logLevel := fs.String("log-level", def.LogLevel, "debug, info, warn or error [logLevel]")
 	maxBytes := fs.Int64("max-request-bytes", def.MaxRequestBytes, "largest request body accepted; larger gets 413 [maxRequestBytes]")
 	budget := fs.Int64("request-budget-bytes", def.RequestBudgetBytes, "bytes all request bodies being read or handled may pin at once, charged at 3x their size; over it a request gets 429 with Retry-After (the API server retries). A quarter is kept for bodies up to 64 KiB, so ordinary pods are served while big ones are shed. The default keeps the process under 128 MiB with no memory limit set; at least 4x --max-request-bytes [requestBudgetBytes]")
@@ -156,6 +157,13 @@ shown in brackets; flags given on the command line win over the file):
 			cfg.Sidecar.ImagePullSecrets = splitList(*pullSecrets)
 		case "sidecar-fallback":
 			cfg.Sidecar.Fallback = *fallback
+		case "sidecar-metrics-port":
+			if *metricsPort < 0 || *metricsPort > 65535 {
+				// Checked before the int32 conversion could wrap it into range.
+				errs = append(errs, fmt.Errorf("--sidecar-metrics-port=%d: want 1-65535, or 0 for off", *metricsPort))
+				return
+			}
+			cfg.Sidecar.MetricsPort = int32(*metricsPort)
 		case "log-level":
 			cfg.LogLevel = *logLevel
 		case "max-request-bytes":

@@ -106,3 +106,53 @@ func TestProcessFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestSidecarMetricsPortFlag: --sidecar-metrics-port follows the pattern of
+// the other sidecar settings (off by default, the flag beats the file) and
+// names a bad port, including ones an int32 would wrap into range.
+func TestSidecarMetricsPortFlag(t *testing.T) {
+	base := []string{"--tls-cert-file=a", "--tls-key-file=b", "--nameservers=10.0.0.10"}
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(file, []byte("sidecar: {metricsPort: 9153}\n"), 0o600)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want int32
+		err  string
+	}{
+		{"default off", nil, 0, ""},
+		{"flag", []string{"--sidecar-metrics-port=9153"}, 9153, ""},
+		{"file", []string{"--config=" + file}, 9153, ""},
+		{"flag beats file", []string{"--config=" + file, "--sidecar-metrics-port=9300"}, 9300, ""},
+		{"flag turns it off", []string{"--config=" + file, "--sidecar-metrics-port=0"}, 0, ""},
+		{"dns port", []string{"--sidecar-metrics-port=53"}, 0, "metricsPort 53"},
+		{"health port", []string{"--sidecar-metrics-port=8053"}, 0, "metricsPort 8053"},
+		{"negative", []string{"--sidecar-metrics-port=-1"}, 0, "--sidecar-metrics-port=-1"},
+		{"too big", []string{"--sidecar-metrics-port=65536"}, 0, "--sidecar-metrics-port=65536"},
+		{"wraps into int32 range", []string{"--sidecar-metrics-port=4294976449"}, 0, "--sidecar-metrics-port=4294976449"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := parseConfig(append(append([]string{}, base...), tc.args...), false)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one naming %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || cfg.Sidecar.MetricsPort != tc.want {
+				t.Fatalf("metricsPort %d (%v), want %d", cfg.Sidecar.MetricsPort, err, tc.want)
+			}
+		})
+	}
+	r, w, _ := os.Pipe()
+	stderr := os.Stderr
+	os.Stderr = w
+	_, _ = parseConfig([]string{"--help"}, false)
+	w.Close()
+	os.Stderr = stderr
+	out := new(bytes.Buffer)
+	out.ReadFrom(r)
+	if !strings.Contains(out.String(), "sidecar-metrics-port") || !strings.Contains(out.String(), "[sidecar.metricsPort]") {
+		t.Errorf("--help does not document --sidecar-metrics-port [sidecar.metricsPort]")
+	}
+}

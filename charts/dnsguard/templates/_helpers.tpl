@@ -211,6 +211,10 @@ sidecar:
   {{- with .Values.sidecar.extraArgs }}
   extraArgs: {{ toJson . }}
   {{- end }}
+  {{- /* Only when set: off, the config (and so every patch) is as before. */}}
+  {{- with .Values.sidecar.metricsPort }}
+  metricsPort: {{ int . }}
+  {{- end }}
   resources:
     {{- toYaml .Values.sidecar.resources | nindent 4 }}
 {{- with .Values.extraSearchDomains }}
