@@ -4,6 +4,9 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,13 +17,35 @@ import (
 
 const nodeLocalIP = "169.254.20.10"
 
+// nodeCacheMetricsPort is where c6 has the node cache serve /metrics on
+// the node (nodeCache.metrics.port; not the default 9253, to show the
+// value is honoured).
+const nodeCacheMetricsPort = 9263
+
+// nodeInternalIP is the InternalIP of the (single) node.
+func nodeInternalIP(ctx context.Context) (string, error) {
+	nodes, err := e2e.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "", err
+	}
+	for _, n := range nodes.Items {
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				return a.Address, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no node with an InternalIP among %d nodes", len(nodes.Items))
+}
+
 // c6NodeLocal: with nodeCache.enabled the DaemonSet runs on the node, the
 // link-local address answers, dnsconfig pods get it as first nameserver, and
 // a pod resolving in a loop sees no failed lookup across a rolling update of
 // the DaemonSet.
 func c6NodeLocal(ctx context.Context, t *testing.T) {
 	if _, err := tool(ctx, "helm", append(installArgs("upgrade"), "--reuse-values",
-		"--set", "nodeCache.enabled=true", "--set", "nodeCache.clusterDNS="+clusterDNSIP)...); err != nil {
+		"--set", "nodeCache.enabled=true", "--set", "nodeCache.clusterDNS="+clusterDNSIP,
+		"--set", "nodeCache.metrics.enabled=true", "--set", fmt.Sprintf("nodeCache.metrics.port=%d", nodeCacheMetricsPort))...); err != nil {
 		t.Fatalf("helm upgrade --set nodeCache.enabled=true: %v%s", err, diagnose(ctx, releaseNS))
 	}
 	ds := fullname + "-node-cache"
@@ -89,6 +114,20 @@ func c6NodeLocal(ctx context.Context, t *testing.T) {
 	t.Logf("lookups during the DaemonSet's rolling update: %d ok, %d failed", ok, fail)
 	if ok < 100 || fail > 0 {
 		t.Errorf("lookups across the rolling update: %d ok, %d failed; want 0 failed (and at least 100 lookups)", ok, fail)
+	}
+	// What a Prometheus (the chart's PodMonitor) scrapes: the node cache's
+	// metrics on the node's own address, counting the lookups above.
+	nodeIP, err := nodeInternalIP(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("http://%s/metrics", net.JoinHostPort(nodeIP, strconv.Itoa(nodeCacheMetricsPort)))
+	// The restart came a few seconds into a loop of about 45 s, so the
+	// new instance saw most of its lookups (A and AAAA each).
+	if n := scrapeQueries(t, url); n < 100 {
+		t.Errorf("node cache metrics at %s count %d client queries, want at least 100 from the loop pod after the restart", url, n)
+	} else {
+		t.Logf("node cache metrics scraped at %s: %d client queries", url, n)
 	}
 	_ = e2e.client.CoreV1().Pods(nsEnabled).Delete(ctx, p.Name, metav1.DeleteOptions{})
 	// Back to the default installation for what follows.

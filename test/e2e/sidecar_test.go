@@ -184,19 +184,29 @@ func resolverQueries(ctx context.Context, t *testing.T, ns, pod string) int {
 	if port == "" {
 		t.Fatalf("kubectl port-forward printed no local port")
 	}
-	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(fmt.Sprintf("http://127.0.0.1:%s/metrics", port))
+	return scrapeQueries(t, fmt.Sprintf("http://127.0.0.1:%s/metrics", port))
+}
+
+// scrapeQueries GETs a resolver's /metrics at url and returns its client
+// query counter (UDP plus TCP).
+func scrapeQueries(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(url)
 	if err != nil {
-		t.Fatalf("GET resolver /metrics: %v", err)
+		t.Fatalf("GET resolver metrics %s: %v", url, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET resolver metrics %s: %s\n%.500s", url, resp.Status, b)
+	}
 	n := 0
 	for _, m := range queriesRE.FindAllStringSubmatch(string(b), -1) {
 		v, _ := strconv.Atoi(m[2])
 		n += v
 	}
 	if n == 0 && !strings.Contains(string(b), "dnsguard_resolver_queries_total") {
-		t.Fatalf("resolver /metrics has no dnsguard_resolver_queries_total:\n%.2000s", b)
+		t.Fatalf("resolver metrics at %s have no dnsguard_resolver_queries_total:\n%.2000s", url, b)
 	}
 	return n
 }
