@@ -97,6 +97,24 @@ func c0Install(ctx context.Context, t *testing.T) {
 			t.Errorf("kubectl auth can-i %s as the webhook: %q, want %q", strings.Join(c.args, " "), got, c.want)
 		}
 	}
+	// Ready replicas are not yet reachable from every API server: kube-proxy
+	// programs the new endpoints a moment later (once, on this node, an
+	// admission call right after install failed with "no route to host"
+	// and the pod went through unpatched, as failurePolicy Ignore says).
+	// Wait (bounded) for a patched server-side dry run, as a user waits for
+	// the install to take effect, and say how long it took.
+	createNamespace(ctx, t, nsEnabled, map[string]string{enabledLabel: "true"})
+	start := time.Now()
+	err = poll(ctx, 30*time.Second, func(ctx context.Context) (bool, error) {
+		p, err := e2e.client.CoreV1().Pods(nsEnabled).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "install-probe"}, Spec: clientSpec(glibcImage),
+		}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err == nil && patched(p), nil
+	})
+	if err != nil {
+		t.Fatalf("no patched admission 30s after helm install --wait returned%s", diagnose(ctx, releaseNS))
+	}
+	t.Logf("first patched admission %.1fs after helm install --wait returned", time.Since(start).Seconds())
 	// helm test: the chart's own test pod in an opted-in namespace reads
 	// the resolv.conf kubelet rendered and resolves a Service name; it exits
 	// non-zero unless both hold. (No --logs: the hook-succeeded delete
@@ -106,7 +124,6 @@ func c0Install(ctx context.Context, t *testing.T) {
 	} else if !regexp.MustCompile(`TEST SUITE:\s+dnsguard-test-dns\n(.*\n){2}Phase:\s+Succeeded`).MatchString(out) {
 		t.Errorf("helm test: the dnsguard-test-dns pod did not succeed:\n%s", out)
 	}
-	createNamespace(ctx, t, nsEnabled, map[string]string{enabledLabel: "true"})
 	createNamespace(ctx, t, nsPlain, nil)
 	createNamespace(ctx, t, nsOther, nil)
 	createEchoService(ctx, t)
