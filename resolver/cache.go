@@ -24,9 +24,13 @@ type Cache struct {
 	now func() time.Time
 }
 
+// cacheShard maps the 64-bit hash of a key to its entry: an 8-byte map
+// key instead of a string header plus a separate copy of the key. The
+// entry itself knows its key (item.hasKey), so a hash collision is a miss
+// and, on store, the older entry's eviction; never a wrong answer.
 type cacheShard struct {
 	mu    sync.RWMutex
-	m     map[string]*item
+	m     map[uint64]*item
 	bytes int
 }
 
@@ -41,39 +45,47 @@ func NewCache(maxEntries, maxBytes int, staleFor time.Duration) *Cache {
 		now:        time.Now,
 	}
 	for i := range c.shards {
-		c.shards[i].m = make(map[string]*item)
+		c.shards[i].m = make(map[uint64]*item)
 	}
 	return c
 }
 
-func (c *Cache) shard(key []byte) *cacheShard {
-	return &c.shards[maphash.Bytes(c.seed, key)%cacheShards]
+// shard returns the key's shard and its hash within it.
+func (c *Cache) shard(key []byte) (*cacheShard, uint64) {
+	h := maphash.Bytes(c.seed, key)
+	return &c.shards[h%cacheShards], h
 }
 
 // get returns the entry for key, fresh or (when serve-stale keeps it)
 // expired; nil when there is none. It does not allocate.
 func (c *Cache) get(key []byte) *item {
-	s := c.shard(key)
+	s, h := c.shard(key)
 	s.mu.RLock()
-	it := s.m[string(key)]
+	it := s.m[h]
 	s.mu.RUnlock()
+	if it != nil && !it.hasKey(key) {
+		return nil
+	}
 	return it
 }
 
 // set stores it under key, evicting as needed to stay within the bounds.
 func (c *Cache) set(key []byte, it *item) {
-	s := c.shard(key)
+	s, h := c.shard(key)
 	now := c.now()
+	it.setKey(key)
+	size := it.size()
 	s.mu.Lock()
-	if old, ok := s.m[string(key)]; ok {
+	if old, ok := s.m[h]; ok {
+		// The same key, or (vanishingly rare) another with the same hash.
 		s.bytes -= old.size()
-		delete(s.m, string(key))
+		delete(s.m, h)
 	}
-	for len(s.m) >= c.maxEntries || (len(s.m) > 0 && s.bytes+it.size() > c.maxBytes) {
+	for len(s.m) >= c.maxEntries || (len(s.m) > 0 && s.bytes+size > c.maxBytes) {
 		s.evictOne(now, c.staleFor)
 	}
-	s.m[string(key)] = it
-	s.bytes += it.size()
+	s.m[h] = it
+	s.bytes += size
 	s.mu.Unlock()
 }
 
@@ -81,7 +93,7 @@ func (c *Cache) set(key []byte, it *item) {
 // picks, else the first pick. Go's map iteration starts at a random
 // position, which makes the pick random.
 func (s *cacheShard) evictOne(now time.Time, staleFor time.Duration) {
-	var victim string
+	var victim uint64
 	n := 0
 	for k, it := range s.m {
 		if n == 0 {
@@ -103,11 +115,11 @@ func (s *cacheShard) evictOne(now time.Time, staleFor time.Duration) {
 
 // remove deletes key when it still maps to it.
 func (c *Cache) remove(key []byte, it *item) {
-	s := c.shard(key)
+	s, h := c.shard(key)
 	s.mu.Lock()
-	if cur, ok := s.m[string(key)]; ok && cur == it {
+	if cur, ok := s.m[h]; ok && cur == it {
 		s.bytes -= it.size()
-		delete(s.m, string(key))
+		delete(s.m, h)
 	}
 	s.mu.Unlock()
 }
@@ -124,7 +136,7 @@ func (c *Cache) Len() int {
 	return n
 }
 
-// Bytes is the approximate memory held by entries.
+// Bytes is the memory held by entries, as item.size counts it.
 func (c *Cache) Bytes() int {
 	n := 0
 	for i := range c.shards {

@@ -115,8 +115,8 @@ func TestTTLClamps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if it.ttl != 30 || it.ttls[0] != 30 || it.ttls[1] != 600 {
-		t.Fatalf("clamped TTLs %v life %d, want [30 600] life 30", it.ttls, it.ttl)
+	if it.ttl != 30 || it.recordTTLs()[0] != 30 || it.recordTTLs()[1] != 600 {
+		t.Fatalf("clamped TTLs %v life %d, want [30 600] life 30", it.recordTTLs(), it.ttl)
 	}
 	// TTL 0 without a minimum: answered but never cached.
 	b = upstreamReply(t, "a.example.", dns.TypeA, 0, []string{"a.example. 0 IN A 192.0.2.1"}, nil)

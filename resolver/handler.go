@@ -268,7 +268,8 @@ func servfailItem(name []byte, qtype, qclass uint16, now time.Time, ttl uint32) 
 	w := buildQuery(nil, name, qtype, qclass, false, false, false)
 	w[2] = byte((flagQR | flagRD) >> 8)
 	w[3] = byte(flagRA | rcodeServFail)
-	return &item{wire: w, rcode: rcodeServFail, stored: now, ttl: ttl}
+	// No records, so no TTL offsets: the capacity must end at the length.
+	return &item{wire: w[:len(w):len(w)], rcode: rcodeServFail, stored: monoNanos(now), ttl: ttl}
 }
 
 // maybePrefetch refreshes a popular entry in the background shortly

@@ -13,37 +13,124 @@ import (
 // item is one cached answer, kept as packed wire bytes so a cache hit is a
 // copy plus a few in-place patches (ID, flags, question case, TTLs) rather
 // than an unpack and a pack.
+//
+// Its layout is what the cache's memory is made of (10,000 entries by
+// default), so it is compact: one fixed-size struct and one byte slice.
+// The record TTLs are not kept apart: wire holds the clamped TTLs of the
+// time of storage, and wire is never modified once built.
 type item struct {
 	// wire is header, question (lowercased name), answer, authority and
-	// additional records, without OPT (it is hop-by-hop; RFC 6891).
-	wire []byte
-	// ttlAt are the offsets of every record's TTL field in wire, ttls the
-	// clamped TTLs at storage time.
-	ttlAt []uint16
-	ttls  []uint32
+	// additional records, without OPT (it is hop-by-hop; RFC 6891). Its
+	// spare capacity, wire[len(wire):cap(wire)], holds the big-endian
+	// uint16 offsets of every record's TTL field: same allocation.
+	wire  []byte
 	rcode int
-	// stored is when the answer arrived; ttl its lifetime in seconds.
-	stored time.Time
+	// stored is when the answer arrived, in nanoseconds since clockBase
+	// (8 bytes rather than a time.Time's 24); ttl its lifetime in seconds.
+	stored int64
 	ttl    uint32
 
-	hits        atomic.Uint32
+	// kbits is the last byte of the cache key (DO and CD bits); the rest
+	// of a cache key is wire's question. xkey holds the whole key instead
+	// when it is not of that form (tests); see hasKey.
+	kbits byte
+	xkey  string
+
 	prefetching atomic.Bool
+	hits        atomic.Uint32
 	// retryAfter (unix nanoseconds) delays the next upstream attempt for
 	// an expired entry whose refresh just failed (RFC 8767 failure
 	// recheck timer); until then it is served stale.
 	retryAfter atomic.Int64
 }
 
+// clockBase anchors item.stored. With time.Now as the clock the
+// difference is taken on the monotonic clock, as time.Time comparisons are.
+var clockBase = time.Now()
+
+func monoNanos(t time.Time) int64 { return int64(t.Sub(clockBase)) }
+
+// storedAt is when the entry was stored.
+func (it *item) storedAt() time.Time { return clockBase.Add(time.Duration(it.stored)) }
+
 // expires is when the entry stops being fresh.
 func (it *item) expires() time.Time {
-	return it.stored.Add(time.Duration(it.ttl) * time.Second)
+	return clockBase.Add(time.Duration(it.stored) + time.Duration(it.ttl)*time.Second)
 }
 
 // fresh reports whether the entry may be served as a normal hit at now.
 func (it *item) fresh(now time.Time) bool { return now.Before(it.expires()) }
 
-// size approximates the memory an entry holds, for the cache byte bound.
-func (it *item) size() int { return len(it.wire) + 6*len(it.ttls) + 96 }
+// ttlOffsets are the positions of the records' TTL fields, two bytes each.
+func (it *item) ttlOffsets() []byte { return it.wire[len(it.wire):cap(it.wire)] }
+
+// recordTTLs are the records' stored (clamped) TTLs, in message order.
+func (it *item) recordTTLs() []uint32 {
+	offs := it.ttlOffsets()
+	out := make([]uint32, 0, len(offs)/2)
+	for i := 0; i+1 < len(offs); i += 2 {
+		out = append(out, binary.BigEndian.Uint32(it.wire[binary.BigEndian.Uint16(offs[i:]):]))
+	}
+	return out
+}
+
+// hasKey reports whether the entry was stored under key.
+func (it *item) hasKey(key []byte) bool {
+	if it.xkey != "" {
+		return it.xkey == string(key)
+	}
+	n := len(key) - 1
+	// A wire name is self-delimiting, so equal bytes mean equal name,
+	// type and class.
+	return n >= 0 && key[n] == it.kbits && len(it.wire) >= headerLen+n &&
+		string(key[:n]) == string(it.wire[headerLen:headerLen+n])
+}
+
+// setKey records the key the entry is stored under: its DO/CD byte, or
+// all of it when the key is not the entry's question (only tests do that).
+func (it *item) setKey(key []byte) {
+	n := len(key) - 1
+	if n >= 0 {
+		it.kbits = key[n]
+	}
+	if !it.hasKey(key) {
+		it.xkey = string(key)
+	}
+}
+
+// Approximate heap cost of an entry beyond its byte slice: the item
+// struct (an 80-byte size class) and its slot in the shard's map (a
+// 16-byte slot plus control byte, at the swiss table's typical load).
+const itemOverhead = 80 + 32
+
+// size is the memory an entry holds, for the cache byte bound: what the
+// allocator really hands out (size classes), not just the payload, so
+// --cache-bytes bounds the heap the cache takes.
+func (it *item) size() int {
+	return itemOverhead + allocSize(cap(it.wire)) + allocSize(len(it.xkey))
+}
+
+// allocSize approximates the Go allocator's size class for n bytes
+// (runtime/sizeclasses.go): 16-byte steps up to 256, then steps of about
+// an eighth, which never undercounts by more than that.
+func allocSize(n int) int {
+	switch {
+	case n == 0:
+		return 0
+	case n <= 256:
+		return (n + 15) &^ 15
+	}
+	step := 1 << (bitsLen(n) - 4) // n/8 < step <= n/16*2
+	return (n + step - 1) &^ (step - 1)
+}
+
+func bitsLen(n int) int {
+	l := 0
+	for ; n > 0; n >>= 1 {
+		l++
+	}
+	return l
+}
 
 // ttlPolicy are the clamps applied when storing.
 type ttlPolicy struct {
@@ -126,6 +213,16 @@ func newItem(b []byte, now time.Time, pol ttlPolicy) (*item, error) {
 			return nil, err
 		}
 	}
+	an := int(binary.BigEndian.Uint16(wire[6:]))
+	ns := int(binary.BigEndian.Uint16(wire[8:]))
+	ar := int(binary.BigEndian.Uint16(wire[10:]))
+	total := an + ns + ar
+	if cap(wire) != len(wire)+2*total {
+		// Repacked: make the entry's single allocation (wire, then the
+		// TTL offsets) here; stripOPT's own copy already has that shape.
+		wire = append(make([]byte, 0, len(wire)+2*total), wire...)
+	}
+	offs := wire[len(wire):cap(wire)]
 	// Lowercase the question name: entries are shared by every case.
 	qend, _ := skipName(wire, headerLen)
 	for i := headerLen; i < qend; i++ {
@@ -136,17 +233,11 @@ func newItem(b []byte, now time.Time, pol ttlPolicy) (*item, error) {
 	// Clear TC/AA, set RA: the client talks to a recursive service.
 	wire[2] &^= (flagTC | flagAA) >> 8
 	wire[3] |= flagRA
-	it := &item{wire: wire, rcode: rcode, stored: now}
-	an := int(binary.BigEndian.Uint16(wire[6:]))
-	ns := int(binary.BigEndian.Uint16(wire[8:]))
-	ar := int(binary.BigEndian.Uint16(wire[10:]))
+	it := &item{wire: wire, rcode: rcode, stored: monoNanos(now)}
 	off := qend + 4
 	minAnswer := uint32(1<<32 - 1)
 	var soaTTL, soaMin uint32
 	haveSOA := false
-	total := an + ns + ar
-	it.ttlAt = make([]uint16, 0, total)
-	it.ttls = make([]uint32, 0, total)
 	for i := 0; i < total; i++ {
 		var rr rrInfo
 		if off, err = skipRR(wire, off, &rr); err != nil {
@@ -164,8 +255,16 @@ func newItem(b []byte, now time.Time, pol ttlPolicy) (*item, error) {
 			soaTTL = ttl
 			soaMin = binary.BigEndian.Uint32(wire[rr.rdataAt+rr.rdataLen-4:])
 		}
-		it.ttlAt = append(it.ttlAt, uint16(rr.ttlAt))
-		it.ttls = append(it.ttls, ttl)
+		binary.BigEndian.PutUint16(offs[2*i:], uint16(rr.ttlAt))
+		// The TTL field holds the RFC 2181 value until clamped below.
+		binary.BigEndian.PutUint32(wire[rr.ttlAt:], ttl)
+	}
+	// clampTTLs applies f to every record's TTL in place.
+	clampTTLs := func(f func(uint32) uint32) {
+		for i := 0; i+1 < len(offs); i += 2 {
+			at := binary.BigEndian.Uint16(offs[i:])
+			binary.BigEndian.PutUint32(wire[at:], f(binary.BigEndian.Uint32(wire[at:])))
+		}
 	}
 	switch {
 	case rcode == rcodeSuccess && an > 0:
@@ -173,9 +272,7 @@ func newItem(b []byte, now time.Time, pol ttlPolicy) (*item, error) {
 		if minAnswer == 0 && pol.min == 0 {
 			life = 0
 		}
-		for i := range it.ttls {
-			it.ttls[i] = clamp(it.ttls[i], pol.min, pol.max)
-		}
+		clampTTLs(func(t uint32) uint32 { return clamp(t, pol.min, pol.max) })
 		it.ttl = life
 	case rcode == rcodeSuccess || rcode == rcodeNXDomain:
 		// NODATA or NXDOMAIN: cacheable only with an SOA (RFC 2308 §5),
@@ -185,9 +282,7 @@ func newItem(b []byte, now time.Time, pol ttlPolicy) (*item, error) {
 			break
 		}
 		neg := min(soaTTL, soaMin, pol.negMax)
-		for i := range it.ttls {
-			it.ttls[i] = min(it.ttls[i], neg)
-		}
+		clampTTLs(func(t uint32) uint32 { return min(t, neg) })
 		it.ttl = neg
 	case rcode == rcodeServFail:
 		it.ttl = pol.servfailTTL
@@ -196,12 +291,7 @@ func newItem(b []byte, now time.Time, pol ttlPolicy) (*item, error) {
 	}
 	// Whatever is passed on (error replies, uncacheable negatives) never
 	// carries a TTL above the cap.
-	for i := range it.ttls {
-		it.ttls[i] = clamp(it.ttls[i], 0, pol.max)
-	}
-	for i, at := range it.ttlAt {
-		binary.BigEndian.PutUint32(wire[at:], it.ttls[i])
-	}
+	clampTTLs(func(t uint32) uint32 { return clamp(t, 0, pol.max) })
 	return it, nil
 }
 
@@ -216,7 +306,8 @@ func clamp(v, lo, hi uint32) uint32 {
 }
 
 // stripOPT returns a copy of b without its OPT record, and the full
-// (extended) rcode. When the OPT record is the last one (the usual case)
+// (extended) rcode. The copy has spare capacity for newItem's TTL offsets
+// (two bytes per record) so the entry needs no second allocation. When the OPT record is the last one (the usual case)
 // it is cut off; otherwise miekg/dns repacks the message, because later
 // compression pointers could point past the cut.
 func stripOPT(b []byte) ([]byte, int, error) {
@@ -248,10 +339,10 @@ func stripOPT(b []byte) ([]byte, int, error) {
 		}
 	}
 	if optStart < 0 {
-		return append([]byte(nil), b[:off]...), rcode, nil
+		return append(make([]byte, 0, off+2*(an+ns+ar)), b[:off]...), rcode, nil
 	}
 	if optIdx == an+ns+ar-1 && optEnd == off {
-		w := append([]byte(nil), b[:optStart]...)
+		w := append(make([]byte, 0, optStart+2*(an+ns+ar-1)), b[:optStart]...)
 		binary.BigEndian.PutUint16(w[10:], uint16(ar-1))
 		return w, rcode, nil
 	}
@@ -294,16 +385,18 @@ func (it *item) appendReply(dst []byte, q *query, now time.Time, staleTTL uint32
 	copy(d[headerLen:], q.raw[headerLen:q.qEnd-4])
 	var age uint32
 	if staleTTL == 0 {
-		if a := now.Sub(it.stored); a > 0 {
-			age = uint32(a / time.Second)
+		if a := monoNanos(now) - it.stored; a > 0 {
+			age = uint32(a / int64(time.Second))
 		}
 	}
-	for i, at := range it.ttlAt {
+	offs := it.ttlOffsets()
+	for i := 0; i+1 < len(offs); i += 2 {
+		at := binary.BigEndian.Uint16(offs[i:])
 		ttl := staleTTL
 		if staleTTL == 0 {
 			ttl = 0
-			if it.ttls[i] > age {
-				ttl = it.ttls[i] - age
+			if t := binary.BigEndian.Uint32(it.wire[at:]); t > age {
+				ttl = t - age
 			}
 		}
 		binary.BigEndian.PutUint32(d[at:], ttl)
