@@ -44,11 +44,13 @@ type upstream struct {
 func (u *upstream) healthy() bool { return u.downUntil.Load() == 0 }
 
 // upstreamUDPBuf is the read buffer of one UDP try. Upstreams are asked
-// for at most ourUDPSize bytes; a datagram that fills the buffer is
-// treated as truncated and retried over TCP. Kept small because every
-// query in flight holds one (64 KiB buffers made RSS under a miss flood
-// 30+ MiB).
-const upstreamUDPBuf = 4096
+// for at most ourUDPSize bytes (512 without EDNS); a datagram that fills
+// the buffer is more than that, so it is treated as truncated and retried
+// over TCP. Kept just above ourUDPSize (1280 is the allocator's size class
+// for it) because every query in flight holds one: 64 KiB buffers made RSS
+// under a miss flood 30+ MiB, 4 KiB ones still cost 300 KiB per 100 misses
+// in flight.
+const upstreamUDPBuf = 1280
 
 // maxTries bounds the tries of one exchange (and its result queue).
 const maxTries = 32
