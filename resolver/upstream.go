@@ -305,12 +305,19 @@ func (ex *exchange) finish() {
 // first try of an A or AAAA query waits until the other type's try for
 // that name has its answer or timed out.
 func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uint16, do, cd bool) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, f.budget)
-	defer cancel()
-	deadline, _ := ctx.Deadline()
+	// The budget is a deadline checked by every wait below, not a
+	// context.WithTimeout: that costs a context, a timer and a closure
+	// (about 400 bytes of garbage) on every miss.
+	deadline := time.Now().Add(f.budget)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
 	ex := &exchange{f: f}
-	ex.msgs[0] = buildQuery(make([]byte, 0, len(name)+32), name, qtype, qclass, do, cd, true)
-	ex.msgs[1] = buildQuery(make([]byte, 0, len(name)+20), name, qtype, qclass, false, cd, false)
+	// Both forms in one allocation; the full slice expression keeps an
+	// append to the first from running into the second.
+	buf := buildQuery(make([]byte, 0, 2*len(name)+52), name, qtype, qclass, do, cd, true)
+	ex.msgs[0] = buf[:len(buf):len(buf)]
+	ex.msgs[1] = buildQuery(buf[len(buf):], name, qtype, qclass, false, cd, false)
 	defer ex.finish()
 	var skey string
 	if !f.parallelAAAA && (qtype == typeA || qtype == typeAAAA) {
@@ -338,17 +345,17 @@ func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uin
 		// The first UDP try runs on this goroutine: most queries are
 		// answered within it, and then no other goroutine is involved.
 		inline := st.outstanding == 0 && !t.tcp
-		var release func()
+		release := false
 		if inline && skey != "" && attempt == 0 {
-			var err error
-			if release, err = f.serial.acquire(ctx, skey); err != nil {
+			if err := f.serial.acquire(ctx, skey, deadline); err != nil {
 				break
 			}
+			release = true
 		}
 		err := ex.start(t, tryEnd)
 		if err != nil {
-			if release != nil {
-				release()
+			if release {
+				f.serial.release(skey)
 			}
 			st.failed(f, t, err)
 			if reply, fin := st.pauseIfAllFailed(ctx, ex, &timer, f, tryEnd); fin {
@@ -359,8 +366,8 @@ func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uin
 		st.outstanding++
 		if inline {
 			reply, err := f.readUDP(t.u, t.sock, t.msg, tryEnd)
-			if release != nil {
-				release()
+			if release {
+				f.serial.release(skey)
 			}
 			if isTimeout(err) && time.Now().Before(deadline) {
 				st.timeout(f, t)
@@ -384,7 +391,7 @@ func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uin
 		for {
 			r, done := ex.wait(ctx, &timer, tryEnd)
 			if !done {
-				if ctx.Err() == nil && !t.delivered.Load() {
+				if ctx.Err() == nil && time.Now().Before(deadline) && !t.delivered.Load() {
 					st.timeout(f, t)
 				}
 				break
@@ -399,7 +406,7 @@ func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uin
 		}
 	}
 	// No more tries to send: take whatever the ones still listening bring.
-	for st.outstanding > 0 && ctx.Err() == nil {
+	for st.outstanding > 0 && ctx.Err() == nil && time.Now().Before(deadline) {
 		r, done := ex.wait(ctx, &timer, deadline)
 		if !done {
 			break
@@ -707,35 +714,42 @@ type keyLock struct {
 	waiters []chan struct{} // closed when ownership passes to that waiter
 }
 
-// acquire blocks until key is ours (or ctx ends) and returns the release.
-func (s *serializer) acquire(ctx context.Context, key string) (func(), error) {
+// acquire blocks until key is ours (or ctx ends, or deadline passes);
+// the owner calls release(key) when done.
+func (s *serializer) acquire(ctx context.Context, key string, deadline time.Time) error {
 	s.mu.Lock()
 	l, busy := s.m[key]
 	if !busy {
 		s.m[key] = &keyLock{}
 		s.mu.Unlock()
-		return func() { s.release(key) }, nil
+		return nil
 	}
 	ch := make(chan struct{})
 	l.waiters = append(l.waiters, ch)
 	s.mu.Unlock()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	var err error
 	select {
 	case <-ch:
-		return func() { s.release(key) }, nil
+		return nil
 	case <-ctx.Done():
-		s.mu.Lock()
-		for i, w := range l.waiters {
-			if w == ch {
-				l.waiters = append(l.waiters[:i], l.waiters[i+1:]...)
-				s.mu.Unlock()
-				return nil, ctx.Err()
-			}
-		}
-		s.mu.Unlock()
-		// Ownership was handed over just as ctx ended: pass it on.
-		s.release(key)
-		return nil, ctx.Err()
+		err = ctx.Err()
+	case <-t.C:
+		err = context.DeadlineExceeded
 	}
+	s.mu.Lock()
+	for i, w := range l.waiters {
+		if w == ch {
+			l.waiters = append(l.waiters[:i], l.waiters[i+1:]...)
+			s.mu.Unlock()
+			return err
+		}
+	}
+	s.mu.Unlock()
+	// Ownership was handed over just as the wait ended: pass it on.
+	s.release(key)
+	return err
 }
 
 func (s *serializer) release(key string) {
