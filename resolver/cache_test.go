@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -278,5 +279,69 @@ func TestStripOPTNotLast(t *testing.T) {
 	got := unpack(t, it.wire)
 	if len(got.Extra) != 1 || got.Extra[0].Header().Rrtype != dns.TypeA || len(got.Answer) != 1 {
 		t.Fatalf("OPT not stripped cleanly: %v", got)
+	}
+}
+
+// TestCacheBytesBoundHeap checks --cache-bytes against the heap the
+// entries really take (entry, wire, map slot), for real entries of the
+// kinds a cache fills with: the accounting must not undercount (or the
+// bound would not bound memory) nor wildly overcount (or the cache would
+// hold far fewer entries than its bound allows).
+func TestCacheBytesBoundHeap(t *testing.T) {
+	clk := newFakeClock()
+	soa := []string{"example. 300 IN SOA ns.example. host.example. 1 7200 900 1209600 60"}
+	for _, tc := range []struct {
+		name  string
+		reply func(i int) (string, []byte)
+	}{
+		{"A", func(i int) (string, []byte) {
+			name := fmt.Sprintf("m%d.miss.bench.example.", i)
+			return name, upstreamReply(t, name, dns.TypeA, 0, []string{name + " 300 IN A 192.0.2.1"}, nil)
+		}},
+		{"CNAME+AAAA", func(i int) (string, []byte) {
+			name := fmt.Sprintf("www%d.example.", i)
+			return name, upstreamReply(t, name, dns.TypeAAAA, 0, []string{
+				name + " 300 IN CNAME edge.cdn.example.", "edge.cdn.example. 300 IN AAAA 2001:db8::1"}, nil)
+		}},
+		{"NXDOMAIN", func(i int) (string, []byte) {
+			name := fmt.Sprintf("nx%d.example.", i)
+			return name, upstreamReply(t, name, dns.TypeA, dns.RcodeNameError, nil, soa)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const maxBytes = 1 << 20
+			const n = 12000
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			c := NewCache(1<<20, maxBytes, 0) // only the byte bound applies
+			for i := range n {
+				name, b := tc.reply(i)
+				it, err := newItem(b, clk.now(), testPolicy)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.set(keyOf(clientQuery(t, name, dns.TypeA, 0, false)), it)
+			}
+			// What stays live is the cache; the replies, queries and
+			// evicted entries are garbage by now.
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			heap := int(after.HeapAlloc) - int(before.HeapAlloc)
+			t.Logf("%d entries, accounted %d bytes (%d per entry), heap %d bytes", c.Len(), c.Bytes(), c.Bytes()/max(1, c.Len()), heap)
+			if c.Bytes() > maxBytes {
+				t.Fatalf("cache accounts %d bytes, bound %d", c.Bytes(), maxBytes)
+			}
+			if c.Len() == n {
+				t.Fatalf("all %d entries fit: the test does not reach the bound", n)
+			}
+			if heap > maxBytes*11/10 {
+				t.Fatalf("cache of %d entries takes %d heap bytes, bound %d", c.Len(), heap, maxBytes)
+			}
+			if heap < c.Bytes()*8/10 {
+				t.Fatalf("cache takes %d heap bytes but accounts %d: overcounted", heap, c.Bytes())
+			}
+			runtime.KeepAlive(c)
+		})
 	}
 }

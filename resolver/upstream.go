@@ -99,7 +99,7 @@ func NewForwarder(cfg ForwarderConfig, m *Metrics, log *slog.Logger) *Forwarder 
 		maxIdle:      max(1, cfg.MaxIdle),
 		failLimit:    3,
 		probeEvery:   5 * time.Second,
-		serial:       serializer{m: map[string]*keyLock{}},
+		serial:       serializer{m: map[string][]chan struct{}{}},
 		log:          log,
 	}
 	if f.log == nil {
@@ -220,7 +220,8 @@ func buildQuery(dst, name []byte, qtype, qclass uint16, do, cd, edns bool) []byt
 // still taken while later tries go out (unbound's pending queries).
 type exchange struct {
 	f       *Forwarder
-	msgs    [2][]byte // [0] with EDNS, [1] without; ID zero
+	msgs    [2][]byte // [0] with EDNS, [1] without; ID zero until sent
+	sent    [2]bool   // msgs[i] went out as some try's own message
 	results chan result
 
 	mu    sync.Mutex
@@ -592,6 +593,9 @@ func (st *exState) unusable(t *try, rc int, reason string) {
 }
 
 func isTimeout(err error) bool {
+	if err == nil {
+		return false // and no errors.As target escaping to the heap
+	}
 	if errors.Is(err, errTimeout) {
 		return true
 	}
@@ -635,7 +639,19 @@ func (ex *exchange) start(t *try, tryEnd time.Time) error {
 	if err != nil {
 		return err
 	}
-	t.msg = append([]byte(nil), ex.msg(t.edns)...)
+	// Each try has its own copy (its own ID, compared by its reader),
+	// except the first of each form, which takes the template itself:
+	// later tries copy it and set their own ID, nobody writes it again.
+	form := 0
+	if !t.edns {
+		form = 1
+	}
+	if ex.sent[form] {
+		t.msg = append([]byte(nil), ex.msg(t.edns)...)
+	} else {
+		ex.sent[form] = true
+		t.msg = ex.msg(t.edns)
+	}
 	setID(t.msg)
 	if _, err := s.c.Write(t.msg); err != nil {
 		s.c.Close()
@@ -707,25 +723,24 @@ func (f *Forwarder) readUDP(u *upstream, s *udpSock, msg []byte, deadline time.T
 // the other type (each try releases the key and the next waiter goes).
 type serializer struct {
 	mu sync.Mutex
-	m  map[string]*keyLock
-}
-
-type keyLock struct {
-	waiters []chan struct{} // closed when ownership passes to that waiter
+	// m holds the keys owned, each with its waiters in arrival order; a
+	// waiter's channel is closed when ownership passes to it. Held by
+	// value: an uncontended key allocates nothing.
+	m map[string][]chan struct{}
 }
 
 // acquire blocks until key is ours (or ctx ends, or deadline passes);
 // the owner calls release(key) when done.
 func (s *serializer) acquire(ctx context.Context, key string, deadline time.Time) error {
 	s.mu.Lock()
-	l, busy := s.m[key]
+	waiters, busy := s.m[key]
 	if !busy {
-		s.m[key] = &keyLock{}
+		s.m[key] = nil
 		s.mu.Unlock()
 		return nil
 	}
 	ch := make(chan struct{})
-	l.waiters = append(l.waiters, ch)
+	s.m[key] = append(waiters, ch)
 	s.mu.Unlock()
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
@@ -739,9 +754,10 @@ func (s *serializer) acquire(ctx context.Context, key string, deadline time.Time
 		err = context.DeadlineExceeded
 	}
 	s.mu.Lock()
-	for i, w := range l.waiters {
+	waiters = s.m[key]
+	for i, w := range waiters {
 		if w == ch {
-			l.waiters = append(l.waiters[:i], l.waiters[i+1:]...)
+			s.m[key] = append(waiters[:i], waiters[i+1:]...)
 			s.mu.Unlock()
 			return err
 		}
@@ -755,13 +771,13 @@ func (s *serializer) acquire(ctx context.Context, key string, deadline time.Time
 func (s *serializer) release(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l := s.m[key]
-	if len(l.waiters) == 0 {
+	waiters := s.m[key]
+	if len(waiters) == 0 {
 		delete(s.m, key)
 		return
 	}
-	next := l.waiters[0]
-	l.waiters = l.waiters[1:]
+	next := waiters[0]
+	s.m[key] = waiters[1:]
 	close(next)
 }
 
