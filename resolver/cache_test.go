@@ -345,3 +345,60 @@ func TestCacheBytesBoundHeap(t *testing.T) {
 		})
 	}
 }
+
+// TestCompactOwners: spelled-out owner names equal to the question become
+// pointers to it, only where nothing else can break, and the records read
+// back the same.
+func TestCompactOwners(t *testing.T) {
+	const q = "host1.svc.example."
+	qlen := len(q) + 1 // wire form
+	for _, tc := range []struct {
+		name     string
+		qtype    uint16
+		answer   []string
+		compress bool
+		saved    int // bytes the entry's wire must lose
+	}{
+		{"one A", dns.TypeA, []string{q + " 300 IN A 192.0.2.1"}, false, qlen - 2},
+		{"two AAAA", dns.TypeAAAA, []string{q + " 300 IN AAAA 2001:db8::1", q + " 300 IN AAAA 2001:db8::2"}, false, 2 * (qlen - 2)},
+		{"already compressed", dns.TypeA, []string{q + " 300 IN A 192.0.2.1"}, true, 0},
+		{"CNAME chain", dns.TypeA, []string{q + " 300 IN CNAME a.example.", "a.example. 300 IN A 192.0.2.1"}, false, 0},
+		{"other owner", dns.TypeA, []string{"other.example. 300 IN A 192.0.2.1"}, false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := new(dns.Msg).SetReply(new(dns.Msg).SetQuestion(q, tc.qtype))
+			for _, s := range tc.answer {
+				m.Answer = append(m.Answer, rr(t, s))
+			}
+			m.Compress = tc.compress
+			b, err := m.Pack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			it, err := newItem(b, time.Unix(0, 0), testPolicy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(b) - len(it.wire); got != tc.saved {
+				t.Fatalf("entry is %d bytes for a %d-byte reply: saved %d, want %d", len(it.wire), len(b), got, tc.saved)
+			}
+			if want := len(it.wire) + 2*len(m.Answer); cap(it.wire) != want {
+				t.Fatalf("entry allocation %d bytes, want %d (wire and TTL offsets only)", cap(it.wire), want)
+			}
+			// The records of the entry and of a reply built from it are
+			// those the upstream sent.
+			cq := clientQuery(t, q, tc.qtype, 0, false)
+			for _, w := range [][]byte{it.wire, it.appendReply(nil, cq, time.Unix(0, 0), 0, 512)} {
+				got := unpack(t, w)
+				if len(got.Answer) != len(m.Answer) {
+					t.Fatalf("%d answers, want %d", len(got.Answer), len(m.Answer))
+				}
+				for i := range got.Answer {
+					if got.Answer[i].String() != m.Answer[i].String() {
+						t.Fatalf("answer %d: %s, want %s", i, got.Answer[i], m.Answer[i])
+					}
+				}
+			}
+		})
+	}
+}

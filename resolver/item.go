@@ -213,16 +213,6 @@ func newItem(b []byte, now time.Time, pol ttlPolicy) (*item, error) {
 			return nil, err
 		}
 	}
-	an := int(binary.BigEndian.Uint16(wire[6:]))
-	ns := int(binary.BigEndian.Uint16(wire[8:]))
-	ar := int(binary.BigEndian.Uint16(wire[10:]))
-	total := an + ns + ar
-	if cap(wire) != len(wire)+2*total {
-		// Repacked: make the entry's single allocation (wire, then the
-		// TTL offsets) here; stripOPT's own copy already has that shape.
-		wire = append(make([]byte, 0, len(wire)+2*total), wire...)
-	}
-	offs := wire[len(wire):cap(wire)]
 	// Lowercase the question name: entries are shared by every case.
 	qend, _ := skipName(wire, headerLen)
 	for i := headerLen; i < qend; i++ {
@@ -230,6 +220,18 @@ func newItem(b []byte, now time.Time, pol ttlPolicy) (*item, error) {
 			wire[i] = c + 'a' - 'A'
 		}
 	}
+	wire = compactOwners(wire, qend)
+	an := int(binary.BigEndian.Uint16(wire[6:]))
+	ns := int(binary.BigEndian.Uint16(wire[8:]))
+	ar := int(binary.BigEndian.Uint16(wire[10:]))
+	total := an + ns + ar
+	if cap(wire) != len(wire)+2*total {
+		// Repacked or compacted: make the entry's single allocation
+		// (wire, then the TTL offsets) here, of the size it needs;
+		// stripOPT's own copy already has that shape.
+		wire = append(make([]byte, 0, len(wire)+2*total), wire...)
+	}
+	offs := wire[len(wire):cap(wire)]
 	// Clear TC/AA, set RA: the client talks to a recursive service.
 	wire[2] &^= (flagTC | flagAA) >> 8
 	wire[3] |= flagRA
@@ -434,6 +436,55 @@ func uncompressed(w []byte) bool {
 		}
 	}
 	return false
+}
+
+// compactOwners replaces, in place, record owner names that spell out the
+// question name with a pointer to it, for replies of only A and AAAA
+// records (no names inside their data) whose owners are all the question:
+// the usual answer of an upstream that does not compress (miekg/dns
+// servers by default), where the spelled-out owner would double the cache
+// entry and the reply. Anything else is returned unchanged; compress
+// handles the large replies where compression decides truncation.
+func compactOwners(w []byte, qend int) []byte {
+	if binary.BigEndian.Uint16(w[4:]) != 1 || qend < headerLen+2 || qend+4 > len(w) {
+		return w
+	}
+	qname := w[headerLen:qend]
+	total := int(binary.BigEndian.Uint16(w[6:])) + int(binary.BigEndian.Uint16(w[8:])) + int(binary.BigEndian.Uint16(w[10:]))
+	spelled := 0
+	off := qend + 4
+	for range total {
+		var rr rrInfo
+		end, err := skipRR(w, off, &rr)
+		if err != nil || (rr.rtype != typeA && rr.rtype != typeAAAA) {
+			return w
+		}
+		switch owner := w[off : off+rr.nameLen]; {
+		case len(owner) == 2 && owner[0] == 0xC0 && owner[1] == headerLen:
+		case string(owner) == string(qname):
+			spelled++
+		default:
+			return w // another name, or a pointer that moving would break
+		}
+		off = end
+	}
+	if spelled == 0 || off != len(w) {
+		return w
+	}
+	// Every pointer targets the question, which does not move.
+	dst, src := qend+4, qend+4
+	for range total {
+		end, _ := skipRR(w, src, nil)
+		rest := src + len(qname)
+		if w[src] == 0xC0 {
+			rest = src + 2
+		}
+		w[dst], w[dst+1] = 0xC0, headerLen
+		dst += 2
+		dst += copy(w[dst:], w[rest:end])
+		src = end
+	}
+	return w[:dst]
 }
 
 // compress repacks w with name compression.
