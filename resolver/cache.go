@@ -26,12 +26,41 @@ type Cache struct {
 
 // cacheShard maps the 64-bit hash of a key to its entry: an 8-byte map
 // key instead of a string header plus a separate copy of the key. The
-// entry itself knows its key (item.hasKey), so a hash collision is a miss
-// and, on store, the older entry's eviction; never a wrong answer.
+// entry itself holds its key (its question plus item.kbits), so a hash
+// collision is a miss and, on store, the older entry's eviction; never a
+// wrong answer.
 type cacheShard struct {
 	mu    sync.RWMutex
 	m     map[uint64]*item
+	xkeys map[uint64]string // keys of xkeyed entries; nil until one
 	bytes int
+}
+
+// hasKey reports whether it, found under hash h, was stored under key.
+// The caller holds s.mu.
+func (s *cacheShard) hasKey(h uint64, it *item, key []byte) bool {
+	if it.xkeyed {
+		return s.xkeys[h] == string(key)
+	}
+	return it.wireKey(key)
+}
+
+// entrySize is what an entry counts against the byte bound.
+func (s *cacheShard) entrySize(h uint64, it *item) int {
+	n := it.size()
+	if it.xkeyed {
+		n += allocSize(len(s.xkeys[h])) + 48 // the key and its map slot
+	}
+	return n
+}
+
+// drop deletes the entry under h. The caller holds s.mu for writing.
+func (s *cacheShard) drop(h uint64, it *item) {
+	s.bytes -= s.entrySize(h, it)
+	delete(s.m, h)
+	if it.xkeyed {
+		delete(s.xkeys, h)
+	}
 }
 
 // NewCache returns a cache holding at most maxEntries entries and about
@@ -62,10 +91,10 @@ func (c *Cache) get(key []byte) *item {
 	s, h := c.shard(key)
 	s.mu.RLock()
 	it := s.m[h]
-	s.mu.RUnlock()
-	if it != nil && !it.hasKey(key) {
-		return nil
+	if it != nil && !s.hasKey(h, it, key) {
+		it = nil
 	}
+	s.mu.RUnlock()
 	return it
 }
 
@@ -73,15 +102,23 @@ func (c *Cache) get(key []byte) *item {
 func (c *Cache) set(key []byte, it *item) {
 	s, h := c.shard(key)
 	now := c.now()
-	it.setKey(key)
-	size := it.size()
+	if len(key) > 0 {
+		it.kbits = key[len(key)-1]
+	}
+	it.xkeyed = !it.wireKey(key)
 	s.mu.Lock()
 	if old, ok := s.m[h]; ok {
 		// The same key, or (vanishingly rare) another with the same hash.
-		s.bytes -= old.size()
-		delete(s.m, h)
+		s.drop(h, old)
 	}
-	for len(s.m) >= c.maxEntries || (len(s.m) > 0 && s.bytes+size > c.maxBytes) {
+	if it.xkeyed {
+		if s.xkeys == nil {
+			s.xkeys = make(map[uint64]string)
+		}
+		s.xkeys[h] = string(key)
+	}
+	size := s.entrySize(h, it)
+	for len(s.m) > 0 && (len(s.m) >= c.maxEntries || s.bytes+size > c.maxBytes) {
 		s.evictOne(now, c.staleFor)
 	}
 	s.m[h] = it
@@ -108,8 +145,7 @@ func (s *cacheShard) evictOne(now time.Time, staleFor time.Duration) {
 		}
 	}
 	if it, ok := s.m[victim]; ok {
-		s.bytes -= it.size()
-		delete(s.m, victim)
+		s.drop(victim, it)
 	}
 }
 
@@ -118,8 +154,7 @@ func (c *Cache) remove(key []byte, it *item) {
 	s, h := c.shard(key)
 	s.mu.Lock()
 	if cur, ok := s.m[h]; ok && cur == it {
-		s.bytes -= it.size()
-		delete(s.m, h)
+		s.drop(h, it)
 	}
 	s.mu.Unlock()
 }

@@ -292,20 +292,20 @@ func TestCacheBytesBoundHeap(t *testing.T) {
 	soa := []string{"example. 300 IN SOA ns.example. host.example. 1 7200 900 1209600 60"}
 	for _, tc := range []struct {
 		name  string
-		reply func(i int) (string, []byte)
+		reply func(i int) (string, uint16, []byte)
 	}{
-		{"A", func(i int) (string, []byte) {
+		{"A", func(i int) (string, uint16, []byte) {
 			name := fmt.Sprintf("m%d.miss.bench.example.", i)
-			return name, upstreamReply(t, name, dns.TypeA, 0, []string{name + " 300 IN A 192.0.2.1"}, nil)
+			return name, dns.TypeA, upstreamReply(t, name, dns.TypeA, 0, []string{name + " 300 IN A 192.0.2.1"}, nil)
 		}},
-		{"CNAME+AAAA", func(i int) (string, []byte) {
+		{"CNAME+AAAA", func(i int) (string, uint16, []byte) {
 			name := fmt.Sprintf("www%d.example.", i)
-			return name, upstreamReply(t, name, dns.TypeAAAA, 0, []string{
+			return name, dns.TypeAAAA, upstreamReply(t, name, dns.TypeAAAA, 0, []string{
 				name + " 300 IN CNAME edge.cdn.example.", "edge.cdn.example. 300 IN AAAA 2001:db8::1"}, nil)
 		}},
-		{"NXDOMAIN", func(i int) (string, []byte) {
+		{"NXDOMAIN", func(i int) (string, uint16, []byte) {
 			name := fmt.Sprintf("nx%d.example.", i)
-			return name, upstreamReply(t, name, dns.TypeA, dns.RcodeNameError, nil, soa)
+			return name, dns.TypeA, upstreamReply(t, name, dns.TypeA, dns.RcodeNameError, nil, soa)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -316,12 +316,12 @@ func TestCacheBytesBoundHeap(t *testing.T) {
 			runtime.ReadMemStats(&before)
 			c := NewCache(1<<20, maxBytes, 0) // only the byte bound applies
 			for i := range n {
-				name, b := tc.reply(i)
+				name, qtype, b := tc.reply(i)
 				it, err := newItem(b, clk.now(), testPolicy)
 				if err != nil {
 					t.Fatal(err)
 				}
-				c.set(keyOf(clientQuery(t, name, dns.TypeA, 0, false)), it)
+				c.set(keyOf(clientQuery(t, name, qtype, 0, false)), it)
 			}
 			// What stays live is the cache; the replies, queries and
 			// evicted entries are garbage by now.

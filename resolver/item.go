@@ -31,10 +31,12 @@ type item struct {
 	ttl    uint32
 
 	// kbits is the last byte of the cache key (DO and CD bits); the rest
-	// of a cache key is wire's question. xkey holds the whole key instead
-	// when it is not of that form (tests); see hasKey.
-	kbits byte
-	xkey  string
+	// of a cache key is wire's question. xkeyed marks an entry stored
+	// under a key of another form (only tests do that): the cache keeps
+	// that key aside (cacheShard.xkeys) rather than every entry carrying
+	// a string header for it. With these the struct is 64 bytes.
+	kbits  byte
+	xkeyed bool
 
 	prefetching atomic.Bool
 	hits        atomic.Uint32
@@ -74,11 +76,8 @@ func (it *item) recordTTLs() []uint32 {
 	return out
 }
 
-// hasKey reports whether the entry was stored under key.
-func (it *item) hasKey(key []byte) bool {
-	if it.xkey != "" {
-		return it.xkey == string(key)
-	}
+// wireKey reports whether key is the entry's question and DO/CD byte.
+func (it *item) wireKey(key []byte) bool {
 	n := len(key) - 1
 	// A wire name is self-delimiting, so equal bytes mean equal name,
 	// type and class.
@@ -86,28 +85,17 @@ func (it *item) hasKey(key []byte) bool {
 		string(key[:n]) == string(it.wire[headerLen:headerLen+n])
 }
 
-// setKey records the key the entry is stored under: its DO/CD byte, or
-// all of it when the key is not the entry's question (only tests do that).
-func (it *item) setKey(key []byte) {
-	n := len(key) - 1
-	if n >= 0 {
-		it.kbits = key[n]
-	}
-	if !it.hasKey(key) {
-		it.xkey = string(key)
-	}
-}
-
 // Approximate heap cost of an entry beyond its byte slice: the item
-// struct (an 80-byte size class) and its slot in the shard's map (a
-// 16-byte slot plus control byte, at the swiss table's typical load).
-const itemOverhead = 80 + 32
+// struct (64 bytes) and its slot in the shard's map (a 16-byte slot plus
+// a control byte, at the load a swiss table under eviction churn keeps:
+// deleted slots make it grow early; TestCacheBytesBoundHeap measures it).
+const itemOverhead = 64 + 40
 
 // size is the memory an entry holds, for the cache byte bound: what the
 // allocator really hands out (size classes), not just the payload, so
 // --cache-bytes bounds the heap the cache takes.
 func (it *item) size() int {
-	return itemOverhead + allocSize(cap(it.wire)) + allocSize(len(it.xkey))
+	return itemOverhead + allocSize(cap(it.wire))
 }
 
 // allocSize approximates the Go allocator's size class for n bytes
