@@ -52,9 +52,6 @@ var clockBase = time.Now()
 
 func monoNanos(t time.Time) int64 { return int64(t.Sub(clockBase)) }
 
-// storedAt is when the entry was stored.
-func (it *item) storedAt() time.Time { return clockBase.Add(time.Duration(it.stored)) }
-
 // expires is when the entry stops being fresh.
 func (it *item) expires() time.Time {
 	return clockBase.Add(time.Duration(it.stored) + time.Duration(it.ttl)*time.Second)
