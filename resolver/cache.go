@@ -24,10 +24,43 @@ type Cache struct {
 	now func() time.Time
 }
 
+// cacheShard maps the 64-bit hash of a key to its entry: an 8-byte map
+// key instead of a string header plus a separate copy of the key. The
+// entry itself holds its key (its question plus item.kbits), so a hash
+// collision is a miss and, on store, the older entry's eviction; never a
+// wrong answer.
 type cacheShard struct {
 	mu    sync.RWMutex
-	m     map[string]*item
+	m     map[uint64]*item
+	xkeys map[uint64]string // keys of xkeyed entries; nil until one
 	bytes int
+}
+
+// hasKey reports whether it, found under hash h, was stored under key.
+// The caller holds s.mu.
+func (s *cacheShard) hasKey(h uint64, it *item, key []byte) bool {
+	if it.xkeyed {
+		return s.xkeys[h] == string(key)
+	}
+	return it.wireKey(key)
+}
+
+// entrySize is what an entry counts against the byte bound.
+func (s *cacheShard) entrySize(h uint64, it *item) int {
+	n := it.size()
+	if it.xkeyed {
+		n += allocSize(len(s.xkeys[h])) + 48 // the key and its map slot
+	}
+	return n
+}
+
+// drop deletes the entry under h. The caller holds s.mu for writing.
+func (s *cacheShard) drop(h uint64, it *item) {
+	s.bytes -= s.entrySize(h, it)
+	delete(s.m, h)
+	if it.xkeyed {
+		delete(s.xkeys, h)
+	}
 }
 
 // NewCache returns a cache holding at most maxEntries entries and about
@@ -41,39 +74,55 @@ func NewCache(maxEntries, maxBytes int, staleFor time.Duration) *Cache {
 		now:        time.Now,
 	}
 	for i := range c.shards {
-		c.shards[i].m = make(map[string]*item)
+		c.shards[i].m = make(map[uint64]*item)
 	}
 	return c
 }
 
-func (c *Cache) shard(key []byte) *cacheShard {
-	return &c.shards[maphash.Bytes(c.seed, key)%cacheShards]
+// shard returns the key's shard and its hash within it.
+func (c *Cache) shard(key []byte) (*cacheShard, uint64) {
+	h := maphash.Bytes(c.seed, key)
+	return &c.shards[h%cacheShards], h
 }
 
 // get returns the entry for key, fresh or (when serve-stale keeps it)
 // expired; nil when there is none. It does not allocate.
 func (c *Cache) get(key []byte) *item {
-	s := c.shard(key)
+	s, h := c.shard(key)
 	s.mu.RLock()
-	it := s.m[string(key)]
+	it := s.m[h]
+	if it != nil && !s.hasKey(h, it, key) {
+		it = nil
+	}
 	s.mu.RUnlock()
 	return it
 }
 
 // set stores it under key, evicting as needed to stay within the bounds.
 func (c *Cache) set(key []byte, it *item) {
-	s := c.shard(key)
+	s, h := c.shard(key)
 	now := c.now()
-	s.mu.Lock()
-	if old, ok := s.m[string(key)]; ok {
-		s.bytes -= old.size()
-		delete(s.m, string(key))
+	if len(key) > 0 {
+		it.kbits = key[len(key)-1]
 	}
-	for len(s.m) >= c.maxEntries || (len(s.m) > 0 && s.bytes+it.size() > c.maxBytes) {
+	it.xkeyed = !it.wireKey(key)
+	s.mu.Lock()
+	if old, ok := s.m[h]; ok {
+		// The same key, or (vanishingly rare) another with the same hash.
+		s.drop(h, old)
+	}
+	if it.xkeyed {
+		if s.xkeys == nil {
+			s.xkeys = make(map[uint64]string)
+		}
+		s.xkeys[h] = string(key)
+	}
+	size := s.entrySize(h, it)
+	for len(s.m) > 0 && (len(s.m) >= c.maxEntries || s.bytes+size > c.maxBytes) {
 		s.evictOne(now, c.staleFor)
 	}
-	s.m[string(key)] = it
-	s.bytes += it.size()
+	s.m[h] = it
+	s.bytes += size
 	s.mu.Unlock()
 }
 
@@ -81,7 +130,7 @@ func (c *Cache) set(key []byte, it *item) {
 // picks, else the first pick. Go's map iteration starts at a random
 // position, which makes the pick random.
 func (s *cacheShard) evictOne(now time.Time, staleFor time.Duration) {
-	var victim string
+	var victim uint64
 	n := 0
 	for k, it := range s.m {
 		if n == 0 {
@@ -96,18 +145,16 @@ func (s *cacheShard) evictOne(now time.Time, staleFor time.Duration) {
 		}
 	}
 	if it, ok := s.m[victim]; ok {
-		s.bytes -= it.size()
-		delete(s.m, victim)
+		s.drop(victim, it)
 	}
 }
 
 // remove deletes key when it still maps to it.
 func (c *Cache) remove(key []byte, it *item) {
-	s := c.shard(key)
+	s, h := c.shard(key)
 	s.mu.Lock()
-	if cur, ok := s.m[string(key)]; ok && cur == it {
-		s.bytes -= it.size()
-		delete(s.m, string(key))
+	if cur, ok := s.m[h]; ok && cur == it {
+		s.drop(h, it)
 	}
 	s.mu.Unlock()
 }
@@ -124,7 +171,7 @@ func (c *Cache) Len() int {
 	return n
 }
 
-// Bytes is the approximate memory held by entries.
+// Bytes is the memory held by entries, as item.size counts it.
 func (c *Cache) Bytes() int {
 	n := 0
 	for i := range c.shards {

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -115,8 +116,8 @@ func TestTTLClamps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if it.ttl != 30 || it.ttls[0] != 30 || it.ttls[1] != 600 {
-		t.Fatalf("clamped TTLs %v life %d, want [30 600] life 30", it.ttls, it.ttl)
+	if it.ttl != 30 || it.recordTTLs()[0] != 30 || it.recordTTLs()[1] != 600 {
+		t.Fatalf("clamped TTLs %v life %d, want [30 600] life 30", it.recordTTLs(), it.ttl)
 	}
 	// TTL 0 without a minimum: answered but never cached.
 	b = upstreamReply(t, "a.example.", dns.TypeA, 0, []string{"a.example. 0 IN A 192.0.2.1"}, nil)
@@ -278,5 +279,126 @@ func TestStripOPTNotLast(t *testing.T) {
 	got := unpack(t, it.wire)
 	if len(got.Extra) != 1 || got.Extra[0].Header().Rrtype != dns.TypeA || len(got.Answer) != 1 {
 		t.Fatalf("OPT not stripped cleanly: %v", got)
+	}
+}
+
+// TestCacheBytesBoundHeap checks --cache-bytes against the heap the
+// entries really take (entry, wire, map slot), for real entries of the
+// kinds a cache fills with: the accounting must not undercount (or the
+// bound would not bound memory) nor wildly overcount (or the cache would
+// hold far fewer entries than its bound allows).
+func TestCacheBytesBoundHeap(t *testing.T) {
+	clk := newFakeClock()
+	soa := []string{"example. 300 IN SOA ns.example. host.example. 1 7200 900 1209600 60"}
+	for _, tc := range []struct {
+		name  string
+		reply func(i int) (string, uint16, []byte)
+	}{
+		{"A", func(i int) (string, uint16, []byte) {
+			name := fmt.Sprintf("m%d.miss.bench.example.", i)
+			return name, dns.TypeA, upstreamReply(t, name, dns.TypeA, 0, []string{name + " 300 IN A 192.0.2.1"}, nil)
+		}},
+		{"CNAME+AAAA", func(i int) (string, uint16, []byte) {
+			name := fmt.Sprintf("www%d.example.", i)
+			return name, dns.TypeAAAA, upstreamReply(t, name, dns.TypeAAAA, 0, []string{
+				name + " 300 IN CNAME edge.cdn.example.", "edge.cdn.example. 300 IN AAAA 2001:db8::1"}, nil)
+		}},
+		{"NXDOMAIN", func(i int) (string, uint16, []byte) {
+			name := fmt.Sprintf("nx%d.example.", i)
+			return name, dns.TypeA, upstreamReply(t, name, dns.TypeA, dns.RcodeNameError, nil, soa)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const maxBytes = 1 << 20
+			const n = 12000
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			c := NewCache(1<<20, maxBytes, 0) // only the byte bound applies
+			for i := range n {
+				name, qtype, b := tc.reply(i)
+				it, err := newItem(b, clk.now(), testPolicy)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.set(keyOf(clientQuery(t, name, qtype, 0, false)), it)
+			}
+			// What stays live is the cache; the replies, queries and
+			// evicted entries are garbage by now.
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			heap := int(after.HeapAlloc) - int(before.HeapAlloc)
+			t.Logf("%d entries, accounted %d bytes (%d per entry), heap %d bytes", c.Len(), c.Bytes(), c.Bytes()/max(1, c.Len()), heap)
+			if c.Bytes() > maxBytes {
+				t.Fatalf("cache accounts %d bytes, bound %d", c.Bytes(), maxBytes)
+			}
+			if c.Len() == n {
+				t.Fatalf("all %d entries fit: the test does not reach the bound", n)
+			}
+			if heap > maxBytes*11/10 {
+				t.Fatalf("cache of %d entries takes %d heap bytes, bound %d", c.Len(), heap, maxBytes)
+			}
+			if heap < c.Bytes()*8/10 {
+				t.Fatalf("cache takes %d heap bytes but accounts %d: overcounted", heap, c.Bytes())
+			}
+			runtime.KeepAlive(c)
+		})
+	}
+}
+
+// TestCompactOwners: spelled-out owner names equal to the question become
+// pointers to it, only where nothing else can break, and the records read
+// back the same.
+func TestCompactOwners(t *testing.T) {
+	const q = "host1.svc.example."
+	qlen := len(q) + 1 // wire form
+	for _, tc := range []struct {
+		name     string
+		qtype    uint16
+		answer   []string
+		compress bool
+		saved    int // bytes the entry's wire must lose
+	}{
+		{"one A", dns.TypeA, []string{q + " 300 IN A 192.0.2.1"}, false, qlen - 2},
+		{"two AAAA", dns.TypeAAAA, []string{q + " 300 IN AAAA 2001:db8::1", q + " 300 IN AAAA 2001:db8::2"}, false, 2 * (qlen - 2)},
+		{"already compressed", dns.TypeA, []string{q + " 300 IN A 192.0.2.1"}, true, 0},
+		{"CNAME chain", dns.TypeA, []string{q + " 300 IN CNAME a.example.", "a.example. 300 IN A 192.0.2.1"}, false, 0},
+		{"other owner", dns.TypeA, []string{"other.example. 300 IN A 192.0.2.1"}, false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := new(dns.Msg).SetReply(new(dns.Msg).SetQuestion(q, tc.qtype))
+			for _, s := range tc.answer {
+				m.Answer = append(m.Answer, rr(t, s))
+			}
+			m.Compress = tc.compress
+			b, err := m.Pack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			it, err := newItem(b, time.Unix(0, 0), testPolicy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(b) - len(it.wire); got != tc.saved {
+				t.Fatalf("entry is %d bytes for a %d-byte reply: saved %d, want %d", len(it.wire), len(b), got, tc.saved)
+			}
+			if want := len(it.wire) + 2*len(m.Answer); cap(it.wire) != want {
+				t.Fatalf("entry allocation %d bytes, want %d (wire and TTL offsets only)", cap(it.wire), want)
+			}
+			// The records of the entry and of a reply built from it are
+			// those the upstream sent.
+			cq := clientQuery(t, q, tc.qtype, 0, false)
+			for _, w := range [][]byte{it.wire, it.appendReply(nil, cq, time.Unix(0, 0), 0, 512)} {
+				got := unpack(t, w)
+				if len(got.Answer) != len(m.Answer) {
+					t.Fatalf("%d answers, want %d", len(got.Answer), len(m.Answer))
+				}
+				for i := range got.Answer {
+					if got.Answer[i].String() != m.Answer[i].String() {
+						t.Fatalf("answer %d: %s, want %s", i, got.Answer[i], m.Answer[i])
+					}
+				}
+			}
+		})
 	}
 }

@@ -93,7 +93,7 @@ func FuzzCache(f *testing.F) {
 		if it.ttl > testPolicy.max && it.rcode == rcodeSuccess {
 			t.Fatalf("lifetime %d above max", it.ttl)
 		}
-		for _, ttl := range it.ttls {
+		for _, ttl := range it.recordTTLs() {
 			if ttl > testPolicy.max {
 				t.Fatalf("ttl %d above max", ttl)
 			}

@@ -13,37 +13,109 @@ import (
 // item is one cached answer, kept as packed wire bytes so a cache hit is a
 // copy plus a few in-place patches (ID, flags, question case, TTLs) rather
 // than an unpack and a pack.
+//
+// Its layout is what the cache's memory is made of (10,000 entries by
+// default), so it is compact: one fixed-size struct and one byte slice.
+// The record TTLs are not kept apart: wire holds the clamped TTLs of the
+// time of storage, and wire is never modified once built.
 type item struct {
 	// wire is header, question (lowercased name), answer, authority and
-	// additional records, without OPT (it is hop-by-hop; RFC 6891).
-	wire []byte
-	// ttlAt are the offsets of every record's TTL field in wire, ttls the
-	// clamped TTLs at storage time.
-	ttlAt []uint16
-	ttls  []uint32
+	// additional records, without OPT (it is hop-by-hop; RFC 6891). Its
+	// spare capacity, wire[len(wire):cap(wire)], holds the big-endian
+	// uint16 offsets of every record's TTL field: same allocation.
+	wire  []byte
 	rcode int
-	// stored is when the answer arrived; ttl its lifetime in seconds.
-	stored time.Time
+	// stored is when the answer arrived, in nanoseconds since clockBase
+	// (8 bytes rather than a time.Time's 24); ttl its lifetime in seconds.
+	stored int64
 	ttl    uint32
 
-	hits        atomic.Uint32
+	// kbits is the last byte of the cache key (DO and CD bits); the rest
+	// of a cache key is wire's question. xkeyed marks an entry stored
+	// under a key of another form (only tests do that): the cache keeps
+	// that key aside (cacheShard.xkeys) rather than every entry carrying
+	// a string header for it. With these the struct is 64 bytes.
+	kbits  byte
+	xkeyed bool
+
 	prefetching atomic.Bool
+	hits        atomic.Uint32
 	// retryAfter (unix nanoseconds) delays the next upstream attempt for
 	// an expired entry whose refresh just failed (RFC 8767 failure
 	// recheck timer); until then it is served stale.
 	retryAfter atomic.Int64
 }
 
+// clockBase anchors item.stored. With time.Now as the clock the
+// difference is taken on the monotonic clock, as time.Time comparisons are.
+var clockBase = time.Now()
+
+func monoNanos(t time.Time) int64 { return int64(t.Sub(clockBase)) }
+
 // expires is when the entry stops being fresh.
 func (it *item) expires() time.Time {
-	return it.stored.Add(time.Duration(it.ttl) * time.Second)
+	return clockBase.Add(time.Duration(it.stored) + time.Duration(it.ttl)*time.Second)
 }
 
 // fresh reports whether the entry may be served as a normal hit at now.
 func (it *item) fresh(now time.Time) bool { return now.Before(it.expires()) }
 
-// size approximates the memory an entry holds, for the cache byte bound.
-func (it *item) size() int { return len(it.wire) + 6*len(it.ttls) + 96 }
+// ttlOffsets are the positions of the records' TTL fields, two bytes each.
+func (it *item) ttlOffsets() []byte { return it.wire[len(it.wire):cap(it.wire)] }
+
+// recordTTLs are the records' stored (clamped) TTLs, in message order.
+func (it *item) recordTTLs() []uint32 {
+	offs := it.ttlOffsets()
+	out := make([]uint32, 0, len(offs)/2)
+	for i := 0; i+1 < len(offs); i += 2 {
+		out = append(out, binary.BigEndian.Uint32(it.wire[binary.BigEndian.Uint16(offs[i:]):]))
+	}
+	return out
+}
+
+// wireKey reports whether key is the entry's question and DO/CD byte.
+func (it *item) wireKey(key []byte) bool {
+	n := len(key) - 1
+	// A wire name is self-delimiting, so equal bytes mean equal name,
+	// type and class.
+	return n >= 0 && key[n] == it.kbits && len(it.wire) >= headerLen+n &&
+		string(key[:n]) == string(it.wire[headerLen:headerLen+n])
+}
+
+// Approximate heap cost of an entry beyond its byte slice: the item
+// struct (64 bytes) and its slot in the shard's map (a 16-byte slot plus
+// a control byte, at the load a swiss table under eviction churn keeps:
+// deleted slots make it grow early; TestCacheBytesBoundHeap measures it).
+const itemOverhead = 64 + 40
+
+// size is the memory an entry holds, for the cache byte bound: what the
+// allocator really hands out (size classes), not just the payload, so
+// --cache-bytes bounds the heap the cache takes.
+func (it *item) size() int {
+	return itemOverhead + allocSize(cap(it.wire))
+}
+
+// allocSize approximates the Go allocator's size class for n bytes
+// (runtime/sizeclasses.go): 16-byte steps up to 256, then steps of about
+// an eighth, which never undercounts by more than that.
+func allocSize(n int) int {
+	switch {
+	case n == 0:
+		return 0
+	case n <= 256:
+		return (n + 15) &^ 15
+	}
+	step := 1 << (bitsLen(n) - 4) // n/8 < step <= n/16*2
+	return (n + step - 1) &^ (step - 1)
+}
+
+func bitsLen(n int) int {
+	l := 0
+	for ; n > 0; n >>= 1 {
+		l++
+	}
+	return l
+}
 
 // ttlPolicy are the clamps applied when storing.
 type ttlPolicy struct {
@@ -133,20 +205,26 @@ func newItem(b []byte, now time.Time, pol ttlPolicy) (*item, error) {
 			wire[i] = c + 'a' - 'A'
 		}
 	}
-	// Clear TC/AA, set RA: the client talks to a recursive service.
-	wire[2] &^= (flagTC | flagAA) >> 8
-	wire[3] |= flagRA
-	it := &item{wire: wire, rcode: rcode, stored: now}
+	wire = compactOwners(wire, qend)
 	an := int(binary.BigEndian.Uint16(wire[6:]))
 	ns := int(binary.BigEndian.Uint16(wire[8:]))
 	ar := int(binary.BigEndian.Uint16(wire[10:]))
+	total := an + ns + ar
+	if cap(wire) != len(wire)+2*total {
+		// Repacked or compacted: make the entry's single allocation
+		// (wire, then the TTL offsets) here, of the size it needs;
+		// stripOPT's own copy already has that shape.
+		wire = append(make([]byte, 0, len(wire)+2*total), wire...)
+	}
+	offs := wire[len(wire):cap(wire)]
+	// Clear TC/AA, set RA: the client talks to a recursive service.
+	wire[2] &^= (flagTC | flagAA) >> 8
+	wire[3] |= flagRA
+	it := &item{wire: wire, rcode: rcode, stored: monoNanos(now)}
 	off := qend + 4
 	minAnswer := uint32(1<<32 - 1)
 	var soaTTL, soaMin uint32
 	haveSOA := false
-	total := an + ns + ar
-	it.ttlAt = make([]uint16, 0, total)
-	it.ttls = make([]uint32, 0, total)
 	for i := 0; i < total; i++ {
 		var rr rrInfo
 		if off, err = skipRR(wire, off, &rr); err != nil {
@@ -164,8 +242,16 @@ func newItem(b []byte, now time.Time, pol ttlPolicy) (*item, error) {
 			soaTTL = ttl
 			soaMin = binary.BigEndian.Uint32(wire[rr.rdataAt+rr.rdataLen-4:])
 		}
-		it.ttlAt = append(it.ttlAt, uint16(rr.ttlAt))
-		it.ttls = append(it.ttls, ttl)
+		binary.BigEndian.PutUint16(offs[2*i:], uint16(rr.ttlAt))
+		// The TTL field holds the RFC 2181 value until clamped below.
+		binary.BigEndian.PutUint32(wire[rr.ttlAt:], ttl)
+	}
+	// clampTTLs applies f to every record's TTL in place.
+	clampTTLs := func(f func(uint32) uint32) {
+		for i := 0; i+1 < len(offs); i += 2 {
+			at := binary.BigEndian.Uint16(offs[i:])
+			binary.BigEndian.PutUint32(wire[at:], f(binary.BigEndian.Uint32(wire[at:])))
+		}
 	}
 	switch {
 	case rcode == rcodeSuccess && an > 0:
@@ -173,9 +259,7 @@ func newItem(b []byte, now time.Time, pol ttlPolicy) (*item, error) {
 		if minAnswer == 0 && pol.min == 0 {
 			life = 0
 		}
-		for i := range it.ttls {
-			it.ttls[i] = clamp(it.ttls[i], pol.min, pol.max)
-		}
+		clampTTLs(func(t uint32) uint32 { return clamp(t, pol.min, pol.max) })
 		it.ttl = life
 	case rcode == rcodeSuccess || rcode == rcodeNXDomain:
 		// NODATA or NXDOMAIN: cacheable only with an SOA (RFC 2308 §5),
@@ -185,9 +269,7 @@ func newItem(b []byte, now time.Time, pol ttlPolicy) (*item, error) {
 			break
 		}
 		neg := min(soaTTL, soaMin, pol.negMax)
-		for i := range it.ttls {
-			it.ttls[i] = min(it.ttls[i], neg)
-		}
+		clampTTLs(func(t uint32) uint32 { return min(t, neg) })
 		it.ttl = neg
 	case rcode == rcodeServFail:
 		it.ttl = pol.servfailTTL
@@ -196,12 +278,7 @@ func newItem(b []byte, now time.Time, pol ttlPolicy) (*item, error) {
 	}
 	// Whatever is passed on (error replies, uncacheable negatives) never
 	// carries a TTL above the cap.
-	for i := range it.ttls {
-		it.ttls[i] = clamp(it.ttls[i], 0, pol.max)
-	}
-	for i, at := range it.ttlAt {
-		binary.BigEndian.PutUint32(wire[at:], it.ttls[i])
-	}
+	clampTTLs(func(t uint32) uint32 { return clamp(t, 0, pol.max) })
 	return it, nil
 }
 
@@ -216,7 +293,8 @@ func clamp(v, lo, hi uint32) uint32 {
 }
 
 // stripOPT returns a copy of b without its OPT record, and the full
-// (extended) rcode. When the OPT record is the last one (the usual case)
+// (extended) rcode. The copy has spare capacity for newItem's TTL offsets
+// (two bytes per record) so the entry needs no second allocation. When the OPT record is the last one (the usual case)
 // it is cut off; otherwise miekg/dns repacks the message, because later
 // compression pointers could point past the cut.
 func stripOPT(b []byte) ([]byte, int, error) {
@@ -248,10 +326,10 @@ func stripOPT(b []byte) ([]byte, int, error) {
 		}
 	}
 	if optStart < 0 {
-		return append([]byte(nil), b[:off]...), rcode, nil
+		return append(make([]byte, 0, off+2*(an+ns+ar)), b[:off]...), rcode, nil
 	}
 	if optIdx == an+ns+ar-1 && optEnd == off {
-		w := append([]byte(nil), b[:optStart]...)
+		w := append(make([]byte, 0, optStart+2*(an+ns+ar-1)), b[:optStart]...)
 		binary.BigEndian.PutUint16(w[10:], uint16(ar-1))
 		return w, rcode, nil
 	}
@@ -294,16 +372,18 @@ func (it *item) appendReply(dst []byte, q *query, now time.Time, staleTTL uint32
 	copy(d[headerLen:], q.raw[headerLen:q.qEnd-4])
 	var age uint32
 	if staleTTL == 0 {
-		if a := now.Sub(it.stored); a > 0 {
-			age = uint32(a / time.Second)
+		if a := monoNanos(now) - it.stored; a > 0 {
+			age = uint32(a / int64(time.Second))
 		}
 	}
-	for i, at := range it.ttlAt {
+	offs := it.ttlOffsets()
+	for i := 0; i+1 < len(offs); i += 2 {
+		at := binary.BigEndian.Uint16(offs[i:])
 		ttl := staleTTL
 		if staleTTL == 0 {
 			ttl = 0
-			if it.ttls[i] > age {
-				ttl = it.ttls[i] - age
+			if t := binary.BigEndian.Uint32(it.wire[at:]); t > age {
+				ttl = t - age
 			}
 		}
 		binary.BigEndian.PutUint32(d[at:], ttl)
@@ -341,6 +421,55 @@ func uncompressed(w []byte) bool {
 		}
 	}
 	return false
+}
+
+// compactOwners replaces, in place, record owner names that spell out the
+// question name with a pointer to it, for replies of only A and AAAA
+// records (no names inside their data) whose owners are all the question:
+// the usual answer of an upstream that does not compress (miekg/dns
+// servers by default), where the spelled-out owner would double the cache
+// entry and the reply. Anything else is returned unchanged; compress
+// handles the large replies where compression decides truncation.
+func compactOwners(w []byte, qend int) []byte {
+	if binary.BigEndian.Uint16(w[4:]) != 1 || qend < headerLen+2 || qend+4 > len(w) {
+		return w
+	}
+	qname := w[headerLen:qend]
+	total := int(binary.BigEndian.Uint16(w[6:])) + int(binary.BigEndian.Uint16(w[8:])) + int(binary.BigEndian.Uint16(w[10:]))
+	spelled := 0
+	off := qend + 4
+	for range total {
+		var rr rrInfo
+		end, err := skipRR(w, off, &rr)
+		if err != nil || (rr.rtype != typeA && rr.rtype != typeAAAA) {
+			return w
+		}
+		switch owner := w[off : off+rr.nameLen]; {
+		case len(owner) == 2 && owner[0] == 0xC0 && owner[1] == headerLen:
+		case string(owner) == string(qname):
+			spelled++
+		default:
+			return w // another name, or a pointer that moving would break
+		}
+		off = end
+	}
+	if spelled == 0 || off != len(w) {
+		return w
+	}
+	// Every pointer targets the question, which does not move.
+	dst, src := qend+4, qend+4
+	for range total {
+		end, _ := skipRR(w, src, nil)
+		rest := src + len(qname)
+		if w[src] == 0xC0 {
+			rest = src + 2
+		}
+		w[dst], w[dst+1] = 0xC0, headerLen
+		dst += 2
+		dst += copy(w[dst:], w[rest:end])
+		src = end
+	}
+	return w[:dst]
 }
 
 // compress repacks w with name compression.

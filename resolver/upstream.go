@@ -44,11 +44,13 @@ type upstream struct {
 func (u *upstream) healthy() bool { return u.downUntil.Load() == 0 }
 
 // upstreamUDPBuf is the read buffer of one UDP try. Upstreams are asked
-// for at most ourUDPSize bytes; a datagram that fills the buffer is
-// treated as truncated and retried over TCP. Kept small because every
-// query in flight holds one (64 KiB buffers made RSS under a miss flood
-// 30+ MiB).
-const upstreamUDPBuf = 4096
+// for at most ourUDPSize bytes (512 without EDNS); a datagram that fills
+// the buffer is more than that, so it is treated as truncated and retried
+// over TCP. Kept just above ourUDPSize (1280 is the allocator's size class
+// for it) because every query in flight holds one: 64 KiB buffers made RSS
+// under a miss flood 30+ MiB, 4 KiB ones still cost 300 KiB per 100 misses
+// in flight.
+const upstreamUDPBuf = 1280
 
 // maxTries bounds the tries of one exchange (and its result queue).
 const maxTries = 32
@@ -97,7 +99,7 @@ func NewForwarder(cfg ForwarderConfig, m *Metrics, log *slog.Logger) *Forwarder 
 		maxIdle:      max(1, cfg.MaxIdle),
 		failLimit:    3,
 		probeEvery:   5 * time.Second,
-		serial:       serializer{m: map[string]*keyLock{}},
+		serial:       serializer{m: map[string][]chan struct{}{}},
 		log:          log,
 	}
 	if f.log == nil {
@@ -218,7 +220,8 @@ func buildQuery(dst, name []byte, qtype, qclass uint16, do, cd, edns bool) []byt
 // still taken while later tries go out (unbound's pending queries).
 type exchange struct {
 	f       *Forwarder
-	msgs    [2][]byte // [0] with EDNS, [1] without; ID zero
+	msgs    [2][]byte // [0] with EDNS, [1] without; ID zero until sent
+	sent    [2]bool   // msgs[i] went out as some try's own message
 	results chan result
 
 	mu    sync.Mutex
@@ -303,12 +306,19 @@ func (ex *exchange) finish() {
 // first try of an A or AAAA query waits until the other type's try for
 // that name has its answer or timed out.
 func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uint16, do, cd bool) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, f.budget)
-	defer cancel()
-	deadline, _ := ctx.Deadline()
+	// The budget is a deadline checked by every wait below, not a
+	// context.WithTimeout: that costs a context, a timer and a closure
+	// (about 400 bytes of garbage) on every miss.
+	deadline := time.Now().Add(f.budget)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
 	ex := &exchange{f: f}
-	ex.msgs[0] = buildQuery(make([]byte, 0, len(name)+32), name, qtype, qclass, do, cd, true)
-	ex.msgs[1] = buildQuery(make([]byte, 0, len(name)+20), name, qtype, qclass, false, cd, false)
+	// Both forms in one allocation; the full slice expression keeps an
+	// append to the first from running into the second.
+	buf := buildQuery(make([]byte, 0, 2*len(name)+52), name, qtype, qclass, do, cd, true)
+	ex.msgs[0] = buf[:len(buf):len(buf)]
+	ex.msgs[1] = buildQuery(buf[len(buf):], name, qtype, qclass, false, cd, false)
 	defer ex.finish()
 	var skey string
 	if !f.parallelAAAA && (qtype == typeA || qtype == typeAAAA) {
@@ -336,17 +346,17 @@ func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uin
 		// The first UDP try runs on this goroutine: most queries are
 		// answered within it, and then no other goroutine is involved.
 		inline := st.outstanding == 0 && !t.tcp
-		var release func()
+		release := false
 		if inline && skey != "" && attempt == 0 {
-			var err error
-			if release, err = f.serial.acquire(ctx, skey); err != nil {
+			if err := f.serial.acquire(ctx, skey, deadline); err != nil {
 				break
 			}
+			release = true
 		}
 		err := ex.start(t, tryEnd)
 		if err != nil {
-			if release != nil {
-				release()
+			if release {
+				f.serial.release(skey)
 			}
 			st.failed(f, t, err)
 			if reply, fin := st.pauseIfAllFailed(ctx, ex, &timer, f, tryEnd); fin {
@@ -357,8 +367,8 @@ func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uin
 		st.outstanding++
 		if inline {
 			reply, err := f.readUDP(t.u, t.sock, t.msg, tryEnd)
-			if release != nil {
-				release()
+			if release {
+				f.serial.release(skey)
 			}
 			if isTimeout(err) && time.Now().Before(deadline) {
 				st.timeout(f, t)
@@ -382,7 +392,7 @@ func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uin
 		for {
 			r, done := ex.wait(ctx, &timer, tryEnd)
 			if !done {
-				if ctx.Err() == nil && !t.delivered.Load() {
+				if ctx.Err() == nil && time.Now().Before(deadline) && !t.delivered.Load() {
 					st.timeout(f, t)
 				}
 				break
@@ -397,7 +407,7 @@ func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uin
 		}
 	}
 	// No more tries to send: take whatever the ones still listening bring.
-	for st.outstanding > 0 && ctx.Err() == nil {
+	for st.outstanding > 0 && ctx.Err() == nil && time.Now().Before(deadline) {
 		r, done := ex.wait(ctx, &timer, deadline)
 		if !done {
 			break
@@ -583,6 +593,9 @@ func (st *exState) unusable(t *try, rc int, reason string) {
 }
 
 func isTimeout(err error) bool {
+	if err == nil {
+		return false // and no errors.As target escaping to the heap
+	}
 	if errors.Is(err, errTimeout) {
 		return true
 	}
@@ -626,7 +639,19 @@ func (ex *exchange) start(t *try, tryEnd time.Time) error {
 	if err != nil {
 		return err
 	}
-	t.msg = append([]byte(nil), ex.msg(t.edns)...)
+	// Each try has its own copy (its own ID, compared by its reader),
+	// except the first of each form, which takes the template itself:
+	// later tries copy it and set their own ID, nobody writes it again.
+	form := 0
+	if !t.edns {
+		form = 1
+	}
+	if ex.sent[form] {
+		t.msg = append([]byte(nil), ex.msg(t.edns)...)
+	} else {
+		ex.sent[form] = true
+		t.msg = ex.msg(t.edns)
+	}
 	setID(t.msg)
 	if _, err := s.c.Write(t.msg); err != nil {
 		s.c.Close()
@@ -698,54 +723,61 @@ func (f *Forwarder) readUDP(u *upstream, s *udpSock, msg []byte, deadline time.T
 // the other type (each try releases the key and the next waiter goes).
 type serializer struct {
 	mu sync.Mutex
-	m  map[string]*keyLock
+	// m holds the keys owned, each with its waiters in arrival order; a
+	// waiter's channel is closed when ownership passes to it. Held by
+	// value: an uncontended key allocates nothing.
+	m map[string][]chan struct{}
 }
 
-type keyLock struct {
-	waiters []chan struct{} // closed when ownership passes to that waiter
-}
-
-// acquire blocks until key is ours (or ctx ends) and returns the release.
-func (s *serializer) acquire(ctx context.Context, key string) (func(), error) {
+// acquire blocks until key is ours (or ctx ends, or deadline passes);
+// the owner calls release(key) when done.
+func (s *serializer) acquire(ctx context.Context, key string, deadline time.Time) error {
 	s.mu.Lock()
-	l, busy := s.m[key]
+	waiters, busy := s.m[key]
 	if !busy {
-		s.m[key] = &keyLock{}
+		s.m[key] = nil
 		s.mu.Unlock()
-		return func() { s.release(key) }, nil
+		return nil
 	}
 	ch := make(chan struct{})
-	l.waiters = append(l.waiters, ch)
+	s.m[key] = append(waiters, ch)
 	s.mu.Unlock()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	var err error
 	select {
 	case <-ch:
-		return func() { s.release(key) }, nil
+		return nil
 	case <-ctx.Done():
-		s.mu.Lock()
-		for i, w := range l.waiters {
-			if w == ch {
-				l.waiters = append(l.waiters[:i], l.waiters[i+1:]...)
-				s.mu.Unlock()
-				return nil, ctx.Err()
-			}
-		}
-		s.mu.Unlock()
-		// Ownership was handed over just as ctx ended: pass it on.
-		s.release(key)
-		return nil, ctx.Err()
+		err = ctx.Err()
+	case <-t.C:
+		err = context.DeadlineExceeded
 	}
+	s.mu.Lock()
+	waiters = s.m[key]
+	for i, w := range waiters {
+		if w == ch {
+			s.m[key] = append(waiters[:i], waiters[i+1:]...)
+			s.mu.Unlock()
+			return err
+		}
+	}
+	s.mu.Unlock()
+	// Ownership was handed over just as the wait ended: pass it on.
+	s.release(key)
+	return err
 }
 
 func (s *serializer) release(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l := s.m[key]
-	if len(l.waiters) == 0 {
+	waiters := s.m[key]
+	if len(waiters) == 0 {
 		delete(s.m, key)
 		return
 	}
-	next := l.waiters[0]
-	l.waiters = l.waiters[1:]
+	next := waiters[0]
+	s.m[key] = waiters[1:]
 	close(next)
 }
 
