@@ -271,7 +271,9 @@ func (s *jsonScanner) skip() bool {
 				}
 				continue
 			case '{', '[':
-				depth++
+				if depth++; depth > maxSkipDepth {
+					return false
+				}
 			case '}', ']':
 				depth--
 				if depth == 0 {
@@ -297,6 +299,13 @@ func (s *jsonScanner) skip() bool {
 // skipString steps over a string. Pods are mostly string bytes, so the
 // closing quote is looked for with bytes.IndexByte (vectorized); a quote
 // preceded by an odd number of backslashes is escaped and does not count.
+// maxSkipDepth bounds the nesting skip accepts. Real pods nest a few
+// dozen levels at most; far deeper documents go to the generic paths,
+// whose decoders count depth from the document root (encoding/json fails
+// beyond 10000 levels, counted over the whole review), so that a depth
+// error happens exactly where it did before.
+const maxSkipDepth = 1000
+
 // structural marks the bytes skip must look at inside an object or array.
 var structural = [256]bool{'"': true, '{': true, '}': true, '[': true, ']': true}
 
