@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -259,6 +260,10 @@ func (s *jsonScanner) skip() bool {
 	case '{', '[':
 		depth := 0
 		for s.i < len(s.b) {
+			if !structural[s.b[s.i]] {
+				s.i++ // the common case, kept to a table lookup
+				continue
+			}
 			switch s.b[s.i] {
 			case '"':
 				if !s.skipString() {
@@ -266,7 +271,9 @@ func (s *jsonScanner) skip() bool {
 				}
 				continue
 			case '{', '[':
-				depth++
+				if depth++; depth > maxSkipDepth {
+					return false
+				}
 			case '}', ']':
 				depth--
 				if depth == 0 {
@@ -289,20 +296,37 @@ func (s *jsonScanner) skip() bool {
 	}
 }
 
+// skipString steps over a string. Pods are mostly string bytes, so the
+// closing quote is looked for with bytes.IndexByte (vectorized); a quote
+// preceded by an odd number of backslashes is escaped and does not count.
+// maxSkipDepth bounds the nesting skip accepts. Real pods nest a few
+// dozen levels at most; far deeper documents go to the generic paths,
+// whose decoders count depth from the document root (encoding/json fails
+// beyond 10000 levels, counted over the whole review), so that a depth
+// error happens exactly where it did before.
+const maxSkipDepth = 1000
+
+// structural marks the bytes skip must look at inside an object or array.
+var structural = [256]bool{'"': true, '{': true, '}': true, '[': true, ']': true}
+
 func (s *jsonScanner) skipString() bool {
 	s.i++ // opening quote
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case '\\':
-			s.i += 2
-			continue
-		case '"':
-			s.i++
+	for {
+		n := bytes.IndexByte(s.b[s.i:], '"')
+		if n < 0 {
+			s.i = len(s.b)
+			return false
+		}
+		q := s.i + n
+		bs := 0
+		for j := q - 1; j >= s.i && s.b[j] == '\\'; j-- {
+			bs++
+		}
+		s.i = q + 1
+		if bs%2 == 0 {
 			return true
 		}
-		s.i++
 	}
-	return false
 }
 
 // pointerEscaper escapes a JSON Pointer reference token (RFC 6901).

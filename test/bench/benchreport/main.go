@@ -377,7 +377,7 @@ func (r *report) writeHostile() {
 		return
 	}
 	r.p("")
-	r.p("Hostile clients (`webhookload hostile`): concurrent senders of maximum-size reviews plus stalled connections (headers and 4 KiB of a large body, then nothing), while ordinary reviews (every 50 ms) and `/healthz` (every 100 ms, 1 s timeout) go on; RSS sampled every 20 ms.")
+	r.p("Hostile clients (`webhookload hostile`): concurrent senders of maximum-size reviews plus stalled connections (headers and 4 KiB of a large body, then nothing), while ordinary reviews (every 50 ms) and `/healthz` (every 100 ms, 1 s timeout, from a process of its own on a new connection each time, as the kubelet probes) go on; RSS sampled every 20 ms.")
 	r.p("")
 	r.p("| server | large senders × bytes | stalled | large: 200 / 429 / other | ordinary 200 / sent | /healthz max ms (failed) | peak RSS MiB |")
 	r.p("|---|---|---:|---|---|---|---:|")

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,7 +23,7 @@ import (
 
 // runHostile plays a hostile tenant against a webhook (issue 14): many
 // concurrent maximum-size reviews plus connections that send headers and a
-// little body and then stall, while one client keeps probing /healthz and
+// little body and then stall, while a probe process (see runProbe) keeps GETting /healthz and
 // another keeps sending ordinary reviews. It samples the server's RSS from
 // /proc throughout and prints one TSV line: what was shed, what was served,
 // how slow /healthz got and the peak RSS.
@@ -142,16 +143,23 @@ func runHostile(args []string) error {
 	if hurl == "" {
 		hurl = *base + "/healthz"
 	}
-	// Ordinary reviews and /healthz, on their own clients (an API server
-	// and a kubelet do not share the attacker's connections).
-	var normalSent, normalOK, healthSent, healthFail atomic.Int64
-	var healthMax atomic.Int64
+	// /healthz is probed from a process of its own, like the kubelet, and
+	// like it on a new connection each time: probing from this process
+	// would measure how long its own goroutine waits behind the 64
+	// senders on the client's core, not how fast the server answers.
+	probe, err := startProbe(hurl, *caFile, *dur)
+	if err != nil {
+		return err
+	}
+	// Ordinary reviews on their own client (an API server does not share
+	// the attacker's connections).
+	var normalSent, normalOK atomic.Int64
 	nclient, err := newClient(loadConfig{caFile: *caFile, proto: "h1", concurrency: []int{2}})
 	if err != nil {
 		return err
 	}
 	nclient.Timeout = 5 * time.Second
-	wg.Add(2)
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
@@ -172,31 +180,11 @@ func runHostile(args []string) error {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}()
-	go func() {
-		defer wg.Done()
-		hclient, _ := newClient(loadConfig{caFile: *caFile, proto: "h1", concurrency: []int{1}})
-		hclient.Timeout = time.Second
-		for ctx.Err() == nil {
-			t0 := time.Now()
-			resp, err := hclient.Get(hurl)
-			el := time.Since(t0)
-			if ctx.Err() != nil && err != nil {
-				return
-			}
-			healthSent.Add(1)
-			if err != nil || resp.StatusCode != http.StatusOK {
-				healthFail.Add(1)
-			}
-			if err == nil {
-				resp.Body.Close()
-			}
-			if ms := el.Milliseconds(); ms > healthMax.Load() {
-				healthMax.Store(ms)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}()
 	wg.Wait()
+	health, err := probe.result()
+	if err != nil {
+		return err
+	}
 
 	get := func(code int) int64 {
 		if v, ok := codes.Load(code); ok {
@@ -210,10 +198,10 @@ func runHostile(args []string) error {
 	fmt.Println("server\tbig\tbig_bytes\tstalled\tbig_sent\tbig_200\tbig_429\tbig_other\tnormal_sent\tnormal_200\thealthz_sent\thealthz_fail\thealthz_max_ms\tpeak_rss_kib\thwm_kib")
 	fmt.Printf("%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", *label, *big, len(large), *stalled,
 		bigTotal, get(200), get(429), bigTotal-get(200)-get(429), normalSent.Load(), normalOK.Load(),
-		healthSent.Load(), healthFail.Load(), healthMax.Load(), peakKiB.Load(), hwm)
+		health.sent, health.failed, health.maxMS, peakKiB.Load(), hwm)
 	fmt.Fprintf(os.Stderr, "%s hostile: %d×%d B + %d stalled: large 200=%d 429=%d other=%d; ordinary %d/%d OK; /healthz max %d ms, %d/%d failed; peak RSS %.1f MiB (VmHWM %.1f MiB)\n",
 		*label, *big, len(large), *stalled, get(200), get(429), bigTotal-get(200)-get(429), normalOK.Load(), normalSent.Load(),
-		healthMax.Load(), healthFail.Load(), healthSent.Load(), float64(peakKiB.Load())/1024, float64(hwm)/1024)
+		health.maxMS, health.failed, health.sent, float64(peakKiB.Load())/1024, float64(hwm)/1024)
 	return nil
 }
 
@@ -267,4 +255,86 @@ func statusKiB(pid int, key string) int64 {
 		}
 	}
 	return 0
+}
+
+// probeResult is what the probe process saw.
+type probeResult struct{ sent, failed, maxMS int64 }
+
+// probeProc is a running "webhookload probe".
+type probeProc struct {
+	cmd *exec.Cmd
+	out bytes.Buffer
+}
+
+// startProbe runs "webhookload probe" (this binary) for dur.
+func startProbe(url, caFile string, dur time.Duration) (*probeProc, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("probe: %w", err)
+	}
+	p := &probeProc{}
+	// Not CommandContext: the probe stops by itself after dur and must
+	// report what it saw rather than be killed at the deadline.
+	p.cmd = exec.Command(self, "probe", "--url="+url, "--ca="+caFile, "--duration="+dur.String())
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, os.Stderr
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("probe: %w", err)
+	}
+	return p, nil
+}
+
+func (p *probeProc) result() (probeResult, error) {
+	var r probeResult
+	if err := p.cmd.Wait(); err != nil {
+		return r, fmt.Errorf("probe process: %w", err)
+	}
+	if _, err := fmt.Sscan(p.out.String(), &r.sent, &r.failed, &r.maxMS); err != nil {
+		return r, fmt.Errorf("probe process output %q: %w", p.out.String(), err)
+	}
+	return r, nil
+}
+
+// runProbe is a kubelet-like HTTPS prober: GET url every interval on a new
+// connection (the kubelet does not keep probe connections alive), each
+// with a 1 s timeout; it prints "sent failed max_ms" when dur is over.
+func runProbe(args []string) error {
+	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
+	url := fs.String("url", "", "URL to GET (required)")
+	caFile := fs.String("ca", "", "PEM CA bundle (required)")
+	dur := fs.Duration("duration", 10*time.Second, "how long to probe")
+	interval := fs.Duration("interval", 100*time.Millisecond, "pause between probes")
+	timeout := fs.Duration("timeout", time.Second, "timeout of one probe")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *url == "" || *caFile == "" || *dur <= 0 || *dur > 2*time.Minute {
+		return errors.New("--url and --ca are required, --duration in (0, 2m]")
+	}
+	client, err := newClient(loadConfig{caFile: *caFile, proto: "h1", concurrency: []int{1}})
+	if err != nil {
+		return err
+	}
+	client.Transport.(*http.Transport).DisableKeepAlives = true
+	client.Timeout = *timeout
+	var sent, failed, maxMS int64
+	end := time.Now().Add(*dur)
+	for time.Now().Before(end) {
+		t0 := time.Now()
+		resp, err := client.Get(*url)
+		el := time.Since(t0)
+		sent++
+		if err != nil {
+			failed++
+		} else {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				failed++
+			}
+		}
+		maxMS = max(maxMS, el.Milliseconds())
+		time.Sleep(*interval)
+	}
+	fmt.Println(sent, failed, maxMS)
+	return nil
 }

@@ -2,6 +2,7 @@
 //
 //	webhookload load  --url=https://127.0.0.1:8443/mutate --ca=ca.crt --review=review.json [--pid=PID]
 //	webhookload hostile --url=https://127.0.0.1:8443 --ca=ca.crt --review=review.json --pid=PID
+//	webhookload probe --url=https://127.0.0.1:8443/healthz --ca=ca.crt (hostile starts it)
 //	webhookload floor --listen=127.0.0.1:9443 --tls-cert-file=tls.crt --tls-key-file=tls.key
 //
 // "load" sends the same AdmissionReview over keep-alive connections (HTTP/1.1
@@ -58,6 +59,8 @@ func main() {
 		err = runFloor(os.Args[2:])
 	case "hostile":
 		err = runHostile(os.Args[2:])
+	case "probe":
+		err = runProbe(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown subcommand %q (want load, floor or hostile)", os.Args[1])
 	}
