@@ -62,6 +62,16 @@ func FuzzFastPatch(f *testing.F) {
 		if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, &pod); err != nil {
 			return // undecodable pods are never patched
 		}
+		// An object with a repeated key has no single meaning (RFC 8259
+		// §4), so there is no right patch to compare against: the two
+		// paths read such a pod differently (found by this fuzzer:
+		// {"spec":{"dnsConfig":{"":[],"":[]}}}). The API server never
+		// sends one: it decodes the object (warning about or refusing
+		// duplicate fields) and sends the webhook its re-encoding.
+		var generic any
+		if strict, _ := sigsjson.UnmarshalStrict(raw, &generic, sigsjson.DisallowDuplicateFields); len(strict) > 0 {
+			return
+		}
 		cfg := testConfig()
 		if sidecar {
 			cfg.DefaultMode = ModeSidecar
