@@ -159,6 +159,13 @@ func (s *Server) httpError(w http.ResponseWriter, code int, format string, args 
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	fmt.Fprintf(w, "%d %s: %s\n", code, http.StatusText(code), fmt.Sprintf(format, args...))
+	// Most errors answer before the request body is read. Over HTTP/2 the
+	// server then resets the stream when the handler returns, and its
+	// write scheduler sends that RST_STREAM ahead of a response still
+	// buffered: the client gets the status but not the message (curl:
+	// "transfer closed with 88 bytes remaining"). Flushing waits until the
+	// message is on the wire.
+	_ = http.NewResponseController(w).Flush()
 }
 
 // readJSONBody enforces POST, a JSON Content-Type, the size limit and the
