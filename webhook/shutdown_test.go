@@ -36,14 +36,7 @@ func TestShutdownDrains(t *testing.T) {
 		{"no drain (old behaviour)", 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			ca, err := certs.NewCA("test-ca", time.Hour)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := certs.WriteServing(dir, ca, localHosts, time.Hour, true); err != nil {
-				t.Fatal(err)
-			}
+			dir := servingDir(t)
 			r, err := NewCertReloader(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), quietLogger())
 			if err != nil {
 				t.Fatal(err)
@@ -192,14 +185,7 @@ func status(c *http.Client, url string) int {
 // each request with Connection: close, so the client drops the connection
 // only after a response.
 func TestShutdownKeepAliveClients(t *testing.T) {
-	dir := t.TempDir()
-	ca, err := certs.NewCA("test-ca", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := certs.WriteServing(dir, ca, localHosts, time.Hour, true); err != nil {
-		t.Fatal(err)
-	}
+	dir := servingDir(t)
 	r, err := NewCertReloader(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), quietLogger())
 	if err != nil {
 		t.Fatal(err)
@@ -279,4 +265,19 @@ func TestShutdownKeepAliveClients(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("ServeDrained: %v", err)
 	}
+}
+
+// servingDir writes a test CA and a serving certificate for localHosts
+// (ca.crt, tls.crt, tls.key) into a new temporary directory.
+func servingDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := certs.NewCA("test-ca", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := certs.WriteServing(dir, ca, localHosts, time.Hour, true); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
