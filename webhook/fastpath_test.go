@@ -42,15 +42,7 @@ func FuzzFastPatch(f *testing.F) {
 		f.Add([]byte(p), false)
 		f.Add([]byte(p), true)
 	}
-	files, _ := filepath.Glob("testdata/*.json")
-	for _, file := range files {
-		if strings.HasSuffix(file, goldenSuffix) {
-			continue
-		}
-		b, err := os.ReadFile(file)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, b := range testdataReviews(f) {
 		var review admissionv1.AdmissionReview
 		if json.Unmarshal(b, &review) == nil && review.Request != nil && len(review.Request.Object.Raw) > 0 {
 			f.Add(review.Request.Object.Raw, false)
@@ -218,4 +210,26 @@ func TestAppendReview(t *testing.T) {
 			t.Fatalf("got %+v\nwant %+v", got, want)
 		}
 	}
+}
+
+// testdataReviews returns the admission reviews under testdata (the golden
+// outputs left out), as fuzz seeds.
+func testdataReviews(f *testing.F) [][]byte {
+	f.Helper()
+	files, err := filepath.Glob("testdata/*.json")
+	if err != nil {
+		f.Fatal(err)
+	}
+	var out [][]byte
+	for _, file := range files {
+		if strings.HasSuffix(file, goldenSuffix) {
+			continue
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return out
 }

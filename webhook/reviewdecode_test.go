@@ -3,7 +3,6 @@ package webhook
 import (
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -48,15 +47,7 @@ func FuzzDecodeReview(f *testing.F) {
 	// the review's root.
 	deep := strings.Repeat("[", 9999) + strings.Repeat("]", 9999)
 	f.Add([]byte(`{"request":{"uid":"u","object":{"a":` + deep + `}}}`))
-	files, _ := filepath.Glob("testdata/*.json")
-	for _, file := range files {
-		if strings.HasSuffix(file, goldenSuffix) {
-			continue
-		}
-		b, err := os.ReadFile(file)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, b := range testdataReviews(f) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
