@@ -277,7 +277,7 @@ corpus_case() {
 corpus_instance() { # CASE
   local case=$1 cfg=$CORPUS/$1.config.yaml args=()
   PORT[$case]=$("$HELPER" freeport)
-  grep -q '^nameservers:' "$cfg" || args+=(--nameservers=$CLUSTER_DNS)
+  grep -q '^nameservers:' "$cfg" || args+=("--nameservers=$CLUSTER_DNS")
   start "$case" --config="$cfg" --listen="127.0.0.1:${PORT[$case]}" \
     --tls-cert-file="$WORK/pki/tls.crt" --tls-key-file="$WORK/pki/tls.key" "${args[@]}"
   wait_healthy "$case"
