@@ -95,7 +95,7 @@ soak: $(BIN)/resolver
 sidecar-resources: $(BIN)/resolver
 	./hack/sidecar-resources.sh
 
-## quota-test: patched pods under ResourceQuota/LimitRange on a real kube-apiserver (bin/kube-apiserver, bin/etcd)
+## quota-test: every golden pod of webhook/testdata, and sidecar pods under ResourceQuota/LimitRange, on test/cluster's control plane (bin/kube-apiserver, bin/etcd)
 quota-test:
 	./hack/quota-test.sh
 

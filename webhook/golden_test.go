@@ -16,7 +16,6 @@ import (
 	jsonpatch5 "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
-	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/runtime"
 )
 
@@ -155,8 +154,14 @@ func goldenCases(t *testing.T) []string {
 // TestGolden runs every testdata/<case>.json AdmissionReview through the
 // HTTP handler, applies the returned patch to the request object and
 // compares the result with <case>.golden.json (and the warnings with
-// <case>.warnings.golden.txt). Each case also checks the typed Apply agrees
-// with the raw patch, and that mutating the result again is a no-op.
+// <case>.warnings.golden.txt). A new review is picked up by the glob, a
+// golden without its review fails, and each case checks that mutating the
+// result again is a no-op.
+//
+// The same files are the corpus of test/curl/run.sh (each review posted to
+// the real binary over HTTPS, started with the case's config) and of
+// test/quota (each golden pod dry-run created on a real kube-apiserver, the
+// validator of record for what the webhook writes).
 func TestGolden(t *testing.T) {
 	cases := goldenCases(t)
 	defaultSrv := newTestServer(t, testConfig())
@@ -178,8 +183,8 @@ func TestGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			var review admissionv1.AdmissionReview
-			if err := json.Unmarshal(in, &review); err != nil {
-				t.Fatalf("bad test input: %v", err)
+			if err := json.Unmarshal(in, &review); err != nil || review.Request == nil {
+				t.Fatalf("bad test input (want an AdmissionReview with a request): %v", err)
 			}
 			out := postReview(t, srv, in)
 			resp := out.Response
@@ -190,6 +195,10 @@ func TestGolden(t *testing.T) {
 				t.Errorf("denied: %+v", resp.Result)
 			}
 			raw := review.Request.Object.Raw
+			if len(raw) == 0 {
+				// A DELETE carries no object: the golden says so.
+				raw = []byte("null")
+			}
 			patched := applyResponse(t, raw, resp)
 			checkGolden(t, base+goldenSuffix, prettyJSON(t, patched))
 			var warnings []byte
@@ -197,18 +206,13 @@ func TestGolden(t *testing.T) {
 				warnings = []byte(strings.Join(resp.Warnings, "\n") + "\n")
 			}
 			checkGolden(t, base+warningsSuffix, warnings)
+			checkPatchScope(t, resp.Patch)
 
-			// The typed path (Decide + Apply) must produce the same pod.
-			var orig corev1.Pod
-			if review.Request.Kind.Kind == "Pod" && json.Unmarshal(raw, &orig) == nil && len(resp.Patch) > 0 {
-				d := Decide(&orig, Env{Namespace: review.Request.Namespace, Nameservers: srv.cfg.Nameservers}, &srv.cfg)
-				Apply(&orig, d)
-				var got corev1.Pod
+			// A pod that decoded before must still decode after the patch.
+			var orig, got corev1.Pod
+			if review.Request.Kind.Kind == "Pod" && json.Unmarshal(raw, &orig) == nil {
 				if err := json.Unmarshal(patched, &got); err != nil {
 					t.Fatalf("patched pod does not decode: %v", err)
-				}
-				if !apiequality.Semantic.DeepEqual(&orig, &got) {
-					t.Errorf("typed Apply and raw patch disagree:\ntyped %+v\nraw   %+v", orig.Spec, got.Spec)
 				}
 			}
 
@@ -243,4 +247,62 @@ func TestGolden(t *testing.T) {
 			}
 		}
 	}
+}
+
+// patchScope lists what the webhook may write: the DNS fields, its marker
+// annotation, the resolver init container with its port sysctl, and the
+// resolver's pull secrets. Anything else in a patch is a pod field rewritten
+// behind its owner's back, whatever the golden says. (Checked once by making
+// fastPatch also add /spec/hostname: 55 cases failed here, "patch writes
+// /spec/hostname, outside what the webhook owns".)
+var patchScope = []string{
+	"/spec/dnsPolicy", "/spec/dnsConfig",
+	"/metadata/annotations",
+	"/spec/initContainers", "/spec/securityContext", "/spec/imagePullSecrets",
+}
+
+func checkPatchScope(t *testing.T, patch []byte) {
+	t.Helper()
+	if len(patch) == 0 {
+		return
+	}
+	var ops []struct {
+		Op    string          `json:"op"`
+		Path  string          `json:"path"`
+		Value json.RawMessage `json:"value"`
+	}
+	if err := json.Unmarshal(patch, &ops); err != nil {
+		t.Fatalf("patch is not a JSON array of operations: %v", err)
+	}
+	for _, op := range ops {
+		if op.Op != "add" && op.Op != "replace" {
+			t.Errorf("patch op %q at %s: the webhook only adds and replaces", op.Op, op.Path)
+		}
+		ok := false
+		for _, p := range patchScope {
+			if op.Path == p || strings.HasPrefix(op.Path, p+"/") {
+				ok = true
+			}
+		}
+		// Metadata: only the marker annotation, alone or as the whole map
+		// (or the whole metadata) when the pod had none.
+		switch {
+		case op.Path == "/metadata":
+			var v map[string]map[string]string
+			ok = json.Unmarshal(op.Value, &v) == nil && len(v) == 1 && onlyMarker(v["annotations"])
+		case op.Path == "/metadata/annotations":
+			var v map[string]string
+			ok = json.Unmarshal(op.Value, &v) == nil && onlyMarker(v)
+		case strings.HasPrefix(op.Path, "/metadata/annotations/"):
+			ok = op.Path == "/metadata/annotations/dnsguard.io~1injected"
+		}
+		if !ok {
+			t.Errorf("patch writes %s, outside what the webhook owns %v", op.Path, patchScope)
+		}
+	}
+}
+
+func onlyMarker(annotations map[string]string) bool {
+	_, ok := annotations[AnnotationInjected]
+	return ok && len(annotations) == 1
 }

@@ -107,7 +107,7 @@ func skip(d Decision, reason, why string) Decision {
 //     already named dnsguard-resolver; a container declaring the health
 //     port 8053 moves the resolver's health listener to the next free port
 //     (with a warning) instead. With sidecar.metricsPort set, a pod whose
-//     container declares that TCP port (or a port named dnsguard-metrics)
+//     container declares that TCP port (or a port named dg-metrics)
 //     gets the sidecar without metrics, with a warning.
 func Decide(pod *corev1.Pod, env Env, cfg *Config) Decision {
 	var d Decision

@@ -573,7 +573,7 @@ func TestSidecarMetricsPort(t *testing.T) {
 		{name: "app declares the port", metricsPort: 9153, pod: pod(sidecar, port("", 9153, "")), wantHealth: "--health-listen=127.0.0.1:8053", warn: "container app declares port 9153, the resolver's metrics port"},
 		{name: "app declares it as TCP", metricsPort: 9153, pod: pod(sidecar, port("prom", 9153, corev1.ProtocolTCP)), wantHealth: "--health-listen=127.0.0.1:8053", warn: "declares port 9153"},
 		{name: "app declares it as UDP only", metricsPort: 9153, pod: pod(sidecar, port("", 9153, corev1.ProtocolUDP)), wantMetrics: "--metrics-listen=:9153", wantHealth: "--health-listen=127.0.0.1:8053"},
-		{name: "app uses the port name", metricsPort: 9153, pod: pod(sidecar, port(SidecarMetricsPortName, 9000, "")), wantHealth: "--health-listen=127.0.0.1:8053", warn: "already declares a port named dnsguard-metrics"},
+		{name: "app uses the port name", metricsPort: 9153, pod: pod(sidecar, port(SidecarMetricsPortName, 9000, "")), wantHealth: "--health-listen=127.0.0.1:8053", warn: "already declares a port named dg-metrics"},
 		{name: "moved health port skips the metrics port", metricsPort: 8054, pod: pod(sidecar, port("", 8053, "")), wantMetrics: "--metrics-listen=:8054", wantHealth: "--health-listen=127.0.0.1:8055", warn: "moved it to 127.0.0.1:8055"},
 		{name: "dnsconfig mode: nothing", metricsPort: 9153, pod: pod(annotate(AnnotationMode, ModeDNSConfig))},
 	}
@@ -617,7 +617,7 @@ func TestSidecarMetricsPort(t *testing.T) {
 			if !slices.Equal(metricsArgs, []string{tc.wantMetrics}) {
 				t.Errorf("metrics args %q, want [%q]", metricsArgs, tc.wantMetrics)
 			}
-			if want := []corev1.ContainerPort{{Name: "dnsguard-metrics", ContainerPort: tc.metricsPort, Protocol: corev1.ProtocolTCP}}; !reflect.DeepEqual(c.Ports, want) {
+			if want := []corev1.ContainerPort{{Name: "dg-metrics", ContainerPort: tc.metricsPort, Protocol: corev1.ProtocolTCP}}; !reflect.DeepEqual(c.Ports, want) {
 				t.Errorf("ports %+v, want %+v", c.Ports, want)
 			}
 			if n := len(tc.extraArgs); n > 0 && !slices.Equal(c.Args[len(c.Args)-n:], tc.extraArgs) {

@@ -95,32 +95,32 @@ func Up(ctx context.Context, cfg Config) (c *Cluster, err error) {
 		c.cfg.Log("%s: done in %.1fs", name, time.Since(s).Seconds())
 		return nil
 	}
+	// node marks the steps a ControlPlaneOnly run skips.
 	steps := []struct {
 		name string
 		f    func() error
+		node bool
 	}{
-		{"node network namespace", c.startNetns},
+		{"node network namespace", c.startNetns, false},
 		{"PKI and configuration", func() error {
 			if err := writePKI(c.cfg.path("pki"), apiServerURL()); err != nil {
 				return err
 			}
 			return c.writeNodeConfigs()
-		}},
-		{"etcd and node upstream DNS", func() error {
-			if err := c.startProc(ctx, "dnsmasq", c.dnsmasqArgs()); err != nil {
-				return err
-			}
+		}, false},
+		{"node upstream DNS", func() error { return c.startProc(ctx, "dnsmasq", c.dnsmasqArgs()) }, true},
+		{"etcd", func() error {
 			if err := c.startProc(ctx, "etcd", c.etcdArgs()); err != nil {
 				return err
 			}
 			return c.waitHTTP(ctx, "etcd", "http://127.0.0.1:2379/health", 60*time.Second)
-		}},
+		}, false},
 		{"kube-apiserver", func() error {
 			if err := c.startProc(ctx, "kube-apiserver", c.apiserverArgs()); err != nil {
 				return err
 			}
 			return c.waitAPI(ctx, 120*time.Second)
-		}},
+		}, false},
 		{"controller manager, scheduler, containerd", func() error {
 			for name, args := range map[string][]string{
 				"kube-controller-manager": c.controllerManagerArgs(),
@@ -132,8 +132,8 @@ func Up(ctx context.Context, cfg Config) (c *Cluster, err error) {
 				}
 			}
 			return c.waitContainerd(ctx, 60*time.Second)
-		}},
-		{"image import", func() error { return c.importImages(c.netns) }},
+		}, true},
+		{"image import", func() error { return c.importImages(c.netns) }, true},
 		{"kubelet and kube-proxy (node Ready)", func() error {
 			if err := c.startProc(ctx, "kubelet", c.kubeletArgs()); err != nil {
 				return err
@@ -142,7 +142,7 @@ func Up(ctx context.Context, cfg Config) (c *Cluster, err error) {
 				return err
 			}
 			return c.waitNodeReady(ctx, 120*time.Second)
-		}},
+		}, true},
 		{"CoreDNS (kube-system/kube-dns, 2 replicas)", func() error {
 			if err := c.waitServiceAccount(ctx, "kube-system", 60*time.Second); err != nil {
 				return err
@@ -151,9 +151,12 @@ func Up(ctx context.Context, cfg Config) (c *Cluster, err error) {
 				return err
 			}
 			return c.waitDeployment(ctx, "kube-system", "coredns", 180*time.Second)
-		}},
+		}, true},
 	}
 	for _, s := range steps {
+		if s.node && cfg.ControlPlaneOnly {
+			continue
+		}
 		if err = step(s.name, s.f); err != nil {
 			return c, err
 		}

@@ -42,6 +42,11 @@ type Config struct {
 	LogDir string
 	// Keep leaves RunDir in place after Down (logs, PKI, etcd data).
 	Keep bool
+	// ControlPlaneOnly starts etcd and kube-apiserver and nothing else: no
+	// node, so admission (validation, quota, LimitRange, defaulting) runs in
+	// full while pods stay Pending. For suites that only need the API
+	// server's verdict on objects (test/quota).
+	ControlPlaneOnly bool
 	// Log prints progress lines.
 	Log func(format string, args ...any)
 }
@@ -54,8 +59,12 @@ func (c *Config) validate() error {
 	if c.Bin == "" {
 		return fmt.Errorf("config: Bin is empty")
 	}
-	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-		"kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr"} {
+	bins := []string{"etcd", "kube-apiserver"}
+	if !c.ControlPlaneOnly {
+		bins = append(bins, "kube-controller-manager", "kube-scheduler",
+			"kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr")
+	}
+	for _, b := range bins {
 		if _, err := os.Stat(filepath.Join(c.Bin, b)); err != nil {
 			return fmt.Errorf("config: %s missing in %s (hack/build-tools.sh builds it): %w", b, c.Bin, err)
 		}

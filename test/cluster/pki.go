@@ -62,7 +62,7 @@ func writePKI(dir, server string) error {
 	}
 	files["kubelet-serving.crt"], files["kubelet-serving.key"] = kubeletCert, kubeletKey
 	for _, id := range identities {
-		c, k, err := IssueClient(ca, id.cn, id.groups, validity)
+		c, k, err := issueClient(ca, id.cn, id.groups, validity)
 		if err != nil {
 			return fmt.Errorf("%s client certificate: %w", id.file, err)
 		}
@@ -82,11 +82,10 @@ func writePKI(dir, server string) error {
 	return nil
 }
 
-// IssueClient signs a client-auth certificate (CN = user, O = groups). The
+// issueClient signs a client-auth certificate (CN = user, O = groups). The
 // certs package issues only serving certificates (what dnsguard ships), so
-// the client variant lives with the test harnesses that need it (this
-// cluster and test/quota's API server).
-func IssueClient(ca *certs.CA, cn string, groups []string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
+// the client variant lives with the test harness that needs it.
+func issueClient(ca *certs.CA, cn string, groups []string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("generate key: %w", err)

@@ -1,34 +1,37 @@
 #!/usr/bin/env bash
 # curl-driven tests of the real dnsguard webhook binary over HTTPS.
 #
-# Starts bin/webhook three times on free loopback ports with development
-# certificates from bin/certs:
-#   default  --default-mode=dnsconfig (flags)
-#   sidecar  --default-mode=sidecar   (flags; certificate files laid out like a
+# Starts bin/webhook on free loopback ports with development certificates
+# from bin/certs:
+#   default  the configuration webhook/golden_test.go runs with (flags)
+#   sidecar  --default-mode=sidecar (flags; certificate files laid out like a
 #            Kubernetes Secret volume, rotated during the run)
-#   config   everything from a --config YAML file (other cluster domain, two
-#            nameservers, own DNS options, sidecar without fallback, a node
-#            search domain)
-# then posts the AdmissionReviews in test/curl/requests/ with curl --cacert and
-# checks the answers with jq: the envelope, the decoded patch applied to the
-# original pod (test/curl/helper, evanphx/json-patch), the per-case
-# expectations in test/curl/checks/*.checks, and idempotency (the patched pod
-# sent again as a new review must get no patch). Then /explain, the HTTP error
-# paths (405/415/400/413/404, server still alive after each), TLS (plain HTTP
-# and TLS 1.1 refused), certificate rotation, /metrics, bad flags, SIGTERM.
+#   config   everything from a --config YAML file
+#   one per corpus case with a <case>.config.yaml (that file, and the flags
+#            golden_test.go's testConfig sets)
+# then posts every AdmissionReview of the fixture corpus (webhook/testdata,
+# shared with the Go golden tests) with curl --cacert and checks with jq: the
+# envelope, the decoded patch applied to the original object
+# (test/curl/helper, evanphx/json-patch) equal to <case>.golden.json, the
+# warnings equal to <case>.warnings.golden.txt, and idempotency (the patched
+# pod sent again as a new review gets no patch). Then /explain
+# (test/curl/explain.checks), the HTTP error paths (405/415/400/413/404,
+# server still alive after each), TLS (plain HTTP and TLS 1.1 refused),
+# certificate rotation, /metrics, bad flags, SIGTERM.
 #
-# Usage: [WEBHOOK=BINARY] test/curl/run.sh [-v] [CASE-GLOB]   (e.g. run.sh '08-*'; -v prints the
-# documents of failed checks). KEEP=1 keeps the work directory.
+# Usage: [WEBHOOK=BINARY] test/curl/run.sh [-v] [CASE-GLOB]   (e.g. run.sh 'sidecar-*'; -v prints
+# the differences of failed cases). KEEP=1 keeps the work directory.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 HERE=$ROOT/test/curl
+CORPUS=$ROOT/webhook/testdata
 
 VERBOSE=0
 if [[ ${1:-} == -v ]]; then VERBOSE=1; shift; fi
 ONLY=${1:-*}
 
-# Values the expectations are written against (issue 2 / contracts).
+# golden_test.go's testConfig: the defaults and this cluster DNS.
 CLUSTER_DNS=10.96.0.10
 SIDECAR_IMAGE=registry.example.com/dnsguard/resolver:v0.1.0
 CONFIG_IMAGE=registry.example.com/dnsguard/resolver:from-config
@@ -141,8 +144,7 @@ wait_healthy() { # NAME
 PORT[default]=$("$HELPER" freeport)
 start default --listen="127.0.0.1:${PORT[default]}" \
   --tls-cert-file="$WORK/pki/tls.crt" --tls-key-file="$WORK/pki/tls.key" \
-  --nameservers=$CLUSTER_DNS --cluster-domain=cluster.local \
-  --sidecar-image=$SIDECAR_IMAGE
+  --nameservers=$CLUSTER_DNS
 
 PORT[sidecar]=$("$HELPER" freeport)
 start sidecar --listen="127.0.0.1:${PORT[sidecar]}" \
@@ -207,143 +209,163 @@ post() {
 
 REVIEWS_DEFAULT=0 # /mutate reviews answered 200 by the default instance
 
-# ---------------------------------------------------------------- cases
-# run_case CHECKSFILE: directives (@request FILE, @target INSTANCE,
-# @endpoint mutate|explain, @namespace NS for ?namespace=) then lines
-# "label :: jq expression" evaluated against the document described in lib.jq.
-run_case() {
-  local cf=$1 case req="" target=default endpoint=mutate qns="" line
-  case=$(basename "$cf" .checks)
-  while IFS= read -r line; do
-    case $line in
-      "@request "*) req=${line#@request } ;;
-      "@target "*) target=${line#@target } ;;
-      "@endpoint "*) endpoint=${line#@endpoint } ;;
-      "@namespace "*) qns=${line#@namespace } ;;
-    esac
-  done <"$cf"
-  [[ -n $req ]] || req=$case.json
-  local reqf=$HERE/requests/$req d=$WORK/cases/$case
+# ---------------------------------------------------------------- corpus
+# corpus_case CASE INSTANCE: posts webhook/testdata/CASE.json to /mutate and
+# compares the answer with the case's goldens, as webhook/golden_test.go
+# does in process: the same files, here over HTTPS to the real binary.
+# (Checked once: ndots 4 written into alpine-image-musl-warning.golden.json
+# and a line added to its warnings golden failed both comparisons.)
+corpus_case() {
+  local case=$1 target=$2 base=$CORPUS/$1 d=$WORK/cases/$1 tag="$1 [$2]" code uid
   mkdir -p "$d"
-  local tag="$case [$target $endpoint]"
-  if [[ -n ${DOWN[$target]:-} ]]; then
-    bad "$tag: instance '$target' is not running"
-    return
-  fi
-
-  local code body=$reqf path=/mutate ns
-  if [[ $endpoint == explain ]]; then
-    jq '.request.object' "$reqf" >"$d/body.json"
-    body=$d/body.json
-    path=/explain
-    [[ -z $qns ]] || path="/explain?namespace=$qns"
-    ns=${qns:-$(jq -r '.request.object.metadata.namespace // ""' "$reqf")}
-  else
-    ns=$(jq -r '.request.namespace // ""' "$reqf")
-  fi
-  code=$(post "$target" "$path" "$body" "$d/resp.json")
+  code=$(post "$target" /mutate "$base.json" "$d/resp.json")
   if [[ $code != 200 ]] || ! jq -e . "$d/resp.json" >/dev/null 2>&1; then
     bad "$tag: HTTP 200 with a JSON body" "got HTTP $code: $(head -c 300 "$d/resp.json" 2>/dev/null)"
     return
   fi
   ok "$tag: HTTP 200 with a JSON body"
-
-  # The patch, decoded.
-  if [[ $endpoint == mutate ]]; then
-    if [[ $target == default ]]; then REVIEWS_DEFAULT=$((REVIEWS_DEFAULT + 1)); fi
-    jq '.response' "$d/resp.json" >"$d/response.json"
-    local uid
-    uid=$(jq -r '.request.uid' "$reqf")
-    check "$tag: AdmissionReview v1 envelope" jq -e '.apiVersion == "admission.k8s.io/v1" and .kind == "AdmissionReview"' "$d/resp.json"
-    check "$tag: UID echoed" jq -e --arg uid "$uid" '.response.uid == $uid' "$d/resp.json"
-    check "$tag: allowed (never denied)" jq -e '.response.allowed == true' "$d/resp.json"
-    if jq -e '.response.patch // "" | length > 0' "$d/resp.json" >/dev/null; then
-      check "$tag: patchType JSONPatch" jq -e '.response.patchType == "JSONPatch"' "$d/resp.json"
-      if ! jq -r '.response.patch' "$d/resp.json" | base64 -d >"$d/patch.json" 2>/dev/null || ! jq -e 'type == "array"' "$d/patch.json" >/dev/null 2>&1; then
-        bad "$tag: patch is base64 of a JSON array"
-        echo '[]' >"$d/patch.json"
-      else
-        ok "$tag: patch is base64 of a JSON array"
-      fi
+  if [[ $target == default ]]; then REVIEWS_DEFAULT=$((REVIEWS_DEFAULT + 1)); fi
+  uid=$(jq -r '.request.uid' "$base.json")
+  check "$tag: AdmissionReview v1 envelope" jq -e '.apiVersion == "admission.k8s.io/v1" and .kind == "AdmissionReview"' "$d/resp.json"
+  check "$tag: UID echoed" jq -e --arg uid "$uid" '.response.uid == $uid' "$d/resp.json"
+  check "$tag: allowed (never denied)" jq -e '.response.allowed == true' "$d/resp.json"
+  echo '[]' >"$d/patch.json"
+  if jq -e '.response.patch // "" | length > 0' "$d/resp.json" >/dev/null; then
+    check "$tag: patchType JSONPatch" jq -e '.response.patchType == "JSONPatch"' "$d/resp.json"
+    if jq -r '.response.patch' "$d/resp.json" | base64 -d >"$d/patch.raw" 2>/dev/null && jq -e 'type == "array"' "$d/patch.raw" >/dev/null 2>&1; then
+      ok "$tag: patch is base64 of a JSON array"
+      cp "$d/patch.raw" "$d/patch.json"
     else
-      echo '[]' >"$d/patch.json"
+      bad "$tag: patch is base64 of a JSON array"
     fi
-  else
-    cp "$d/resp.json" "$d/response.json"
-    check "$tag: explain answer has mode, reason, patch, resolvConf" \
-      jq -e '(.mode | IN("dnsconfig", "sidecar", "off")) and (.reason | type == "string" and length > 0) and (.patch == null or (.patch | type == "array")) and (.resolvConf | type == "string")' "$d/resp.json"
-    jq '.patch // []' "$d/resp.json" >"$d/patch.json"
   fi
 
-  # The patch applied to the original object.
-  jq '.request.object' "$reqf" >"$d/orig.json"
-  if [[ $(jq 'length' "$d/patch.json") -gt 0 ]]; then
-    if "$HELPER" apply "$d/orig.json" "$d/patch.json" >"$d/pod.json" 2>"$d/apply.err"; then
-      ok "$tag: patch applies to the original pod"
-    else
-      bad "$tag: patch applies to the original pod" "$(cat "$d/apply.err")"
-      cp "$d/orig.json" "$d/pod.json"
-    fi
+  # The patch applied to the original object (null for a DELETE) is the golden.
+  jq '.request.object' "$base.json" >"$d/orig.json"
+  cp "$d/orig.json" "$d/pod.json"
+  if [[ $(jq 'length' "$d/patch.json") -gt 0 ]] && ! "$HELPER" apply "$d/orig.json" "$d/patch.json" >"$d/pod.json" 2>"$d/apply.err"; then
+    bad "$tag: patch applies to the original object" "$(cat "$d/apply.err")"
+    return
+  fi
+  if diff <(jq -S . "$base.golden.json") <(jq -S . "$d/pod.json") >"$d/golden.diff"; then
+    ok "$tag: patched object equals $case.golden.json"
   else
-    cp "$d/orig.json" "$d/pod.json"
+    bad "$tag: patched object equals $case.golden.json" "diff in $d/golden.diff"
+    [[ $VERBOSE == 0 ]] || sed 's/^/      /' "$d/golden.diff" | head -40
+  fi
+  jq -r '.response.warnings // [] | .[]' "$d/resp.json" >"$d/warnings.txt"
+  if [[ -e $base.warnings.golden.txt ]]; then
+    check "$tag: warnings equal $case.warnings.golden.txt" cmp "$base.warnings.golden.txt" "$d/warnings.txt"
+  else
+    check "$tag: no warnings (no $case.warnings.golden.txt)" test ! -s "$d/warnings.txt"
   fi
 
   # Idempotency: the patched pod, as a new review, must come back unpatched.
-  echo 'null' >"$d/again.json"
-  echo '[]' >"$d/again_patch.json"
-  if [[ $endpoint == mutate && $(jq 'length' "$d/patch.json") -gt 0 ]]; then
-    local uid2 code2
+  if [[ $(jq 'length' "$d/patch.json") -gt 0 ]]; then
+    local uid2
     uid2=$(uuid)
-    jq --arg uid "$uid2" --slurpfile pod "$d/pod.json" '.request.uid = $uid | .request.object = $pod[0]' "$reqf" >"$d/again-review.json"
-    code2=$(post "$target" /mutate "$d/again-review.json" "$d/again-resp.json")
-    if [[ $target == default ]]; then REVIEWS_DEFAULT=$((REVIEWS_DEFAULT + 1)); fi
-    if [[ $code2 == 200 ]] && jq -e --arg uid "$uid2" '.response.uid == $uid' "$d/again-resp.json" >/dev/null 2>&1; then
-      jq '.response' "$d/again-resp.json" >"$d/again.json"
-      jq -r '.response.patch // ""' "$d/again-resp.json" | base64 -d >"$d/again_patch.json" 2>/dev/null || true
-      [[ -s $d/again_patch.json ]] || echo '[]' >"$d/again_patch.json"
+    jq --arg uid "$uid2" --slurpfile pod "$d/pod.json" '.request.uid = $uid | .request.object = $pod[0]' "$base.json" >"$d/again-review.json"
+    code=$(post "$target" /mutate "$d/again-review.json" "$d/again-resp.json")
+    if [[ $target == default && $code == 200 ]]; then REVIEWS_DEFAULT=$((REVIEWS_DEFAULT + 1)); fi
+    check "$tag: idempotent (patched pod re-reviewed: allowed, own UID, no patch)" \
+      jq -e --arg uid "$uid2" '.response.uid == $uid and .response.allowed == true and ((.response.patch // "") | length) == 0' "$d/again-resp.json"
+  fi
+}
+
+# A case with <case>.config.yaml gets an instance of its own: that file, plus
+# the nameserver golden_test.go's testConfig sets when the file names none.
+corpus_instance() { # CASE
+  local case=$1 cfg=$CORPUS/$1.config.yaml args=()
+  PORT[$case]=$("$HELPER" freeport)
+  grep -q '^nameservers:' "$cfg" || args+=("--nameservers=$CLUSTER_DNS")
+  start "$case" --config="$cfg" --listen="127.0.0.1:${PORT[$case]}" \
+    --tls-cert-file="$WORK/pki/tls.crt" --tls-key-file="$WORK/pki/tls.key" "${args[@]}"
+  wait_healthy "$case"
+}
+stop_instance() { # NAME
+  kill -TERM "${PID[$1]}" 2>/dev/null || true
+  wait "${PID[$1]}" 2>/dev/null || true
+}
+
+log "fixture corpus (webhook/testdata)"
+ncases=0
+shopt -s nullglob
+for f in "$CORPUS"/$ONLY.json; do
+  case $f in *.golden.json) continue ;; esac
+  c=$(basename "$f" .json)
+  ncases=$((ncases + 1))
+  if [[ -e $CORPUS/$c.config.yaml ]]; then
+    if corpus_instance "$c"; then
+      corpus_case "$c" "$c"
     else
-      bad "$tag: re-review of the patched pod answered" "HTTP $code2"
+      bad "$c: webhook with $c.config.yaml starts"
     fi
-    check "$tag: idempotent (patched pod re-reviewed gets no patch)" \
-      jq -e '.allowed == true' "$d/again.json"
-    check "$tag: idempotent (re-review patch is empty)" jq -e 'length == 0' "$d/again_patch.json"
+    stop_instance "$c"
+  else
+    corpus_case "$c" default
   fi
+done
+shopt -u nullglob
+if [[ $ONLY == '*' ]]; then
+  check "corpus: every review of webhook/testdata was sent ($ncases)" test "$ncases" -ge 80
+else
+  check "corpus: some review matches '$ONLY' ($ncases)" test "$ncases" -gt 0
+fi
 
-  jq -n --arg ns "$ns" \
-    --slurpfile req "$reqf" --slurpfile orig "$d/orig.json" --slurpfile response "$d/response.json" \
-    --slurpfile patch "$d/patch.json" --slurpfile pod "$d/pod.json" \
-    --slurpfile again "$d/again.json" --slurpfile again_patch "$d/again_patch.json" \
-    '{req: $req[0], orig: $orig[0], response: $response[0], patch: $patch[0], pod: $pod[0],
-      again: $again[0], again_patch: $again_patch[0], ns: $ns}' >"$d/doc.json"
-
-  # Whatever the case, a patched pod must still pass the API server's validation.
-  if [[ $endpoint == mutate && $(jq 'length' "$d/patch.json") -gt 0 ]]; then
-    check "$tag: patched pod passes the API server's DNS validation" jq -e -L "$HERE" 'include "lib"; api_valid_dns' "$d/doc.json"
+# ---------------------------------------------------------------- /explain
+# explain.checks: "@explain CASE INSTANCE NAMESPACE|-" then lines
+# "label :: jq expression" over {orig, response, patch, pod} (lib.jq).
+explain_case() { # CASE INSTANCE NAMESPACE CHECKS-FILE
+  local case=$1 target=$2 qns=$3 checks=$4 d=$WORK/explain/$1-$2 path=/explain code line label expr
+  local tag="/explain $case [$target${qns:+ ?namespace=$qns}]"
+  mkdir -p "$d"
+  [[ -z $qns ]] || path="/explain?namespace=$qns"
+  jq '.request.object' "$CORPUS/$case.json" >"$d/orig.json"
+  code=$(post "$target" "$path" "$d/orig.json" "$d/resp.json")
+  if [[ $code != 200 ]] || ! jq -e . "$d/resp.json" >/dev/null 2>&1; then
+    bad "$tag: HTTP 200 with a JSON body" "got HTTP $code: $(head -c 300 "$d/resp.json" 2>/dev/null)"
+    return
   fi
-
-  local label expr
+  ok "$tag: HTTP 200 with a JSON body"
+  check "$tag: answer has mode, reason, patch, resolvConf" \
+    jq -e '(.mode | IN("dnsconfig", "sidecar", "off")) and (.reason | type == "string" and length > 0) and (.patch == null or (.patch | type == "array")) and (.resolvConf | type == "string")' "$d/resp.json"
+  jq '.patch // []' "$d/resp.json" >"$d/patch.json"
+  cp "$d/orig.json" "$d/pod.json"
+  if [[ $(jq 'length' "$d/patch.json") -gt 0 ]] && ! "$HELPER" apply "$d/orig.json" "$d/patch.json" >"$d/pod.json" 2>"$d/apply.err"; then
+    bad "$tag: explained patch applies to the pod" "$(cat "$d/apply.err")"
+  fi
+  jq -n --slurpfile orig "$d/orig.json" --slurpfile response "$d/resp.json" --slurpfile patch "$d/patch.json" \
+    --slurpfile pod "$d/pod.json" '{orig: $orig[0], response: $response[0], patch: $patch[0], pod: $pod[0]}' >"$d/doc.json"
   while IFS= read -r line; do
-    [[ $line =~ ^[[:space:]]*(#|@|$) ]] && continue
-    label=${line%%::*}
+    label=$(sed -E 's/[[:space:]]+$//' <<<"${line%%::*}")
     expr=${line#*::}
-    label=$(sed -E 's/[[:space:]]+$//' <<<"$label")
     if jq -e -L "$HERE" "include \"lib\"; ($expr)" "$d/doc.json" >/dev/null 2>"$d/jq.err"; then
       ok "$tag: $label"
     else
-      bad "$tag: $label" "expected:$expr$( [[ -s $d/jq.err ]] && echo " (jq: $(head -c 200 "$d/jq.err"))")"
-      if [[ $VERBOSE == 1 ]]; then
-        jq -c '{patch, warnings: .response.warnings, dnsPolicy: .pod.spec.dnsPolicy, dnsConfig: .pod.spec.dnsConfig, annotations: .pod.metadata.annotations}' "$d/doc.json" | sed 's/^/      /'
-      fi
+      bad "$tag: $label" "expected:$expr$([[ -s $d/jq.err ]] && echo " (jq: $(head -c 200 "$d/jq.err"))")"
     fi
-  done <"$cf"
+  done <"$checks"
 }
 
-log "admission reviews and /explain (test/curl/checks)"
-shopt -s nullglob
-for cf in "$HERE"/checks/$ONLY.checks; do
-  run_case "$cf"
+log "/explain (test/curl/explain.checks)"
+mkdir -p "$WORK/explain"
+ex_case="" ex_n=0
+while IFS= read -r line || [[ -n $line ]]; do
+  [[ $line =~ ^[[:space:]]*(#|$) ]] && continue
+  if [[ $line == "@explain "* ]]; then
+    ex_n=$((ex_n + 1))
+    read -r _ ex_case ex_target ex_ns <<<"$line"
+    [[ $ex_ns != - ]] || ex_ns=""
+    printf '%s\t%s\t%s\n' "$ex_case" "$ex_target" "$ex_ns" >"$WORK/explain/$ex_n.head"
+    : >"$WORK/explain/$ex_n.checks"
+  else
+    printf '%s\n' "$line" >>"$WORK/explain/$ex_n.checks"
+  fi
+done <"$HERE/explain.checks"
+for i in $(seq 1 "$ex_n"); do
+  IFS=$'\t' read -r ex_case ex_target ex_ns <"$WORK/explain/$i.head"
+  explain_case "$ex_case" "$ex_target" "$ex_ns" "$WORK/explain/$i.checks"
 done
-shopt -u nullglob
 
 # ---------------------------------------------------------------- certificate rotation
 # Rotate the sidecar instance's Secret-style files to a certificate from a new
@@ -359,7 +381,7 @@ ROTATED_AT=$(date +%s)
 
 # ---------------------------------------------------------------- HTTP errors
 log "HTTP error paths (default instance)"
-REQ01=$HERE/requests/01-deployment-pod.json
+REQ01=$CORPUS/replicaset-pod-generatename.json
 # http_case LABEL WANT-CODE BODY-REGEX CURL-ARGS... (URL last)
 http_case() {
   local label=$1 want=$2 re=$3
@@ -504,18 +526,18 @@ check "metrics: a counter has a mode label" grep -Eq '^counter	dnsguard_webhook_
 # compare the series it changes with those two understood, unpatched reviews
 # and a patched one change.
 metrics default "$WORK/m-a"
-for f in 16-configmap 07-mode-off 01-deployment-pod; do
-  post default /mutate "$HERE/requests/$f.json" /dev/null >/dev/null
+for f in configmap-with-mode-annotation-skip mode-off-annotation-skip replicaset-pod-generatename; do
+  post default /mutate "$CORPUS/$f.json" /dev/null >/dev/null
 done
 metrics default "$WORK/m-b"
-post default /mutate "$HERE/requests/23-garbage.json" /dev/null >/dev/null
+post default /mutate "$CORPUS/pod-labels-string-undecodable.json" /dev/null >/dev/null
 metrics default "$WORK/m-c"
 changed "$WORK/m-a" "$WORK/m-b" >"$WORK/m-ab"
 changed "$WORK/m-b" "$WORK/m-c" >"$WORK/m-bc"
 garbage_only=$(comm -13 "$WORK/m-ab" "$WORK/m-bc" | tr '\n' ' ')
 check "metrics: the garbage pod moves a series no good review moves (${garbage_only:-none})" test -n "$garbage_only"
 metrics default "$WORK/m-d"
-for i in 1 2 3; do post default /mutate "$HERE/requests/01-deployment-pod.json" /dev/null >/dev/null; done
+for i in 1 2 3; do post default /mutate "$REQ01" /dev/null >/dev/null; done
 metrics default "$WORK/m-e"
 check "metrics: counters rise by >= 3 after 3 more reviews" \
   test "$(($(counter_sum "$WORK/m-e") - $(counter_sum "$WORK/m-d")))" -ge 3

@@ -1,36 +1,26 @@
 //go:build apiserver
 
-// Package quota checks, against a real kube-apiserver (with etcd, both on
-// loopback, no kubelet), that pods patched by the webhook in sidecar mode
-// pass the admission that runs after it: ResourceQuota on limits.cpu and
-// limits.memory, LimitRange min/max/maxLimitRequestRatio, and that a
-// Guaranteed pod stays Guaranteed (status.qosClass, set by the API server at
-// creation). Pods stay Pending without a kubelet, but admission runs in full.
+// The sidecar's resources against the admission that runs after the
+// webhook: ResourceQuota on limits.cpu and limits.memory, LimitRange
+// min/max/maxLimitRequestRatio, and a Guaranteed pod staying Guaranteed
+// (status.qosClass, set by the API server at creation).
 //
 // The patch comes from the webhook's real /mutate handler (in process), is
 // applied to the pod with a JSON Patch library and the result is created
 // through the API server. Each scenario also runs the pre-fix sidecar
 // resources (requests cpu 10m/memory 16Mi, only a memory limit of 64Mi) and
 // asserts the API server rejects that pod, so the test shows the defect.
-//
-// Run with hack/quota-test.sh (KUBE_APISERVER, ETCD point at the binaries;
-// ports: etcd 127.0.0.1:33790-33791, kube-apiserver 127.0.0.1:36443).
 package quota
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -41,130 +31,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/dnsguard/dnsguard/webhook"
 )
-
-const (
-	etcdClient = "127.0.0.1:33790"
-	etcdPeer   = "127.0.0.1:33791"
-	apiPort    = "36443"
-)
-
-var client kubernetes.Interface
-
-func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	apiserver, etcd := os.Getenv("KUBE_APISERVER"), os.Getenv("ETCD")
-	if apiserver == "" || etcd == "" {
-		fmt.Fprintln(os.Stderr, "quota test: KUBE_APISERVER and ETCD must name the binaries (hack/quota-test.sh)")
-		return 1
-	}
-	dir, err := os.MkdirTemp("", "dnsguard-quota.")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	server := "https://127.0.0.1:" + apiPort
-	pki := filepath.Join(dir, "pki")
-	if err := writePKI(pki); err != nil {
-		fmt.Fprintf(os.Stderr, "pki: %v\n", err)
-		return 1
-	}
-	stopEtcd, err := start(dir, "etcd", etcd, "--name=quota", "--data-dir="+filepath.Join(dir, "etcd"),
-		"--listen-client-urls=http://"+etcdClient, "--advertise-client-urls=http://"+etcdClient,
-		"--listen-peer-urls=http://"+etcdPeer, "--initial-advertise-peer-urls=http://"+etcdPeer,
-		"--initial-cluster=quota=http://"+etcdPeer, "--unsafe-no-fsync", "--log-level=warn")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer stopEtcd()
-	stopAPI, err := start(dir, "kube-apiserver", apiserver,
-		"--etcd-servers=http://"+etcdClient,
-		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port="+apiPort,
-		"--tls-cert-file="+filepath.Join(pki, "apiserver.crt"), "--tls-private-key-file="+filepath.Join(pki, "apiserver.key"),
-		"--client-ca-file="+filepath.Join(pki, "ca.crt"),
-		"--authorization-mode=RBAC",
-		"--service-cluster-ip-range=10.96.0.0/16",
-		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+filepath.Join(pki, "sa.pub"),
-		"--service-account-signing-key-file="+filepath.Join(pki, "sa.key"),
-		// ResourceQuota and LimitRanger are on by default; named so the
-		// test does not depend on the default list.
-		"--enable-admission-plugins=LimitRanger,ResourceQuota,ServiceAccount",
-		"--endpoint-reconciler-type=none", "--profiling=false")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer stopAPI()
-	cfg := &rest.Config{Host: server, TLSClientConfig: rest.TLSClientConfig{
-		CAFile: filepath.Join(pki, "ca.crt"), CertFile: filepath.Join(pki, "admin.crt"), KeyFile: filepath.Join(pki, "admin.key"),
-	}, QPS: 50, Burst: 100}
-	client, err = kubernetes.NewForConfig(cfg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	if err := wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		_, err := client.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{})
-		return err == nil, nil
-	}); err != nil {
-		fmt.Fprintf(os.Stderr, "kube-apiserver not ready in 3 minutes (log: %s)\n", filepath.Join(dir, "kube-apiserver.log"))
-		tail(filepath.Join(dir, "kube-apiserver.log"))
-		return 1
-	}
-	rc := m.Run()
-	if rc != 0 {
-		tail(filepath.Join(dir, "kube-apiserver.log"))
-	}
-	return rc
-}
-
-// start runs a binary in its own process group and returns its stop func.
-func start(dir, name, bin string, args ...string) (func(), error) {
-	log, err := os.Create(filepath.Join(dir, name+".log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	return func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-		log.Close()
-	}, nil
-}
-
-func tail(path string) {
-	b, _ := os.ReadFile(path)
-	l := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(l) > 20 {
-		l = l[len(l)-20:]
-	}
-	fmt.Fprintf(os.Stderr, "--- %s (tail)\n%s\n", path, strings.Join(l, "\n"))
-}
 
 func q(s string) resource.Quantity { return resource.MustParse(s) }
 
