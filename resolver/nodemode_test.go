@@ -181,7 +181,7 @@ func TestNodeModeValidation(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if got := cfg.ListenAddrs(); len(got) != 2 || got[0].String() != "169.254.20.10:53" || got[1].String() != "10.96.0.11:53" || !cfg.ReusePort {
+	if got := cfg.ListenAddrs(); len(got) != 2 || got[0].String() != "169.254.20.10:53" || got[1].String() != "10.96.0.11:53" || !cfg.reusePort() {
 		t.Fatalf("listen addrs %v reuseport %v", got, cfg.ReusePort)
 	}
 }

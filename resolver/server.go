@@ -225,7 +225,7 @@ func (s *Server) Start() error {
 // bind opens the UDP socket and TCP listener of one address.
 func (s *Server) bind(a netip.AddrPort) (*listener, error) {
 	lc := net.ListenConfig{}
-	if s.cfg.ReusePort {
+	if s.cfg.reusePort() {
 		lc.Control = reusePort
 	}
 	for try := 0; ; try++ {
@@ -314,7 +314,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, l := range s.lns {
 		errs = append(errs, l.tcp.Close())
 	}
-	if s.cfg.ReusePort && len(s.lns) > 0 {
+	if s.cfg.reusePort() && len(s.lns) > 0 {
 		// Closing a socket drops the datagrams queued on it; in a
 		// SO_REUSEPORT group those are queries a successor would have
 		// answered. Detach first, let the readers empty the queue, then

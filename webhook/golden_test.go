@@ -18,6 +18,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/dnsguard/dnsguard/cmd/config"
 )
 
 // -update (or REFRESH_GOLDEN=true) rewrites the golden files from the
@@ -168,7 +170,7 @@ func TestGolden(t *testing.T) {
 			srv := defaultSrv
 			if _, err := os.Stat(base + configSuffix); err == nil {
 				cfg := testConfig()
-				if err := LoadConfigFile(base+configSuffix, &cfg); err != nil {
+				if err := config.ReadFile(base+configSuffix, &cfg); err != nil {
 					t.Fatal(err)
 				}
 				srv = newTestServer(t, cfg)

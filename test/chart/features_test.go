@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsguard/dnsguard/cmd/config"
 	"github.com/dnsguard/dnsguard/resolver"
 	"github.com/dnsguard/dnsguard/webhook"
 	"github.com/prometheus/client_golang/prometheus"
@@ -155,7 +156,7 @@ func loadedConfig(t *testing.T, r *rendered) webhook.Config {
 		t.Fatal(err)
 	}
 	cfg := webhook.DefaultConfig()
-	if err := webhook.LoadConfigFile(f, &cfg); err != nil {
+	if err := config.ReadFile(f, &cfg); err != nil {
 		t.Fatalf("webhook rejects the rendered config: %v", err)
 	}
 	if err := cfg.Validate(false); err != nil {
