@@ -200,12 +200,12 @@ func TestReusePortHandover(t *testing.T) {
 	if err := a.Start(); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Listen = a.UDPAddr().String()
+	cfg.Listen = udpAddr(a).String()
 	b := startServer(t, cfg)
-	if b.UDPAddr() != a.UDPAddr() {
-		t.Fatalf("second instance bound %v, first %v", b.UDPAddr(), a.UDPAddr())
+	if udpAddr(b) != udpAddr(a) {
+		t.Fatalf("second instance bound %v, first %v", udpAddr(b), udpAddr(a))
 	}
-	addr := a.UDPAddr().String()
+	addr := udpAddr(a).String()
 	stop := make(chan struct{})
 	errs := make(chan error, 1)
 	go func() {

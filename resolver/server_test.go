@@ -33,7 +33,7 @@ func packQuery(t testing.TB, name string, qtype uint16, mod func(*dns.Msg)) []by
 func TestMalformedAndPolicy(t *testing.T) {
 	up := newFakeUpstream(t, zoneAnswer(t, 300, nil))
 	s := startServer(t, testConfig(up.addr))
-	addr := s.UDPAddr()
+	addr := udpAddr(s)
 	valid := packQuery(t, "www.example.", dns.TypeA, nil)
 	response := append([]byte(nil), valid...)
 	response[2] |= 0x80
@@ -138,7 +138,7 @@ func TestTCPLimits(t *testing.T) {
 	cfg.MaxTCPConns = 3
 	cfg.TCPIdleTimeout = 300 * time.Millisecond
 	s := startServer(t, cfg)
-	addr := s.TCPAddr().String()
+	addr := tcpAddr(s).String()
 	var stalled []net.Conn
 	for range 3 {
 		c, err := net.Dial("tcp", addr)
@@ -282,10 +282,10 @@ func TestProbe(t *testing.T) {
 	up := newFakeUpstream(t, zoneAnswer(t, 300, nil))
 	s := startServer(t, testConfig(up.addr))
 	var out strings.Builder
-	if err := Probe([]string{"--server=" + s.UDPAddr().String()}, &out, io.Discard); err != nil {
+	if err := Probe([]string{"--server=" + udpAddr(s).String()}, &out, io.Discard); err != nil {
 		t.Fatalf("probe of a live server: %v", err)
 	}
-	if err := Probe([]string{"--server=" + s.UDPAddr().String(), "--tcp"}, &out, io.Discard); err != nil {
+	if err := Probe([]string{"--server=" + udpAddr(s).String(), "--tcp"}, &out, io.Discard); err != nil {
 		t.Fatalf("tcp probe: %v", err)
 	}
 	if len(up.queries()) != 0 {
