@@ -122,53 +122,35 @@ func decode(data []byte, dst any) error {
 var durationType = reflect.TypeFor[time.Duration]()
 
 // durations rewrites, in the decoded JSON tree v, every string that lands
-// on a time.Duration of type t into nanoseconds, which encoding/json
-// accepts; key is v's dotted path for errors.
+// on a time.Duration field of struct type t (or of a struct nested in it)
+// into nanoseconds, which encoding/json accepts; key is v's dotted path
+// for errors.
 func durations(v any, t reflect.Type, key string) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	switch x := v.(type) {
-	case map[string]any:
-		switch t.Kind() {
-		case reflect.Struct:
-			for i := range t.NumField() {
-				f := t.Field(i)
-				name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-				if name == "" || name == "-" || x[name] == nil {
-					continue
-				}
-				if f.Type == durationType {
-					s, ok := x[name].(string)
-					if !ok {
-						return fmt.Errorf("key %s: value %s: want a duration such as 30s", join(key, name), describe(x[name]))
-					}
-					d, err := time.ParseDuration(s)
-					if err != nil {
-						return fmt.Errorf("key %s: value %q: want a duration such as 30s", join(key, name), s)
-					}
-					x[name] = int64(d)
-					continue
-				}
-				if err := durations(x[name], f.Type, join(key, name)); err != nil {
-					return err
-				}
-			}
-		case reflect.Map:
-			for k, e := range x {
-				if err := durations(e, t.Elem(), join(key, k)); err != nil {
-					return err
-				}
-			}
+	obj, ok := v.(map[string]any)
+	if !ok || t.Kind() != reflect.Struct {
+		return nil // not a struct: encoding/json reports a type mismatch
+	}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" || name == "-" || obj[name] == nil {
+			continue
 		}
-	case []any:
-		if t.Kind() == reflect.Slice {
-			for _, e := range x {
-				if err := durations(e, t.Elem(), key); err != nil {
-					return err
-				}
+		if f.Type != durationType {
+			if err := durations(obj[name], f.Type, join(key, name)); err != nil {
+				return err
 			}
+			continue
 		}
+		s, ok := obj[name].(string)
+		d, err := time.ParseDuration(s)
+		if !ok || err != nil {
+			return fmt.Errorf("key %s: value %s: want a duration such as 30s", join(key, name), describe(obj[name]))
+		}
+		obj[name] = int64(d)
 	}
 	return nil
 }
