@@ -8,6 +8,7 @@
 package config
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -18,7 +19,6 @@ import (
 	"strings"
 	"time"
 
-	sjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -93,66 +93,101 @@ func decode(data []byte, dst any) error {
 	if _, ok := tree.(map[string]any); !ok {
 		return fmt.Errorf("want a YAML mapping of `key: value` lines, not %s", describe(tree))
 	}
-	if err := durations(tree, reflect.TypeOf(dst).Elem(), ""); err != nil {
+	if err := walk(tree, reflect.TypeOf(dst).Elem(), ""); err != nil {
 		return err
 	}
 	if js, err = json.Marshal(tree); err != nil {
 		return err
 	}
-	// encoding/json names the field of a type error; sigs.k8s.io/json then
-	// matches keys case-sensitively (encoding/json would take "cachesize"
-	// for cacheSize) and reports unknown and repeated keys. Decoding the
-	// same document twice sets the same values.
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields() // walk found them first, with their path
 	var te *json.UnmarshalTypeError
-	if err := json.Unmarshal(js, dst); errors.As(err, &te) && te.Field != "" {
+	if err := dec.Decode(dst); errors.As(err, &te) && te.Field != "" {
 		return fmt.Errorf("key %s: value %s: want %s", te.Field, describe(lookup(tree, te.Field)), te.Type)
 	} else if err != nil {
 		return err
 	}
-	strict, err := sjson.UnmarshalStrict(js, dst, sjson.DisallowDuplicateFields, sjson.DisallowUnknownFields)
-	if err != nil {
-		return err
-	}
-	for i, e := range strict {
-		strict[i] = errors.New(strings.Replace(e.Error(), " field ", " key ", 1))
-	}
-	return errors.Join(strict...)
+	return nil
 }
 
-var durationType = reflect.TypeFor[time.Duration]()
+var (
+	durationType    = reflect.TypeFor[time.Duration]()
+	unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
+)
 
-// durations rewrites, in the decoded JSON tree v, every string that lands
-// on a time.Duration field of struct type t (or of a struct nested in it)
-// into nanoseconds, which encoding/json accepts; key is v's dotted path
-// for errors.
-func durations(v any, t reflect.Type, key string) error {
+// walk checks the decoded JSON tree v against type t before encoding/json
+// decodes it: every key must be a json name of t exactly (encoding/json
+// alone would take "cachesize" for cacheSize), and a string that lands
+// on a time.Duration is rewritten into nanoseconds, which encoding/json
+// accepts. key is v's dotted path, for errors.
+func walk(v any, t reflect.Type, key string) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	obj, ok := v.(map[string]any)
-	if !ok || t.Kind() != reflect.Struct {
-		return nil // not a struct: encoding/json reports a type mismatch
+	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		return nil // decodes itself (a resource.Quantity, say)
 	}
+	switch x := v.(type) {
+	case []any:
+		if t.Kind() == reflect.Slice {
+			for _, e := range x {
+				if err := walk(e, t.Elem(), key); err != nil {
+					return err
+				}
+			}
+		}
+	case map[string]any:
+		switch t.Kind() {
+		case reflect.Map:
+			for k, e := range x {
+				if err := walk(e, t.Elem(), join(key, k)); err != nil {
+					return err
+				}
+			}
+		case reflect.Struct:
+			fields := jsonFields(t, map[string]reflect.Type{})
+			for k, e := range x {
+				ft, ok := fields[k]
+				switch {
+				case !ok:
+					return fmt.Errorf("unknown key %q", join(key, k))
+				case e == nil:
+				case ft == durationType:
+					s, ok := e.(string)
+					d, err := time.ParseDuration(s)
+					if !ok || err != nil {
+						return fmt.Errorf("key %s: value %s: want a duration such as 30s", join(key, k), describe(e))
+					}
+					x[k] = int64(d)
+				default:
+					if err := walk(e, ft, join(key, k)); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// jsonFields adds the json names of struct t's fields, with their types,
+// to out, including those of embedded structs without a name of their
+// own, as encoding/json sees them.
+func jsonFields(t reflect.Type, out map[string]reflect.Type) map[string]reflect.Type {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "" || name == "-" || obj[name] == nil {
-			continue
+		switch {
+		case name == "-" || !f.IsExported() && !f.Anonymous:
+		case name == "" && f.Anonymous && f.Type.Kind() == reflect.Struct:
+			jsonFields(f.Type, out)
+		case name == "":
+			out[f.Name] = f.Type
+		default:
+			out[name] = f.Type
 		}
-		if f.Type != durationType {
-			if err := durations(obj[name], f.Type, join(key, name)); err != nil {
-				return err
-			}
-			continue
-		}
-		s, ok := obj[name].(string)
-		d, err := time.ParseDuration(s)
-		if !ok || err != nil {
-			return fmt.Errorf("key %s: value %s: want a duration such as 30s", join(key, name), describe(obj[name]))
-		}
-		obj[name] = int64(d)
 	}
-	return nil
+	return out
 }
 
 func join(prefix, key string) string {
