@@ -55,10 +55,7 @@ func parseConfig(args []string, checkFiles bool, stderr io.Writer) (webhook.Conf
 	if err != nil {
 		return cfg, err
 	}
-	if err := cfg.Validate(checkFiles); err != nil {
-		return cfg, fmt.Errorf("invalid configuration:\n%w", err)
-	}
-	return cfg, nil
+	return cfg, cfg.Validate(checkFiles)
 }
 
 func usage(fs *flag.FlagSet) {
@@ -74,9 +71,8 @@ Pod annotation dnsguard.io/mode=off|dnsconfig|sidecar chooses the mode; else
 the Namespace annotation dnsguard.io/default-mode; else --default-mode.
 
 Settings come from the defaults, then the --config YAML file (the key of
-each flag in brackets; sidecar.resources, sidecar.runAsUser,
-sidecar.imagePullPolicy and dnsOptions values are set there), then the
-flags given, which win.
+each flag in brackets; sidecar.resources, sidecar.runAsUser and
+sidecar.imagePullPolicy are file only), then the flags given, which win.
 
 `)
 	fs.PrintDefaults()
