@@ -49,7 +49,12 @@ func appVersion(t *testing.T) string {
 // webhookConfig decodes the rendered webhook config.yaml into v.
 func webhookConfig(t *testing.T, r *rendered, v any) {
 	t.Helper()
-	if err := yaml.Unmarshal([]byte(webhookConfigMap(t, r).Data["config.yaml"]), v); err != nil {
+	// Through a file, as the webhook reads it (strict keys, durations).
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte(webhookConfigMap(t, r).Data["config.yaml"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := config.ReadFile(p, v); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -67,11 +72,7 @@ func images(t *testing.T, r *rendered) map[string]string {
 	for _, d := range all[*appsv1.DaemonSet](r) {
 		out["node-cache"] = d.Spec.Template.Spec.Containers[0].Image
 	}
-	var cfg struct {
-		Sidecar struct {
-			Image string `json:"image"`
-		} `json:"sidecar"`
-	}
+	var cfg webhook.Config
 	webhookConfig(t, r, &cfg)
 	out["sidecar"] = cfg.Sidecar.Image
 	return out
