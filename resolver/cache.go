@@ -32,35 +32,13 @@ type Cache struct {
 type cacheShard struct {
 	mu    sync.RWMutex
 	m     map[uint64]*item
-	xkeys map[uint64]string // keys of xkeyed entries; nil until one
 	bytes int
-}
-
-// hasKey reports whether it, found under hash h, was stored under key.
-// The caller holds s.mu.
-func (s *cacheShard) hasKey(h uint64, it *item, key []byte) bool {
-	if it.xkeyed {
-		return s.xkeys[h] == string(key)
-	}
-	return it.wireKey(key)
-}
-
-// entrySize is what an entry counts against the byte bound.
-func (s *cacheShard) entrySize(h uint64, it *item) int {
-	n := it.size()
-	if it.xkeyed {
-		n += allocSize(len(s.xkeys[h])) + 48 // the key and its map slot
-	}
-	return n
 }
 
 // drop deletes the entry under h. The caller holds s.mu for writing.
 func (s *cacheShard) drop(h uint64, it *item) {
-	s.bytes -= s.entrySize(h, it)
+	s.bytes -= it.size()
 	delete(s.m, h)
-	if it.xkeyed {
-		delete(s.xkeys, h)
-	}
 }
 
 // NewCache returns a cache holding at most maxEntries entries and about
@@ -91,7 +69,7 @@ func (c *Cache) get(key []byte) *item {
 	s, h := c.shard(key)
 	s.mu.RLock()
 	it := s.m[h]
-	if it != nil && !s.hasKey(h, it, key) {
+	if it != nil && !it.wireKey(key) {
 		it = nil
 	}
 	s.mu.RUnlock()
@@ -105,19 +83,12 @@ func (c *Cache) set(key []byte, it *item) {
 	if len(key) > 0 {
 		it.kbits = key[len(key)-1]
 	}
-	it.xkeyed = !it.wireKey(key)
 	s.mu.Lock()
 	if old, ok := s.m[h]; ok {
 		// The same key, or (vanishingly rare) another with the same hash.
 		s.drop(h, old)
 	}
-	if it.xkeyed {
-		if s.xkeys == nil {
-			s.xkeys = make(map[uint64]string)
-		}
-		s.xkeys[h] = string(key)
-	}
-	size := s.entrySize(h, it)
+	size := it.size()
 	for len(s.m) > 0 && (len(s.m) >= c.maxEntries || s.bytes+size > c.maxBytes) {
 		s.evictOne(now, c.staleFor)
 	}

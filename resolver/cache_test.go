@@ -202,9 +202,10 @@ func TestCacheEvictionBound(t *testing.T) {
 		big = append(big, fmt.Sprintf("big.example. 300 IN TXT \"%0200d\"", i))
 	}
 	for i := 0; i < 500; i++ {
-		b := upstreamReply(t, "big.example.", dns.TypeTXT, 0, big, nil)
+		name := fmt.Sprintf("big%d.example.", i)
+		b := upstreamReply(t, name, dns.TypeTXT, 0, big, nil)
 		it, _ := newItem(b, clk.now(), testPolicy)
-		c.set([]byte(fmt.Sprint(i)), it)
+		c.set(keyOf(clientQuery(t, name, dns.TypeTXT, 0, false)), it)
 	}
 	if c.Bytes() > 64<<10+cacheShards*4096 {
 		t.Fatalf("cache holds %d bytes with a 64 KiB bound", c.Bytes())

@@ -189,7 +189,7 @@ func TestErrorReplyCarriesOPT(t *testing.T) {
 				pkt = append(pkt, q...)
 			}
 			pkt = append(pkt, opt...)
-			b := rawExchange(t, s.UDPAddr(), pkt, 2*time.Second)
+			b := rawExchange(t, udpAddr(s), pkt, 2*time.Second)
 			if b == nil {
 				t.Fatal("no reply")
 			}
@@ -225,7 +225,7 @@ func TestADBitOnlyForADOrDO(t *testing.T) {
 				m.SetQuestion("www.example.", dns.TypeA)
 				m.AuthenticatedData = tc.ad
 				m.SetEdns0(1232, tc.do)
-				r, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(m, s.UDPAddr().String())
+				r, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(m, udpAddr(s).String())
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -368,7 +368,7 @@ func TestClientTCPPipelinedOutOfOrder(t *testing.T) {
 	up := newFakeUpstream(t, zoneAnswer(t, 300, map[uint16]time.Duration{dns.TypeAAAA: 500 * time.Millisecond}))
 	s := startServer(t, testConfig(up.addr))
 	ask(t, s, "udp", "www.example.", dns.TypeA, 0) // cached
-	c, err := net.Dial("tcp", s.TCPAddr().String())
+	c, err := net.Dial("tcp", tcpAddr(s).String())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,7 +99,12 @@ func FuzzCache(f *testing.F) {
 			}
 		}
 		c := NewCache(4, 1<<16, time.Hour)
-		key := []byte{byte(size), 1, 2}
+		// The entry's own key: its question and the DO/CD byte.
+		qend, err := skipName(it.wire, headerLen)
+		if err != nil || qend+4 > len(it.wire) {
+			t.Fatalf("cached entry without a question: %v", err)
+		}
+		key := append(append([]byte(nil), it.wire[headerLen:qend+4]...), byte(size)&3)
 		c.set(key, it)
 		got, _ := c.lookup(key, time.Unix(1000+age%100000, 0))
 		if got == nil && age%100000 < int64(it.ttl) && age >= 0 {
@@ -109,10 +114,6 @@ func FuzzCache(f *testing.F) {
 			return
 		}
 		// Answer a query for the cached question with the entry.
-		qend, err := skipName(it.wire, headerLen)
-		if err != nil || qend+4 > len(it.wire) {
-			t.Fatalf("stored entry has no question: %v", err)
-		}
 		pkt := append([]byte{0xAB, 0xCD, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}, it.wire[headerLen:qend+4]...)
 		var q query
 		if err := parseQuery(pkt, &q); err != nil {

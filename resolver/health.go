@@ -37,7 +37,7 @@ const healthMaxRequest = 8 << 10
 
 func newHealthServer(s *Server, addr string, metricsOnly bool) (*healthServer, error) {
 	lc := net.ListenConfig{}
-	if s.cfg.ReusePort {
+	if s.cfg.reusePort() {
 		// Node mode: during a surge upgrade the next instance binds the
 		// same host port beside this one (a DaemonSet's pods share one
 		// template); requests then reach either until this one exits.

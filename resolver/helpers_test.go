@@ -157,6 +157,15 @@ func testConfig(ups ...string) Config {
 	return c
 }
 
+// udpAddr is the server's first bound UDP address (its port when asked
+// for port 0).
+func udpAddr(s *Server) netip.AddrPort {
+	return s.lns[0].udp.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// tcpAddr is the server's first bound TCP address.
+func tcpAddr(s *Server) netip.AddrPort { return s.lns[0].tcp.Addr().(*net.TCPAddr).AddrPort() }
+
 // startServer starts a resolver and stops it when the test ends.
 func startServer(t *testing.T, cfg Config, opts ...func(*Server)) *Server {
 	t.Helper()
@@ -189,7 +198,7 @@ func ask(t testing.TB, s *Server, proto, name string, qtype uint16, edns uint16)
 		m.SetEdns0(edns, false)
 	}
 	c := &dns.Client{Net: proto, Timeout: 5 * time.Second, UDPSize: 65535}
-	addr := s.UDPAddr().String()
+	addr := udpAddr(s).String()
 	r, _, err := c.Exchange(m, addr)
 	if err != nil {
 		t.Fatalf("%s %s %s: %v", proto, name, dns.TypeToString[qtype], err)

@@ -31,12 +31,9 @@ type item struct {
 	ttl    uint32
 
 	// kbits is the last byte of the cache key (DO and CD bits); the rest
-	// of a cache key is wire's question. xkeyed marks an entry stored
-	// under a key of another form (only tests do that): the cache keeps
-	// that key aside (cacheShard.xkeys) rather than every entry carrying
-	// a string header for it. With these the struct is 64 bytes.
-	kbits  byte
-	xkeyed bool
+	// of a cache key is wire's question (lowercased, as the key), so the
+	// entry needs no copy of its key. With it the struct is 64 bytes.
+	kbits byte
 
 	prefetching atomic.Bool
 	hits        atomic.Uint32

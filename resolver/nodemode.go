@@ -2,7 +2,6 @@ package resolver
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"strings"
 	"time"
@@ -15,24 +14,15 @@ import (
 // the configuration, the listeners (one per address, SO_REUSEPORT) and the
 // per-zone upstream routing.
 
-// validateNodeLocal resolves the node-mode settings: listen addresses are
-// the node-local and intercept IPs at --listen's port, and the cluster
-// upstreams are mandatory.
-func (c *Config) validateNodeLocal() []error {
-	var errs []error
-	bad := func(name string, val any, why string) {
-		errs = append(errs, fmt.Errorf("invalid --%s=%v: %s", name, val, why))
-	}
-	c.ReusePort = true
-	port := c.listenAddr.Port()
-	c.nodeAddrs = c.nodeAddrs[:0]
-	c.listenAddrs = c.listenAddrs[:0]
+// nodeListeners parses the node-mode listen addresses: the node-local and
+// intercept IPs, each at port.
+func (c *Config) nodeListeners(port uint16) (node []netip.Addr, all []netip.AddrPort, errs []error) {
 	seen := map[netip.Addr]bool{}
-	add := func(flagName, list string) {
-		for _, f := range strings.FieldsFunc(list, func(r rune) bool { return r == ',' || r == ' ' }) {
+	add := func(flagName, key, list string) {
+		for _, f := range splitList(list) {
 			a, err := netip.ParseAddr(f)
 			if err != nil || a.IsUnspecified() || a.IsMulticast() || a.Zone() != "" {
-				bad(flagName, f, "want a unicast IP")
+				errs = append(errs, badSetting(flagName, key, f, "want a unicast IP"))
 				continue
 			}
 			a = a.Unmap()
@@ -40,40 +30,50 @@ func (c *Config) validateNodeLocal() []error {
 				continue
 			}
 			seen[a] = true
-			c.nodeAddrs = append(c.nodeAddrs, a)
-			c.listenAddrs = append(c.listenAddrs, netip.AddrPortFrom(a, port))
+			node = append(node, a)
+			all = append(all, netip.AddrPortFrom(a, port))
 		}
 	}
-	add("node-local-address", c.NodeLocalAddress)
-	if len(c.nodeAddrs) == 0 && len(errs) == 0 {
-		bad("node-local-address", c.NodeLocalAddress, "node mode needs at least one address")
+	add("node-local-address", "nodeLocalAddress", c.NodeLocalAddress)
+	if len(node) == 0 && len(errs) == 0 {
+		errs = append(errs, badSetting("node-local-address", "nodeLocalAddress", c.NodeLocalAddress, "node mode needs at least one address"))
 	}
-	add("node-local-intercept", c.NodeLocalIntercept)
+	add("node-local-intercept", "nodeLocalIntercept", c.NodeLocalIntercept)
+	return node, all, errs
+}
+
+// validateNodeLocal checks the other node-mode settings (the listen
+// addresses are parsed by nodeListeners) and keeps the cluster upstreams.
+func (c *Config) validateNodeLocal() []error {
+	var errs []error
+	bad := func(flagName, key string, val any, why string) {
+		errs = append(errs, badSetting(flagName, key, val, why))
+	}
 	if n := c.NodeLocalInterface; n == "" || len(n) > 15 || strings.ContainsAny(n, "/ \t") {
-		bad("node-local-interface", n, "want an interface name of 1..15 characters")
+		bad("node-local-interface", "nodeLocalInterface", n, "want an interface name of 1..15 characters")
 	}
 	if _, ok := wireZone(c.ClusterDomain); !ok {
-		bad("cluster-domain", c.ClusterDomain, "not a domain name")
+		bad("cluster-domain", "clusterDomain", c.ClusterDomain, "not a domain name")
 	}
 	c.clusterAddrs = c.clusterAddrs[:0]
 	for _, u := range c.ClusterUpstreams {
 		a, err := parseHostPort(u, 53)
 		switch {
 		case err != nil:
-			bad("cluster-upstream", u, err.Error())
+			bad("cluster-upstream", "clusterUpstreams", u, err.Error())
 		case a.Port() == 0:
-			bad("cluster-upstream", u, "port 0")
-		case c.isSelf(a):
+			bad("cluster-upstream", "clusterUpstreams", u, "port 0")
+		case isSelf(c.listenAddrs, a):
 			// With interception the Service IP is ours on this node: the
 			// cluster DNS must then be reached by another address (the
 			// kube-dns endpoints or a second Service).
-			bad("cluster-upstream", u, "is one of the resolver's own listen addresses (a loop)")
+			bad("cluster-upstream", "clusterUpstreams", u, "is one of the resolver's own listen addresses (a loop)")
 		default:
 			c.clusterAddrs = append(c.clusterAddrs, a)
 		}
 	}
 	if len(c.ClusterUpstreams) == 0 {
-		bad("cluster-upstream", "", "node mode needs the cluster DNS address")
+		bad("cluster-upstream", "clusterUpstreams", "", "node mode needs the cluster DNS address")
 	}
 	return errs
 }

@@ -181,7 +181,7 @@ func TestNodeModeValidation(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if got := cfg.ListenAddrs(); len(got) != 2 || got[0].String() != "169.254.20.10:53" || got[1].String() != "10.96.0.11:53" || !cfg.ReusePort {
+	if got := cfg.ListenAddrs(); len(got) != 2 || got[0].String() != "169.254.20.10:53" || got[1].String() != "10.96.0.11:53" || !cfg.reusePort() {
 		t.Fatalf("listen addrs %v reuseport %v", got, cfg.ReusePort)
 	}
 }
@@ -200,12 +200,12 @@ func TestReusePortHandover(t *testing.T) {
 	if err := a.Start(); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Listen = a.UDPAddr().String()
+	cfg.Listen = udpAddr(a).String()
 	b := startServer(t, cfg)
-	if b.UDPAddr() != a.UDPAddr() {
-		t.Fatalf("second instance bound %v, first %v", b.UDPAddr(), a.UDPAddr())
+	if udpAddr(b) != udpAddr(a) {
+		t.Fatalf("second instance bound %v, first %v", udpAddr(b), udpAddr(a))
 	}
-	addr := a.UDPAddr().String()
+	addr := udpAddr(a).String()
 	stop := make(chan struct{})
 	errs := make(chan error, 1)
 	go func() {

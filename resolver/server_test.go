@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +33,7 @@ func packQuery(t testing.TB, name string, qtype uint16, mod func(*dns.Msg)) []by
 func TestMalformedAndPolicy(t *testing.T) {
 	up := newFakeUpstream(t, zoneAnswer(t, 300, nil))
 	s := startServer(t, testConfig(up.addr))
-	addr := s.UDPAddr()
+	addr := udpAddr(s)
 	valid := packQuery(t, "www.example.", dns.TypeA, nil)
 	response := append([]byte(nil), valid...)
 	response[2] |= 0x80
@@ -139,7 +138,7 @@ func TestTCPLimits(t *testing.T) {
 	cfg.MaxTCPConns = 3
 	cfg.TCPIdleTimeout = 300 * time.Millisecond
 	s := startServer(t, cfg)
-	addr := s.TCPAddr().String()
+	addr := tcpAddr(s).String()
 	var stalled []net.Conn
 	for range 3 {
 		c, err := net.Dial("tcp", addr)
@@ -279,98 +278,14 @@ func TestMetricsAndHealth(t *testing.T) {
 	ask(t, s, "udp", "www.example.", dns.TypeA, 0)
 }
 
-func TestConfig(t *testing.T) {
-	dir := t.TempDir()
-	rc := filepath.Join(dir, "resolv.conf")
-	os.WriteFile(rc, []byte("search x\nnameserver 127.0.0.1\nnameserver 10.96.0.10\nnameserver fd00::10\noptions ndots:5\n"), 0o644)
-	cfgFile := filepath.Join(dir, "resolver.conf")
-	os.WriteFile(cfgFile, []byte("# comment\nserve-stale = true\ncache-size = 123\nupstream = 192.0.2.9\n"), 0o644)
-	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-	for _, tc := range []struct {
-		name    string
-		args    []string
-		env     map[string]string
-		wantErr string
-		check   func(t *testing.T, c Config)
-	}{
-		{"resolv.conf minus self", []string{"--resolv-conf=" + rc}, nil, "", func(t *testing.T, c Config) {
-			if strings.Join(c.Upstreams, ",") != "10.96.0.10:53,[fd00::10]:53" {
-				t.Fatalf("upstreams %v", c.Upstreams)
-			}
-		}},
-		{"env", []string{"--resolv-conf=" + rc}, map[string]string{EnvUpstreams: "10.0.0.1:5353, 10.0.0.2"}, "", func(t *testing.T, c Config) {
-			if strings.Join(c.Upstreams, ",") != "10.0.0.1:5353,10.0.0.2" || len(c.upstreamAddrs) != 2 || c.upstreamAddrs[1].Port() != 53 {
-				t.Fatalf("upstreams %v %v", c.Upstreams, c.upstreamAddrs)
-			}
-		}},
-		{"flags beat env", []string{"--upstream=10.0.0.3", "--upstream=10.0.0.4:54"}, map[string]string{EnvUpstreams: "10.0.0.1"}, "", func(t *testing.T, c Config) {
-			if len(c.upstreamAddrs) != 2 || c.upstreamAddrs[1].String() != "10.0.0.4:54" {
-				t.Fatalf("upstreams %v", c.upstreamAddrs)
-			}
-		}},
-		{"config file, flag wins", []string{"--config=" + cfgFile, "--cache-size=7"}, nil, "", func(t *testing.T, c Config) {
-			if !c.ServeStale || c.CacheSize != 7 || c.Upstreams[0] != "192.0.2.9" {
-				t.Fatalf("config %+v", c)
-			}
-		}},
-		{"non-loopback refused", []string{"--listen=0.0.0.0:53", "--upstream=10.0.0.1"}, nil, "--listen=0.0.0.0:53", nil},
-		{"non-loopback allowed", []string{"--listen=0.0.0.0:53", "--allow-non-loopback", "--upstream=10.0.0.1"}, nil, "", nil},
-		{"self as upstream", []string{"--listen=127.0.0.1:53", "--upstream=127.0.0.1"}, nil, "--upstream=127.0.0.1", nil},
-		{"bad upstream", []string{"--upstream=dns.example"}, nil, "--upstream=dns.example", nil},
-		{"bad timeout", []string{"--upstream=10.0.0.1", "--total-timeout=10ms"}, nil, "--total-timeout=10ms", nil},
-		{"bad duration", []string{"--upstream=10.0.0.1", "--timeout=fast"}, nil, "fast", nil},
-		{"bad cache size", []string{"--upstream=10.0.0.1", "--cache-size=0"}, nil, "--cache-size=0", nil},
-		{"no upstream at all", []string{"--resolv-conf=/nonexistent"}, nil, "--resolv-conf=/nonexistent", nil},
-		{"bad log level", []string{"--upstream=10.0.0.1", "--log-level=loud"}, nil, "--log-level=loud", nil},
-		{"metrics off by default", []string{"--upstream=10.0.0.1"}, nil, "", func(t *testing.T, c Config) {
-			if c.MetricsListen != "" {
-				t.Fatalf("metrics-listen %q by default", c.MetricsListen)
-			}
-		}},
-		{"metrics on every interface", []string{"--upstream=10.0.0.1", "--metrics-listen=:9153"}, nil, "", func(t *testing.T, c Config) {
-			if c.MetricsListen != ":9153" {
-				t.Fatalf("metrics-listen %q", c.MetricsListen)
-			}
-		}},
-		{"metrics non-loopback IP", []string{"--upstream=10.0.0.1", "--metrics-listen=0.0.0.0:9253"}, nil, "", nil},
-		{"metrics IPv6", []string{"--upstream=10.0.0.1", "--metrics-listen=[::]:9253"}, nil, "", nil},
-		{"metrics no port", []string{"--upstream=10.0.0.1", "--metrics-listen=9153"}, nil, "--metrics-listen=9153", nil},
-		{"metrics port not a number", []string{"--upstream=10.0.0.1", "--metrics-listen=:metrics"}, nil, "--metrics-listen=:metrics", nil},
-		{"metrics port too big", []string{"--upstream=10.0.0.1", "--metrics-listen=:65536"}, nil, "--metrics-listen=:65536", nil},
-		{"metrics host name", []string{"--upstream=10.0.0.1", "--metrics-listen=localhost:9153"}, nil, "--metrics-listen=localhost:9153", nil},
-		{"metrics on the health address", []string{"--upstream=10.0.0.1", "--metrics-listen=127.0.0.1:8053"}, nil, "--metrics-listen=127.0.0.1:8053", nil},
-		{"metrics wildcard over the health port", []string{"--upstream=10.0.0.1", "--metrics-listen=:8053"}, nil, "--metrics-listen=:8053", nil},
-		{"metrics over a wildcard health port", []string{"--upstream=10.0.0.1", "--health-listen=:9254", "--metrics-listen=10.0.0.5:9254"}, nil, "--metrics-listen=10.0.0.5:9254", nil},
-		{"metrics on the health port of another address", []string{"--upstream=10.0.0.1", "--health-listen=127.0.0.1:9254", "--metrics-listen=10.0.0.5:9254"}, nil, "", nil},
-		{"metrics on the DNS port", []string{"--upstream=10.0.0.1", "--metrics-listen=0.0.0.0:53"}, nil, "--metrics-listen=0.0.0.0:53", nil},
-		{"metrics and health both port 0", []string{"--upstream=10.0.0.1", "--health-listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0"}, nil, "", nil},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c, err := ParseArgs(tc.args, env(tc.env), io.Discard)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error %v, want one naming %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tc.check != nil {
-				tc.check(t, c)
-			}
-		})
-	}
-}
-
 func TestProbe(t *testing.T) {
 	up := newFakeUpstream(t, zoneAnswer(t, 300, nil))
 	s := startServer(t, testConfig(up.addr))
 	var out strings.Builder
-	if err := Probe([]string{"--server=" + s.UDPAddr().String()}, &out, io.Discard); err != nil {
+	if err := Probe([]string{"--server=" + udpAddr(s).String()}, &out, io.Discard); err != nil {
 		t.Fatalf("probe of a live server: %v", err)
 	}
-	if err := Probe([]string{"--server=" + s.UDPAddr().String(), "--tcp"}, &out, io.Discard); err != nil {
+	if err := Probe([]string{"--server=" + udpAddr(s).String(), "--tcp"}, &out, io.Discard); err != nil {
 		t.Fatalf("tcp probe: %v", err)
 	}
 	if len(up.queries()) != 0 {

@@ -227,7 +227,7 @@ func TestMetricsListenerSplit(t *testing.T) {
 // after bodyReadTimeout with 408, and its charge is given back.
 func TestBodyReadTimeout(t *testing.T) {
 	cfg := testConfig()
-	cfg.BodyReadTimeout = Duration{200 * time.Millisecond}
+	cfg.BodyReadTimeout = 200 * time.Millisecond
 	srv := newTestServer(t, cfg)
 	ts := httptest.NewServer(srv)
 	defer ts.Close()

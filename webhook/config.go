@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"sigs.k8s.io/yaml"
 )
 
 // Modes a pod can be handled in.
@@ -105,8 +105,10 @@ type SidecarConfig struct {
 	MetricsPort int32 `json:"metricsPort,omitempty"`
 }
 
-// Config is the webhook's whole configuration: command-line flags and the
-// --config YAML file map onto it (camelCase keys in YAML).
+// Config is the webhook's whole configuration. Each field is one setting:
+// its json tag is the key in the --config YAML file and RegisterFlags binds
+// it to at most one flag (nested values such as sidecar.resources are file
+// only). cmd/webhook loads them in the order defaults, file, flags.
 type Config struct {
 	// Listen is the HTTPS listen address.
 	Listen string `json:"listen"`
@@ -145,9 +147,9 @@ type Config struct {
 	// of 64 KiB or less so ordinary pods are served while big ones are shed.
 	RequestBudgetBytes int64 `json:"requestBudgetBytes"`
 	// BodyReadTimeout bounds reading one request body (slow clients).
-	BodyReadTimeout Duration `json:"bodyReadTimeout"`
+	BodyReadTimeout time.Duration `json:"bodyReadTimeout"`
 	// RecheckInterval is how often the DNS Service is looked up again.
-	RecheckInterval Duration `json:"recheckInterval"`
+	RecheckInterval time.Duration `json:"recheckInterval"`
 	// NamespaceDefaults enables the per-namespace default mode (a Namespace
 	// informer; needs list/watch on namespaces).
 	NamespaceDefaults bool `json:"namespaceDefaults"`
@@ -160,6 +162,17 @@ type Config struct {
 	// resolved through a node suffix (ec2.internal, a corporate domain) stop
 	// resolving in patched pods.
 	ExtraSearchDomains []string `json:"extraSearchDomains,omitempty"`
+	// ShutdownDelay: on SIGTERM, /readyz fails at once but new and
+	// in-flight requests are served this long, so API servers and
+	// kube-proxy stop sending here before the listener closes.
+	ShutdownDelay time.Duration `json:"shutdownDelay"`
+	// ShutdownTimeout is how long requests still in flight after
+	// ShutdownDelay may take before connections are closed.
+	ShutdownTimeout time.Duration `json:"shutdownTimeout"`
+	// TLSSecret is namespace/name of the serving Secret to watch through
+	// the API, so a renewed certificate is served within a second rather
+	// than after the kubelet's volume refresh; empty: the files only.
+	TLSSecret string `json:"tlsSecret,omitempty"`
 }
 
 // MinRequestBudget is the smallest requestBudgetBytes that still admits a
@@ -168,25 +181,6 @@ type Config struct {
 func MinRequestBudget(maxRequestBytes int64) int64 {
 	charge := (maxRequestBytes + 1 + firstBodyChunk) * bodyCostFactor
 	return charge*4/3 + 4
-}
-
-// Duration is a time.Duration that reads "30s" style strings from YAML.
-type Duration struct{ time.Duration }
-
-// UnmarshalJSON accepts a Go duration string.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	s := strings.Trim(string(b), `"`)
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("invalid duration %q: %w", s, err)
-	}
-	d.Duration = v
-	return nil
-}
-
-// MarshalJSON writes the duration as a string.
-func (d Duration) MarshalJSON() ([]byte, error) {
-	return []byte(`"` + d.Duration.String() + `"`), nil
 }
 
 func strptr(s string) *string { return &s }
@@ -237,24 +231,12 @@ func DefaultConfig() Config {
 		LogLevel:           "info",
 		MaxRequestBytes:    DefaultMaxRequestBytes,
 		RequestBudgetBytes: DefaultRequestBudgetBytes,
-		BodyReadTimeout:    Duration{DefaultBodyReadTimeout},
-		RecheckInterval:    Duration{DefaultRecheck},
+		BodyReadTimeout:    DefaultBodyReadTimeout,
+		RecheckInterval:    DefaultRecheck,
 		NamespaceDefaults:  true,
+		ShutdownDelay:      DefaultShutdownDelay,
+		ShutdownTimeout:    DefaultShutdownTimeout,
 	}
-}
-
-// LoadConfigFile reads a YAML configuration file onto cfg. Keys absent from
-// the file keep cfg's values; unknown keys are errors so that a typo does not
-// silently fall back to a default.
-func LoadConfigFile(path string, cfg *Config) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("read config: %w", err)
-	}
-	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
-	}
-	return nil
 }
 
 // ValidMode reports whether m is one of off, dnsconfig, sidecar.
@@ -262,75 +244,96 @@ func ValidMode(m string) bool {
 	return m == ModeOff || m == ModeDNSConfig || m == ModeSidecar
 }
 
+// badSetting is the one form of a configuration error: the flag (if the
+// setting has one), its --config key and the value.
+func badSetting(flagName, key string, val any, why string) error {
+	if flagName == "" {
+		return fmt.Errorf("invalid %s=%v: %s", key, val, why)
+	}
+	return fmt.Errorf("invalid --%s=%v [%s]: %s", flagName, val, key, why)
+}
+
 // Validate checks every field and returns all problems at once, each naming
-// the bad value. checkFiles also requires the TLS files to exist.
+// the setting and the bad value. checkFiles also requires the TLS files to
+// exist. It normalizes two values it accepts in more than one spelling:
+// a trailing dot on clusterDomain, and nodeLocal (existing implies enabled,
+// an empty address is the default one).
 func (c *Config) Validate(checkFiles bool) error {
 	var errs []error
+	bad := func(flagName, key string, val any, why string) {
+		errs = append(errs, badSetting(flagName, key, val, why))
+	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
+		bad("listen", "listen", c.Listen, err.Error())
 	}
 	if c.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
-			errs = append(errs, fmt.Errorf("metricsListen %q: %w", c.MetricsListen, err))
+			bad("metrics-listen", "metricsListen", c.MetricsListen, err.Error())
 		} else if c.MetricsListen == c.Listen {
-			errs = append(errs, fmt.Errorf("metricsListen %q: must differ from listen", c.MetricsListen))
+			bad("metrics-listen", "metricsListen", c.MetricsListen, "must differ from --listen")
 		}
 	}
-	if c.TLSCertFile == "" || c.TLSKeyFile == "" {
-		errs = append(errs, errors.New("tls-cert-file and tls-key-file are required (the webhook serves HTTPS only)"))
-	} else if checkFiles {
-		for _, f := range []string{c.TLSCertFile, c.TLSKeyFile} {
-			if _, err := os.Stat(f); err != nil {
-				errs = append(errs, fmt.Errorf("TLS file %q: %w", f, err))
+	switch {
+	case c.TLSCertFile == "":
+		bad("tls-cert-file", "tlsCertFile", `""`, "required (the webhook serves HTTPS only)")
+	case c.TLSKeyFile == "":
+		bad("tls-key-file", "tlsKeyFile", `""`, "required (the webhook serves HTTPS only)")
+	case checkFiles:
+		for _, f := range []struct{ flag, key, path string }{{"tls-cert-file", "tlsCertFile", c.TLSCertFile}, {"tls-key-file", "tlsKeyFile", c.TLSKeyFile}} {
+			if _, err := os.Stat(f.path); err != nil {
+				bad(f.flag, f.key, f.path, err.Error())
 			}
 		}
 	}
+	if ns, name, ok := strings.Cut(c.TLSSecret, "/"); c.TLSSecret != "" && (!ok || ns == "" || name == "" || strings.Contains(name, "/")) {
+		bad("tls-secret", "tlsSecret", c.TLSSecret, "want namespace/name")
+	}
 	if len(c.Nameservers) > maxNameservers {
-		errs = append(errs, fmt.Errorf("nameservers %v: at most %d (a pod may have only %d)", c.Nameservers, maxNameservers, maxNameservers))
+		bad("nameservers", "nameservers", strings.Join(c.Nameservers, ","), fmt.Sprintf("at most %d (a pod may have only %d)", maxNameservers, maxNameservers))
 	}
 	for _, ns := range c.Nameservers {
 		if net.ParseIP(ns) == nil {
-			errs = append(errs, fmt.Errorf("nameserver %q is not an IP address", ns))
+			bad("nameservers", "nameservers", ns, "not an IP address")
 		}
 	}
 	if len(c.Nameservers) == 0 {
 		if ns, name, ok := strings.Cut(c.DNSService, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
-			errs = append(errs, fmt.Errorf("dns-service %q: want namespace/name", c.DNSService))
+			bad("dns-service", "dnsService", c.DNSService, "want namespace/name")
 		}
 	}
 	c.ClusterDomain = strings.TrimSuffix(c.ClusterDomain, ".")
 	if msgs := validation.IsDNS1123Subdomain(c.ClusterDomain); len(msgs) > 0 {
-		errs = append(errs, fmt.Errorf("cluster-domain %q: %s", c.ClusterDomain, strings.Join(msgs, "; ")))
+		bad("cluster-domain", "clusterDomain", c.ClusterDomain, strings.Join(msgs, "; "))
 	}
 	if !ValidMode(c.DefaultMode) {
-		errs = append(errs, fmt.Errorf("default-mode %q: want dnsconfig, sidecar or off", c.DefaultMode))
+		bad("default-mode", "defaultMode", c.DefaultMode, "want dnsconfig, sidecar or off")
 	}
 	seen := map[string]bool{}
 	for _, o := range c.DNSOptions {
 		if o.Name == "" || strings.ContainsAny(o.Name, " \t\n:") {
-			errs = append(errs, fmt.Errorf("dns option name %q is invalid", o.Name))
+			bad("dns-options", "dnsOptions", strconv.Quote(o.Name), "not an option name")
 		}
 		if o.Value != nil && strings.ContainsAny(*o.Value, " \t\n") {
-			errs = append(errs, fmt.Errorf("dns option %s value %q contains whitespace", o.Name, *o.Value))
+			bad("dns-options", "dnsOptions", o.Name+":"+strconv.Quote(*o.Value), "the value contains whitespace")
 		}
 		if seen[o.Name] {
-			errs = append(errs, fmt.Errorf("dns option %q appears twice", o.Name))
+			bad("dns-options", "dnsOptions", o.Name, "appears twice")
 		}
 		seen[o.Name] = true
 	}
 	if strings.TrimSpace(c.Sidecar.Image) == "" {
-		errs = append(errs, errors.New("sidecar image is empty"))
+		bad("sidecar-image", "sidecar.image", strconv.Quote(c.Sidecar.Image), "empty")
 	}
 	switch c.Sidecar.ImagePullPolicy {
 	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
 	default:
-		errs = append(errs, fmt.Errorf("sidecar imagePullPolicy %q: want Always, IfNotPresent or Never", c.Sidecar.ImagePullPolicy))
+		bad("", "sidecar.imagePullPolicy", c.Sidecar.ImagePullPolicy, "want Always, IfNotPresent or Never")
 	}
 	if err := validateResources(c.Sidecar.Resources); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Sidecar.RunAsUser < 0 {
-		errs = append(errs, fmt.Errorf("sidecar runAsUser %d: must be a non-root UID, or 0 to leave it to the platform", c.Sidecar.RunAsUser))
+		bad("", "sidecar.runAsUser", c.Sidecar.RunAsUser, "must be a non-root UID, or 0 to leave it to the platform")
 	}
 	if err := validatePullSecrets(c.Sidecar.ImagePullSecrets); err != nil {
 		errs = append(errs, err)
@@ -341,30 +344,40 @@ func (c *Config) Validate(checkFiles bool) error {
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "warning", "error":
 	default:
-		errs = append(errs, fmt.Errorf("log-level %q: want debug, info, warn or error", c.LogLevel))
+		bad("log-level", "logLevel", c.LogLevel, "want debug, info, warn or error")
 	}
 	if c.MaxRequestBytes <= 0 {
-		errs = append(errs, fmt.Errorf("maxRequestBytes %d: must be positive", c.MaxRequestBytes))
+		bad("max-request-bytes", "maxRequestBytes", c.MaxRequestBytes, "must be positive")
 	}
 	// A maximum-size body (read after a first chunk, both charged) must fit
 	// into the part of the budget large bodies may use, three quarters, or
 	// it could never be read.
 	if need := MinRequestBudget(c.MaxRequestBytes); c.MaxRequestBytes > 0 && c.RequestBudgetBytes < need {
-		errs = append(errs, fmt.Errorf("requestBudgetBytes %d: must be at least %d for maxRequestBytes %d, or no maximum-size review could ever be read", c.RequestBudgetBytes, need, c.MaxRequestBytes))
+		bad("request-budget-bytes", "requestBudgetBytes", c.RequestBudgetBytes, fmt.Sprintf("must be at least %d for --max-request-bytes=%d, or no maximum-size review could ever be read", need, c.MaxRequestBytes))
 	}
-	if c.BodyReadTimeout.Duration <= 0 {
-		errs = append(errs, fmt.Errorf("bodyReadTimeout %s: must be positive", c.BodyReadTimeout.Duration))
+	positive := []struct {
+		flag, key string
+		d         time.Duration
+	}{
+		{"body-read-timeout", "bodyReadTimeout", c.BodyReadTimeout},
+		{"recheck-interval", "recheckInterval", c.RecheckInterval},
+		{"shutdown-timeout", "shutdownTimeout", c.ShutdownTimeout},
 	}
-	if c.RecheckInterval.Duration <= 0 {
-		errs = append(errs, fmt.Errorf("recheck interval %s: must be positive", c.RecheckInterval.Duration))
+	for _, p := range positive {
+		if p.d <= 0 {
+			bad(p.flag, p.key, p.d, "must be positive")
+		}
+	}
+	if c.ShutdownDelay < 0 {
+		bad("shutdown-delay", "shutdownDelay", c.ShutdownDelay, "must not be negative")
 	}
 	for _, d := range c.ExtraSearchDomains {
 		if msgs := validation.IsDNS1123Subdomain(strings.ToLower(strings.TrimSuffix(d, "."))); len(msgs) > 0 {
-			errs = append(errs, fmt.Errorf("extra search domain %q: %s", d, strings.Join(msgs, "; ")))
+			bad("extra-search-domains", "extraSearchDomains", d, strings.Join(msgs, "; "))
 		}
 	}
 	if n := len(clusterSearches("x", c.ClusterDomain)) + len(c.ExtraSearchDomains); n > maxSearches {
-		errs = append(errs, fmt.Errorf("extra search domains %v: with the 3 cluster ones that is %d, more than a pod may have (%d)", c.ExtraSearchDomains, n, maxSearches))
+		bad("extra-search-domains", "extraSearchDomains", strings.Join(c.ExtraSearchDomains, ","), fmt.Sprintf("with the 3 cluster ones that is %d, more than a pod may have (%d)", n, maxSearches))
 	}
 	if err := c.NodeLocal.validate(); err != nil {
 		errs = append(errs, err)

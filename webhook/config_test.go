@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/dnsguard/dnsguard/cmd/config"
 )
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -20,7 +22,7 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return p
 }
 
-func TestLoadConfigFile(t *testing.T) {
+func TestReadConfigFile(t *testing.T) {
 	dir := t.TempDir()
 	p := writeFile(t, dir, "c.yaml", `
 listen: 127.0.0.1:9443
@@ -38,7 +40,7 @@ sidecar:
 recheckInterval: 45s
 `)
 	cfg := DefaultConfig()
-	if err := LoadConfigFile(p, &cfg); err != nil {
+	if err := config.ReadFile(p, &cfg); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Listen != "127.0.0.1:9443" || len(cfg.Nameservers) != 2 || cfg.ClusterDomain != "corp.internal" ||
@@ -55,21 +57,24 @@ recheckInterval: 45s
 	}
 }
 
-func TestLoadConfigFileStrict(t *testing.T) {
+func TestReadConfigFileStrict(t *testing.T) {
 	dir := t.TempDir()
 	for name, content := range map[string]string{
 		"unknown top key": "nameserver: [10.0.0.10]\n",
 		"unknown nested":  "sidecar:\n  imag: x\n",
 		"bad duration":    "recheckInterval: soon\n",
 		"not yaml":        "listen: [\n",
+		// encoding/json alone would take the first for clusterDomain.
+		"key in other case": "clusterdomain: corp.internal\n",
+		"key repeated":      "listen: :1\nlisten: :2\n",
 	} {
 		cfg := DefaultConfig()
-		if err := LoadConfigFile(writeFile(t, dir, "c.yaml", content), &cfg); err == nil {
+		if err := config.ReadFile(writeFile(t, dir, "c.yaml", content), &cfg); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
 	cfg := DefaultConfig()
-	if err := LoadConfigFile(filepath.Join(dir, "missing.yaml"), &cfg); err == nil {
+	if err := config.ReadFile(filepath.Join(dir, "missing.yaml"), &cfg); err == nil {
 		t.Error("missing file accepted")
 	}
 }
@@ -92,21 +97,21 @@ func TestValidate(t *testing.T) {
 		mutate func(*Config)
 		want   string
 	}{
-		{"bad nameserver", func(c *Config) { c.Nameservers = []string{"10.96.0.300"} }, `"10.96.0.300"`},
+		{"bad nameserver", func(c *Config) { c.Nameservers = []string{"10.96.0.300"} }, "--nameservers=10.96.0.300 [nameservers]"},
 		{"four nameservers", func(c *Config) { c.Nameservers = []string{"1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.1.4"} }, "at most 3"},
-		{"bad mode", func(c *Config) { c.DefaultMode = "fast" }, `default-mode "fast"`},
+		{"bad mode", func(c *Config) { c.DefaultMode = "fast" }, "--default-mode=fast [defaultMode]"},
 		{"missing cert", func(c *Config) { c.TLSCertFile = filepath.Join(dir, "nope.crt") }, "nope.crt"},
-		{"no cert flag", func(c *Config) { c.TLSKeyFile = "" }, "tls-key-file"},
-		{"bad domain", func(c *Config) { c.ClusterDomain = "Cluster_Local" }, `cluster-domain "Cluster_Local"`},
-		{"bad listen", func(c *Config) { c.Listen = "8443" }, `listen "8443"`},
-		{"bad dns service", func(c *Config) { c.Nameservers = nil; c.DNSService = "kube-dns" }, `dns-service "kube-dns"`},
-		{"duplicate option", func(c *Config) { c.DNSOptions = append(c.DNSOptions, DNSOption{Name: "ndots"}) }, `"ndots" appears twice`},
-		{"empty image", func(c *Config) { c.Sidecar.Image = " " }, "sidecar image"},
-		{"negative sidecar UID", func(c *Config) { c.Sidecar.RunAsUser = -1 }, "runAsUser -1"},
+		{"no cert flag", func(c *Config) { c.TLSKeyFile = "" }, "--tls-key-file=\"\" [tlsKeyFile]"},
+		{"bad domain", func(c *Config) { c.ClusterDomain = "Cluster_Local" }, "--cluster-domain=Cluster_Local [clusterDomain]"},
+		{"bad listen", func(c *Config) { c.Listen = "8443" }, "--listen=8443 [listen]"},
+		{"bad dns service", func(c *Config) { c.Nameservers = nil; c.DNSService = "kube-dns" }, "--dns-service=kube-dns [dnsService]"},
+		{"duplicate option", func(c *Config) { c.DNSOptions = append(c.DNSOptions, DNSOption{Name: "ndots"}) }, "--dns-options=ndots [dnsOptions]: appears twice"},
+		{"empty image", func(c *Config) { c.Sidecar.Image = " " }, `--sidecar-image=" " [sidecar.image]`},
+		{"negative sidecar UID", func(c *Config) { c.Sidecar.RunAsUser = -1 }, "sidecar.runAsUser=-1"},
 		{"bad pull secret", func(c *Config) { c.Sidecar.ImagePullSecrets = []string{"Reg_Cred"} }, `imagePullSecrets "Reg_Cred"`},
 		{"duplicate pull secret", func(c *Config) { c.Sidecar.ImagePullSecrets = []string{"a", "a"} }, `"a" appears twice`},
-		{"bad log level", func(c *Config) { c.LogLevel = "loud" }, `log-level "loud"`},
-		{"bad extra search domain", func(c *Config) { c.ExtraSearchDomains = []string{"ec2.internal", "bad_domain.example"} }, `extra search domain "bad_domain.example"`},
+		{"bad log level", func(c *Config) { c.LogLevel = "loud" }, "--log-level=loud [logLevel]"},
+		{"bad extra search domain", func(c *Config) { c.ExtraSearchDomains = []string{"ec2.internal", "bad_domain.example"} }, "--extra-search-domains=bad_domain.example [extraSearchDomains]"},
 		{"too many extra search domains", func(c *Config) {
 			for i := range 30 {
 				c.ExtraSearchDomains = append(c.ExtraSearchDomains, fmt.Sprintf("d%d.example", i))
@@ -175,7 +180,7 @@ func TestValidateSidecarMetricsPort(t *testing.T) {
 	// The config file key.
 	dir := t.TempDir()
 	cfg := DefaultConfig()
-	if err := LoadConfigFile(writeFile(t, dir, "c.yaml", "sidecar: {metricsPort: 9153}\n"), &cfg); err != nil || cfg.Sidecar.MetricsPort != 9153 {
+	if err := config.ReadFile(writeFile(t, dir, "c.yaml", "sidecar: {metricsPort: 9153}\n"), &cfg); err != nil || cfg.Sidecar.MetricsPort != 9153 {
 		t.Fatalf("sidecar.metricsPort from file: %d %v", cfg.Sidecar.MetricsPort, err)
 	}
 }

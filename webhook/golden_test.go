@@ -17,6 +17,8 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/dnsguard/dnsguard/cmd/config"
 )
 
 // -update (or REFRESH_GOLDEN=true) rewrites the golden files from the
@@ -173,7 +175,7 @@ func TestGolden(t *testing.T) {
 			srv := defaultSrv
 			if _, err := os.Stat(base + configSuffix); err == nil {
 				cfg := testConfig()
-				if err := LoadConfigFile(base+configSuffix, &cfg); err != nil {
+				if err := config.ReadFile(base+configSuffix, &cfg); err != nil {
 					t.Fatal(err)
 				}
 				srv = newTestServer(t, cfg)

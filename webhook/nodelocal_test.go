@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/dnsguard/dnsguard/cmd/config"
 )
 
 func nodeLocalConfig(t *testing.T) *Config {
@@ -88,7 +90,7 @@ func TestNodeLocalFromConfigFile(t *testing.T) {
 	}
 	c := DefaultConfig()
 	c.TLSCertFile, c.TLSKeyFile = "x", "y"
-	if err := LoadConfigFile(p, &c); err != nil {
+	if err := config.ReadFile(p, &c); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Validate(false); err != nil {
@@ -100,7 +102,7 @@ func TestNodeLocalFromConfigFile(t *testing.T) {
 	if err := os.WriteFile(p, []byte("nodeLocal:\n  enabled: true\n  adress: 1.2.3.4\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := LoadConfigFile(p, &c); err == nil {
+	if err := config.ReadFile(p, &c); err == nil {
 		t.Fatal("a misspelt nodeLocal key must be an error")
 	}
 }

@@ -196,7 +196,7 @@ func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, i
 	}
 	// A body that trickles in holds its connection and its budget; bound
 	// the whole read, whatever the server-wide timeouts are.
-	if t := s.cfg.BodyReadTimeout.Duration; t > 0 {
+	if t := s.cfg.BodyReadTimeout; t > 0 {
 		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(t))
 	}
 	body, charged, err := s.readBudgeted(http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
@@ -210,7 +210,7 @@ func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, i
 			s.shed(w)
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			w.Header().Set("Connection", "close")
-			s.httpError(w, http.StatusRequestTimeout, "body not received within %s", s.cfg.BodyReadTimeout.Duration)
+			s.httpError(w, http.StatusRequestTimeout, "body not received within %s", s.cfg.BodyReadTimeout)
 		default:
 			s.httpError(w, http.StatusBadRequest, "reading body: %v", err)
 		}

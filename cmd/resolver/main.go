@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dnsguard/dnsguard/cmd/config"
 	"github.com/dnsguard/dnsguard/resolver"
 	"github.com/dnsguard/dnsguard/resolver/nodelocal"
 )
@@ -36,6 +37,32 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// parseConfig loads the settings (defaults, then the --config file, then
+// the flags given), takes upstreams from the environment or resolv.conf
+// when none is configured, and validates the result.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (resolver.Config, error) {
+	cfg, err := config.Load("resolver", args, stderr, resolver.DefaultConfig, (*resolver.Config).RegisterFlags, usage)
+	if err != nil {
+		return cfg, err
+	}
+	if err := cfg.ResolveUpstreams(getenv); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Validate()
+}
+
+func usage(fs *flag.FlagSet) {
+	fmt.Fprint(fs.Output(), `Usage: resolver [flags]
+       resolver probe --server=127.0.0.1:53 [--timeout=1s] [--tcp]
+
+dnsguard's caching DNS resolver: a pod's sidecar on 127.0.0.1:53, or with
+--node-local one cache per node. Settings come from the defaults, then the
+--config YAML file (keys in brackets), then the flags given, which win.
+
+`)
+	fs.PrintDefaults()
+}
+
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "probe" {
 		if err := resolver.Probe(args[1:], stdout, stderr); err != nil {
@@ -47,9 +74,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	cfg, err := resolver.ParseArgs(args, os.Getenv, stderr)
+	cfg, err := parseConfig(args, os.Getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(stderr, "\nSubcommand: resolver probe --server=127.0.0.1:53 [--timeout=1s] [--tcp]")
 		return 0
 	}
 	if err != nil {
@@ -60,8 +86,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	srv, err := resolver.New(cfg, log)
 	if err != nil {
-		fmt.Fprintln(stderr, "resolver: configuration error:", err)
-		return 2
+		log.Error("start failed", "err", err)
+		return 1
 	}
 	var node *nodelocal.Applied
 	if cfg.NodeLocal {

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dnsguard/dnsguard/cmd/config"
 	"github.com/dnsguard/dnsguard/webhook"
 	"github.com/google/cel-go/cel"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -534,7 +535,7 @@ func TestConfigMapLoadsInTheWebhook(t *testing.T) {
 				t.Fatal(err)
 			}
 			cfg := webhook.DefaultConfig()
-			if err := webhook.LoadConfigFile(f, &cfg); err != nil {
+			if err := config.ReadFile(f, &cfg); err != nil {
 				t.Fatalf("webhook rejects the rendered config: %v", err)
 			}
 			if err := cfg.Validate(false); err != nil {

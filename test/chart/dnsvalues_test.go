@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dnsguard/dnsguard/cmd/config"
 	"github.com/dnsguard/dnsguard/webhook"
 	corev1 "k8s.io/api/core/v1"
 )
@@ -23,7 +24,7 @@ func renderedWebhookConfig(t *testing.T, args ...string) webhook.Config {
 		t.Fatal(err)
 	}
 	cfg := webhook.DefaultConfig()
-	if err := webhook.LoadConfigFile(f, &cfg); err != nil {
+	if err := config.ReadFile(f, &cfg); err != nil {
 		t.Fatalf("webhook rejects the rendered config: %v", err)
 	}
 	if err := cfg.Validate(false); err != nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsguard/dnsguard/cmd/config"
 	"github.com/dnsguard/dnsguard/resolver"
 	"github.com/dnsguard/dnsguard/webhook"
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,7 +49,12 @@ func appVersion(t *testing.T) string {
 // webhookConfig decodes the rendered webhook config.yaml into v.
 func webhookConfig(t *testing.T, r *rendered, v any) {
 	t.Helper()
-	if err := yaml.Unmarshal([]byte(webhookConfigMap(t, r).Data["config.yaml"]), v); err != nil {
+	// Through a file, as the webhook reads it (strict keys, durations).
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte(webhookConfigMap(t, r).Data["config.yaml"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := config.ReadFile(p, v); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -66,11 +72,7 @@ func images(t *testing.T, r *rendered) map[string]string {
 	for _, d := range all[*appsv1.DaemonSet](r) {
 		out["node-cache"] = d.Spec.Template.Spec.Containers[0].Image
 	}
-	var cfg struct {
-		Sidecar struct {
-			Image string `json:"image"`
-		} `json:"sidecar"`
-	}
+	var cfg webhook.Config
 	webhookConfig(t, r, &cfg)
 	out["sidecar"] = cfg.Sidecar.Image
 	return out
@@ -155,7 +157,7 @@ func loadedConfig(t *testing.T, r *rendered) webhook.Config {
 		t.Fatal(err)
 	}
 	cfg := webhook.DefaultConfig()
-	if err := webhook.LoadConfigFile(f, &cfg); err != nil {
+	if err := config.ReadFile(f, &cfg); err != nil {
 		t.Fatalf("webhook rejects the rendered config: %v", err)
 	}
 	if err := cfg.Validate(false); err != nil {

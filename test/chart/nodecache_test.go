@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dnsguard/dnsguard/cmd/config"
 	"github.com/dnsguard/dnsguard/resolver"
 	"github.com/dnsguard/dnsguard/webhook"
 	appsv1 "k8s.io/api/apps/v1"
@@ -85,7 +86,7 @@ func TestNodeCacheDaemonSet(t *testing.T) {
 	if c.Command[0] != "/resolver" {
 		t.Errorf("command %v", c.Command)
 	}
-	cfg, err := resolver.ParseArgs(c.Args, func(string) string { return "" }, os.Stderr)
+	cfg, err := parseResolverArgs(c.Args)
 	if err != nil && !strings.Contains(err.Error(), "resolv-conf") {
 		t.Fatalf("resolver rejects the DaemonSet args %v: %v", c.Args, err)
 	}
@@ -134,7 +135,7 @@ func TestNodeCacheDaemonSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	wc := webhook.DefaultConfig()
-	if err := webhook.LoadConfigFile(f, &wc); err != nil {
+	if err := config.ReadFile(f, &wc); err != nil {
 		t.Fatal(err)
 	}
 	if !wc.NodeLocal.Enabled || wc.NodeLocal.Address != "169.254.20.10" {
@@ -155,4 +156,17 @@ func TestNodeCacheNeedsClusterDNS(t *testing.T) {
 	if _, stderr, err := helmTemplate(t, "--set", "nodeCache.enabled=true", "--set", "nodeCache.clusterDNS=10.0.0.10", "--set", "nodeCache.bogus=1"); err == nil {
 		t.Fatalf("schema accepted an unknown nodeCache key\n%s", stderr)
 	}
+}
+
+// parseResolverArgs parses args as cmd/resolver does: defaults, flags,
+// upstreams from resolv.conf when none is given, then Validate.
+func parseResolverArgs(args []string) (resolver.Config, error) {
+	cfg, err := config.Load("resolver", args, os.Stderr, resolver.DefaultConfig, (*resolver.Config).RegisterFlags, nil)
+	if err == nil {
+		err = cfg.ResolveUpstreams(func(string) string { return "" })
+	}
+	if err == nil {
+		err = cfg.Validate()
+	}
+	return cfg, err
 }

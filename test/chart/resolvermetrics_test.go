@@ -3,13 +3,11 @@
 package chart
 
 import (
-	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/dnsguard/dnsguard/resolver"
 	"github.com/dnsguard/dnsguard/webhook"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -142,7 +140,7 @@ func TestNodeCacheMetrics(t *testing.T) {
 	ds := one[*appsv1.DaemonSet](t, r)
 	c := ds.Spec.Template.Spec.Containers[0]
 	// The args as the resolver parses them.
-	cfg, err := resolver.ParseArgs(c.Args, func(string) string { return "" }, os.Stderr)
+	cfg, err := parseResolverArgs(c.Args)
 	if err != nil && !strings.Contains(err.Error(), "resolv-conf") {
 		t.Fatalf("resolver rejects the DaemonSet args %v: %v", c.Args, err)
 	}
@@ -242,7 +240,7 @@ func TestSidecarMetrics(t *testing.T) {
 	if c.Name != webhook.SidecarName {
 		t.Fatalf("first init container %s", c.Name)
 	}
-	rc, err := resolver.ParseArgs(c.Args, func(string) string { return "" }, os.Stderr)
+	rc, err := parseResolverArgs(c.Args)
 	if err != nil {
 		t.Fatalf("resolver rejects the injected args %v: %v", c.Args, err)
 	}
