@@ -129,10 +129,7 @@ func NewController(client kubernetes.Interface, cfg ControllerConfig) (*Controll
 // Validate reports the first problem of cfg, naming the value; it changes
 // nothing.
 func (cfg ControllerConfig) Validate() error {
-	if err := cfg.setDefaults(); err != nil {
-		return fmt.Errorf("certs controller: %w", err)
-	}
-	return nil
+	return cfg.setDefaults()
 }
 
 func (cfg *ControllerConfig) setDefaults() error {

@@ -166,12 +166,14 @@ func (f *fileStore) load(_ context.Context, o object) (map[string][]byte, any, e
 
 func (f *fileStore) save(_ context.Context, o object, data map[string][]byte, _ any) error {
 	dir := f.path(o)
-	mode := os.FileMode(0o755)
-	if o == caObject {
-		mode = 0o700
+	if err := os.MkdirAll(f.dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", f.dir, err)
 	}
-	if err := os.MkdirAll(dir, mode); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
+	if o == caObject {
+		// Private: the CA key must not be readable by the webhook's user.
+		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
 	}
 	for _, k := range fileKeys[o] {
 		p := filepath.Join(dir, k)

@@ -15,7 +15,7 @@ import (
 // lost, renewed at 2/3 of the life. Keys are private, the CA stays in its
 // own directory.
 func TestControllerFiles(t *testing.T) {
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "certs") // created by the store
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	c, err := NewController(nil, ControllerConfig{OutDir: dir, Hosts: []string{"127.0.0.1", "localhost"},
 		Validity: time.Hour, CAValidity: 10 * time.Hour, Now: func() time.Time { return now }, Logger: quietLog()})
@@ -66,7 +66,7 @@ func TestControllerFiles(t *testing.T) {
 			t.Errorf("%s: %v", st.name, err)
 		}
 	}
-	for p, want := range map[string]os.FileMode{SecretKeyKey: 0o600, SecretKeyCert: 0o644, "ca": 0o700 | os.ModeDir, "ca/" + SecretKeyCAKey: 0o600} {
+	for p, want := range map[string]os.FileMode{".": 0o755 | os.ModeDir, SecretKeyKey: 0o600, SecretKeyCert: 0o644, "ca": 0o700 | os.ModeDir, "ca/" + SecretKeyCAKey: 0o600} {
 		if st, err := os.Stat(filepath.Join(dir, p)); err != nil || st.Mode() != want {
 			t.Errorf("%s: mode %v (%v), want %v", p, st.Mode(), err, want)
 		}
