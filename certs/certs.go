@@ -1,7 +1,9 @@
-// Package certs generates and inspects the TLS material dnsguard needs: a
-// small private CA and ECDSA P-256 serving certificates signed by it. The same
-// code makes local development certificates and the in-cluster ones, so both
-// paths are exercised by the same tests.
+// Package certs is dnsguard's one certificate lifecycle: a small private CA
+// and ECDSA P-256 serving certificates signed by it (this file), kept
+// current by the Controller (controller.go) in Secrets or in a directory
+// (store.go), with caBundle written by one writer (bundle.go) and the
+// reconciles driven by watches (run.go). Local runs, the test suites and
+// the cluster get their certificates from the same code.
 package certs
 
 import (
