@@ -1,7 +1,9 @@
-// Package certs generates and inspects the TLS material dnsguard needs: a
-// small private CA and ECDSA P-256 serving certificates signed by it. The same
-// code makes local development certificates and the in-cluster ones, so both
-// paths are exercised by the same tests.
+// Package certs is dnsguard's one certificate lifecycle: a small private CA
+// and ECDSA P-256 serving certificates signed by it (this file), kept
+// current by the Controller (controller.go) in Secrets or in a directory
+// (store.go), with caBundle written by one writer (bundle.go) and the
+// reconciles driven by watches (run.go). Local runs, the test suites and
+// the cluster get their certificates from the same code.
 package certs
 
 import (
@@ -52,7 +54,7 @@ func NewCA(commonName string, validity time.Duration) (*CA, error) {
 	return newCAAt(commonName, validity, time.Now())
 }
 
-// newCAAt is NewCA with an explicit clock, so bootstrap tests can move time.
+// newCAAt is NewCA with an explicit clock, so controller tests can move time.
 func newCAAt(commonName string, validity time.Duration, now time.Time) (*CA, error) {
 	if validity <= 0 {
 		return nil, fmt.Errorf("CA validity must be positive, got %s", validity)
@@ -176,6 +178,22 @@ func ServiceHosts(svc, namespace, clusterDomain string) []string {
 	}
 }
 
+// parseCertificates returns every certificate of a PEM bundle that parses.
+func parseCertificates(bundle []byte) []*x509.Certificate {
+	var out []*x509.Certificate
+	for rest := bundle; len(rest) > 0; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if c, err := x509.ParseCertificate(block.Bytes); err == nil && block.Type == "CERTIFICATE" {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // ParseCertificate decodes the first CERTIFICATE block of a PEM bundle.
 func ParseCertificate(certPEM []byte) (*x509.Certificate, error) {
 	for rest := certPEM; len(rest) > 0; {
@@ -195,59 +213,11 @@ func ParseCertificate(certPEM []byte) (*x509.Certificate, error) {
 	return nil, errors.New("parse certificate: no CERTIFICATE block in PEM")
 }
 
-// NeedsRenewal reports whether the PEM certificate expires within renewBefore
-// of now, is not yet valid, or lacks one of the wanted hosts. An unparsable
-// certificate needs renewal too, with the reason in the error.
-func NeedsRenewal(certPEM []byte, hosts []string, now time.Time, renewBefore time.Duration) (bool, error) {
-	c, err := ParseCertificate(certPEM)
-	if err != nil {
-		return true, err
-	}
-	if now.Before(c.NotBefore) || now.Add(renewBefore).After(c.NotAfter) {
-		return true, nil
-	}
-	for _, h := range hosts {
-		if err := c.VerifyHostname(h); err != nil {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// VerifyChain checks that the leaf PEM chains to the CA PEM for host.
-func VerifyChain(caPEM, leafPEM []byte, host string, now time.Time) error {
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return errors.New("verify chain: no CA certificate in PEM")
-	}
-	leaf, err := ParseCertificate(leafPEM)
-	if err != nil {
-		return err
-	}
-	_, err = leaf.Verify(x509.VerifyOptions{DNSName: host, Roots: pool, CurrentTime: now})
-	if err != nil {
-		return fmt.Errorf("verify chain for %q: %w", host, err)
-	}
-	return nil
-}
-
-// DevFiles names the files WriteDev creates in its directory.
-var DevFiles = struct{ CA, CAKey, Cert, Key string }{"ca.crt", "ca.key", "tls.crt", "tls.key"}
-
-// WriteDev writes a fresh CA and a serving certificate for hosts into dir
-// (ca.crt, ca.key, tls.crt, tls.key). Keys are written 0600. Files are
-// replaced atomically so a running server watching them never reads half a
-// file.
-func WriteDev(dir string, hosts []string, validity time.Duration) error {
-	ca, err := NewCA("dnsguard-dev-ca", DefaultCAValidity)
-	if err != nil {
-		return err
-	}
-	return WriteServing(dir, ca, hosts, validity, true)
-}
-
 // WriteServing issues a serving certificate from ca for hosts and writes it
-// into dir; with writeCA it also writes the CA certificate and key.
+// into dir (tls.crt, tls.key, atomically, key first); with writeCA it also
+// writes the CA certificate and key (ca.crt, ca.key). It is for tests that
+// need a new certificate at a moment of their choosing (a reload under
+// load); everything else gets its certificates from the Controller.
 func WriteServing(dir string, ca *CA, hosts []string, validity time.Duration, writeCA bool) error {
 	certPEM, keyPEM, err := ca.IssueServing(hosts, validity)
 	if err != nil {
@@ -261,15 +231,15 @@ func WriteServing(dir string, ca *CA, hosts []string, validity time.Duration, wr
 		data []byte
 		mode os.FileMode
 	}{
-		{DevFiles.Key, keyPEM, 0o600},
-		{DevFiles.Cert, certPEM, 0o644},
+		{SecretKeyKey, keyPEM, 0o600},
+		{SecretKeyCert, certPEM, 0o644},
 	}
 	if writeCA {
 		files = append([]struct {
 			name string
 			data []byte
 			mode os.FileMode
-		}{{DevFiles.CA, ca.CertPEM, 0o644}, {DevFiles.CAKey, ca.KeyPEM, 0o600}}, files...)
+		}{{SecretKeyCA, ca.CertPEM, 0o644}, {SecretKeyCAKey, ca.KeyPEM, 0o600}}, files...)
 	}
 	for _, f := range files {
 		if err := writeAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {

@@ -10,8 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -128,64 +126,6 @@ func TestCAProperties(t *testing.T) {
 	}
 }
 
-func TestNeedsRenewal(t *testing.T) {
-	ca := mustCA(t)
-	hosts := ServiceHosts("dnsguard", "ns", "cluster.local")
-	certPEM, _, err := ca.IssueServing(hosts, 10*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := ParseCertificate(certPEM)
-	cases := []struct {
-		name        string
-		pem         []byte
-		hosts       []string
-		now         time.Time
-		renewBefore time.Duration
-		want        bool
-		wantErr     bool
-	}{
-		{"fresh", certPEM, hosts, c.NotBefore.Add(time.Hour), time.Hour, false, false},
-		{"just outside window", certPEM, hosts, c.NotAfter.Add(-61 * time.Minute), time.Hour, false, false},
-		{"inside window", certPEM, hosts, c.NotAfter.Add(-59 * time.Minute), time.Hour, true, false},
-		{"expired", certPEM, hosts, c.NotAfter.Add(time.Second), 0, true, false},
-		{"not yet valid", certPEM, hosts, c.NotBefore.Add(-time.Second), time.Hour, true, false},
-		{"subset of hosts ok", certPEM, hosts[:2], c.NotBefore.Add(time.Hour), time.Hour, false, false},
-		{"missing SAN", certPEM, append(slices.Clone(hosts), "dnsguard.other.svc"), c.NotBefore.Add(time.Hour), time.Hour, true, false},
-		{"missing IP SAN", certPEM, []string{"127.0.0.1"}, c.NotBefore.Add(time.Hour), time.Hour, true, false},
-		{"garbage", []byte("not pem"), hosts, time.Now(), time.Hour, true, true},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := NeedsRenewal(tc.pem, tc.hosts, tc.now, tc.renewBefore)
-			if (err != nil) != tc.wantErr {
-				t.Fatalf("err = %v, wantErr %v", err, tc.wantErr)
-			}
-			if got != tc.want {
-				t.Errorf("NeedsRenewal = %v, want %v", got, tc.want)
-			}
-		})
-	}
-}
-
-func TestVerifyChain(t *testing.T) {
-	ca := mustCA(t)
-	other := mustCA(t)
-	certPEM, _, _ := ca.IssueServing([]string{"svc.ns.svc"}, time.Hour)
-	if err := VerifyChain(ca.CertPEM, certPEM, "svc.ns.svc", time.Now()); err != nil {
-		t.Errorf("own CA: %v", err)
-	}
-	if err := VerifyChain(other.CertPEM, certPEM, "svc.ns.svc", time.Now()); err == nil {
-		t.Error("foreign CA verified the leaf")
-	}
-	if err := VerifyChain(ca.CertPEM, certPEM, "evil.ns.svc", time.Now()); err == nil {
-		t.Error("wrong host verified")
-	}
-	if err := VerifyChain(ca.CertPEM, certPEM, "svc.ns.svc", time.Now().Add(2*time.Hour)); err == nil {
-		t.Error("expired leaf verified")
-	}
-}
-
 // TestTLSHandshakeWithIssuedCertificate proves the chain the way the API
 // server will use it: a real TLS server presenting the leaf, a client that
 // trusts only the CA (the caBundle) and dials by name.
@@ -233,31 +173,5 @@ func TestTLSHandshakeWithIssuedCertificate(t *testing.T) {
 	}
 	if _, err := client(mustCA(t).CertPEM, "dnsguard.dnsguard.svc").Get("https://127.0.0.1:" + port + "/"); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("foreign CA: err = %v, want a certificate error", err)
-	}
-}
-
-func TestWriteDevFiles(t *testing.T) {
-	dir := t.TempDir()
-	if err := WriteDev(dir, []string{"127.0.0.1", "localhost"}, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	read := func(n string) []byte {
-		b, err := os.ReadFile(filepath.Join(dir, n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	if err := VerifyChain(read("ca.crt"), read("tls.crt"), "localhost", time.Now()); err != nil {
-		t.Error(err)
-	}
-	for _, n := range []string{"ca.key", "tls.key"} {
-		st, _ := os.Stat(filepath.Join(dir, n))
-		if st.Mode().Perm() != 0o600 {
-			t.Errorf("%s mode %v, want 0600", n, st.Mode().Perm())
-		}
-	}
-	if _, err := LoadCA(read("ca.crt"), read("ca.key")); err != nil {
-		t.Error(err)
 	}
 }

@@ -7,31 +7,30 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"net"
 	"slices"
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 )
 
-// Keys of the CA Secret beyond ca.crt/ca.key: the previous CA certificate,
-// kept in the trust bundle until it expires (its key is discarded).
-const SecretKeyCAPrevious = "ca-previous.crt"
-
-// Controller keeps the webhook's certificates current, the way
-// controller-runtime's cert rotator and Kyverno do, with the CA key kept
+// Controller is dnsguard's one certificate lifecycle, the way
+// controller-runtime's cert rotator and Kyverno do it, with the CA key kept
 // out of the webhook pods:
 //
-//   - the CA Secret (ca.crt, ca.key, ca-previous.crt) is read only by the
+//   - the CA object (ca.crt, ca.key, ca-previous.crt) is read only by the
 //     controller;
-//   - the serving Secret (tls.crt, tls.key, ca.crt = the trust bundle) is
+//   - the serving object (tls.crt, tls.key, ca.crt = the trust bundle) is
 //     what the webhook mounts or watches;
 //   - the caBundle of every webhook in the MutatingWebhookConfiguration is
 //     the trust bundle: the current CA, plus the previous one until it
 //     expires.
+//
+// The objects are Secrets in a cluster, or files in a directory for a
+// webhook that runs outside one (see store).
 //
 // Renewal happens once RenewFraction of a certificate's lifetime has passed
 // (2/3 by default), so a third of the lifetime is left as margin for a
@@ -39,9 +38,11 @@ const SecretKeyCAPrevious = "ca-previous.crt"
 // first puts old+new CA into caBundle; a leaf signed by the new CA is
 // written only after the configuration has held the new CA for
 // BundlePropagation, so every API server trusts it before any webhook
-// serves it. Reconcile is idempotent; Run loops it.
+// serves it. Reconcile is idempotent; Run calls it on every change of the
+// objects it keeps and when the next renewal is due.
 type Controller struct {
 	client kubernetes.Interface
+	store  store
 	cfg    ControllerConfig
 	hosts  []string
 
@@ -52,22 +53,28 @@ type Controller struct {
 }
 
 // ControllerConfig configures a Controller. Zero values get the defaults
-// noted.
+// noted; negative durations are refused.
 type ControllerConfig struct {
 	// Namespace of both Secrets and of the webhook Service.
 	Namespace string
-	// SecretName is the serving Secret (kubernetes.io/tls).
-	SecretName string
-	// CASecretName is the CA Secret (Opaque); never mounted by the webhook.
-	CASecretName string
+	// SecretName is the serving Secret (kubernetes.io/tls) and CASecretName
+	// the CA Secret (Opaque), never mounted by the webhook. Both empty:
+	// the objects are kept in OutDir instead.
+	SecretName, CASecretName string
+	// OutDir receives the serving certificate, its key and the trust
+	// bundle (tls.crt, tls.key, ca.crt). Without Secrets it is the store
+	// itself, the CA being kept in OutDir/ca; with Secrets it is a copy for
+	// a webhook outside the cluster.
+	OutDir string
 	// WebhookConfigName is the MutatingWebhookConfiguration to keep in step;
-	// empty: none (a webhook outside the cluster with its own trust).
+	// empty: none (local runs, a webhook with its own trust).
 	WebhookConfigName string
-	// ServiceName, ClusterDomain and ExtraHosts give the SANs, as in
-	// BootstrapConfig.
+	// ServiceName, with Namespace and ClusterDomain (default
+	// cluster.local), gives the Service's DNS names as SANs; Hosts are
+	// further SANs (IPs or DNS names).
 	ServiceName   string
 	ClusterDomain string
-	ExtraHosts    []string
+	Hosts         []string
 	// Validity of a serving certificate (default 1 year) and of a CA
 	// (default 10 years). CAValidity must exceed Validity; a leaf never
 	// outlives its CA (issuance caps it).
@@ -80,8 +87,10 @@ type ControllerConfig struct {
 	// a leaf signed by it is served: API servers read webhook
 	// configurations through an informer (default 10s).
 	BundlePropagation time.Duration
-	// Resync bounds the time between two checks (default 1m), so an edited
-	// caBundle (say, by a helm upgrade) or a deleted Secret is repaired.
+	// Resync bounds the time between two reconciles when nothing changes
+	// (default 10m). Changes to the objects wake Run at once through
+	// watches and renewals are scheduled to the second, so this is only a
+	// safety net (say, a store without watches: files).
 	Resync time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -91,37 +100,84 @@ type ControllerConfig struct {
 	Metrics *ControllerMetrics
 }
 
-// NewController validates cfg and returns a Controller.
+// NewController validates cfg and returns a Controller. client may be nil
+// when neither Secrets nor a webhook configuration are named.
 func NewController(client kubernetes.Interface, cfg ControllerConfig) (*Controller, error) {
-	if cfg.Namespace == "" || cfg.SecretName == "" || cfg.CASecretName == "" {
-		return nil, errors.New("certs controller: namespace, secret name and CA secret name are required")
+	if err := cfg.setDefaults(); err != nil {
+		return nil, fmt.Errorf("certs controller: %w", err)
 	}
-	if cfg.SecretName == cfg.CASecretName {
-		return nil, fmt.Errorf("certs controller: serving and CA Secret are both %q; the CA key must not reach the webhook", cfg.SecretName)
+	c := &Controller{client: client, cfg: cfg, bundleSeen: map[string]time.Time{}}
+	if cfg.SecretName != "" {
+		c.store = &secretStore{client: client, namespace: cfg.Namespace, names: [2]string{caObject: cfg.CASecretName, servingObject: cfg.SecretName}}
+	} else {
+		c.store = &fileStore{dir: cfg.OutDir}
+	}
+	if client == nil && (cfg.SecretName != "" || cfg.WebhookConfigName != "") {
+		return nil, errors.New("certs controller: Secrets and a webhook configuration need a Kubernetes client")
+	}
+	if cfg.ServiceName != "" {
+		c.hosts = ServiceHosts(cfg.ServiceName, cfg.Namespace, cfg.ClusterDomain)
+	}
+	for _, h := range cfg.Hosts {
+		if !slices.Contains(c.hosts, h) {
+			c.hosts = append(c.hosts, h)
+		}
+	}
+	return c, nil
+}
+
+// Validate reports the first problem of cfg, naming the value; it changes
+// nothing.
+func (cfg ControllerConfig) Validate() error {
+	return cfg.setDefaults()
+}
+
+func (cfg *ControllerConfig) setDefaults() error {
+	switch {
+	case (cfg.SecretName == "") != (cfg.CASecretName == ""):
+		return errors.New("the serving Secret and the CA Secret are named together")
+	case cfg.SecretName != "" && cfg.SecretName == cfg.CASecretName:
+		return fmt.Errorf("serving and CA Secret are both %q; the CA key must not reach the webhook", cfg.SecretName)
+	case cfg.SecretName == "" && cfg.OutDir == "":
+		return errors.New("no Secrets and no output directory: nowhere to keep the certificates")
+	case (cfg.SecretName != "" || cfg.ServiceName != "") && cfg.Namespace == "":
+		return errors.New("a namespace is required for Secrets and for a Service name")
+	case cfg.ServiceName == "" && len(cfg.Hosts) == 0:
+		return errors.New("no service name and no hosts: the certificate would name no host")
+	}
+	for _, h := range cfg.Hosts {
+		if net.ParseIP(h) == nil && len(validation.IsDNS1123Subdomain(h)) > 0 {
+			return fmt.Errorf("host %q is neither an IP address nor a DNS name", h)
+		}
 	}
 	if cfg.ClusterDomain == "" {
 		cfg.ClusterDomain = defaultDomain
 	}
-	if cfg.Validity <= 0 {
-		cfg.Validity = DefaultServingValidity
-	}
-	if cfg.CAValidity <= 0 {
-		cfg.CAValidity = DefaultCAValidity
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"validity", &cfg.Validity, DefaultServingValidity},
+		{"CA validity", &cfg.CAValidity, DefaultCAValidity},
+		{"bundle propagation", &cfg.BundlePropagation, 10 * time.Second},
+		{"resync", &cfg.Resync, 10 * time.Minute},
+	} {
+		if *d.v < 0 {
+			return fmt.Errorf("%s %s is negative", d.name, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
 	}
 	if cfg.CAValidity <= cfg.Validity {
-		return nil, fmt.Errorf("certs controller: CA validity %s must be longer than the serving validity %s", cfg.CAValidity, cfg.Validity)
+		return fmt.Errorf("CA validity %s must be longer than the serving validity %s", cfg.CAValidity, cfg.Validity)
 	}
 	if cfg.RenewFraction == 0 {
 		cfg.RenewFraction = 2.0 / 3
 	}
 	if cfg.RenewFraction < 0.1 || cfg.RenewFraction > 0.9 {
-		return nil, fmt.Errorf("certs controller: renew fraction %.2f outside [0.1, 0.9]", cfg.RenewFraction)
-	}
-	if cfg.BundlePropagation <= 0 {
-		cfg.BundlePropagation = 10 * time.Second
-	}
-	if cfg.Resync <= 0 {
-		cfg.Resync = time.Minute
+		return fmt.Errorf("renew fraction %.2f outside [0.1, 0.9]", cfg.RenewFraction)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -129,12 +185,7 @@ func NewController(client kubernetes.Interface, cfg ControllerConfig) (*Controll
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	b := BootstrapConfig{Namespace: cfg.Namespace, ServiceName: cfg.ServiceName, ClusterDomain: cfg.ClusterDomain, ExtraHosts: cfg.ExtraHosts}
-	hosts := b.hosts()
-	if len(hosts) == 0 {
-		return nil, errors.New("certs controller: no service name and no extra hosts: the certificate would name no host")
-	}
-	return &Controller{client: client, cfg: cfg, hosts: hosts, bundleSeen: map[string]time.Time{}}, nil
+	return nil
 }
 
 // renewAt is when a certificate is due for renewal: at RenewFraction of its
@@ -163,24 +214,27 @@ type ReconcileResult struct {
 	CA, Leaf *x509.Certificate
 }
 
-// Reconcile brings the CA Secret, caBundle and the serving Secret into
+// Reconcile brings the CA object, caBundle and the serving object into
 // step, in that order.
 func (c *Controller) Reconcile(ctx context.Context) (*ReconcileResult, error) {
 	res := &ReconcileResult{}
 	now := c.cfg.Now()
-	ca, prev, rotated, err := c.ensureCA(ctx, now)
+	serving, servingVersion, err := c.store.load(ctx, servingObject)
+	if err != nil {
+		c.observeError("serving")
+		return nil, err
+	}
+	ca, prev, rotated, err := c.ensureCA(ctx, now, serving)
 	if err != nil {
 		c.observeError("ca")
 		return nil, err
 	}
 	res.CARotated, res.CA = rotated, ca.Cert
 	bundle := append([]byte{}, ca.CertPEM...)
+	next := c.renewAt(ca.Cert, c.cfg.CAValidity)
 	if prev != nil && now.Before(prev.NotAfter) {
 		bundle = append(bundle, encodeCert(prev.Raw)...)
-	}
-	next := c.renewAt(ca.Cert, c.cfg.CAValidity)
-	if prev != nil && prev.NotAfter.Before(next) && now.Before(prev.NotAfter) {
-		next = prev.NotAfter // drop it from the bundle then
+		next = earliest(next, prev.NotAfter) // drop it from the bundle then
 	}
 
 	// caBundle first: a leaf from a new CA must never be served before the
@@ -193,33 +247,29 @@ func (c *Controller) Reconcile(ctx context.Context) (*ReconcileResult, error) {
 			return nil, err
 		}
 		res.BundlePatched = n
-		serial := ca.Cert.SerialNumber.String()
-		c.mu.Lock()
+		// Without a configuration (first install) no API server calls the
+		// webhook, so any leaf is fine.
 		if present {
+			serial := ca.Cert.SerialNumber.String()
+			c.mu.Lock()
 			if _, ok := c.bundleSeen[serial]; !ok {
 				c.bundleSeen[serial] = now
 			}
-			since := c.bundleSeen[serial]
-			trusted = !now.Before(since.Add(c.cfg.BundlePropagation))
-			if !trusted {
-				next = earliest(next, since.Add(c.cfg.BundlePropagation))
+			trustedAt := c.bundleSeen[serial].Add(c.cfg.BundlePropagation)
+			c.mu.Unlock()
+			if trusted = !now.Before(trustedAt); !trusted {
+				next = earliest(next, trustedAt)
 			}
-		} else {
-			// The configuration does not exist yet (first install): no API
-			// server calls the webhook, so any leaf is fine.
-			trusted = true
 		}
-		c.mu.Unlock()
 	}
 
-	leaf, issued, err := c.ensureServing(ctx, now, ca, bundle, trusted)
+	leaf, issued, err := c.ensureServing(ctx, now, ca, bundle, trusted, serving, servingVersion)
 	if err != nil {
 		c.observeError("serving")
 		return nil, err
 	}
 	res.LeafIssued, res.Leaf = issued, leaf
-	next = earliest(next, c.renewAt(leaf, c.cfg.Validity))
-	res.Next = next
+	res.Next = earliest(next, c.renewAt(leaf, c.cfg.Validity))
 	if m := c.cfg.Metrics; m != nil {
 		m.CAExpiry.Set(float64(ca.Cert.NotAfter.Unix()))
 		m.ServingExpiry.Set(float64(leaf.NotAfter.Unix()))
@@ -249,139 +299,75 @@ func (c *Controller) observeError(stage string) {
 
 // ensureCA returns the current CA and the previous CA certificate (nil when
 // none), creating or rotating as needed.
-func (c *Controller) ensureCA(ctx context.Context, now time.Time) (ca *CA, prev *x509.Certificate, rotated bool, err error) {
-	api := c.client.CoreV1().Secrets(c.cfg.Namespace)
-	log := c.cfg.Logger.With("secret", c.cfg.Namespace+"/"+c.cfg.CASecretName)
-	cur, err := api.Get(ctx, c.cfg.CASecretName, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		ca, adopted := c.adoptBootstrapCA(ctx, now)
-		if ca == nil {
-			if ca, err = newCAAt(caCommonName, c.cfg.CAValidity, now); err != nil {
-				return nil, nil, false, err
-			}
-		}
-		s := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: c.cfg.CASecretName, Namespace: c.cfg.Namespace, Labels: map[string]string{managedByLabel: managedByValue}},
-			Type:       corev1.SecretTypeOpaque,
-			Data:       map[string][]byte{SecretKeyCA: ca.CertPEM, SecretKeyCAKey: ca.KeyPEM},
-		}
-		if _, err := api.Create(ctx, s, metav1.CreateOptions{}); err != nil {
-			return nil, nil, false, fmt.Errorf("create CA secret %s/%s: %w", c.cfg.Namespace, c.cfg.CASecretName, err)
-		}
-		if adopted {
-			log.Info("moved the CA of the serving secret (certs bootstrap layout) into the CA secret", "notAfter", ca.Cert.NotAfter.UTC().Format(time.RFC3339))
-			return ca, nil, false, nil
-		}
-		log.Info("created CA", "notAfter", ca.Cert.NotAfter.UTC().Format(time.RFC3339))
-		return ca, nil, true, nil
-	}
-	if err != nil {
-		return nil, nil, false, fmt.Errorf("get CA secret %s/%s: %w", c.cfg.Namespace, c.cfg.CASecretName, err)
-	}
-	if p, err := ParseCertificate(cur.Data[SecretKeyCAPrevious]); err == nil {
-		prev = p
-	}
-	ca, loadErr := loadStoredCA(cur.Data)
-	reason := ""
-	switch {
-	case loadErr != nil:
-		reason = "CA unusable: " + loadErr.Error()
-	case !now.Before(c.renewAt(ca.Cert, c.cfg.CAValidity)):
-		reason = "CA past its renewal point"
-	default:
-		return ca, prev, false, nil
-	}
-	next, err := newCAAt(caCommonName, c.cfg.CAValidity, now)
+func (c *Controller) ensureCA(ctx context.Context, now time.Time, serving map[string][]byte) (ca *CA, prev *x509.Certificate, rotated bool, err error) {
+	data, version, err := c.store.load(ctx, caObject)
 	if err != nil {
 		return nil, nil, false, err
 	}
-	upd := cur.DeepCopy()
-	upd.Data = map[string][]byte{SecretKeyCA: next.CertPEM, SecretKeyCAKey: next.KeyPEM}
+	log := c.cfg.Logger.With("ca", c.store.name(caObject))
+	if p, err := ParseCertificate(data[SecretKeyCAPrevious]); err == nil {
+		prev = p
+	}
+	old, loadErr := loadStoredCA(data)
+	reason := ""
+	switch {
+	case data == nil:
+		reason = "no CA yet"
+	case loadErr != nil:
+		reason = "CA unusable: " + loadErr.Error()
+	case !now.Before(c.renewAt(old.Cert, c.cfg.CAValidity)):
+		reason = "CA past its renewal point"
+	default:
+		return old, prev, false, nil
+	}
+	ca, err = newCAAt(caCommonName, c.cfg.CAValidity, now)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	// The CA being replaced stays trusted (certificate only) until it
+	// expires: webhook replicas serve leaves it signed until they see the
+	// new one. When it is lost or unusable (the CA Secret deleted, or an
+	// install whose serving Secret held the CA), the CA that signed the
+	// leaf being served takes its place, so losing the CA object never
+	// breaks caBundle for a running webhook.
 	prev = nil
-	if loadErr == nil && now.Before(ca.Cert.NotAfter) {
-		// The old CA stays trusted (certificate only) until it expires:
-		// webhook replicas serve leaves it signed until they see the new one.
-		upd.Data[SecretKeyCAPrevious] = ca.CertPEM
-		prev = ca.Cert
+	if loadErr == nil && now.Before(old.Cert.NotAfter) {
+		prev = old.Cert
+	} else if p := servedCA(serving, now); p != nil {
+		prev = p
 	}
-	if upd.Labels == nil {
-		upd.Labels = map[string]string{}
+	out := map[string][]byte{SecretKeyCA: ca.CertPEM, SecretKeyCAKey: ca.KeyPEM}
+	if prev != nil {
+		out[SecretKeyCAPrevious] = encodeCert(prev.Raw)
 	}
-	upd.Labels[managedByLabel] = managedByValue
-	// Update carries the resourceVersion read above: a concurrent writer
-	// (a second leader after a partition) makes this fail, not overwrite.
-	if _, err := api.Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
-		return nil, nil, false, fmt.Errorf("rotate CA in secret %s/%s: %w", c.cfg.Namespace, c.cfg.CASecretName, err)
+	if err := c.store.save(ctx, caObject, out, version); err != nil {
+		return nil, nil, false, err
 	}
-	log.Info("rotated CA", "reason", reason, "notAfter", next.Cert.NotAfter.UTC().Format(time.RFC3339))
-	return next, prev, true, nil
+	log.Info("new CA", "reason", reason, "notAfter", ca.Cert.NotAfter.UTC().Format(time.RFC3339), "keepsTrusting", prev != nil)
+	return ca, prev, true, nil
 }
 
-// adoptBootstrapCA returns the CA that `certs bootstrap` (chart versions
-// before the controller) kept in the serving Secret, if it is still before
-// its renewal point: keeping it means caBundle stays valid across the
-// upgrade and the running webhook pods' leaves stay trusted.
-func (c *Controller) adoptBootstrapCA(ctx context.Context, now time.Time) (*CA, bool) {
-	s, err := c.client.CoreV1().Secrets(c.cfg.Namespace).Get(ctx, c.cfg.SecretName, metav1.GetOptions{})
+// servedCA returns the certificate in the serving object's ca.crt that
+// signed its tls.crt, if still valid.
+func servedCA(serving map[string][]byte, now time.Time) *x509.Certificate {
+	leaf, err := ParseCertificate(serving[SecretKeyCert])
 	if err != nil {
-		return nil, false
+		return nil
 	}
-	ca, err := loadStoredCA(s.Data)
-	if err != nil || !now.Before(c.renewAt(ca.Cert, c.cfg.CAValidity)) {
-		return nil, false
-	}
-	return ca, true
-}
-
-// syncBundle writes bundle into every webhook's caBundle and reports how
-// many changed and whether the configuration exists.
-func (c *Controller) syncBundle(ctx context.Context, bundle []byte) (int, bool, error) {
-	api := c.client.AdmissionregistrationV1().MutatingWebhookConfigurations()
-	mwc, err := api.Get(ctx, c.cfg.WebhookConfigName, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		c.cfg.Logger.Info("webhook configuration does not exist (yet); caBundle not patched", "mutatingwebhookconfiguration", c.cfg.WebhookConfigName)
-		return 0, false, nil
-	}
-	if err != nil {
-		return 0, false, fmt.Errorf("get mutatingwebhookconfiguration %s: %w", c.cfg.WebhookConfigName, err)
-	}
-	upd := mwc.DeepCopy()
-	changed := 0
-	for i := range upd.Webhooks {
-		if !bytes.Equal(upd.Webhooks[i].ClientConfig.CABundle, bundle) {
-			upd.Webhooks[i].ClientConfig.CABundle = bundle
-			changed++
+	for _, c := range parseCertificates(serving[SecretKeyCA]) {
+		if c.IsCA && now.Before(c.NotAfter) && leaf.CheckSignatureFrom(c) == nil {
+			return c
 		}
 	}
-	if changed == 0 {
-		return 0, true, nil
-	}
-	if _, err := api.Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
-		return 0, false, fmt.Errorf("update caBundle of mutatingwebhookconfiguration %s: %w", c.cfg.WebhookConfigName, err)
-	}
-	c.cfg.Logger.Info("patched caBundle", "mutatingwebhookconfiguration", c.cfg.WebhookConfigName, "webhooks", changed)
-	return changed, true, nil
+	return nil
 }
 
-// ensureServing keeps the serving Secret current: bundle in ca.crt and a
+// ensureServing keeps the serving object current: bundle in ca.crt and a
 // leaf for the hosts that is before its renewal point. A leaf from a CA
 // other than ca is replaced only once trusted (caBundle has held ca long
 // enough), unless it is unusable anyway.
-func (c *Controller) ensureServing(ctx context.Context, now time.Time, ca *CA, bundle []byte, trusted bool) (*x509.Certificate, bool, error) {
-	api := c.client.CoreV1().Secrets(c.cfg.Namespace)
-	log := c.cfg.Logger.With("secret", c.cfg.Namespace+"/"+c.cfg.SecretName)
-	cur, err := api.Get(ctx, c.cfg.SecretName, metav1.GetOptions{})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return nil, false, fmt.Errorf("get secret %s/%s: %w", c.cfg.Namespace, c.cfg.SecretName, err)
-	}
-	exists := err == nil
-	if exists && cur.Type != corev1.SecretTypeTLS {
-		return nil, false, fmt.Errorf("secret %s/%s has type %q, want %q: delete it or choose another name", c.cfg.Namespace, c.cfg.SecretName, cur.Type, corev1.SecretTypeTLS)
-	}
-	var data map[string][]byte
-	if exists {
-		data = cur.Data
-	}
+func (c *Controller) ensureServing(ctx context.Context, now time.Time, ca *CA, bundle []byte, trusted bool, data map[string][]byte, version any) (*x509.Certificate, bool, error) {
+	log := c.cfg.Logger.With("serving", c.store.name(servingObject))
 	reason := ""
 	leaf, pairErr := tlsPairOK(data)
 	switch {
@@ -394,20 +380,17 @@ func (c *Controller) ensureServing(ctx context.Context, now time.Time, ca *CA, b
 	case leaf.CheckSignatureFrom(ca.Cert) != nil:
 		if trusted {
 			reason = "serving certificate not signed by the current CA"
+		} else {
+			// Due or not, the old leaf (a third of its life left at
+			// worst) is served until the new CA has propagated.
+			log.Info("serving certificate from the previous CA kept until caBundle has propagated")
 		}
 	case !now.Before(c.renewAt(leaf, c.cfg.Validity)):
 		reason = "serving certificate past its renewal point"
 	}
-	if reason == "" && leaf.CheckSignatureFrom(ca.Cert) != nil && !now.Before(c.renewAt(leaf, c.cfg.Validity)) {
-		// Due, but the new CA is not trusted yet: the old leaf has a third
-		// of its life left; wait for propagation.
-		log.Info("serving certificate due; waiting for caBundle propagation first")
-	}
-	issued := false
-	out := map[string][]byte{}
-	for k, v := range data {
-		out[k] = v
-	}
+	// Exactly these keys: anything else (say, the CA key that an earlier
+	// layout kept here) leaves the serving object.
+	out := map[string][]byte{SecretKeyCA: bundle, SecretKeyCert: data[SecretKeyCert], SecretKeyKey: data[SecretKeyKey]}
 	if reason != "" {
 		certPEM, keyPEM, err := ca.issueServingAt(c.hosts, c.cfg.Validity, now)
 		if err != nil {
@@ -417,70 +400,39 @@ func (c *Controller) ensureServing(ctx context.Context, now time.Time, ca *CA, b
 		if leaf, err = ParseCertificate(certPEM); err != nil {
 			return nil, false, err
 		}
-		issued = true
 	}
-	delete(out, SecretKeyCAKey) // never in the serving Secret (older layouts had it)
-	out[SecretKeyCA] = bundle
-	if exists && !issued && bytes.Equal(cur.Data[SecretKeyCA], bundle) && cur.Data[SecretKeyCAKey] == nil {
-		return leaf, false, nil
-	}
-	if !exists {
-		s := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: c.cfg.SecretName, Namespace: c.cfg.Namespace, Labels: map[string]string{managedByLabel: managedByValue}},
-			Type:       corev1.SecretTypeTLS,
-			Data:       out,
+	if data == nil || !maps.EqualFunc(data, out, bytes.Equal) {
+		if err := c.store.save(ctx, servingObject, out, version); err != nil {
+			return nil, false, err
 		}
-		if _, err := api.Create(ctx, s, metav1.CreateOptions{}); err != nil {
-			return nil, false, fmt.Errorf("create secret %s/%s: %w", c.cfg.Namespace, c.cfg.SecretName, err)
-		}
-	} else {
-		upd := cur.DeepCopy()
-		upd.Data = out
-		if upd.Labels == nil {
-			upd.Labels = map[string]string{}
-		}
-		upd.Labels[managedByLabel] = managedByValue
-		if _, err := api.Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
-			return nil, false, fmt.Errorf("update secret %s/%s: %w", c.cfg.Namespace, c.cfg.SecretName, err)
+		if reason != "" {
+			log.Info("issued serving certificate", "reason", reason, "serial", leaf.SerialNumber.String(), "notAfter", leaf.NotAfter.UTC().Format(time.RFC3339))
+		} else {
+			log.Info("updated the trust bundle of the serving certificate")
 		}
 	}
-	if issued {
-		log.Info("issued serving certificate", "reason", reason, "serial", leaf.SerialNumber.String(), "notAfter", leaf.NotAfter.UTC().Format(time.RFC3339))
-	} else {
-		log.Info("updated trust bundle in serving secret")
+	if _, ok := c.store.(*secretStore); ok && c.cfg.OutDir != "" {
+		if err := c.copyOut(ctx, out); err != nil {
+			return nil, false, err
+		}
 	}
-	return leaf, issued, nil
+	return leaf, reason != "", nil
+}
+
+// copyOut writes the serving object into OutDir when it differs from what
+// is there, for a webhook outside the cluster.
+func (c *Controller) copyOut(ctx context.Context, out map[string][]byte) error {
+	fs := &fileStore{dir: c.cfg.OutDir}
+	have, _, err := fs.load(ctx, servingObject)
+	if err != nil {
+		return err
+	}
+	if maps.EqualFunc(have, out, bytes.Equal) {
+		return nil
+	}
+	return fs.save(ctx, servingObject, out, nil)
 }
 
 func (c *Controller) hasHosts(leaf *x509.Certificate) bool {
 	return !slices.ContainsFunc(c.hosts, func(h string) bool { return leaf.VerifyHostname(h) != nil })
-}
-
-// Run reconciles until ctx ends: at every due time, at least every Resync,
-// and after an error with a backoff (1s doubling to Resync).
-func (c *Controller) Run(ctx context.Context) {
-	backoff := time.Second
-	for {
-		wait := c.cfg.Resync
-		res, err := c.Reconcile(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			c.cfg.Logger.Warn("reconcile failed; retrying", "err", err, "in", backoff.String())
-			wait, backoff = backoff, min(2*backoff, c.cfg.Resync)
-		} else {
-			backoff = time.Second
-			if d := res.Next.Sub(c.cfg.Now()); d < wait {
-				wait = max(d, 100*time.Millisecond)
-			}
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
 }

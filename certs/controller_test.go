@@ -3,8 +3,7 @@ package certs
 import (
 	"context"
 	"crypto/x509"
-	"io"
-	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,8 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 )
-
-func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func newTestController(t *testing.T, objs ...any) (*Controller, *fake.Clientset, *time.Time) {
 	t.Helper()
@@ -99,7 +96,7 @@ func TestControllerClockForward(t *testing.T) {
 		if _, ok := o.serving[SecretKeyCAKey]; ok {
 			t.Fatalf("step %d: CA key in the serving Secret", step)
 		}
-		if err := VerifyChain(o.bundle, o.leafPEM, "dnsguard.dg.svc", *now); err != nil {
+		if err := verifyChain(o.bundle, o.leafPEM, "dnsguard.dg.svc", *now); err != nil {
 			t.Fatalf("step %d (t+%ds): served leaf does not verify against caBundle: %v", step, step, err)
 		}
 		if string(o.serving[SecretKeyCA]) != string(o.bundle) {
@@ -109,7 +106,7 @@ func TestControllerClockForward(t *testing.T) {
 			// A replica that has not seen the new Secret yet still serves
 			// the previous leaf: it must stay trusted while valid.
 			if now.Before(prev.leaf.NotAfter) {
-				if err := VerifyChain(o.bundle, prev.leafPEM, "dnsguard.dg.svc", *now); err != nil {
+				if err := verifyChain(o.bundle, prev.leafPEM, "dnsguard.dg.svc", *now); err != nil {
 					t.Fatalf("step %d: the previous leaf (still valid) is no longer trusted: %v", step, err)
 				}
 			}
@@ -193,59 +190,99 @@ func TestControllerRepairsBundle(t *testing.T) {
 		t.Errorf("patched %d webhooks, want 1", res.BundlePatched)
 	}
 	o := observe(t, client)
-	if err := VerifyChain(o.bundle, o.leafPEM, "dnsguard", time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)); err != nil {
+	if err := verifyChain(o.bundle, o.leafPEM, "dnsguard", time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)); err != nil {
 		t.Error(err)
 	}
 }
 
-// TestControllerAdoptsBootstrapCA: upgrading from the hook-Job layout (CA
-// key inside the serving Secret) keeps that CA, so caBundle and the leaves
-// running webhook pods serve stay valid, and removes the key from the
-// serving Secret.
-func TestControllerAdoptsBootstrapCA(t *testing.T) {
-	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	ca, err := newCAAt(caCommonName, 75*time.Second, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	crt, key, err := ca.issueServingAt(ServiceHosts("dnsguard", "dg", "cluster.local"), 30*time.Second, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "dnsguard-tls", Namespace: "dg"}, Type: corev1.SecretTypeTLS,
-		Data: map[string][]byte{SecretKeyCA: ca.CertPEM, SecretKeyCAKey: ca.KeyPEM, SecretKeyCert: crt, SecretKeyKey: key}}
-	c, client, _ := newTestController(t, old)
-	res, err := c.Reconcile(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.CA.SerialNumber.Cmp(ca.Cert.SerialNumber) != 0 || res.CARotated {
-		t.Errorf("bootstrap CA not adopted: %+v", res)
-	}
-	o := observe(t, client)
-	if string(o.leafPEM) != string(crt) {
-		t.Error("a valid leaf was replaced during adoption")
-	}
-	if _, ok := o.serving[SecretKeyCAKey]; ok {
-		t.Error("CA key left in the serving Secret")
-	}
-	if string(o.caSecret[SecretKeyCAKey]) != string(ca.KeyPEM) {
-		t.Error("CA key not moved to the CA Secret")
+// TestControllerLostCAKeepsServedLeafTrusted: when the CA object is gone
+// (the CA Secret deleted, or an install from before the controller, whose
+// serving Secret held the CA and its key), the new CA is put in caBundle
+// beside the CA that signed the leaf being served, that leaf is served
+// until the new CA has propagated, and the CA key leaves the serving
+// Secret at once. Without the rule the running webhooks' leaf would be
+// untrusted until they read a new one (negative control: with prev left
+// nil in ensureCA for a lost CA, the first check fails).
+func TestControllerLostCAKeepsServedLeafTrusted(t *testing.T) {
+	for _, layout := range []string{"CA Secret deleted", "CA key in the serving Secret"} {
+		t.Run(layout, func(t *testing.T) {
+			now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+			ca, err := newCAAt(caCommonName, 75*time.Second, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			crt, key, err := ca.issueServingAt(ServiceHosts("dnsguard", "dg", "cluster.local"), 30*time.Second, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data := map[string][]byte{SecretKeyCA: ca.CertPEM, SecretKeyCert: crt, SecretKeyKey: key}
+			if layout == "CA key in the serving Secret" {
+				data[SecretKeyCAKey] = ca.KeyPEM
+			}
+			old := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "dnsguard-tls", Namespace: "dg"}, Type: corev1.SecretTypeTLS, Data: data}
+			c, client, clock := newTestController(t, old)
+			api := client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+			mwc, _ := api.Get(context.Background(), "dnsguard", metav1.GetOptions{})
+			for i := range mwc.Webhooks {
+				mwc.Webhooks[i].ClientConfig.CABundle = ca.CertPEM
+			}
+			if _, err := api.Update(context.Background(), mwc, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			res, err := c.Reconcile(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			o := observe(t, client)
+			if err := verifyChain(o.bundle, crt, "dnsguard.dg.svc", now); err != nil {
+				t.Errorf("the leaf being served is not trusted by the new caBundle: %v", err)
+			}
+			if string(o.leafPEM) != string(crt) {
+				t.Error("the served leaf was replaced before the new CA propagated")
+			}
+			if _, ok := o.serving[SecretKeyCAKey]; ok {
+				t.Error("CA key left in the serving Secret")
+			}
+			if !res.CARotated || countCerts(o.bundle) != 2 {
+				t.Errorf("rotated %v, caBundle holds %d CAs; want a new CA beside the served one", res.CARotated, countCerts(o.bundle))
+			}
+			*clock = now.Add(3 * time.Second)
+			if _, err := c.Reconcile(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if o := observe(t, client); o.leaf.CheckSignatureFrom(res.CA) != nil {
+				t.Error("no leaf from the new CA after the propagation wait")
+			}
+		})
 	}
 }
 
 func TestNewControllerRejects(t *testing.T) {
 	client := fake.NewSimpleClientset()
-	for name, cfg := range map[string]ControllerConfig{
-		"same secret":       {Namespace: "dg", SecretName: "x", CASecretName: "x", ServiceName: "s"},
-		"CA shorter":        {Namespace: "dg", SecretName: "a", CASecretName: "b", ServiceName: "s", Validity: time.Hour, CAValidity: time.Minute},
-		"no hosts":          {Namespace: "dg", SecretName: "a", CASecretName: "b"},
-		"bad fraction":      {Namespace: "dg", SecretName: "a", CASecretName: "b", ServiceName: "s", RenewFraction: 0.95},
-		"missing namespace": {SecretName: "a", CASecretName: "b", ServiceName: "s"},
+	ok := ControllerConfig{Namespace: "dg", SecretName: "a", CASecretName: "b", ServiceName: "s"}
+	for _, tc := range []struct {
+		name, want string
+		edit       func(*ControllerConfig)
+	}{
+		{"same secret", `both "x"`, func(c *ControllerConfig) { c.SecretName, c.CASecretName = "x", "x" }},
+		{"one secret", "named together", func(c *ControllerConfig) { c.CASecretName = "" }},
+		{"no store", "nowhere", func(c *ControllerConfig) { c.SecretName, c.CASecretName = "", "" }},
+		{"CA shorter", "must be longer", func(c *ControllerConfig) { c.Validity, c.CAValidity = time.Hour, time.Minute }},
+		{"negative validity", "validity -1h0m0s is negative", func(c *ControllerConfig) { c.Validity = -time.Hour }},
+		{"no hosts", "no host", func(c *ControllerConfig) { c.ServiceName = "" }},
+		{"bad host", `"bad host!"`, func(c *ControllerConfig) { c.Hosts = []string{"bad host!"} }},
+		{"bad fraction", "0.95", func(c *ControllerConfig) { c.RenewFraction = 0.95 }},
+		{"missing namespace", "namespace", func(c *ControllerConfig) { c.Namespace = "" }},
 	} {
-		if _, err := NewController(client, cfg); err == nil {
-			t.Errorf("%s: accepted", name)
+		cfg := ok
+		tc.edit(&cfg)
+		_, err := NewController(client, cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want it to contain %q", tc.name, err, tc.want)
 		}
+	}
+	if _, err := NewController(nil, ok); err == nil {
+		t.Error("Secrets without a client accepted")
 	}
 }
 

@@ -16,7 +16,6 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/dnsguard/dnsguard/certs"
@@ -24,10 +23,11 @@ import (
 )
 
 // TestRotationEndToEnd runs the webhook's certificate reloader on the files
-// `certs bootstrap --out-dir` writes, and a client that trusts exactly the
-// caBundle in the webhook configuration, as the API server does. Renewals
-// must reach new handshakes without restarting the server, and the bundle
-// the API server holds must keep verifying them.
+// the controller keeps in a directory (a webhook outside the cluster, URL
+// mode) and a client that trusts exactly the caBundle in the webhook
+// configuration, as the API server does. Renewals must reach new
+// handshakes without restarting the server, and the bundle the API server
+// holds must keep verifying them, across a CA rotation too.
 func TestRotationEndToEnd(t *testing.T) {
 	now := time.Now()
 	dir := t.TempDir()
@@ -35,23 +35,23 @@ func TestRotationEndToEnd(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "dnsguard"},
 		Webhooks:   []admissionregistrationv1.MutatingWebhook{{Name: "pods.dnsguard.io"}},
 	})
-	cfg := certs.BootstrapConfig{
-		Namespace: "dnsguard", SecretName: "dnsguard-tls", WebhookConfigName: "dnsguard",
-		ServiceName: "dnsguard", ExtraHosts: []string{"127.0.0.1"},
-		RenewBefore: 24 * time.Hour, Validity: 7 * 24 * time.Hour, CAValidity: 20 * 24 * time.Hour,
-		OutDir: dir, WebhookWait: time.Second,
-		Backoff: wait.Backoff{Duration: 10 * time.Millisecond, Factor: 1, Steps: 10},
-		Now:     func() time.Time { return now },
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+	ctrl, err := certs.NewController(cs, certs.ControllerConfig{
+		OutDir: dir, WebhookConfigName: "dnsguard", Namespace: "dnsguard", ServiceName: "dnsguard", Hosts: []string{"127.0.0.1"},
+		Validity: 7 * 24 * time.Hour, CAValidity: 12 * 24 * time.Hour, BundlePropagation: time.Minute,
+		Now:    func() time.Time { return now },
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	bootstrap := func(want certs.SecretAction) {
+	reconcile := func(wantLeaf, wantCA bool) {
 		t.Helper()
-		res, err := certs.Bootstrap(context.Background(), cs, cfg)
+		res, err := ctrl.Reconcile(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.Secret != want {
-			t.Fatalf("bootstrap: %s (%s), want %s", res.Secret, res.Reason, want)
+		if res.LeafIssued != wantLeaf || res.CARotated != wantCA {
+			t.Fatalf("reconcile: leaf issued %v, CA rotated %v; want %v, %v", res.LeafIssued, res.CARotated, wantLeaf, wantCA)
 		}
 	}
 	caBundle := func() []byte {
@@ -61,7 +61,7 @@ func TestRotationEndToEnd(t *testing.T) {
 		}
 		return m.Webhooks[0].ClientConfig.CABundle
 	}
-	bootstrap(certs.SecretCreated)
+	reconcile(true, true)
 
 	reloader, err := webhook.NewCertReloader(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -115,9 +115,10 @@ func TestRotationEndToEnd(t *testing.T) {
 		t.Fatalf("initial handshake: %v", err)
 	}
 
-	// Leaf renewal: the same server, the same caBundle, a new certificate.
-	now = now.Add(6*24*time.Hour + time.Hour)
-	bootstrap(certs.SecretLeafRenewed)
+	// Leaf renewal (past 2/3 of 7 days): the same server, the same
+	// caBundle, a new certificate.
+	now = now.Add(5 * 24 * time.Hour)
+	reconcile(true, false)
 	s2, err := serial(caBundle())
 	if err != nil {
 		t.Fatalf("after leaf renewal: %v", err)
@@ -129,10 +130,18 @@ func TestRotationEndToEnd(t *testing.T) {
 		t.Error("leaf renewal changed caBundle")
 	}
 
-	// CA rotation near the CA's end: the API server's bundle is replaced by
-	// new+old, which verifies the new leaf; the old bundle alone would not.
-	now = now.Add(13 * 24 * time.Hour) // day 19+1h of a 20-day CA
-	bootstrap(certs.SecretCARotated)
+	// CA rotation (past 2/3 of 12 days, before the leaf is due): caBundle becomes new+old at once,
+	// and the leaf of the old CA is served until the new CA has
+	// propagated; both bundles verify it.
+	now = now.Add(3*24*time.Hour + 12*time.Hour)
+	reconcile(false, true)
+	for name, b := range map[string][]byte{"new": caBundle(), "old": bundle1} {
+		if s, err := serial(b); err != nil || s.Cmp(s2) != 0 {
+			t.Fatalf("during propagation, %s caBundle: serial %v err %v; want the previous leaf, trusted", name, s, err)
+		}
+	}
+	now = now.Add(time.Minute)
+	reconcile(true, false)
 	s3, err := serial(caBundle())
 	if err != nil {
 		t.Fatalf("after CA rotation, with the patched caBundle: %v", err)

@@ -399,8 +399,8 @@ bench_webhook() {
 }
 if [ "${BENCH_SKIP_WEBHOOK:-}" != 1 ]; then
   [ -x "$BIN/certs" ] || { log "bin/certs missing (make bench builds it)"; exit 1; }
-  "$BIN/certs" dev --out-dir="$WORK/certs" --hosts=127.0.0.1,localhost >/dev/null
-  note_cmd "bin/certs dev --out-dir=CERTS --hosts=127.0.0.1,localhost"
+  "$BIN/certs" controller --once --out-dir="$WORK/certs" --hosts=127.0.0.1,localhost --log-level=warn
+  note_cmd "bin/certs controller --once --out-dir=CERTS --hosts=127.0.0.1,localhost"
   note_cmd "taskset -c $CLIENT_CPU test/bench/webhookload load --url=https://127.0.0.1:PORT/mutate --ca=CERTS/ca.crt --review=$REVIEW --proto=h1|h2 --pid=SERVER_PID --duration=$WH_DUR --concurrency=1,8,32,128 --rate=0"
   note_cmd "taskset -c $CLIENT_CPU test/bench/webhookload load ... --concurrency= --rate=HALF_OF_FLOOR_BEST --rate-duration=10s   # open loop, floor and webhook at the same rate"
   note_cmd "taskset -c $CLIENT_CPU test/bench/webhookload load ... --review=$LARGE --concurrency=1,8,32 --rate=0"

@@ -14,10 +14,10 @@ for b in bin/webhook bin/certs; do
   [ -x "$b" ] || { echo "run: $b missing; run 'make build' first" >&2; exit 1; }
 done
 
-if [ ! -s "$CERTS/tls.crt" ] || [ ! -s "$CERTS/tls.key" ] || [ ! -s "$CERTS/ca.crt" ]; then
-  echo "run: generating development certificates in $CERTS/"
-  bin/certs dev --out-dir="$CERTS"
-fi
+# The certificate controller, once: creates the CA and the serving
+# certificate for 127.0.0.1, localhost and ::1 on the first run, renews them
+# when due (or repairs a lost file) on later runs, otherwise leaves them.
+bin/certs controller --once --out-dir="$CERTS" --log-level=warn
 
 pids=()
 cleanup() {

@@ -194,7 +194,11 @@ func TestNewCertReloaderErrors(t *testing.T) {
 // TestGracefulShutdown: a request in flight when shutdown starts completes.
 func TestGracefulShutdown(t *testing.T) {
 	dir := t.TempDir()
-	if err := certs.WriteDev(dir, localHosts, time.Hour); err != nil {
+	ca, err := certs.NewCA("test-ca", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := certs.WriteServing(dir, ca, localHosts, time.Hour, true); err != nil {
 		t.Fatal(err)
 	}
 	started := make(chan struct{})

@@ -1,10 +1,12 @@
-// Command certs makes dnsguard's TLS material.
+// Command certs keeps dnsguard's TLS material current.
 //
-//	certs dev --out-dir=DIR [--hosts=127.0.0.1,localhost] [--validity=8760h]
+//	certs controller --once --out-dir=DIR [--hosts=127.0.0.1,localhost,::1]
 //
-// writes a fresh CA and a serving certificate for local development.
-// Further subcommands (the in-cluster bootstrap) are registered in their own
-// files through the subcommands map.
+// issues a CA and a serving certificate into DIR (renewing them when due)
+// and exits: what make run and the local test suites use. In a cluster the
+// same controller runs as a Deployment and keeps two Secrets and caBundle
+// current (see controller.go). `certs cleanup` is the chart's pre-delete
+// hook. Subcommands are registered in their own files.
 package main
 
 import (
@@ -14,9 +16,9 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"time"
 
-	"github.com/dnsguard/dnsguard/certs"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // subcommand runs one verb with its own flag set; it returns an error for
@@ -26,9 +28,7 @@ type subcommand struct {
 	run     func(args []string) error
 }
 
-var subcommands = map[string]subcommand{
-	"dev": {"write a development CA and serving certificate into a directory", runDev},
-}
+var subcommands = map[string]subcommand{}
 
 func main() {
 	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
@@ -66,29 +66,42 @@ func usage() {
 	fmt.Fprintln(os.Stderr, "\nRun 'certs <subcommand> --help' for its flags.")
 }
 
-func runDev(args []string) error {
-	fs := flag.NewFlagSet("certs dev", flag.ContinueOnError)
-	out := fs.String("out-dir", "", "directory to write ca.crt, ca.key, tls.crt and tls.key into (required)")
-	hosts := fs.String("hosts", "127.0.0.1,localhost,::1", "comma-separated IP addresses and DNS names for the serving certificate")
-	validity := fs.Duration("validity", certs.DefaultServingValidity, "lifetime of the serving certificate")
-	if err := fs.Parse(args); err != nil {
-		return err
+// restConfig prefers an explicit kubeconfig, then the in-cluster config,
+// then $KUBECONFIG / ~/.kube/config through the usual loading rules.
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		c, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
+		}
+		return c, nil
 	}
-	if *out == "" {
-		return fmt.Errorf("--out-dir is required")
+	if c, err := rest.InClusterConfig(); err == nil {
+		return c, nil
 	}
-	var hs []string
-	for _, h := range strings.Split(*hosts, ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			hs = append(hs, h)
+	c, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		clientcmd.NewDefaultClientConfigLoadingRules(), &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("no in-cluster config and no usable kubeconfig: %w", err)
+	}
+	return c, nil
+}
+
+// podNamespace reads the namespace of the pod's ServiceAccount token.
+func podNamespace() string {
+	b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
 		}
 	}
-	if len(hs) == 0 {
-		return fmt.Errorf("--hosts=%q names no host", *hosts)
-	}
-	if err := certs.WriteDev(*out, hs, *validity); err != nil {
-		return err
-	}
-	fmt.Printf("wrote development CA and serving certificate for %s into %s (valid %s)\n", strings.Join(hs, ","), *out, time.Duration(*validity))
-	return nil
+	return out
 }

@@ -662,29 +662,30 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		}
 	}
 	secret, caSecret, mwcName := release+"-tls", release+"-ca", release
-	// Certificate controller: Secrets and Lease read/update and webhook
-	// update only by name.
+	// Certificate controller: Secrets and webhook configuration read, watch
+	// and update, Lease read and update, all only by name (the watches use a
+	// metadata.name field selector, which is what makes list/watch by
+	// resourceNames work).
 	certsRole := roles["Role/"+namespace+"/"+release+"-certs"]
 	certsCR := roles["ClusterRole/"+release+"-certs"]
 	if certsRole == nil || certsCR == nil {
 		t.Fatalf("certificate controller RBAC missing; have %v", keys(roles))
 	}
-	for _, verb := range []string{"get", "update"} {
+	for _, verb := range []string{"get", "list", "watch", "update"} {
 		g := grants(certsRole, "secrets", verb)
 		if len(g) != 1 || !slices.Equal(g[0].ResourceNames, []string{secret, caSecret}) {
 			t.Errorf("certs Role %s secrets: %+v, want one rule limited to %s and %s", verb, g, secret, caSecret)
-		}
-		g = grants(certsRole, "leases", verb)
-		if len(g) != 1 || !slices.Equal(g[0].ResourceNames, []string{release + "-certs"}) {
-			t.Errorf("certs Role %s leases: %+v, want one rule limited to %s-certs", verb, g, release)
 		}
 		g = grants(certsCR, "mutatingwebhookconfigurations", verb)
 		if len(g) != 1 || !slices.Equal(g[0].ResourceNames, []string{mwcName}) {
 			t.Errorf("certs ClusterRole %s mutatingwebhookconfigurations: %+v, want one rule limited to %s", verb, g, mwcName)
 		}
 	}
-	if g := grants(certsRole, "secrets", "list"); len(g) != 0 {
-		t.Errorf("certs Role can list secrets: %+v", g)
+	for _, verb := range []string{"get", "update"} {
+		g := grants(certsRole, "leases", verb)
+		if len(g) != 1 || !slices.Equal(g[0].ResourceNames, []string{release + "-certs"}) {
+			t.Errorf("certs Role %s leases: %+v, want one rule limited to %s-certs", verb, g, release)
+		}
 	}
 	if len(certsCR) != 1 {
 		t.Errorf("certs ClusterRole has %d rules, want only the webhook configuration", len(certsCR))
@@ -745,45 +746,46 @@ func keys[V any](m map[string]V) []string {
 // controller` under its own ServiceAccount with both Secret names, and the
 // webhook mounts only the serving Secret and watches it by name.
 func TestCertificateController(t *testing.T) {
-	for _, mode := range []string{"controller", "job"} {
-		r := render(t, "--set", "certificates.mode="+mode)
-		d := certsDeployment(r)
-		if d == nil {
-			t.Fatalf("mode %s: no certificate controller Deployment", mode)
+	if _, stderr, err := helmTemplate(t, "--set", "certificates.mode=job"); err == nil || !strings.Contains(stderr, "/certificates/mode") {
+		t.Errorf("mode job (the removed hook-Job alias): err=%v stderr=%s, want a schema failure naming certificates.mode", err, stderr)
+	}
+	r := render(t) // certificates.mode=controller is the default
+	d := certsDeployment(r)
+	if d == nil {
+		t.Fatal("no certificate controller Deployment")
+	}
+	ps := d.Spec.Template.Spec
+	if ps.ServiceAccountName != release+"-certs" || ps.ServiceAccountName == webhookDeployment(t, r).Spec.Template.Spec.ServiceAccountName {
+		t.Errorf("controller ServiceAccount %q: want its own %s-certs", ps.ServiceAccountName, release)
+	}
+	args := strings.Join(ps.Containers[0].Args, " ")
+	for _, want := range []string{"controller", "--secret-name=" + release + "-tls", "--ca-secret-name=" + release + "-ca", "--namespace=" + namespace,
+		"--webhook-config-name=" + release, "--service-name=" + release, "--validity=8760h", "--ca-validity=87600h", "--lease-name=" + release + "-certs"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("controller args %q lack %q", args, want)
 		}
-		ps := d.Spec.Template.Spec
-		if ps.ServiceAccountName != release+"-certs" || ps.ServiceAccountName == webhookDeployment(t, r).Spec.Template.Spec.ServiceAccountName {
-			t.Errorf("controller ServiceAccount %q: want its own %s-certs", ps.ServiceAccountName, release)
+	}
+	for _, v := range ps.Volumes {
+		if v.Secret != nil {
+			t.Errorf("controller mounts Secret %s; it reads through the API", v.Secret.SecretName)
 		}
-		args := strings.Join(ps.Containers[0].Args, " ")
-		for _, want := range []string{"controller", "--secret-name=" + release + "-tls", "--ca-secret-name=" + release + "-ca", "--namespace=" + namespace,
-			"--webhook-config-name=" + release, "--service-name=" + release, "--validity=8760h", "--ca-validity=87600h", "--lease-name=" + release + "-certs"} {
-			if !strings.Contains(args, want) {
-				t.Errorf("controller args %q lack %q", args, want)
-			}
+	}
+	wh := webhookDeployment(t, r).Spec.Template.Spec
+	for _, v := range wh.Volumes {
+		if v.Secret != nil && v.Secret.SecretName != release+"-tls" {
+			t.Errorf("webhook mounts Secret %s", v.Secret.SecretName)
 		}
-		for _, v := range ps.Volumes {
-			if v.Secret != nil {
-				t.Errorf("controller mounts Secret %s; it reads through the API", v.Secret.SecretName)
-			}
-		}
-		wh := webhookDeployment(t, r).Spec.Template.Spec
-		for _, v := range wh.Volumes {
-			if v.Secret != nil && v.Secret.SecretName != release+"-tls" {
-				t.Errorf("webhook mounts Secret %s", v.Secret.SecretName)
-			}
-		}
-		if a := strings.Join(wh.Containers[0].Args, " "); !strings.Contains(a, "--tls-secret="+namespace+"/"+release+"-tls") {
-			t.Errorf("webhook args %q do not watch the serving Secret", a)
-		}
-		for _, j := range all[*batchv1.Job](r) {
-			if hooks(j.ObjectMeta) != "pre-delete" {
-				t.Errorf("job %s (%s): only the pre-delete cleanup Job is expected", j.Name, hooks(j.ObjectMeta))
-			}
+	}
+	if a := strings.Join(wh.Containers[0].Args, " "); !strings.Contains(a, "--tls-secret="+namespace+"/"+release+"-tls") {
+		t.Errorf("webhook args %q do not watch the serving Secret", a)
+	}
+	for _, j := range all[*batchv1.Job](r) {
+		if hooks(j.ObjectMeta) != "pre-delete" {
+			t.Errorf("job %s (%s): only the pre-delete cleanup Job is expected", j.Name, hooks(j.ObjectMeta))
 		}
 	}
 	// Other modes: no controller, no --tls-secret.
-	r := render(t, "--set", "certificates.mode=certManager")
+	r = render(t, "--set", "certificates.mode=certManager")
 	if certsDeployment(r) != nil {
 		t.Error("certManager mode renders the certificate controller")
 	}
@@ -867,7 +869,7 @@ func TestCertificateModes(t *testing.T) {
 		}
 		if d := certsDeployment(r); d == nil {
 			t.Error("URL mode: no certificate controller")
-		} else if a := strings.Join(d.Spec.Template.Spec.Containers[0].Args, " "); !strings.Contains(a, "--extra-hosts=127.0.0.1") {
+		} else if a := strings.Join(d.Spec.Template.Spec.Containers[0].Args, " "); !strings.Contains(a, "--hosts=127.0.0.1") {
 			t.Errorf("controller args %s lack the URL host as SAN", a)
 		}
 	})

@@ -99,7 +99,7 @@ HELPER=$WORK/helper
 
 # ---------------------------------------------------------------- certificates
 log "development certificates"
-bin/certs dev --out-dir="$WORK/pki" --hosts=127.0.0.1,localhost >/dev/null
+bin/certs controller --once --out-dir="$WORK/pki" --hosts=127.0.0.1,localhost --log-level=warn
 CA=$WORK/pki/ca.crt
 
 # The sidecar instance reads its key pair through a Kubernetes-style Secret
@@ -372,7 +372,7 @@ done
 # CA the way the kubelet does (new timestamped dir, atomic ..data swap) and
 # look again at the end of the run.
 log "rotating the sidecar instance's certificate (Secret-volume style)"
-bin/certs dev --out-dir="$WORK/pki2" --hosts=127.0.0.1,localhost >/dev/null
+bin/certs controller --once --out-dir="$WORK/pki2" --hosts=127.0.0.1,localhost --log-level=warn
 mkdir -p "$SECRET/..gen2"
 cp "$WORK/pki2/tls.crt" "$WORK/pki2/tls.key" "$SECRET/..gen2/"
 ln -s ..gen2 "$SECRET/..data_tmp"

@@ -36,7 +36,7 @@ func c0Install(ctx context.Context, t *testing.T) {
 	}
 	sec, err := e2e.client.CoreV1().Secrets(releaseNS).Get(ctx, tlsSecret, metav1.GetOptions{})
 	if err != nil {
-		t.Fatalf("certificate Job did not create Secret %s: %v", tlsSecret, err)
+		t.Fatalf("certificate controller did not create Secret %s: %v", tlsSecret, err)
 	}
 	mwc, err := e2e.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, webhookConfig, metav1.GetOptions{})
 	if err != nil {

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -42,15 +43,18 @@ func servedCert(ctx context.Context) (*x509.Certificate, error) {
 	return c.(*tls.Conn).ConnectionState().PeerCertificates[0], nil
 }
 
-// c5Renewal: the certificate controller renews a 30 s serving certificate
-// and rotates a 75 s CA (helm upgrade to short validities) while a pod is
-// created every 200 ms: no creation fails, every pod is patched, the webhook
-// Service presents several leaves and never an expired one. The scenario is
-// test/e2e/rotation, run here on the real node.
+// c5Renewal: the certificate controller repairs an emptied caBundle and a
+// deleted serving Secret within seconds (its watches; the resync is 10
+// minutes), then renews a 30 s serving certificate and rotates a 75 s CA
+// (helm upgrade to short validities, on its own schedule, not a resync)
+// while a pod is created every 200 ms: no creation fails, every pod is
+// patched, the webhook Service presents several leaves and never an expired
+// one. The scenario is test/e2e/rotation, run here on the real node.
 func c5Renewal(ctx context.Context, t *testing.T) {
+	c5Repair(ctx, t)
 	short := []string{"--reuse-values",
 		"--set", "certificates.validity=30s", "--set", "certificates.caValidity=75s",
-		"--set", "certificates.controller.bundlePropagation=2s", "--set", "certificates.controller.resync=2s"}
+		"--set", "certificates.controller.bundlePropagation=2s"}
 	if _, err := tool(ctx, "helm", append(installArgs("upgrade"), short...)...); err != nil {
 		t.Fatalf("helm upgrade to short validities: %v%s", err, diagnose(ctx, releaseNS))
 	}
@@ -81,6 +85,59 @@ func c5Renewal(ctx context.Context, t *testing.T) {
 	if _, err := tool(ctx, "helm", append(installArgs("upgrade"), "--reuse-values",
 		"--set", "certificates.validity=8760h", "--set", "certificates.caValidity=87600h")...); err != nil {
 		t.Fatalf("helm upgrade back: %v", err)
+	}
+}
+
+// c5Repair breaks what the controller keeps, the way a person or a
+// re-rendered manifest would, and times the repair.
+func c5Repair(ctx context.Context, t *testing.T) {
+	const within = 10 * time.Second
+	mwcs := e2e.client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	secrets := e2e.client.CoreV1().Secrets(releaseNS)
+	repaired := func() bool {
+		sec, err := secrets.Get(ctx, tlsSecret, metav1.GetOptions{})
+		if err != nil || len(sec.Data["tls.crt"]) == 0 {
+			return false
+		}
+		mwc, err := mwcs.Get(ctx, webhookConfig, metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		for _, w := range mwc.Webhooks {
+			if !bytes.Equal(w.ClientConfig.CABundle, sec.Data["ca.crt"]) {
+				return false
+			}
+		}
+		return true
+	}
+	for _, b := range []struct {
+		what   string
+		break_ func() error
+	}{
+		{"caBundle emptied", func() error {
+			mwc, err := mwcs.Get(ctx, webhookConfig, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			for i := range mwc.Webhooks {
+				mwc.Webhooks[i].ClientConfig.CABundle = nil
+			}
+			_, err = mwcs.Update(ctx, mwc, metav1.UpdateOptions{})
+			return err
+		}},
+		{"serving Secret deleted", func() error { return secrets.Delete(ctx, tlsSecret, metav1.DeleteOptions{}) }},
+	} {
+		if err := b.break_(); err != nil {
+			t.Fatalf("%s: %v", b.what, err)
+		}
+		start := time.Now()
+		for !repaired() {
+			if time.Since(start) > within {
+				t.Fatalf("%s: not repaired after %s%s", b.what, within, diagnose(ctx, releaseNS))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Logf("%s: repaired by the certificate controller in %s", b.what, time.Since(start).Round(10*time.Millisecond))
 	}
 }
 

@@ -39,9 +39,9 @@ type webhookProc struct {
 func startWebhook(t *testing.T) *webhookProc {
 	t.Helper()
 	dir := t.TempDir()
-	out, err := exec.Command(binPath(t, "certs"), "dev", "--out-dir="+dir, "--hosts=127.0.0.1,localhost").CombinedOutput()
+	out, err := exec.Command(binPath(t, "certs"), "controller", "--once", "--out-dir="+dir, "--hosts=127.0.0.1,localhost").CombinedOutput()
 	if err != nil {
-		t.Fatalf("certs dev: %v\n%s", err, out)
+		t.Fatalf("certs controller --once: %v\n%s", err, out)
 	}
 	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
 	if err != nil {
@@ -218,8 +218,9 @@ func TestWebhookCertRotationUnderLoad(t *testing.T) {
 	)
 	w := startWebhook(t)
 	body, uid, pod := review(t)
-	caPEM, _ := os.ReadFile(filepath.Join(w.certDir, "ca.crt"))
-	caKey, _ := os.ReadFile(filepath.Join(w.certDir, "ca.key"))
+	// The controller keeps its CA in ca/ beside the serving files.
+	caPEM, _ := os.ReadFile(filepath.Join(w.certDir, "ca", "ca.crt"))
+	caKey, _ := os.ReadFile(filepath.Join(w.certDir, "ca", "ca.key"))
 	ca, err := certs.LoadCA(caPEM, caKey)
 	if err != nil {
 		t.Fatal(err)

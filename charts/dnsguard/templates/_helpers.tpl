@@ -113,7 +113,7 @@ certificate SANs.
 {{- end }}
 
 {{/*
-Comma-separated extra SANs for `certs bootstrap --extra-hosts`.
+Comma-separated extra SANs for `certs controller --hosts`.
 */}}
 {{- define "dnsguard.extraHosts" -}}
 {{- $hosts := .Values.certificates.extraHosts }}
@@ -245,8 +245,8 @@ only; never mounted by the webhook).
 
 {{/*
 True when the built-in certificate controller manages the certificates
-(mode "controller"; "job" is the former name and means the same).
+(mode "controller").
 */}}
 {{- define "dnsguard.certController" -}}
-{{- if has .Values.certificates.mode (list "controller" "job") }}true{{- end }}
+{{- if eq .Values.certificates.mode "controller" }}true{{- end }}
 {{- end }}
