@@ -85,7 +85,7 @@ func raceLabRun(ctx context.Context, t *testing.T) {
 	c := &clusterLab{t: t, podChecked: map[string]bool{}}
 	command := "make race-lab-cluster (or make e2e, after the scenarios)"
 	if os.Getenv("RACE_DOCS") == "1" {
-		command = "make race-lab-docs"
+		command = "RACE_DOCS=1 make race-lab-cluster (make race-lab-docs)"
 	}
 	o, err := lab.FromEnv(c.Modes(), 200, filepath.Join(e2e.logs, "racelab"), command)
 	if err != nil {

@@ -53,6 +53,9 @@ func marks(cs []Check) (pass, fail, skip int, texts string) {
 	return pass, fail, skip, texts
 }
 
+// Shown to fail: treating every absent row as left out by the subset fails
+// "asked-for default row missing"; dropping the default row's stall from the
+// fix comparison fails "default row without stall".
 func TestCompareRows(t *testing.T) {
 	without := func(rows []Row, mode, client string) []Row {
 		var out []Row

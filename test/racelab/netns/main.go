@@ -61,7 +61,7 @@ func runLab(ctx context.Context) int {
 		return 1
 	}
 	if o.Docs {
-		o.Command = "make race-lab-docs"
+		o.Command = "RACE_DOCS=1 make race-lab (make race-lab-docs)"
 	}
 	// A fresh run directory: nothing of an earlier run may be read as this one's.
 	if err := os.RemoveAll(o.Out); err != nil {
