@@ -102,7 +102,11 @@ func (b *backend) Setup(ctx context.Context, l *lab.Lab) error {
 		b.dig(ctx, svcIP, fqdn, "A")
 	}
 	spread, err := lab.Spread(ctx, l.Node, svcIP, []string{ep1, ep2})
-	l.Check(err == nil && spread[ep1] > 0 && spread[ep2] > 0, "topology: random DNAT spreads flows over both endpoints (%d / %d conntrack entries) %v", spread[ep1], spread[ep2], err)
+	if err != nil {
+		l.Fail("topology: conntrack -L: %v", err)
+	} else {
+		l.Check(spread[ep1] > 0 && spread[ep2] > 0, "topology: random DNAT spreads flows over both endpoints (%d / %d conntrack entries)", spread[ep1], spread[ep2])
+	}
 
 	l.Log("building gailoop with gcc (glibc) and musl-gcc -static (musl)")
 	if b.clients, err = lab.BuildClients(ctx, filepath.Join(b.root, "test", "racelab", "gailoop.c"), b.work); err != nil {
