@@ -87,9 +87,10 @@ func TestCompareRows(t *testing.T) {
 		{"musl collides without the fallback", replace(goodRows(), row("sidecar-nofallback", "musl-gai", 10, 0.3, 3, 0)), full, 6, 1, 0, "fallback nameserver"},
 		// A row that was asked for and is missing fails, naming it.
 		{"asked-for default row missing", without(goodRows(), "off", "musl-gai"), full, 4, 3, 0, "row off × musl-gai missing"},
-		// RACE_MODES=sidecar: every comparison with the default, and the
-		// fallback one, lack a row: listed as SKIP, never PASS.
-		{"subset sidecar", without(without(goodRows(), "off", "glibc-gai"), "off", "musl-gai"), sub, 0, 0, 7, `lacks row off × glibc-gai`},
+		// RACE_MODES=sidecar: the sidecar rows' comparisons with the default
+		// and the fallback one lack a row: listed as SKIP, never PASS; those
+		// of modes not asked for at all are not listed.
+		{"subset sidecar", nil, sub, 0, 0, 3, `lacks row off × glibc-gai`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rows := tc.rows
