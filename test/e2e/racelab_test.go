@@ -231,11 +231,15 @@ func (c *clusterLab) RunMode(ctx context.Context, l *lab.Lab, m lab.Mode, client
 		// While the first mode's entries are fresh (UDP conntrack entries
 		// live 30 s to 2 min).
 		counts, err := lab.Spread(ctx, l.Node, clusterDNSIP, c.coreDNS)
-		ok := err == nil && len(c.coreDNS) == 2
-		for _, ip := range c.coreDNS {
-			ok = ok && counts[ip] > 0
+		if err != nil {
+			l.Fail("conntrack -L --orig-dst %s: %v", clusterDNSIP, err)
+		} else {
+			ok := len(c.coreDNS) == 2
+			for _, ip := range c.coreDNS {
+				ok = ok && counts[ip] > 0
+			}
+			l.Check(ok, "kube-proxy's DNAT spread the lookups' conntrack entries over both CoreDNS pods: %v", counts)
 		}
-		l.Check(ok, "kube-proxy's DNAT spread the lookups' conntrack entries over both CoreDNS pods: %v %v", counts, err)
 		c.spreadChecked = true
 	}
 	return rows
