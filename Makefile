@@ -13,7 +13,7 @@ export GOFLAGS ?= -mod=mod
 LDFLAGS_STATIC   := -s -w
 CMDS             := webhook resolver certs
 
-.PHONY: all build run test deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab race-lab-cluster bench soak sidecar-resources quota-test fuzz clean tools helm images test-images
+.PHONY: all build run test deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab race-lab-cluster race-lab-docs bench soak sidecar-resources quota-test fuzz clean tools helm images test-images
 
 all: build
 
@@ -75,13 +75,19 @@ e2e: build
 tools:
 	./hack/build-tools.sh
 
-## race-lab: reproduce the conntrack A/AAAA stall with glibc and musl, and its fixes (network namespaces only)
+## race-lab: reproduce the conntrack A/AAAA stall with glibc and musl, and its fixes (network namespaces only); report in .cache/race-lab/netns
 race-lab: build
-	./test/racelab/run.sh
+	$(GO) build -o $(BIN)/racelab ./test/racelab/netns
+	$(BIN)/racelab
 
-## race-lab-cluster: the race lab on the real node alone (kube-proxy's DNAT, CoreDNS, pods; make e2e runs it after the scenarios)
+## race-lab-cluster: the race lab on the real node alone (kube-proxy's DNAT, CoreDNS, pods; make e2e runs it after the scenarios); report in .cache/e2e/logs/racelab
 race-lab-cluster: build
 	E2E_RUN='^TestRaceLab$$' ./hack/e2e.sh
+
+## race-lab-docs: run both race labs and rewrite docs/race-lab.{md,svg} and docs/race-lab-cluster.{md,svg} (no other target touches them)
+race-lab-docs:
+	@echo "race-lab-docs: rerunning both race labs to rewrite docs/race-lab*.md and .svg"
+	RACE_DOCS=1 $(MAKE) race-lab race-lab-cluster
 
 ## bench: benchmarks against real peers, written to docs/benchmarks.md
 bench: build

@@ -8,7 +8,7 @@
 #      images (pause, CoreDNS, glibc and musl clients, busybox) as tarballs;
 #   3. dgcluster run (test/cluster): the node in a network namespace of its
 #      own, the scenarios (test/e2e, go test -tags e2e) and then the race lab
-#      on the node (TestRaceLab, docs/race-lab-cluster.md) inside it, then a
+#      on the node (TestRaceLab, report in .cache/e2e/logs/racelab) inside it, then a
 #      teardown that must leave nothing behind.
 #
 # E2E_RUN=regexp picks scenarios (go test -run syntax, e.g. 'TestE2E/c[01]$';
@@ -35,7 +35,6 @@ make -s build
 mkdir -p "$OUT"
 go build -o "$BIN/dgcluster" ./test/cluster/dgcluster
 go test -c -tags e2e -o "$BIN/e2e.test" ./test/e2e
-go build -o "$BIN/racelab-report" ./test/racelab/report
 BUILD_S=$(($(date +%s) - T0))
 
 log "step 3/3: cluster up, scenarios, teardown"

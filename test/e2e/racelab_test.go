@@ -3,16 +3,12 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,49 +19,49 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dnsguard/dnsguard/test/racelab/lab"
 )
 
-// The race lab on the real node (issue 11, item 5): the emulated conntrack
-// insert_failed of test/racelab, applied in the node's network namespace to
+// The race lab's real-node backend (issue 11, item 5): the lab of
+// test/racelab/lab — its emulated conntrack insert_failed, conntrack
+// reading, clients and report — applied in the node's network namespace to
 // what kube-proxy DNATs to the two CoreDNS pods, measured with glibc and
-// musl client pods in each dnsguard configuration. The rows go through the
-// netns lab's report tool (test/racelab/report, same table, plot and
-// assertions) into docs/race-lab-cluster.{md,svg}.
-//
-// Knobs (environment): RACE_N lookups per row (100), RACE_EVERY drop every
-// RACE_EVERY-th colliding packet (10), RACE_PROBE_N lookups per libc of the
-// no-emulation probe (200), RACE_MODES subset of "off dnsconfig sidecar
-// nodelocal" and RACE_CLIENTS subset of "glibc-gai glibc-gai-loop musl-gai
-// musl-gai-fork" (debugging; the report's assertions want them all),
-// RACELAB_DOCS=0 skips rewriting the docs.
+// musl client pods in each dnsguard configuration. The report goes to
+// .cache/e2e/logs/racelab; RACE_DOCS=1 (make race-lab-docs) also rewrites
+// docs/race-lab-cluster.{md,svg}. Knobs: as the netns backend
+// (test/racelab/netns), with RACE_PROBE_N 200 by default.
 
 const (
-	raceTable   = "dgracelab" // nft table of ours in the node namespace
-	raceName    = "backend"   // the Service the clients look up by short name
+	raceName    = "backend" // the Service the clients look up by short name
 	nsRacePlain = "racelab-plain"
 	nsRaceGuard = "racelab-guarded"
 )
 
-// raceModes: the configurations in table order. The labels are the report's
-// (test/racelab/report/cluster.go).
-var raceModes = []struct {
-	mode, label, ns, annotation string
-}{
-	{"off", "a Kubernetes default (ClusterFirst)", nsRacePlain, ""},
-	{"dnsconfig", "b dnsconfig", nsRaceGuard, "dnsconfig"},
-	{"sidecar", "c sidecar", nsRaceGuard, "sidecar"},
-	{"nodelocal", "d node-local", nsRaceGuard, "dnsconfig"},
+// clusterMode is a configuration with the namespace and annotation of its
+// pods.
+type clusterMode struct {
+	lab.Mode
+	ns, annotation string
 }
 
-// raceClients: C library and gailoop flags of each client.
-var raceClients = []struct {
-	name, libc string
-	fork       bool
-}{
-	{"glibc-gai", "glibc", true},
-	{"glibc-gai-loop", "glibc", false},
-	{"musl-gai", "musl", false},
-	{"musl-gai-fork", "musl", true},
+// clusterModes: the configurations in table order.
+var clusterModes = []clusterMode{
+	{lab.Mode{Name: "off", Label: "a Kubernetes default (ClusterFirst)", How: "a pod in a namespace without the dnsguard.io/enabled label: the webhook is not called, kubelet writes the ClusterFirst resolv.conf"}, nsRacePlain, ""},
+	{lab.Mode{Name: "dnsconfig", Label: "b dnsconfig", How: "a pod annotated `dnsguard.io/mode: dnsconfig` in a labelled namespace: the webhook set dnsPolicy None and dnsConfig, kubelet rendered it"}, nsRaceGuard, "dnsconfig"},
+	{lab.Mode{Name: "sidecar", Label: "c sidecar", How: "a pod annotated `dnsguard.io/mode: sidecar`: the webhook injected the resolver as a native sidecar (restartPolicy Always init container from the chart's resolver image) and 127.0.0.1 as first nameserver; kubelet started it before the app"}, nsRaceGuard, "sidecar"},
+	{lab.Mode{Name: "nodelocal", Label: "d node-local", How: "after `helm upgrade --reuse-values --set nodeCache.enabled=true --set nodeCache.clusterDNS=10.96.0.10`: the chart's node cache DaemonSet on the node, pods annotated `dnsguard.io/mode: dnsconfig` get its link-local address first and the cluster DNS second"}, nsRaceGuard, "dnsconfig"},
+}
+
+// clusterLab is the lab.Backend on the node of test/cluster.
+type clusterLab struct {
+	t             *testing.T
+	l             *lab.Lab
+	installedHere bool
+	coreDNS       []string
+	spreadChecked bool
+	podChecked    map[string]bool
+	restore       func() // puts nodeCache.enabled back
 }
 
 // clientImage is the e2e client image of libc (the names are set in
@@ -77,75 +73,6 @@ func clientImage(libc string) string {
 	return glibcImage
 }
 
-type raceLab struct {
-	n, every, probeN int
-	modes, clients   []string
-	work             string
-	rows             *os.File
-	checks           []string
-	real             []string
-	realRace         []string
-	realRaceFired    string
-	ruleListing      string
-	podChecked       map[string]bool
-	spreadChecked    bool
-	start            time.Time
-}
-
-func envInt(t *testing.T, name string, def, lo, hi int) int {
-	t.Helper()
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < lo || n > hi {
-		t.Fatalf("%s=%q: want an integer in [%d, %d]", name, v, lo, hi)
-	}
-	return n
-}
-
-func envList(t *testing.T, name string, all []string) []string {
-	t.Helper()
-	v := strings.Fields(os.Getenv(name))
-	if len(v) == 0 {
-		return all
-	}
-	for _, x := range v {
-		if !slices.Contains(all, x) {
-			t.Fatalf("%s: unknown %q, want a subset of %q", name, x, strings.Join(all, " "))
-		}
-	}
-	return v
-}
-
-func (l *raceLab) pass(format string, args ...any) {
-	l.checks = append(l.checks, "PASS: "+fmt.Sprintf(format, args...))
-}
-
-func (l *raceLab) fail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	// The report lists one line per check, without this machine's paths;
-	// the test log keeps everything.
-	line, _, _ := strings.Cut(msg, "\n")
-	line = strings.ReplaceAll(line, e2e.root+"/", "")
-	if len(line) > 400 {
-		line = line[:400] + "…"
-	}
-	l.checks = append(l.checks, "FAIL: "+line)
-	t.Error(msg)
-}
-
-func (l *raceLab) check(t *testing.T, ok bool, format string, args ...any) {
-	t.Helper()
-	if ok {
-		l.pass(format, args...)
-	} else {
-		l.fail(t, format, args...)
-	}
-}
-
 // TestRaceLab runs the lab as scenario r1. It installs the chart if it is not
 // installed (and uninstalls it again), so it runs alone (make
 // race-lab-cluster) or after TestE2E (make e2e).
@@ -155,56 +82,65 @@ func TestRaceLab(t *testing.T) {
 }
 
 func raceLabRun(ctx context.Context, t *testing.T) {
-	var modeNames, clientNames []string
-	for _, m := range raceModes {
-		modeNames = append(modeNames, m.mode)
+	c := &clusterLab{t: t, podChecked: map[string]bool{}}
+	command := "make race-lab-cluster (or make e2e, after the scenarios)"
+	if os.Getenv("RACE_DOCS") == "1" {
+		command = "RACE_DOCS=1 make race-lab-cluster (make race-lab-docs)"
 	}
-	for _, c := range raceClients {
-		clientNames = append(clientNames, c.name)
+	o, err := lab.FromEnv(c.Modes(), 200, filepath.Join(e2e.logs, "racelab"), command)
+	if err != nil {
+		t.Fatal(err)
 	}
-	l := &raceLab{
-		n:          envInt(t, "RACE_N", 100, 1, 1000),
-		every:      envInt(t, "RACE_EVERY", 10, 1, 1000),
-		probeN:     envInt(t, "RACE_PROBE_N", 200, 0, 2000),
-		modes:      envList(t, "RACE_MODES", modeNames),
-		clients:    envList(t, "RACE_CLIENTS", clientNames),
-		work:       filepath.Join(e2e.logs, "racelab"),
-		podChecked: map[string]bool{},
-		start:      time.Now(),
+	if err := os.RemoveAll(o.Out); err != nil {
+		t.Fatal(err)
 	}
-	report := filepath.Join(e2e.bin, "racelab-report")
+	node := lab.Node{} // this binary runs in the node's network namespace
+	c.l = &lab.Lab{Opts: o, Node: node, Log: t.Logf, Name: raceName, Machine: lab.Machine(ctx, ""),
+		Emulation: &lab.Emulation{Node: node, Table: "dgracelab", Service: clusterDNSIP, Every: o.Every}}
+	res, err := lab.Run(ctx, c, c.l, e2e.root)
+	if cerr := c.Close(context.WithoutCancel(ctx)); cerr != nil {
+		t.Error(cerr)
+	}
+	if err != nil {
+		t.Fatalf("race lab: %v", err)
+	}
+	for _, ch := range append(res.Checks, res.RowChecks...) {
+		if ch.Mark() == "FAIL" {
+			t.Error("FAIL: " + ch.Text)
+		}
+	}
+	passed, failed, skipped := res.Counts()
+	t.Logf("race lab: %d passed, %d failed, %d skipped; report in %s", passed, failed, skipped, o.Out)
+}
+
+func (c *clusterLab) Name() string { return "cluster" }
+
+func (c *clusterLab) Modes() []lab.Mode {
+	var ms []lab.Mode
+	for _, m := range clusterModes {
+		m.Clients = []string{"glibc-gai", "glibc-gai-loop", "musl-gai", "musl-gai-fork"}
+		ms = append(ms, m.Mode)
+	}
+	return ms
+}
+
+func (c *clusterLab) Setup(ctx context.Context, l *lab.Lab) error {
+	t := c.t
 	for _, p := range []string{"nft", "conntrack", "iptables-save"} {
 		if _, err := exec.LookPath(p); err != nil {
-			t.Fatalf("%s not found (make deps): %v", p, err)
+			return fmt.Errorf("%s not found (make deps): %w", p, err)
 		}
 	}
-	if _, err := os.Stat(report); err != nil {
-		t.Fatalf("%s missing (hack/e2e.sh builds it from test/racelab/report): %v", report, err)
-	}
-	if err := os.RemoveAll(l.work); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(l.work, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var err error
-	if l.rows, err = os.Create(filepath.Join(l.work, "rows.tsv")); err != nil {
-		t.Fatal(err)
-	}
-	defer l.rows.Close()
-
-	// Our table must never outlive the lab (it drops DNS packets).
-	_ = nft(ctx, "delete", "table", "ip", raceTable)
+	// Our table must never outlive the lab (it drops DNS packets); lab.Run
+	// removes it, this proves it.
+	_ = l.Emulation.Remove(ctx)
 	t.Cleanup(func() {
-		if err := nft(context.Background(), "delete", "table", "ip", raceTable); err == nil {
-			t.Logf("removed nft table %s", raceTable)
-		}
-		if out, _ := exec.Command("nft", "list", "tables").CombinedOutput(); strings.Contains(string(out), raceTable) {
-			t.Errorf("nft table %s still present after cleanup", raceTable)
+		if l.Emulation.Present(context.Background()) {
+			t.Errorf("nft table %s still present after the race lab", l.Emulation.Table)
+			_ = l.Emulation.Remove(context.Background())
 		}
 	})
-
-	installedHere := l.ensureInstalled(ctx, t)
+	c.installedHere = c.ensureInstalled(ctx, t)
 	createNamespace(ctx, t, nsRacePlain, nil)
 	createNamespace(ctx, t, nsRaceGuard, map[string]string{enabledLabel: "true"})
 	t.Cleanup(func() {
@@ -220,90 +156,136 @@ func raceLabRun(ctx context.Context, t *testing.T) {
 			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80, TargetPort: intOrPort(8080)}}},
 		}, metav1.CreateOptions{})
 		if err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatalf("create Service %s/%s: %v", ns, raceName, err)
+			return fmt.Errorf("create Service %s/%s: %w", ns, raceName, err)
 		}
 	}
-	coreDNS := l.checkKubeDNS(ctx, t)
+	var err error
+	c.coreDNS, err = c.checkKubeDNS(ctx)
+	return err
+}
 
-	l.probe(ctx, t)
-
-	kernelBefore := conntrackStats(t)
-	for _, m := range raceModes {
-		if !slices.Contains(l.modes, m.mode) {
-			continue
+// Probe: the real race, no emulation. glibc and musl in one process each,
+// the ClusterFirst configuration.
+func (c *clusterLab) Probe(ctx context.Context, l *lab.Lab, n int) map[string][]lab.Lookup {
+	got := map[string][]lab.Lookup{}
+	var jobs []*podJob
+	for _, libc := range []string{"glibc", "musl"} {
+		jobs = append(jobs, &podJob{client: libc, image: clientImage(libc), n: n, args: lab.Client{Libc: libc}.GailoopArgs(n, raceName)})
+	}
+	c.runJobs(ctx, c.t, nsRacePlain, "", "rl-probe", jobs, false)
+	for _, j := range jobs {
+		if j.err != nil {
+			l.Fail("real-race probe %s: %v", j.client, j.err)
 		}
-		if m.mode != "nodelocal" {
-			l.runMode(ctx, t, m.mode, m.label, m.ns, m.annotation)
+		got[j.client] = j.lookups
+		deletePod(nsRacePlain, j.name)
+	}
+	return got
+}
+
+// RunMode measures one configuration: a fresh table, one pod per client
+// side by side, one row each.
+func (c *clusterLab) RunMode(ctx context.Context, l *lab.Lab, m lab.Mode, clients []lab.Client) []lab.Row {
+	t := c.t
+	i := slices.IndexFunc(clusterModes, func(x clusterMode) bool { return x.Name == m.Name })
+	ns, annotation := clusterModes[i].ns, clusterModes[i].annotation
+	if m.Name == "nodelocal" {
+		restore, err := c.enableNodeCache(ctx, t)
+		c.restore = restore
+		if err != nil {
+			// The other rows still make a report.
+			l.Fail("node-local rows not run: %v", err)
+			return nil
+		}
+	}
+	var jobs []*podJob
+	for _, cl := range clients {
+		jobs = append(jobs, &podJob{client: cl.Name, image: clientImage(cl.Libc), n: l.Opts.N, args: cl.GailoopArgs(l.Opts.N, raceName)})
+	}
+	if err := l.Emulation.Reset(ctx); err != nil {
+		l.Fail("%s rows not run: %v", m.Label, err)
+		return nil
+	}
+	c.runJobs(ctx, t, ns, annotation, "rl-"+m.Name, jobs, true)
+	l.RuleListing(ctx)
+	var rows []lab.Row
+	for _, j := range jobs {
+		if j.err != nil {
+			l.Fail("row %s × %s: %v", m.Label, j.client, j.err)
+		}
+		r := lab.Row{Mode: m.Name, Label: m.Label, Client: j.client, Lookups: j.lookups, Collisions: j.collisions, Drops: j.drops}
+		t.Logf("row %s × %s: %d lookups, collisions %d, drops %d", m.Label, j.client, len(j.lookups), j.collisions, j.drops)
+		l.WriteRow(r, j.log)
+		rows = append(rows, r)
+		if j.created != nil {
+			c.checkPod(t, m.Name, j.created)
+		}
+	}
+	if len(jobs) > 0 && jobs[0].created != nil {
+		c.captureResolv(m.Name, ns, jobs[0].name)
+	}
+	for _, j := range jobs {
+		deletePod(ns, j.name)
+	}
+	if !c.spreadChecked {
+		// While the first mode's entries are fresh (UDP conntrack entries
+		// live 30 s to 2 min).
+		counts, err := lab.Spread(ctx, l.Node, clusterDNSIP, c.coreDNS)
+		if err != nil {
+			l.Fail("conntrack -L --orig-dst %s: %v", clusterDNSIP, err)
 		} else {
-			restore, err := l.enableNodeCache(ctx, t)
-			if err != nil {
-				// The rows of a to c still make a report.
-				l.fail(t, "node-local rows not run: %v", err)
-			} else {
-				l.runMode(ctx, t, m.mode, m.label, m.ns, m.annotation)
+			ok := len(c.coreDNS) == 2
+			for _, ip := range c.coreDNS {
+				ok = ok && counts[ip] > 0
 			}
-			if !installedHere { // else uninstalled below
-				restore()
-			}
+			l.Check(ok, "kube-proxy's DNAT spread the lookups' conntrack entries over both CoreDNS pods: %v", counts)
 		}
-		if !l.spreadChecked {
-			// While the first mode's entries are fresh (UDP conntrack
-			// entries live 30 s to 2 min).
-			l.checkSpread(t, coreDNS)
-			l.spreadChecked = true
-		}
+		c.spreadChecked = true
 	}
-	if err := nft(ctx, "delete", "table", "ip", raceTable); err != nil {
-		t.Errorf("delete nft table %s: %v", raceTable, err)
-	}
-	kernelAfter := conntrackStats(t)
-	l.realRace = append(l.realRace, fmt.Sprintf("during the emulated rows the kernel's own insert_failed went %d → %d, drop %d → %d",
-		kernelBefore["insert_failed"], kernelAfter["insert_failed"], kernelBefore["drop"], kernelAfter["drop"]))
-	if kernelBefore["insert_failed"] == kernelAfter["insert_failed"] {
-		l.realRace[len(l.realRace)-1] += " (every drop in the table is the emulation's)"
-	}
-	if err := l.rows.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if t.Failed() {
-		t.Log("race lab: a setup step failed; the report below still shows what was measured")
-	}
-	l.report(ctx, t, report)
-	if installedHere {
+	return rows
+}
+
+// Close puts the chart back as the lab found it.
+func (c *clusterLab) Close(ctx context.Context) error {
+	if c.installedHere {
 		if _, err := tool(ctx, "helm", "uninstall", release, "-n", releaseNS, "--wait", "--timeout", "2m"); err != nil {
-			t.Errorf("helm uninstall after the race lab: %v", err)
+			return fmt.Errorf("helm uninstall after the race lab: %w", err)
 		}
+		return nil
 	}
+	if c.restore != nil {
+		c.restore()
+	}
+	return nil
 }
 
 // ensureInstalled installs the chart as users do unless it is installed;
 // it reports whether it installed it.
-func (l *raceLab) ensureInstalled(ctx context.Context, t *testing.T) bool {
+func (c *clusterLab) ensureInstalled(ctx context.Context, t *testing.T) bool {
 	t.Helper()
 	if _, err := tool(ctx, "helm", "status", release, "-n", releaseNS); err == nil {
 		waitReady(ctx, t, releaseNS, webhookSelector, 1, 120*time.Second)
-		l.pass("chart already installed (release %s in %s): reused", release, releaseNS)
+		c.l.Pass("chart already installed (release %s in %s): reused", release, releaseNS)
 		return false
 	}
 	if _, err := tool(ctx, "helm", append(installArgs("install"), "--create-namespace")...); err != nil {
 		t.Fatalf("helm install: %v%s", err, diagnose(ctx, releaseNS))
 	}
 	waitReady(ctx, t, releaseNS, webhookSelector, 1, 120*time.Second)
-	l.pass("chart installed with helm install (hooks, default values but the test image)")
+	c.l.Pass("chart installed with helm install (hooks, default values but the test image)")
 	return true
 }
 
 // checkKubeDNS checks what the lab relies on: the kube-dns Service on
 // 10.96.0.10 with two ready CoreDNS endpoints, and kube-proxy's DNAT rules
 // to both. It returns the CoreDNS pod IPs.
-func (l *raceLab) checkKubeDNS(ctx context.Context, t *testing.T) []string {
-	t.Helper()
+func (c *clusterLab) checkKubeDNS(ctx context.Context) ([]string, error) {
 	svc, err := e2e.client.CoreV1().Services("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{})
 	if err != nil {
-		t.Fatalf("kube-system/kube-dns: %v", err)
+		return nil, fmt.Errorf("kube-system/kube-dns: %w", err)
 	}
 	if svc.Spec.ClusterIP != clusterDNSIP {
-		t.Fatalf("kube-dns ClusterIP %s, want %s", svc.Spec.ClusterIP, clusterDNSIP)
+		return nil, fmt.Errorf("kube-dns ClusterIP %s, want %s", svc.Spec.ClusterIP, clusterDNSIP)
 	}
 	var ips []string
 	err = poll(ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
@@ -321,12 +303,12 @@ func (l *raceLab) checkKubeDNS(ctx context.Context, t *testing.T) []string {
 		}
 		return len(ips) >= 2, nil
 	})
-	l.check(t, err == nil && len(ips) == 2, "kube-dns: Service %s with %d ready CoreDNS endpoints %v (want 2)", clusterDNSIP, len(ips), ips)
+	c.l.Check(err == nil && len(ips) == 2, "kube-dns: Service %s with %d ready CoreDNS endpoints %v (want 2)", clusterDNSIP, len(ips), ips)
 	// kube-proxy (iptables mode) programs a DNAT per endpoint, commented
 	// with the Service port's name.
 	out, err := exec.CommandContext(ctx, "iptables-save", "-t", "nat").Output()
 	if err != nil {
-		t.Fatalf("iptables-save -t nat: %v", err)
+		return nil, fmt.Errorf("iptables-save -t nat: %w", err)
 	}
 	var missing []string
 	for _, ip := range ips {
@@ -334,7 +316,7 @@ func (l *raceLab) checkKubeDNS(ctx context.Context, t *testing.T) []string {
 			missing = append(missing, ip)
 		}
 	}
-	l.check(t, len(ips) > 0 && len(missing) == 0, "kube-proxy: iptables nat has a DNAT of kube-dns:dns (udp) to every CoreDNS pod %v (missing %v)", ips, missing)
+	c.l.Check(len(ips) > 0 && len(missing) == 0, "kube-proxy: iptables nat has a DNAT of kube-dns:dns (udp) to every CoreDNS pod %v (missing %v)", ips, missing)
 	dep, err := e2e.client.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
 	image := "?"
 	if err == nil && len(dep.Spec.Template.Spec.Containers) > 0 {
@@ -345,13 +327,13 @@ func (l *raceLab) checkKubeDNS(ctx context.Context, t *testing.T) []string {
 		ni := nl.Items[0].Status.NodeInfo
 		node = fmt.Sprintf("kubelet %s, %s, kernel %s", ni.KubeletVersion, ni.ContainerRuntimeVersion, ni.KernelVersion)
 	}
-	l.real = append(l.real,
+	c.l.Real = append(c.l.Real,
 		fmt.Sprintf("**kubelet and the container runtime** (%s; runc; CNI bridge `cni0`): created every client pod and wrote its `/etc/resolv.conf` (below, read from the pod sandbox)", node),
 		fmt.Sprintf("**kube-proxy** in iptables mode: its `KUBE-SEP` DNAT rules for `kube-system/kube-dns:dns` (found in `iptables-save -t nat`) sent each lookup's conntrack entry to one of the CoreDNS pods %s", strings.Join(ips, " and ")),
 		fmt.Sprintf("**CoreDNS** (`%s`, Deployment `kube-system/coredns`, 2 replicas, standard Corefile) answered every query that was not dropped", image),
 		"**dnsguard as users install it** (`helm install` with hooks): the webhook behind its Service mutated the b, c and d pods; the resolver sidecar was injected by the webhook and run by kubelet as a native sidecar; the node cache is the chart's DaemonSet",
 		"**glibc and musl**: `getaddrinfo` of the distribution's glibc and of musl (static) in the e2e client images, inside the pods' own network namespaces")
-	return ips
+	return ips, nil
 }
 
 // hasDNAT reports whether iptables-save output has kube-proxy's UDP DNAT
@@ -366,98 +348,147 @@ func hasDNAT(iptablesSave, comment, dest string) bool {
 	return false
 }
 
-// nft runs nft with args in the node namespace (the test binary's own).
-func nft(ctx context.Context, args ...string) error {
-	out, err := exec.CommandContext(ctx, "nft", args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("nft %s: %w: %s", strings.Join(args, " "), err, out)
-	}
-	return nil
-}
-
-// The emulated insert_failed (see the report): one chain after conntrack
-// (-200) and before kube-proxy's DNAT (-100), and one rule per client pod,
-// added as soon as the pod has its IP (the pod's app waits in an init
-// container meanwhile), each with its own counters and numgen sequence, so
-// the rows of a configuration run side by side and count only their own
-// packets. The rule matches the conntrack entry's original destination, the
-// kube-dns ClusterIP, so it sees exactly the flows kube-proxy DNATs to
-// CoreDNS.
-func raceTableDef() string {
-	return fmt.Sprintf(`table ip %s {
-  chain prerouting {
-    type filter hook prerouting priority -150; policy accept;
-  }
-}
-`, raceTable)
-}
-
-// podRule is the drop rule for the client pod with address ip; its counters
-// are collisions<i> and drops<i>.
-func (l *raceLab) podRule(ip string, i int) string {
-	return fmt.Sprintf(`add counter ip %[1]s collisions%[2]d
-add counter ip %[1]s drops%[2]d
-add rule ip %[1]s prerouting ct original ip saddr %[3]s meta l4proto udp ct original ip daddr %[4]s ct original proto-dst 53 ct direction original ct status & (confirmed | seen-reply) == confirmed counter name "collisions%[2]d" numgen inc mod %[5]d 0 counter name "drops%[2]d" drop
-`, raceTable, i, ip, clusterDNSIP, l.every)
-}
-
-// nftScript feeds script to nft -f -.
-func nftScript(ctx context.Context, script string) error {
-	cmd := exec.CommandContext(ctx, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(script)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("nft -f: %w: %s\n%s", err, out, script)
-	}
-	return nil
-}
-
-// loadTable (re)creates the table without rules.
-func loadTable(ctx context.Context, t *testing.T) {
-	t.Helper()
-	_ = nft(ctx, "delete", "table", "ip", raceTable)
-	if err := nftScript(ctx, raceTableDef()); err != nil {
-		t.Fatalf("load nft table %s: %v", raceTable, err)
-	}
-}
-
-var packetsRE = regexp.MustCompile(`packets (\d+)`)
-
-func counter(ctx context.Context, t *testing.T, name string) int {
-	t.Helper()
-	out, err := exec.CommandContext(ctx, "nft", "list", "counter", "ip", raceTable, name).CombinedOutput()
-	if err != nil {
-		t.Errorf("nft list counter %s: %v: %s", name, err, out)
-		return -1
-	}
-	m := packetsRE.FindSubmatch(out)
-	if m == nil {
-		t.Errorf("nft list counter %s: no packets in %q", name, out)
-		return -1
-	}
-	n, _ := strconv.Atoi(string(m[1]))
-	return n
-}
-
-// conntrackStats sums /proc/net/stat/nf_conntrack (hex, one line per CPU)
-// of the node namespace.
-func conntrackStats(t *testing.T) map[string]int64 {
-	t.Helper()
-	data, err := os.ReadFile("/proc/net/stat/nf_conntrack")
-	if err != nil {
-		t.Logf("conntrack statistics: %v", err)
-		return map[string]int64{}
-	}
-	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	head := strings.Fields(lines[0])
-	sum := map[string]int64{}
-	for _, line := range lines[1:] {
-		for i, f := range strings.Fields(line) {
-			if v, err := strconv.ParseInt(f, 16, 64); err == nil && i < len(head) && head[i] != "entries" {
-				sum[head[i]] += v
+// captureResolv copies the resolv.conf kubelet had containerd write for pod
+// name from its sandbox directory (<containerd root>/<cri plugin>/sandboxes/
+// <id>/{hostname,resolv.conf}; the sandbox of a finished pod stays until the
+// pod is deleted) and checks it against the mode.
+func (c *clusterLab) captureResolv(mode, ns, name string) {
+	runDir := os.Getenv("CLUSTER_RUN_DIR")
+	var resolv []byte
+	for _, pat := range []string{"containerd/*/*/sandboxes/*/hostname", "containerd/*/sandboxes/*/hostname", "containerd/*/*/*/sandboxes/*/hostname"} {
+		files, _ := filepath.Glob(filepath.Join(runDir, pat))
+		for _, f := range files {
+			if h, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(h)) == name {
+				if b, err := os.ReadFile(filepath.Join(filepath.Dir(f), "resolv.conf")); err == nil {
+					resolv = b
+				}
 			}
 		}
 	}
-	return sum
+	if resolv == nil {
+		c.l.Fail("resolv.conf of %s (%s): no sandbox with hostname %s under %s/containerd", mode, name, name, runDir)
+		return
+	}
+	c.l.Resolv[mode] = string(resolv)
+	var nameservers, options []string
+	search := ""
+	for _, line := range strings.Split(string(resolv), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 2 && f[0] == "nameserver":
+			nameservers = append(nameservers, f[1])
+		case len(f) >= 2 && f[0] == "search":
+			search = strings.Join(f[1:], " ")
+		case len(f) >= 2 && f[0] == "options":
+			options = append(options, f[1:]...)
+		}
+	}
+	wantSearch := ns + ".svc.cluster.local svc.cluster.local cluster.local"
+	var ok bool
+	var want string
+	switch mode {
+	case "off":
+		ok, want = slices.Equal(nameservers, []string{clusterDNSIP}) && slices.Contains(options, "ndots:5") && !slices.Contains(options, "single-request-reopen"),
+			"ClusterFirst: nameserver "+clusterDNSIP+", ndots:5, no single-request-reopen"
+	case "dnsconfig":
+		ok, want = slices.Equal(nameservers, []string{clusterDNSIP}) && slices.Contains(options, "single-request-reopen") && slices.Contains(options, "timeout:2") && slices.Contains(options, "attempts:3"),
+			"nameserver "+clusterDNSIP+", timeout:2 attempts:3 single-request-reopen"
+	case "sidecar":
+		ok, want = len(nameservers) > 0 && nameservers[0] == "127.0.0.1", "127.0.0.1 first"
+	case "nodelocal":
+		ok, want = slices.Equal(nameservers, []string{nodeLocalIP, clusterDNSIP}), "node cache "+nodeLocalIP+" first, "+clusterDNSIP+" second"
+	}
+	ok = ok && strings.HasPrefix(search, wantSearch)
+	c.l.Check(ok, "kubelet's resolv.conf for %s: %s, search %s… (got nameservers %v, search %q, options %v)", mode, want, wantSearch, nameservers, search, options)
+}
+
+// enableNodeCache: helm upgrade with the node cache, wait until the webhook
+// hands pods its address. The returned func puts the previous value back;
+// it is valid (and must be called) also when err is not nil.
+func (c *clusterLab) enableNodeCache(ctx context.Context, t *testing.T) (restore func(), err error) {
+	t.Helper()
+	prev := "false"
+	if out, err := tool(ctx, "helm", "get", "values", release, "-n", releaseNS, "-o", "json"); err == nil {
+		var v struct {
+			NodeCache struct {
+				Enabled *bool `json:"enabled"`
+			} `json:"nodeCache"`
+		}
+		if json.Unmarshal([]byte(out), &v) == nil && v.NodeCache.Enabled != nil && *v.NodeCache.Enabled {
+			prev = "true"
+		}
+	}
+	restore = func() {
+		if prev == "true" {
+			return
+		}
+		if _, err := tool(context.Background(), "helm", append(installArgs("upgrade"), "--reuse-values", "--set", "nodeCache.enabled=false", "--timeout", "2m")...); err != nil {
+			t.Errorf("helm upgrade --set nodeCache.enabled=false after the race lab: %v", err)
+		}
+	}
+	// A DaemonSet that is not Ready in 2 minutes on one idle node will not be.
+	if _, err := tool(ctx, "helm", append(installArgs("upgrade"), "--reuse-values",
+		"--set", "nodeCache.enabled=true", "--set", "nodeCache.clusterDNS="+clusterDNSIP, "--timeout", "2m")...); err != nil {
+		return restore, fmt.Errorf("helm upgrade --set nodeCache.enabled=true did not finish in 2m; node cache: %s\n%v%s", nodeCacheLastLog(ctx), err, diagnose(ctx, releaseNS))
+	}
+	for _, r := range []string{"daemonset/" + fullname + "-node-cache", "deployment/" + fullname} {
+		if _, err := tool(ctx, "kubectl", "rollout", "status", "-n", releaseNS, r, "--timeout=120s"); err != nil {
+			return restore, fmt.Errorf("rollout of %s: %v%s", r, err, diagnose(ctx, releaseNS))
+		}
+	}
+	// No row pod may be admitted by an old replica still draining.
+	if _, got, err := firstNameserverAfterRollout(ctx, nsRaceGuard, clientPod("rl-dryrun", glibcImage, "dnsconfig", "-n", "1", raceName), nodeLocalIP, 60*time.Second); err != nil {
+		return restore, fmt.Errorf("the webhook does not give %s as first nameserver 60s after the upgrade (last: %v): %v", nodeLocalIP, got, err)
+	}
+	c.l.Pass("helm upgrade --set nodeCache.enabled=true: DaemonSet rolled out, the webhook gives pods %s first", nodeLocalIP)
+	return restore, nil
+}
+
+// nodeCacheLastLog is the last log line of a node cache pod: why it is not
+// Ready, in its own words.
+func nodeCacheLastLog(ctx context.Context) string {
+	pods, err := e2e.client.CoreV1().Pods(releaseNS).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err.Error()
+	}
+	for _, p := range pods.Items {
+		if !strings.HasPrefix(p.Name, fullname+"-node-cache-") {
+			continue
+		}
+		b, err := e2e.client.CoreV1().Pods(releaseNS).GetLogs(p.Name, &corev1.PodLogOptions{TailLines: ptr[int64](1)}).Do(ctx).Raw()
+		if err != nil {
+			return err.Error()
+		}
+		return strings.TrimSpace(string(b))
+	}
+	return "no node cache pod"
+}
+
+// checkPod: the stored pod carries what the mode promises.
+func (c *clusterLab) checkPod(t *testing.T, mode string, p *corev1.Pod) {
+	t.Helper()
+	ns := []string(nil)
+	if p.Spec.DNSConfig != nil {
+		ns = p.Spec.DNSConfig.Nameservers
+	}
+	sidecar := len(p.Spec.InitContainers) > 0 && p.Spec.InitContainers[0].Name == sidecarName
+	var ok bool
+	var want string
+	switch mode {
+	case "off":
+		ok, want = !patched(p) && p.Spec.DNSPolicy == corev1.DNSClusterFirst, "untouched, dnsPolicy ClusterFirst"
+	case "dnsconfig":
+		ok, want = p.Spec.DNSPolicy == corev1.DNSNone && slices.Equal(ns, []string{clusterDNSIP}) && !sidecar, "dnsPolicy None, nameservers ["+clusterDNSIP+"]"
+	case "sidecar":
+		ok, want = sidecar && len(ns) > 0 && ns[0] == "127.0.0.1", "the "+sidecarName+" native sidecar first, nameserver 127.0.0.1 first"
+	case "nodelocal":
+		ok, want = slices.Equal(ns, []string{nodeLocalIP, clusterDNSIP}), "nameservers ["+nodeLocalIP+" "+clusterDNSIP+"]"
+	}
+	if ok && c.podChecked[mode] {
+		return // one PASS line per mode; every failure is listed
+	}
+	c.podChecked[mode] = true
+	c.l.Check(ok, "pod spec %s (%s): %s; got dnsPolicy %s, nameservers %v, sidecar %v", mode, p.Name, want, p.Spec.DNSPolicy, ns, sidecar)
 }
 
 // clientPod runs gailoop once in a pod of its own (restartPolicy Never).
@@ -477,62 +508,6 @@ func deletePod(ns, name string) {
 	_ = e2e.client.CoreV1().Pods(ns).Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: ptr[int64](0)})
 }
 
-// rowLimit bounds one row: gailoop stops itself after -t seconds, the pod
-// gets a minute more for start and stop.
-func (l *raceLab) rowLimit(n int) (gailoopSeconds int, pod time.Duration) {
-	s := n*7 + 30
-	return s, time.Duration(s+60) * time.Second
-}
-
-// lookupLines keeps gailoop's "<ms> ok|fail ..." lines of a log.
-func lookupLines(log string) []string {
-	var out []string
-	sc := bufio.NewScanner(strings.NewReader(log))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) >= 2 && (f[1] == "ok" || f[1] == "fail") {
-			if _, err := strconv.ParseFloat(f[0], 64); err == nil {
-				out = append(out, sc.Text())
-			}
-		}
-	}
-	return out
-}
-
-// probe: the real race, no emulation. glibc and musl in one process each, the
-// ClusterFirst configuration; the kernel's own counters around it.
-func (l *raceLab) probe(ctx context.Context, t *testing.T) {
-	t.Helper()
-	if l.probeN == 0 {
-		l.realRaceFired = "not probed"
-		return
-	}
-	before := conntrackStats(t)
-	jobs := []*podJob{{client: "glibc", image: glibcImage, n: l.probeN}, {client: "musl", image: muslImage, n: l.probeN}}
-	l.runJobs(ctx, t, nsRacePlain, "", "rl-probe", jobs, false)
-	done, slow := 0, 0
-	for _, j := range jobs {
-		if j.err != nil {
-			l.fail(t, "real-race probe %s: %v", j.client, j.err)
-		}
-		for _, line := range j.lines {
-			done++
-			if ms, _ := strconv.ParseFloat(strings.Fields(line)[0], 64); ms > 1000 {
-				slow++
-			}
-		}
-		deletePod(nsRacePlain, j.name)
-	}
-	after := conntrackStats(t)
-	l.check(t, done == 2*l.probeN, "real-race probe completed %d of %d lookups", done, 2*l.probeN)
-	l.realRace = append(l.realRace, fmt.Sprintf("conntrack statistics of the node namespace over %d lookups (%d glibc + %d musl in one process each, ClusterFirst, no emulation): insert_failed %d → %d, clashres (clash_resolve) %d → %d, drop %d → %d; lookups over 1 s: %d",
-		done, l.probeN, l.probeN, before["insert_failed"], after["insert_failed"], before["clashres"], after["clashres"], before["drop"], after["drop"], slow))
-	l.realRaceFired = "no"
-	if after["insert_failed"] > before["insert_failed"] || slow > 0 {
-		l.realRaceFired = "yes"
-	}
-}
-
 // holdMS is how long a client pod's init container waits before the app
 // starts: the harness adds the pod's drop rule once the pod has an IP, which
 // kubelet reports as the sandbox comes up, well before that.
@@ -541,14 +516,15 @@ const holdMS = 4000
 // podJob is one client pod of a row (or of the probe) and what it measured.
 type podJob struct {
 	client, image string
-	fork          bool
+	args          []string // gailoop's
 	n             int
-	name          string
+	name          string // the pod's
 	created       *corev1.Pod
 	ruled         bool
 	done          bool
 	phase         corev1.PodPhase
-	lines         []string
+	log           string
+	lookups       []lab.Lookup
 	collisions    int
 	drops         int
 	err           error
@@ -557,18 +533,12 @@ type podJob struct {
 // runJobs creates the pods of jobs in namespace ns side by side, adds each
 // pod's drop rule (emulate) as soon as it has an IP, and waits (bounded)
 // until all have finished; then it reads their logs and counters.
-func (l *raceLab) runJobs(ctx context.Context, t *testing.T, ns, annotation, prefix string, jobs []*podJob, emulate bool) {
+func (c *clusterLab) runJobs(ctx context.Context, t *testing.T, ns, annotation, prefix string, jobs []*podJob, emulate bool) {
 	t.Helper()
 	maxN := 0
 	for _, j := range jobs {
 		maxN = max(maxN, j.n)
-		secs, _ := l.rowLimit(j.n)
-		args := []string{"-n", strconv.Itoa(j.n), "-t", strconv.Itoa(secs)}
-		if j.fork {
-			args = append(args, "-f")
-		}
-		args = append(args, raceName)
-		p := clientPod(prefix+"-"+j.client, j.image, annotation, args...)
+		p := clientPod(prefix+"-"+j.client, j.image, annotation, j.args...)
 		if emulate {
 			hold := p.Spec.Containers[0]
 			hold.Name = "hold"
@@ -586,7 +556,9 @@ func (l *raceLab) runJobs(ctx context.Context, t *testing.T, ns, annotation, pre
 		}
 		j.created = created
 	}
-	_, limit := l.rowLimit(maxN)
+	// gailoop stops itself after RowLimit; the pod gets a minute more for
+	// start and stop.
+	limit := time.Duration(lab.RowLimit(maxN)+60) * time.Second
 	err := poll(ctx, limit, func(ctx context.Context) (bool, error) {
 		all := true
 		for i, j := range jobs {
@@ -599,7 +571,7 @@ func (l *raceLab) runJobs(ctx context.Context, t *testing.T, ns, annotation, pre
 				continue
 			}
 			if emulate && !j.ruled && cur.Status.PodIP != "" {
-				if err := nftScript(ctx, l.podRule(cur.Status.PodIP, i)); err != nil {
+				if err := c.l.Emulation.AddClient(ctx, i, cur.Status.PodIP); err != nil {
 					j.err, j.done = err, true
 					continue
 				}
@@ -636,284 +608,15 @@ func (l *raceLab) runJobs(ctx context.Context, t *testing.T, ns, annotation, pre
 		if lerr != nil && j.err == nil {
 			j.err = fmt.Errorf("logs of %s/%s: %w", ns, j.name, lerr)
 		}
-		j.lines = lookupLines(string(b))
+		j.log = string(b)
+		j.lookups, _ = lab.ParseLookups(j.log)
 		if j.phase == corev1.PodFailed && j.err == nil {
 			j.err = fmt.Errorf("pod %s/%s failed%s\n%s", ns, j.name, diagnose(ctx, ns), b)
 		}
 		if emulate && j.ruled {
-			j.collisions, j.drops = counter(ctx, t, "collisions"+strconv.Itoa(i)), counter(ctx, t, "drops"+strconv.Itoa(i))
-		}
-	}
-}
-
-// runMode measures one configuration: a fresh table, one pod per client
-// side by side, one row each in rows.tsv.
-func (l *raceLab) runMode(ctx context.Context, t *testing.T, mode, label, ns, annotation string) {
-	t.Helper()
-	var jobs []*podJob
-	for _, c := range raceClients {
-		if slices.Contains(l.clients, c.name) {
-			jobs = append(jobs, &podJob{client: c.name, image: clientImage(c.libc), fork: c.fork, n: l.n})
-		}
-	}
-	loadTable(ctx, t)
-	t0 := time.Now()
-	l.runJobs(ctx, t, ns, annotation, "rl-"+mode, jobs, true)
-	if l.ruleListing == "" {
-		if out, err := exec.CommandContext(ctx, "nft", "list", "table", "ip", raceTable).CombinedOutput(); err == nil {
-			l.ruleListing = string(out)
-		}
-	}
-	for _, j := range jobs {
-		if j.err != nil {
-			l.fail(t, "row %s × %s: %v", label, j.client, j.err)
-		}
-		t.Logf("row %s × %s: %d lookups, collisions %d, drops %d", label, j.client, len(j.lines), j.collisions, j.drops)
-		file := filepath.Join(l.work, "row."+mode+"."+j.client+".txt")
-		if err := os.WriteFile(file, []byte(strings.Join(j.lines, "\n")+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(l.rows, "%s\t%s\t%s\t%s\t%d\t%d\n", mode, label, j.client, file, j.collisions, j.drops)
-		if j.created != nil {
-			l.checkPod(t, mode, j.created)
-		}
-	}
-	if len(jobs) > 0 && jobs[0].created != nil {
-		l.captureResolv(t, mode, ns, jobs[0].name)
-	}
-	for _, j := range jobs {
-		deletePod(ns, j.name)
-	}
-	t.Logf("configuration %s: %d rows side by side in %.1fs", label, len(jobs), time.Since(t0).Seconds())
-}
-
-// checkPod: the stored pod carries what the mode promises.
-func (l *raceLab) checkPod(t *testing.T, mode string, p *corev1.Pod) {
-	t.Helper()
-	ns := []string(nil)
-	if p.Spec.DNSConfig != nil {
-		ns = p.Spec.DNSConfig.Nameservers
-	}
-	sidecar := len(p.Spec.InitContainers) > 0 && p.Spec.InitContainers[0].Name == sidecarName
-	var ok bool
-	var want string
-	switch mode {
-	case "off":
-		ok, want = !patched(p) && p.Spec.DNSPolicy == corev1.DNSClusterFirst, "untouched, dnsPolicy ClusterFirst"
-	case "dnsconfig":
-		ok, want = p.Spec.DNSPolicy == corev1.DNSNone && slices.Equal(ns, []string{clusterDNSIP}) && !sidecar, "dnsPolicy None, nameservers ["+clusterDNSIP+"]"
-	case "sidecar":
-		ok, want = sidecar && len(ns) > 0 && ns[0] == "127.0.0.1", "the "+sidecarName+" native sidecar first, nameserver 127.0.0.1 first"
-	case "nodelocal":
-		ok, want = slices.Equal(ns, []string{nodeLocalIP, clusterDNSIP}), "nameservers ["+nodeLocalIP+" "+clusterDNSIP+"]"
-	}
-	if ok && l.podChecked[mode] {
-		return // one PASS line per mode; every failure is listed
-	}
-	l.podChecked[mode] = true
-	l.check(t, ok, "pod spec %s (%s): %s; got dnsPolicy %s, nameservers %v, sidecar %v", mode, p.Name, want, p.Spec.DNSPolicy, ns, sidecar)
-}
-
-// captureResolv copies the resolv.conf kubelet had containerd write for pod
-// name from its sandbox directory (<containerd root>/<cri plugin>/sandboxes/
-// <id>/{hostname,resolv.conf}; the sandbox of a finished pod stays until the
-// pod is deleted) and checks it against the mode.
-func (l *raceLab) captureResolv(t *testing.T, mode, ns, name string) {
-	t.Helper()
-	runDir := os.Getenv("CLUSTER_RUN_DIR")
-	var resolv []byte
-	for _, pat := range []string{"containerd/*/*/sandboxes/*/hostname", "containerd/*/sandboxes/*/hostname", "containerd/*/*/*/sandboxes/*/hostname"} {
-		files, _ := filepath.Glob(filepath.Join(runDir, pat))
-		for _, f := range files {
-			if h, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(h)) == name {
-				if b, err := os.ReadFile(filepath.Join(filepath.Dir(f), "resolv.conf")); err == nil {
-					resolv = b
-				}
+			if j.collisions, j.drops, err = c.l.Emulation.Counters(ctx, i); err != nil && j.err == nil {
+				j.err = err
 			}
 		}
 	}
-	if resolv == nil {
-		l.fail(t, "resolv.conf of %s (%s): no sandbox with hostname %s under %s/containerd", mode, name, name, runDir)
-		return
-	}
-	if err := os.WriteFile(filepath.Join(l.work, "resolv."+mode), resolv, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var nameservers, options []string
-	search := ""
-	for _, line := range strings.Split(string(resolv), "\n") {
-		f := strings.Fields(line)
-		switch {
-		case len(f) >= 2 && f[0] == "nameserver":
-			nameservers = append(nameservers, f[1])
-		case len(f) >= 2 && f[0] == "search":
-			search = strings.Join(f[1:], " ")
-		case len(f) >= 2 && f[0] == "options":
-			options = append(options, f[1:]...)
-		}
-	}
-	wantSearch := ns + ".svc.cluster.local svc.cluster.local cluster.local"
-	var ok bool
-	var want string
-	switch mode {
-	case "off":
-		ok, want = slices.Equal(nameservers, []string{clusterDNSIP}) && slices.Contains(options, "ndots:5") && !slices.Contains(options, "single-request-reopen"),
-			"ClusterFirst: nameserver "+clusterDNSIP+", ndots:5, no single-request-reopen"
-	case "dnsconfig":
-		ok, want = slices.Equal(nameservers, []string{clusterDNSIP}) && slices.Contains(options, "single-request-reopen") && slices.Contains(options, "timeout:2") && slices.Contains(options, "attempts:3"),
-			"nameserver "+clusterDNSIP+", timeout:2 attempts:3 single-request-reopen"
-	case "sidecar":
-		ok, want = len(nameservers) > 0 && nameservers[0] == "127.0.0.1", "127.0.0.1 first"
-	case "nodelocal":
-		ok, want = slices.Equal(nameservers, []string{nodeLocalIP, clusterDNSIP}), "node cache "+nodeLocalIP+" first, "+clusterDNSIP+" second"
-	}
-	ok = ok && strings.HasPrefix(search, wantSearch)
-	l.check(t, ok, "kubelet's resolv.conf for %s: %s, search %s… (got nameservers %v, search %q, options %v)", mode, want, wantSearch, nameservers, search, options)
-}
-
-// enableNodeCache: helm upgrade with the node cache, wait until the webhook
-// hands pods its address. The returned func puts the previous value back;
-// it is valid (and must be called) also when err is not nil.
-func (l *raceLab) enableNodeCache(ctx context.Context, t *testing.T) (restore func(), err error) {
-	t.Helper()
-	prev := "false"
-	if out, err := tool(ctx, "helm", "get", "values", release, "-n", releaseNS, "-o", "json"); err == nil {
-		var v struct {
-			NodeCache struct {
-				Enabled *bool `json:"enabled"`
-			} `json:"nodeCache"`
-		}
-		if json.Unmarshal([]byte(out), &v) == nil && v.NodeCache.Enabled != nil && *v.NodeCache.Enabled {
-			prev = "true"
-		}
-	}
-	restore = func() {
-		if prev == "true" {
-			return
-		}
-		if _, err := tool(context.Background(), "helm", append(installArgs("upgrade"), "--reuse-values", "--set", "nodeCache.enabled=false", "--timeout", "2m")...); err != nil {
-			t.Errorf("helm upgrade --set nodeCache.enabled=false after the race lab: %v", err)
-		}
-	}
-	// A DaemonSet that is not Ready in 2 minutes on one idle node will not be.
-	if _, err := tool(ctx, "helm", append(installArgs("upgrade"), "--reuse-values",
-		"--set", "nodeCache.enabled=true", "--set", "nodeCache.clusterDNS="+clusterDNSIP, "--timeout", "2m")...); err != nil {
-		return restore, fmt.Errorf("helm upgrade --set nodeCache.enabled=true did not finish in 2m; node cache: %s\n%v%s", nodeCacheLastLog(ctx), err, diagnose(ctx, releaseNS))
-	}
-	for _, r := range []string{"daemonset/" + fullname + "-node-cache", "deployment/" + fullname} {
-		if _, err := tool(ctx, "kubectl", "rollout", "status", "-n", releaseNS, r, "--timeout=120s"); err != nil {
-			return restore, fmt.Errorf("rollout of %s: %v%s", r, err, diagnose(ctx, releaseNS))
-		}
-	}
-	// No row pod may be admitted by an old replica still draining.
-	if _, got, err := firstNameserverAfterRollout(ctx, nsRaceGuard, clientPod("rl-dryrun", glibcImage, "dnsconfig", "-n", "1", raceName), nodeLocalIP, 60*time.Second); err != nil {
-		return restore, fmt.Errorf("the webhook does not give %s as first nameserver 60s after the upgrade (last: %v): %v", nodeLocalIP, got, err)
-	}
-	l.pass("helm upgrade --set nodeCache.enabled=true: DaemonSet rolled out, the webhook gives pods %s first", nodeLocalIP)
-	return restore, nil
-}
-
-// nodeCacheLastLog is the last log line of a node cache pod: why it is not
-// Ready, in its own words.
-func nodeCacheLastLog(ctx context.Context) string {
-	pods, err := e2e.client.CoreV1().Pods(releaseNS).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return err.Error()
-	}
-	for _, p := range pods.Items {
-		if !strings.HasPrefix(p.Name, fullname+"-node-cache-") {
-			continue
-		}
-		b, err := e2e.client.CoreV1().Pods(releaseNS).GetLogs(p.Name, &corev1.PodLogOptions{TailLines: ptr[int64](1)}).Do(ctx).Raw()
-		if err != nil {
-			return err.Error()
-		}
-		return strings.TrimSpace(string(b))
-	}
-	return "no node cache pod"
-}
-
-// checkSpread: the lookups' conntrack entries were DNATed to both CoreDNS
-// pods (kube-proxy's random endpoint choice), read with conntrack -L.
-func (l *raceLab) checkSpread(t *testing.T, coreDNS []string) {
-	t.Helper()
-	out, err := exec.Command("conntrack", "-L", "-p", "udp", "--orig-dst", clusterDNSIP).Output()
-	if err != nil {
-		l.fail(t, "conntrack -L --orig-dst %s: %v", clusterDNSIP, err)
-		return
-	}
-	counts := map[string]int{}
-	for _, line := range strings.Split(string(out), "\n") {
-		for _, ip := range coreDNS {
-			// The reply direction's source is the endpoint kube-proxy chose.
-			if i := strings.Index(line, "src="+ip+" "); i > strings.Index(line, "dport=53") {
-				counts[ip]++
-			}
-		}
-	}
-	ok := len(coreDNS) == 2
-	for _, ip := range coreDNS {
-		ok = ok && counts[ip] > 0
-	}
-	l.check(t, ok, "kube-proxy's DNAT spread the lookups' conntrack entries over both CoreDNS pods: %v", counts)
-}
-
-// report runs test/racelab/report on rows.tsv and turns its FAIL lines
-// into test errors.
-func (l *raceLab) report(ctx context.Context, t *testing.T, report string) {
-	t.Helper()
-	write := func(name, s string) string {
-		p := filepath.Join(l.work, name)
-		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	checks := write("checks.txt", strings.Join(l.checks, "\n")+"\n")
-	real := write("real.txt", strings.Join(l.real, "\n")+"\n")
-	listing := l.ruleListing
-	if listing == "" {
-		listing = raceTableDef() + "# per client pod, added once the pod has its IP:\n" + l.podRule("<pod IP>", 0)
-	}
-	rule := write("rule.nft", strings.TrimRight(listing, "\n")+"\n")
-	args := []string{"--lab=cluster", "--rows=" + l.rows.Name(), "--n=" + strconv.Itoa(l.n), "--every=" + strconv.Itoa(l.every),
-		"--name=" + raceName, "--real-race=" + strings.Join(l.realRace, "; "), "--real-race-fired=" + l.realRaceFired,
-		"--resolv-dir=" + l.work, "--seconds=" + strconv.Itoa(int(time.Since(l.start).Seconds())), "--checks=" + checks,
-		"--real=" + real, "--rule=" + rule, "--command=make race-lab-cluster (or make e2e, after the scenarios)",
-		"--machine=" + machine()}
-	if os.Getenv("RACELAB_DOCS") != "0" {
-		args = append(args, "--md="+filepath.Join(e2e.root, "docs", "race-lab-cluster.md"), "--svg="+filepath.Join(e2e.root, "docs", "race-lab-cluster.svg"))
-	}
-	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, report, args...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	_ = os.WriteFile(filepath.Join(l.work, "report.out"), out.Bytes(), 0o644)
-	t.Logf("race lab report:\n%s", out.String())
-	passed, failed := 0, 0
-	for _, line := range strings.Split(out.String(), "\n") {
-		switch {
-		case strings.HasPrefix(line, "PASS: "):
-			passed++
-		case strings.HasPrefix(line, "FAIL: "):
-			failed++
-			t.Error(line)
-		}
-	}
-	if err != nil && failed == 0 {
-		t.Errorf("report tool: %v", err)
-	}
-	t.Logf("race lab: %d harness checks, report %d passed, %d failed, %.0fs", len(l.checks), passed, failed, time.Since(l.start).Seconds())
-}
-
-func machine() string {
-	uname, _ := exec.Command("uname", "-srm").Output()
-	ver := func(pkg string) string {
-		out, err := exec.Command("dpkg-query", "-W", "-f=${Version}", pkg).Output()
-		if err != nil {
-			return "?"
-		}
-		return string(out)
-	}
-	return fmt.Sprintf("%s, %d CPUs, glibc %s, musl %s", strings.TrimSpace(string(uname)), runtime.NumCPU(), ver("libc6"), ver("musl"))
 }

@@ -1,9 +1,8 @@
-package main
+package lab
 
 import (
 	"encoding/xml"
-	"os"
-	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -40,34 +39,14 @@ func TestPercentileNearestRank(t *testing.T) {
 	}
 }
 
-func TestReadRowsAndSummarize(t *testing.T) {
-	dir := t.TempDir()
-	lookups := filepath.Join(dir, "row.txt")
-	if err := os.WriteFile(lookups, []byte("1.5 ok 2\n5003.2 ok 2\n0.5 fail Name or service not known\n"), 0o644); err != nil {
-		t.Fatal(err)
+func TestParseLookupsAndSummarize(t *testing.T) {
+	ls, other := ParseLookups("1.5 ok 2\n5003.2 ok 2\n0.5 fail Name or service not known\n\ngailoop: time limit 30s reached\n12 maybe\n")
+	if len(ls) != 3 || !slices.Equal(other, []string{"gailoop: time limit 30s reached", "12 maybe"}) {
+		t.Fatalf("parsed %+v, other %q", ls, other)
 	}
-	rows := filepath.Join(dir, "rows.tsv")
-	if err := os.WriteFile(rows, []byte("off\ta ClusterFirst\tglibc-gai\t"+lookups+"\t3\t1\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	rs, err := readRows(rows)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rs) != 1 || rs[0].Collisions != 3 || rs[0].Drops != 1 || len(rs[0].Lookups) != 3 {
-		t.Fatalf("parsed %+v", rs)
-	}
-	s := summarize(rs[0].Lookups)
+	s := summarize(ls)
 	if s.N != 3 || s.Failures != 1 || s.Over1s != 1 || s.Max != 5003.2 || s.P50 != 1.5 {
 		t.Errorf("stats %+v", s)
-	}
-
-	bad := filepath.Join(dir, "bad.txt")
-	if err := os.WriteFile(bad, []byte("12 maybe\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := readLookups(bad); err == nil {
-		t.Error("readLookups accepted a line that is neither ok nor fail")
 	}
 }
 
@@ -119,7 +98,7 @@ func TestCheckRow(t *testing.T) {
 		{"unknown mode", row("no-such-mode", "glibc-gai", 10, 0.3, 0, 0), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := failed(checkRow(tc.r, 10))
+			f := failed(checkRow(tc.r, 10, "netns"))
 			if tc.wantFail && len(f) == 0 {
 				t.Error("checkRow passed, want a failure")
 			}
@@ -172,10 +151,10 @@ func TestCheckRowCluster(t *testing.T) {
 	// On the real node a third of the lookups colliding is the node's
 	// timing, not a failure; the netns lab wants 80 %.
 	r := row("off", "glibc-gai", 10, 2, 3, 1, 5002)
-	if f := failed(checkLabRow(r, 10, "cluster")); len(f) > 0 {
+	if f := failed(checkRow(r, 10, "cluster")); len(f) > 0 {
 		t.Errorf("cluster lab: %v", f)
 	}
-	if f := failed(checkLabRow(r, 10, "netns")); len(f) == 0 {
+	if f := failed(checkRow(r, 10, "netns")); len(f) == 0 {
 		t.Error("netns lab passed 3 collisions in 10 lookups")
 	}
 	// Still one collision per lookup at most, and every other assertion.
@@ -184,29 +163,23 @@ func TestCheckRowCluster(t *testing.T) {
 		row("off", "glibc-gai", 10, 2, 3, 2, 5002),
 		row("off", "musl-gai", 10, 0.3, 3, 1, 5003),
 	} {
-		if f := failed(checkLabRow(bad, 10, "cluster")); len(f) == 0 {
+		if f := failed(checkRow(bad, 10, "cluster")); len(f) == 0 {
 			t.Errorf("cluster lab passed %+v", bad)
 		}
 	}
 }
 
 func TestClusterMarkdown(t *testing.T) {
-	dir := t.TempDir()
-	put := func(name, s string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	put("resolv.sidecar", "nameserver 127.0.0.1\nnameserver 10.96.0.10\n")
-	o := options{lab: "cluster", n: 5, every: 10, name: "backend", resolvDir: dir, svg: "/x/docs/race-lab-cluster.svg",
-		real:   put("real.txt", "**kube-proxy** DNAT to 10.244.0.3 and 10.244.0.4\n"),
-		rule:   put("rule.nft", "table ip dgracelab {\n}\n"),
-		checks: put("checks.txt", "FAIL: pod spec sidecar\n"), realRaceFired: "no", realRace: "insert_failed 0 → 0"}
+	l := &Lab{Name: "backend", Resolv: map[string]string{"sidecar": "nameserver 127.0.0.1\nnameserver 10.96.0.10\n"},
+		Real:          []string{"**kube-proxy** DNAT to 10.244.0.3 and 10.244.0.4"},
+		rule:          "table ip dgracelab {\n}\n",
+		checks:        []Check{{Text: "pod spec sidecar"}},
+		realRaceFired: "no"}
 	rows := []Row{row("sidecar", "musl-gai", 5, 0.3, 2, 1)}
-	checks := checkRow(rows[0], 5)
-	md := renderClusterMarkdown(o, rows, renderTable(rows), checks)
+	p := page{opts: Options{N: 5, Every: 10, Command: "make race-lab-cluster"}, lab: l, rows: rows, table: renderTable(rows),
+		checks: checkRow(rows[0], 5, "cluster"), svg: "race-lab-cluster.svg", commit: "abc123", realRaceFired: "no", realRace: "insert_failed 0 → 0",
+		modes: []Mode{{Name: "sidecar", Label: "c sidecar", How: "injected"}}}
+	md := renderClusterMarkdown(p)
 	for _, want := range []string{
 		"- **kube-proxy** DNAT to 10.244.0.3 and 10.244.0.4\n", // what was real, from the harness
 		"table ip dgracelab {",                                 // the rule as loaded
@@ -214,12 +187,11 @@ func TestClusterMarkdown(t *testing.T) {
 		"](race-lab-cluster.svg)",                              // the plot next to the page
 		"- FAIL: pod spec sidecar",                             // harness checks, failures included
 		"Real race fired: **no**",
+		"- **Commit:** abc123", // the page names what it measured
+		"- **Command:** `make race-lab-cluster`",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("cluster markdown lacks %q", want)
 		}
-	}
-	if err := run(options{rows: put("rows.tsv", ""), n: 1, lab: "k8s"}); err == nil || !strings.Contains(err.Error(), "--lab") {
-		t.Errorf("run with --lab=k8s: %v, want an error naming --lab", err)
 	}
 }

@@ -1,0 +1,173 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// page is what a markdown page is rendered from.
+type page struct {
+	opts          Options
+	lab           *Lab
+	modes         []Mode
+	rows          []Row
+	table         string
+	checks        []Check // per-row expectations and comparisons
+	svg           string  // file name of the plot next to the page
+	commit        string
+	seconds       int
+	realRace      string
+	realRaceFired string
+}
+
+// report asserts the rows, prints the table and the checks, and writes the
+// page and plot into the run directory (and under docs/ with Opts.Docs).
+func (l *Lab) report(b Backend, rows []Row, root string) (*Result, error) {
+	res := &Result{Rows: rows, Table: renderTable(rows)}
+	fmt.Print(res.Table)
+	for _, r := range rows {
+		res.RowChecks = append(res.RowChecks, checkRow(r, l.Opts.N, b.Name())...)
+	}
+	res.RowChecks = append(res.RowChecks, compareRows(rows, b.Modes(), l.Opts)...)
+	for _, c := range res.RowChecks {
+		fmt.Printf("%s: %s\n", c.Mark(), c.Text)
+	}
+	if len(rows) == 0 {
+		l.Fail("%v", errNoRows)
+	}
+	res.Checks = l.checks
+	p := page{opts: l.Opts, lab: l, modes: b.Modes(), rows: rows, table: res.Table, checks: res.RowChecks,
+		commit: commit(root), seconds: int(time.Since(l.start).Seconds()),
+		realRace: strings.Join(l.realRace, "; "), realRaceFired: l.realRaceFired}
+	base := "race-lab"
+	if b.Name() == "cluster" {
+		base = "race-lab-cluster"
+	}
+	title := fmt.Sprintf("dnsguard race lab: %d lookups of %q per row, 1 in %d colliding packets dropped (emulated insert_failed)", l.Opts.N, l.Name, l.Opts.Every)
+	if b.Name() == "cluster" {
+		title = fmt.Sprintf("dnsguard race lab on a real node (kubelet, kube-proxy, CoreDNS): %d lookups of %q per row, 1 in %d colliding packets dropped", l.Opts.N, l.Name, l.Opts.Every)
+	}
+	svg := renderSVG(rows, title)
+	dirs := []string{l.Opts.Out}
+	if l.Opts.Docs {
+		dirs = append(dirs, filepath.Join(root, "docs"))
+	}
+	for _, dir := range dirs {
+		p.svg = base + ".svg"
+		md := renderNetnsMarkdown(p)
+		if b.Name() == "cluster" {
+			md = renderClusterMarkdown(p)
+		}
+		if err := os.WriteFile(filepath.Join(dir, base+".svg"), []byte(svg), 0o644); err != nil {
+			return res, fmt.Errorf("write plot: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, base+".md"), []byte(md), 0o644); err != nil {
+			return res, fmt.Errorf("write page: %w", err)
+		}
+		l.Log("wrote %s and %s", filepath.Join(dir, base+".md"), filepath.Join(dir, base+".svg"))
+	}
+	if !l.Opts.Docs {
+		l.Log("docs/%s.md not touched (make race-lab-docs, or RACE_DOCS=1, rewrites it)", base)
+	}
+	return res, nil
+}
+
+// commit names the checkout the lab measured: the commit, and "+ changes"
+// when the work tree differs from it.
+func commit(root string) string {
+	out, err := exec.Command("git", "-C", root, "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		return "unknown (not a git checkout)"
+	}
+	c := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+		c += " with uncommitted changes"
+	}
+	return c
+}
+
+// Machine describes this machine: kernel, CPUs and the C libraries'
+// package versions, plus extra (e.g. dnsmasq's version).
+func Machine(ctx context.Context, extra string) string {
+	uname, _ := exec.CommandContext(ctx, "uname", "-srm").Output()
+	ver := func(pkg string) string {
+		out, err := exec.CommandContext(ctx, "dpkg-query", "-W", "-f=${Version}", pkg).Output()
+		if err != nil {
+			return "?"
+		}
+		return string(out)
+	}
+	m := fmt.Sprintf("%s, %d CPUs, glibc %s, musl %s", strings.TrimSpace(string(uname)), runtime.NumCPU(), ver("libc6"), ver("musl"))
+	if extra != "" {
+		m += ", " + extra
+	}
+	return m
+}
+
+// renderTable is the result table as markdown, printed and embedded.
+func renderTable(rows []Row) string {
+	var b strings.Builder
+	b.WriteString("| configuration | client | lookups | failed | p50 ms | p99 ms | max ms | > 1 s | colliding pkts | dropped |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rows {
+		s := summarize(r.Lookups)
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %.1f | %.1f | %.1f | %d | %d | %d |\n",
+			r.Label, r.Client, s.N, s.Failures, s.P50, s.P99, s.Max, s.Over1s, r.Collisions, r.Drops)
+	}
+	return b.String()
+}
+
+// writeHeader is the top of both pages: what was measured, where, by what.
+func writeHeader(b *strings.Builder, p page, per string) {
+	fmt.Fprintf(b, "- **Command:** `%s` (as root)\n", p.opts.Command)
+	fmt.Fprintf(b, "- **Commit:** %s\n", p.commit)
+	fmt.Fprintf(b, "- **Date:** %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(b, "- **Machine:** %s\n", p.lab.Machine)
+	fmt.Fprintf(b, "- **Per row:** %d lookups of `%s` (AF_UNSPEC → one A and one AAAA query)%s; the emulation drops 1 in %d colliding packets\n", p.opts.N, p.lab.Name, per, p.opts.Every)
+}
+
+// writeRowsShow lists, once per configuration and expectation, why a row
+// looks the way it does, then what the comparisons between rows found.
+func writeRowsShow(b *strings.Builder, rows []Row, checks []Check) {
+	seen := map[string]bool{}
+	for _, r := range rows {
+		e, err := expect(r.Mode, r.Client)
+		key := r.Label + "/" + e.Why
+		if err != nil || seen[key] {
+			continue
+		}
+		seen[key] = true
+		fmt.Fprintf(b, "- **%s, %s:** %s.\n", r.Label, r.Client, e.Why)
+	}
+	var cmp []Check
+	for _, c := range checks {
+		if c.Compare {
+			cmp = append(cmp, c)
+		}
+	}
+	if len(cmp) > 0 {
+		b.WriteString("\nRows compared (measured in this run, asserted):\n\n")
+		for _, c := range cmp {
+			fmt.Fprintf(b, "- %s: %s\n", c.Mark(), c.Text)
+		}
+	}
+}
+
+// writeAssertions lists the harness's checks under heading and then the
+// per-row checks and comparisons.
+func writeAssertions(b *strings.Builder, heading string, harness, rows []Check) {
+	fmt.Fprintf(b, "%s:\n\n", heading)
+	for _, c := range harness {
+		fmt.Fprintf(b, "- %s: %s\n", c.Mark(), c.Text)
+	}
+	b.WriteString("\nPer-row checks and comparisons:\n\n")
+	for _, c := range rows {
+		fmt.Fprintf(b, "- %s: %s\n", c.Mark(), c.Text)
+	}
+}
