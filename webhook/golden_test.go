@@ -155,8 +155,9 @@ func goldenCases(t *testing.T) []string {
 // TestGolden runs every testdata/<case>.json AdmissionReview through the
 // HTTP handler, applies the returned patch to the request object and
 // compares the result with <case>.golden.json (and the warnings with
-// <case>.warnings.golden.txt). Each case also checks the typed Apply agrees
-// with the raw patch, and that mutating the result again is a no-op.
+// <case>.warnings.golden.txt). Each case also checks the patched pod is the
+// decision applied to the typed pod (applyDecision), and that mutating the
+// result again is a no-op.
 func TestGolden(t *testing.T) {
 	cases := goldenCases(t)
 	defaultSrv := newTestServer(t, testConfig())
@@ -198,17 +199,17 @@ func TestGolden(t *testing.T) {
 			}
 			checkGolden(t, base+warningsSuffix, warnings)
 
-			// The typed path (Decide + Apply) must produce the same pod.
+			// The patch must give the pod the decision means.
 			var orig corev1.Pod
 			if review.Request.Kind.Kind == "Pod" && json.Unmarshal(raw, &orig) == nil && len(resp.Patch) > 0 {
 				d := Decide(&orig, Env{Namespace: review.Request.Namespace, Nameservers: srv.cfg.Nameservers}, &srv.cfg)
-				Apply(&orig, d)
+				applyDecision(&orig, d)
 				var got corev1.Pod
 				if err := json.Unmarshal(patched, &got); err != nil {
 					t.Fatalf("patched pod does not decode: %v", err)
 				}
 				if !apiequality.Semantic.DeepEqual(&orig, &got) {
-					t.Errorf("typed Apply and raw patch disagree:\ntyped %+v\nraw   %+v", orig.Spec, got.Spec)
+					t.Errorf("intended pod and raw patch disagree:\ntyped %+v\nraw   %+v", orig.Spec, got.Spec)
 				}
 			}
 
