@@ -144,7 +144,8 @@ func TestPatchShapes(t *testing.T) {
 
 // TestPatchKeepsUnknownFields: fields this binary does not know, also
 // beside and inside the members the patch writes to, are left as they
-// were (a re-encoded typed pod would drop them).
+// were. Writing the typed securityContext or initContainers back whole
+// instead of adding into them loses futureSecurity or futureInit here.
 func TestPatchKeepsUnknownFields(t *testing.T) {
 	raw := []byte(`{"metadata":{"name":"p","futureMeta":{"a":1},"annotations":{"x":"y"}},"spec":{"futureSpec":[1,2],"containers":[{"name":"c","futureContainer":true}],"securityContext":{"futureSecurity":"z"},"initContainers":[{"name":"i","futureInit":1}]},"futureTop":null}`)
 	cfg := testConfig()
@@ -164,6 +165,7 @@ func TestPatchKeepsUnknownFields(t *testing.T) {
 // TestRepeatedFieldsRefused: a document with a repeated field is not
 // patched (the decoder merges repeated objects, a JSON-patch library keeps
 // the last one; no patch is right for both), with a warning naming it.
+// Dropping the refusal in decodePod fails it.
 func TestRepeatedFieldsRefused(t *testing.T) {
 	for _, obj := range []string{
 		`{"metadata":{"annotations":{"dnsguard.io/mode":"sidecar"}},"metadata":{"name":"p"}}`,
