@@ -25,7 +25,8 @@ type byteBudget struct {
 }
 
 // bodyCostFactor is how many bytes of heap one byte of request body costs
-// while a review is handled: the body itself, the pod's strings decoded
+// while a review is handled: the body itself, the copy of the pod the
+// review decode keeps (runtime.RawExtension), the pod's strings decoded
 // from it and the garbage left behind until the next collection. Measured
 // with the hostile-concurrency benchmark (make bench) rather than derived.
 const bodyCostFactor = 3

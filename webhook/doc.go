@@ -16,8 +16,11 @@
 // namespace annotation dnsguard.io/default-mode, else the configured default.
 // Patched pods carry dnsguard.io/injected so a reinvocation is a no-op.
 //
-// The decision (mutate.go, dnsconfig.go, sidecar.go) is pure Go over
-// corev1 types; patch.go turns it into a JSONPatch against the raw object the
-// API server sent; server.go is the HTTP side. The webhook never denies a pod:
-// whatever it cannot understand is allowed unchanged, with a warning.
+// A review goes through admission.go (decode the review, then the Pod,
+// once each), the decision (mutate.go, dnsconfig.go, sidecar.go: pure Go
+// over corev1 types) and patch.go, which writes the decision as JSONPatch
+// operations against the object the API server sent; body.go reads
+// requests under the size limit and byte budget, respond.go writes the
+// answers, server.go routes. The webhook never denies a pod: whatever it
+// cannot understand is allowed unchanged, with a warning.
 package webhook

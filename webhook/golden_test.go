@@ -157,8 +157,9 @@ func goldenCases(t *testing.T) []string {
 // HTTP handler, applies the returned patch to the request object and
 // compares the result with <case>.golden.json (and the warnings with
 // <case>.warnings.golden.txt). A new review is picked up by the glob, a
-// golden without its review fails, and each case checks that mutating the
-// result again is a no-op.
+// golden without its review fails, and each case checks that the patched pod
+// is the decision applied to the typed pod (applyDecision) and that mutating
+// the result again is a no-op.
 //
 // The same files are the corpus of test/curl/run.sh (each review posted to
 // the real binary over HTTPS, started with the case's config) and of
@@ -210,11 +211,18 @@ func TestGolden(t *testing.T) {
 			checkGolden(t, base+warningsSuffix, warnings)
 			checkPatchScope(t, resp.Patch)
 
-			// A pod that decoded before must still decode after the patch.
-			var orig, got corev1.Pod
-			if review.Request.Kind.Kind == "Pod" && json.Unmarshal(raw, &orig) == nil {
+			// The patch must give the pod the decision means.
+			var orig corev1.Pod
+			if review.Request.Kind.Kind == "Pod" && json.Unmarshal(raw, &orig) == nil && len(resp.Patch) > 0 {
+				d := Decide(&orig, Env{Namespace: review.Request.Namespace, Nameservers: srv.cfg.Nameservers}, &srv.cfg)
+				applyDecision(&orig, d)
+				var got corev1.Pod
 				if err := json.Unmarshal(patched, &got); err != nil {
 					t.Fatalf("patched pod does not decode: %v", err)
+				}
+				if !samePod(&orig, &got) {
+					want, _ := json.Marshal(&orig)
+					t.Errorf("intended pod and raw patch disagree:\ntyped %s\nraw   %s", want, patched)
 				}
 			}
 

@@ -48,8 +48,8 @@ type Env struct {
 }
 
 // Decision is what the webhook does to one pod. It is computed without side
-// effects by Decide and applied either to a typed pod (Apply) or to the raw
-// JSON the API server sent (buildPatch).
+// effects by Decide; patchFor writes it as a JSONPatch against the JSON the
+// API server sent.
 type Decision struct {
 	// Mode is the mode applied (dnsconfig or sidecar), or for a skipped pod
 	// off — except already-injected pods, which report the marker's mode.
@@ -293,28 +293,4 @@ func looksMusl(pod *corev1.Pod) bool {
 		}
 	}
 	return false
-}
-
-// Apply performs d on a typed pod. It mirrors buildPatch, which does the same
-// on the raw JSON; the golden and fuzz tests check both agree.
-func Apply(pod *corev1.Pod, d Decision) {
-	if !d.Mutates() {
-		return
-	}
-	if pod.Annotations == nil {
-		pod.Annotations = map[string]string{}
-	}
-	pod.Annotations[AnnotationInjected] = d.Mode
-	pod.Spec.DNSPolicy = corev1.DNSNone
-	pod.Spec.DNSConfig = d.DNSConfig.DeepCopy()
-	if d.Sidecar != nil {
-		pod.Spec.InitContainers = append([]corev1.Container{*d.Sidecar.DeepCopy()}, pod.Spec.InitContainers...)
-	}
-	if d.Sysctl != nil {
-		if pod.Spec.SecurityContext == nil {
-			pod.Spec.SecurityContext = &corev1.PodSecurityContext{}
-		}
-		pod.Spec.SecurityContext.Sysctls = append(pod.Spec.SecurityContext.Sysctls, *d.Sysctl)
-	}
-	pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, d.PullSecrets...)
 }

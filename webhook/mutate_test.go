@@ -436,7 +436,7 @@ func TestSidecarContainer(t *testing.T) {
 	if d.Sysctl == nil || d.Sysctl.Name != "net.ipv4.ip_unprivileged_port_start" || d.Sysctl.Value != "53" {
 		t.Errorf("sysctl %+v", d.Sysctl)
 	}
-	Apply(p, d)
+	p = patchPod(t, p, d)
 	if p.Spec.InitContainers[0].Name != SidecarName || p.Spec.InitContainers[1].Name != "first" {
 		t.Errorf("sidecar not first: %v", []string{p.Spec.InitContainers[0].Name, p.Spec.InitContainers[1].Name})
 	}

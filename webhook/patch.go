@@ -1,200 +1,166 @@
 package webhook
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
-	"strconv"
 	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	sigsjson "sigs.k8s.io/json"
 )
 
-// buildPatch applies d to the raw pod JSON the API server sent and returns
-// the JSONPatch from raw to the result.
+// podDoc is the pod the API server sent, decoded once: the typed pod the
+// decision reads, and what a JSONPatch needs to know of the document's
+// shape besides: a patch can only add members to objects that exist.
+type podDoc struct {
+	pod corev1.Pod
+	// hasMetadata and hasSpec: the document has them as objects (not
+	// absent, not null). The typed pod cannot tell: its metadata and spec
+	// are structs, zero in all three cases.
+	hasMetadata, hasSpec bool
+}
+
+// podIn is corev1.Pod with metadata and spec behind pointers, which stay
+// nil when the member is absent or null.
+type podIn struct {
+	metav1.TypeMeta `json:",inline"`
+	Metadata        *metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec            *corev1.PodSpec    `json:"spec,omitempty"`
+	Status          *corev1.PodStatus  `json:"status,omitempty"`
+}
+
+// decodePod decodes the request object as the API server does: field
+// names case-sensitively (encoding/json would read "Spec" as spec, and a
+// patch written to "spec" would then disagree with what is stored).
 //
-// The mutation is done on the raw document rather than by re-marshalling a
-// typed corev1.Pod: a round trip through the Go types would drop fields this
-// binary does not know (a newer API server's) and add defaulted empty ones,
-// and the patch would then remove or add them (kubebuilder#510). Only the
-// fields the decision touches change, so the patch holds only those.
-func buildPatch(raw []byte, d Decision) ([]jsonpatch.Operation, error) {
+// A document that repeats a field is refused. It has no single meaning
+// (RFC 8259 §4): the decoder merges repeated objects while a JSONPatch
+// library keeps only the last one, so no patch could be right for both. The
+// API server never sends one (it decodes the object and sends its own
+// encoding); only hand-made reviews do.
+func decodePod(raw []byte) (podDoc, error) {
+	var in podIn
+	repeated, err := sigsjson.UnmarshalStrict(raw, &in, sigsjson.DisallowDuplicateFields)
+	if err != nil {
+		return podDoc{}, err
+	}
+	if len(repeated) > 0 {
+		return podDoc{}, fmt.Errorf("repeated fields have no single meaning: %w", errors.Join(repeated...))
+	}
+	if in.Kind != "" && in.Kind != "Pod" {
+		return podDoc{}, fmt.Errorf("object kind is %q, not Pod", in.Kind)
+	}
+	doc := podDoc{pod: corev1.Pod{TypeMeta: in.TypeMeta}, hasMetadata: in.Metadata != nil, hasSpec: in.Spec != nil}
+	if in.Metadata != nil {
+		doc.pod.ObjectMeta = *in.Metadata
+	}
+	if in.Spec != nil {
+		doc.pod.Spec = *in.Spec
+	}
+	if in.Status != nil {
+		doc.pod.Status = *in.Status
+	}
+	return doc, nil
+}
+
+// injectedPath is the marker annotation's JSON Pointer (RFC 6901: "/" in a
+// key is written "~1", "~" is written "~0").
+var injectedPath = "/metadata/annotations/" + strings.NewReplacer("~", "~0", "/", "~1").Replace(AnnotationInjected)
+
+// patchFor returns the JSONPatch that applies d to the document doc was
+// decoded from.
+//
+// The operations are written from the decision, each value being one the
+// decision made; nothing of the pod is re-encoded. Re-encoding a typed pod
+// would drop the fields this binary does not know (a newer API server's)
+// and add defaulted empty ones, and a diff would then remove or add them
+// (kubebuilder#510).
+//
+// Where an operation goes follows from the typed pod: a nil map, slice or
+// pointer means the member is absent or null, and "add" on an object
+// member creates it or replaces the null; otherwise the member exists as
+// an object or array to add into. Members the pod already has a value for
+// are replaced.
+func patchFor(doc *podDoc, d Decision) []jsonpatch.Operation {
 	if !d.Mutates() {
-		return nil, nil
+		return nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber() // keep large integers exact
-	var obj map[string]any
-	if err := dec.Decode(&obj); err != nil {
-		return nil, fmt.Errorf("decode pod: %w", err)
+	ops := make([]jsonpatch.Operation, 0, 6)
+	op := func(verb, path string, value any) {
+		ops = append(ops, jsonpatch.Operation{Operation: verb, Path: path, Value: value})
 	}
-	if obj == nil {
-		return nil, errors.New("pod is null")
+	pod := &doc.pod
+	marker := map[string]string{AnnotationInjected: d.Mode}
+	switch {
+	case !doc.hasMetadata:
+		op("add", "/metadata", map[string]any{"annotations": marker})
+	case pod.Annotations == nil:
+		op("add", "/metadata/annotations", marker)
+	default:
+		op("add", injectedPath, d.Mode)
 	}
-	before, err := json.Marshal(touchedFields(obj))
-	if err != nil {
-		return nil, fmt.Errorf("encode original pod fields: %w", err)
-	}
-	meta, err := childObject(obj, "metadata")
-	if err != nil {
-		return nil, err
-	}
-	ann, err := childObject(meta, "annotations")
-	if err != nil {
-		return nil, err
-	}
-	ann[AnnotationInjected] = d.Mode
-	spec, err := childObject(obj, "spec")
-	if err != nil {
-		return nil, err
-	}
-	spec["dnsPolicy"] = "None"
-	if spec["dnsConfig"], err = toJSONValue(d.DNSConfig); err != nil {
-		return nil, err
-	}
+
+	var sidecar []corev1.Container
 	if d.Sidecar != nil {
-		sc, err := toJSONValue(d.Sidecar)
-		if err != nil {
-			return nil, err
-		}
-		inits, err := childArray(spec, "initContainers")
-		if err != nil {
-			return nil, err
-		}
-		spec["initContainers"] = append([]any{sc}, inits...)
+		sidecar = []corev1.Container{*d.Sidecar}
 	}
+	var sysctls []corev1.Sysctl
 	if d.Sysctl != nil {
-		psc, err := childObject(spec, "securityContext")
-		if err != nil {
-			return nil, err
-		}
-		sysctls, err := childArray(psc, "sysctls")
-		if err != nil {
-			return nil, err
-		}
-		s, err := toJSONValue(d.Sysctl)
-		if err != nil {
-			return nil, err
-		}
-		psc["sysctls"] = append(sysctls, s)
+		sysctls = []corev1.Sysctl{*d.Sysctl}
 	}
-	if len(d.PullSecrets) > 0 {
-		secrets, err := childArray(spec, "imagePullSecrets")
-		if err != nil {
-			return nil, err
+	if !doc.hasSpec {
+		spec := map[string]any{"dnsPolicy": corev1.DNSNone, "dnsConfig": d.DNSConfig}
+		if sidecar != nil {
+			spec["initContainers"] = sidecar
 		}
-		for _, r := range d.PullSecrets {
-			secrets = append(secrets, map[string]any{"name": r.Name})
+		if sysctls != nil {
+			spec["securityContext"] = map[string]any{"sysctls": sysctls}
 		}
-		spec["imagePullSecrets"] = secrets
+		if len(d.PullSecrets) > 0 {
+			spec["imagePullSecrets"] = d.PullSecrets
+		}
+		op("add", "/spec", spec)
+		return ops
 	}
-	after, err := json.Marshal(touchedFields(obj))
-	if err != nil {
-		return nil, fmt.Errorf("encode mutated pod: %w", err)
-	}
-	ops, err := jsonpatch.CreatePatch(before, after)
-	if err != nil {
-		return nil, fmt.Errorf("create patch: %w", err)
-	}
-	sortPatch(ops)
-	return ops, nil
-}
 
-// sortPatch puts ops in a deterministic order (CreatePatch walks Go maps,
-// so its order varies from run to run; equal requests should get equal
-// answers). Ops on different object keys touch disjoint subtrees, so their
-// order is free. Within one array CreatePatch only emits removes of trailing
-// elements (which must run from the highest index down), adds of new
-// trailing elements (lowest index up), and changes inside the common prefix
-// (which those do not shift); the comparison keeps exactly that.
-func sortPatch(ops []jsonpatch.Operation) {
-	slices.SortStableFunc(ops, func(a, b jsonpatch.Operation) int {
-		as, bs := strings.Split(a.Path, "/"), strings.Split(b.Path, "/")
-		for i := 0; i < len(as) && i < len(bs); i++ {
-			if as[i] == bs[i] {
-				continue
-			}
-			ai, aerr := strconv.Atoi(as[i])
-			bi, berr := strconv.Atoi(bs[i])
-			if aerr != nil || berr != nil {
-				return strings.Compare(as[i], bs[i])
-			}
-			if a.Operation == "remove" && b.Operation == "remove" && i == len(as)-1 && i == len(bs)-1 {
-				return bi - ai
-			}
-			return ai - bi
-		}
-		return len(as) - len(bs)
-	})
-}
-
-// touchedFields is the part of a pod document that buildPatch may change,
-// at the same paths as in the whole pod. Diffing these projections instead
-// of the whole pods gives the same operations — the fields left out are
-// equal on both sides — while CreatePatch, which decodes and walks both
-// documents, no longer re-reads containers, volumes and managedFields: that
-// was half of the request path's CPU.
-func touchedFields(obj map[string]any) map[string]any {
-	out := map[string]any{}
-	pick := func(parent string, keys ...string) {
-		v, ok := obj[parent]
-		if !ok {
-			return
-		}
-		m, isObj := v.(map[string]any)
-		if !isObj {
-			out[parent] = v // null or malformed: keep it whole, diff as before
-			return
-		}
-		p := make(map[string]any, len(keys))
-		for _, k := range keys {
-			if kv, ok := m[k]; ok {
-				p[k] = kv
-			}
-		}
-		out[parent] = p
-	}
-	pick("metadata", "annotations")
-	pick("spec", "dnsPolicy", "dnsConfig", "initContainers", "securityContext", "imagePullSecrets")
-	return out
-}
-
-// childObject returns obj[key] as an object, creating it when absent or null.
-func childObject(obj map[string]any, key string) (map[string]any, error) {
-	switch v := obj[key].(type) {
-	case map[string]any:
-		return v, nil
-	case nil:
-		m := map[string]any{}
-		obj[key] = m
-		return m, nil
+	op(addOrReplace(pod.Spec.DNSPolicy != ""), "/spec/dnsPolicy", corev1.DNSNone)
+	op(addOrReplace(pod.Spec.DNSConfig != nil), "/spec/dnsConfig", d.DNSConfig)
+	switch {
+	case sidecar == nil:
+	case pod.Spec.InitContainers == nil:
+		op("add", "/spec/initContainers", sidecar)
 	default:
-		return nil, fmt.Errorf("%s is a %T, not an object", key, v)
+		op("add", "/spec/initContainers/0", sidecar[0]) // the resolver starts first
 	}
-}
-
-// childArray returns obj[key] as an array; absent or null is empty.
-func childArray(obj map[string]any, key string) ([]any, error) {
-	switch v := obj[key].(type) {
-	case []any:
-		return v, nil
-	case nil:
-		return nil, nil
+	switch sc := pod.Spec.SecurityContext; {
+	case sysctls == nil:
+	case sc == nil:
+		op("add", "/spec/securityContext", map[string]any{"sysctls": sysctls})
+	case sc.Sysctls == nil:
+		op("add", "/spec/securityContext/sysctls", sysctls)
 	default:
-		return nil, fmt.Errorf("%s is a %T, not an array", key, v)
+		op("add", "/spec/securityContext/sysctls/-", sysctls[0])
 	}
+	switch {
+	case len(d.PullSecrets) == 0:
+	case pod.Spec.ImagePullSecrets == nil:
+		op("add", "/spec/imagePullSecrets", d.PullSecrets)
+	default:
+		for _, ref := range d.PullSecrets {
+			op("add", "/spec/imagePullSecrets/-", ref)
+		}
+	}
+	return ops
 }
 
-func toJSONValue(v any) (any, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("encode %T: %w", v, err)
+// addOrReplace is the operation that sets an object member: "replace"
+// says the pod's own value is overwritten; "add" also covers a member that
+// is absent or null.
+func addOrReplace(present bool) string {
+	if present {
+		return "replace"
 	}
-	var out any
-	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, fmt.Errorf("decode %T: %w", v, err)
-	}
-	return out, nil
+	return "add"
 }

@@ -20,7 +20,7 @@ func TestSidecarPullSecrets(t *testing.T) {
 		mode       string
 		configured []string
 		pod        []corev1.LocalObjectReference
-		want       []string // the pod's spec.imagePullSecrets after Apply
+		want       []string // the pod's spec.imagePullSecrets once patched
 	}{
 		{"none configured", ModeSidecar, nil, refs("app"), []string{"app"}},
 		{"appended after the pod's own", ModeSidecar, []string{"resolver"}, refs("app"), []string{"app", "resolver"}},
@@ -42,7 +42,7 @@ func TestSidecarPullSecrets(t *testing.T) {
 			if d.Mode != tc.mode {
 				t.Fatalf("mode %s, want %s (%s)", d.Mode, tc.mode, d.Reason)
 			}
-			Apply(pod, d)
+			pod = patchPod(t, pod, d)
 			var got []string
 			for _, r := range pod.Spec.ImagePullSecrets {
 				got = append(got, r.Name)

@@ -1,9 +1,7 @@
 package webhook
 
 import (
-	"context"
 	"log/slog"
-	"net"
 	"net/http"
 	"time"
 )
@@ -27,12 +25,4 @@ func NewHTTPServer(h http.Handler, certs *CertReloader, log *slog.Logger) *http.
 	}
 	hs.RegisterOnShutdown(func() { log.Info("shutting down: draining connections") })
 	return hs
-}
-
-// Serve serves HTTPS on ln until ctx ends, then stops accepting at once and
-// lets requests in flight finish (at most grace). The API server does not
-// retry a refused call on another replica, so a webhook behind a Service
-// uses ServeDrained instead; Serve is for tests and local runs.
-func Serve(ctx context.Context, hs *http.Server, ln net.Listener, grace time.Duration) error {
-	return ServeDrained(ctx, hs, ln, nil, Drain{Timeout: grace}, slog.New(slog.DiscardHandler))
 }

@@ -47,9 +47,6 @@ func NewReadinessGate(next http.Handler) *ReadinessGate { return &ReadinessGate{
 // StartDraining makes /readyz fail from now on.
 func (g *ReadinessGate) StartDraining() { g.draining.Store(true) }
 
-// Draining reports whether StartDraining was called.
-func (g *ReadinessGate) Draining() bool { return g.draining.Load() }
-
 // ServeHTTP answers /readyz with 503 while draining, and while draining
 // asks HTTP/1.1 clients to close the connection after the response.
 //

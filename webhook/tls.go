@@ -82,13 +82,6 @@ func (r *CertReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, e
 	return r.cert, nil
 }
 
-// Reload checks the files now (for callers that want a periodic check).
-func (r *CertReloader) Reload() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.maybeReloadLocked()
-}
-
 func (r *CertReloader) maybeReloadLocked() {
 	cs, ks, err := r.stamps()
 	if err != nil {

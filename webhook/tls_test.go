@@ -38,7 +38,7 @@ func startTLS(t *testing.T, dir string, h http.Handler, obs func(bool)) (addr st
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, hs, ln, 5*time.Second) }()
+	go func() { done <- ServeDrained(ctx, hs, ln, nil, Drain{Timeout: 5 * time.Second}, quietLogger()) }()
 	stopped := false
 	stop = func() error {
 		if stopped {

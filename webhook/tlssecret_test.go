@@ -48,7 +48,7 @@ func TestWatchServingSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = Serve(ctx, hs, ln, time.Second) }()
+	go func() { _ = ServeDrained(ctx, hs, ln, nil, Drain{Timeout: time.Second}, quietLogger()) }()
 	served := func() string {
 		t.Helper()
 		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})

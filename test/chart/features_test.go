@@ -5,6 +5,9 @@ package chart
 import (
 	"bytes"
 	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,7 +20,9 @@ import (
 	"github.com/dnsguard/dnsguard/cmd/config"
 	"github.com/dnsguard/dnsguard/resolver"
 	"github.com/dnsguard/dnsguard/webhook"
+	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -25,6 +30,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 )
 
@@ -166,16 +172,51 @@ func loadedConfig(t *testing.T, r *rendered) webhook.Config {
 	return cfg
 }
 
-// injectSidecar runs the webhook's own decision on a sidecar-mode pod with
-// the rendered configuration and returns the patched pod.
+// injectSidecar sends a sidecar-mode pod to the webhook's /mutate handler
+// with the rendered configuration, applies the JSONPatch it answers with
+// and returns the patched pod.
 func injectSidecar(t *testing.T, cfg webhook.Config, pod *corev1.Pod) *corev1.Pod {
 	t.Helper()
-	d := webhook.Decide(pod, webhook.Env{Namespace: "shop", Nameservers: []string{"10.96.0.10"}}, &cfg)
-	if d.Sidecar == nil {
-		t.Fatalf("no sidecar injected: %s (%s)", d.Reason, d.Skip)
+	cfg.Nameservers = []string{"10.96.0.10"}
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
 	}
-	webhook.Apply(pod, d)
-	return pod
+	review := admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request: &admissionv1.AdmissionRequest{UID: "u", Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+			Resource: metav1.GroupVersionResource{Version: "v1", Resource: "pods"}, Operation: admissionv1.Create,
+			Namespace: "shop", Object: runtime.RawExtension{Raw: raw}},
+	}
+	body, err := json.Marshal(review)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := webhook.NewServer(cfg, webhook.Options{Logger: slog.New(slog.DiscardHandler)})
+	req := httptest.NewRequest(http.MethodPost, "/mutate", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	srv.ServeHTTP(rec, req)
+	var out admissionv1.AdmissionReview
+	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &out) != nil || out.Response == nil {
+		t.Fatalf("/mutate: %d %s", rec.Code, rec.Body.String())
+	}
+	patch, err := jsonpatch.DecodePatch(out.Response.Patch)
+	if err != nil {
+		t.Fatalf("no usable patch (warnings %q): %v", out.Response.Warnings, err)
+	}
+	patched, err := patch.Apply(raw)
+	if err != nil {
+		t.Fatalf("patch does not apply: %v\n%s", err, out.Response.Patch)
+	}
+	var got corev1.Pod
+	if err := json.Unmarshal(patched, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Spec.InitContainers) == 0 || got.Spec.InitContainers[0].Name != webhook.SidecarName {
+		t.Fatalf("no sidecar injected (warnings %q)", out.Response.Warnings)
+	}
+	return &got
 }
 
 func sidecarPod() *corev1.Pod {
