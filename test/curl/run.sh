@@ -37,11 +37,9 @@ for tool in curl jq go base64; do
   command -v "$tool" >/dev/null || { echo "missing tool: $tool (run make deps)" >&2; exit 1; }
 done
 
+. "$ROOT/hack/lib.sh" curl-test
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dnsguard-curl.XXXXXX")
 PIDS=()
-pass=0
-fail=0
-FAILED=()
 
 cleanup() {
   local rc=$?
@@ -51,7 +49,7 @@ cleanup() {
       wait "$p" 2>/dev/null || true
     fi
   done
-  if [[ $fail -gt 0 || $rc -ne 0 || ${KEEP:-0} == 1 ]]; then
+  if [[ $LIB_FAILED -gt 0 || $rc -ne 0 || ${KEEP:-0} == 1 ]]; then
     echo "work directory kept: $WORK (webhook logs: $WORK/*.log)"
   else
     rm -rf "$WORK"
@@ -59,20 +57,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log() { printf '==> %s\n' "$*"; }
-ok() { pass=$((pass + 1)); printf 'PASS  %s\n' "$1"; }
-bad() {
-  fail=$((fail + 1))
-  FAILED+=("$1")
-  printf 'FAIL  %s\n' "$1"
-  if [[ -n ${2:-} ]]; then printf '      %s\n' "$2"; fi
-}
-# check LABEL CMD...: PASS when CMD succeeds.
-check() {
-  local label=$1
-  shift
-  if "$@" >/dev/null 2>&1; then ok "$label"; else bad "$label" "command: $*"; fi
-}
 uuid() { cat /proc/sys/kernel/random/uuid; }
 
 # ---------------------------------------------------------------- binaries
@@ -181,16 +165,14 @@ log "waiting for /healthz"
 declare -A DOWN
 for n in default sidecar config; do
   if wait_healthy "$n"; then
-    ok "webhook '$n' starts and serves /healthz on 127.0.0.1:${PORT[$n]}"
+    pass "webhook '$n' starts and serves /healthz on 127.0.0.1:${PORT[$n]}"
   else
-    bad "webhook '$n' starts and serves /healthz on 127.0.0.1:${PORT[$n]}" "its cases fail without being run"
+    fail "webhook '$n' starts and serves /healthz on 127.0.0.1:${PORT[$n]}" "its cases fail without being run"
     DOWN[$n]=1
   fi
 done
 if [[ -n ${DOWN[default]:-} ]]; then
-  echo "the default instance is needed for everything else; giving up"
-  echo "$pass passed, $((fail + 1)) failed"
-  exit 1
+  die "the default instance is needed for everything else; giving up"
 fi
 
 url() { echo "https://127.0.0.1:${PORT[$1]}$2"; }
@@ -227,7 +209,7 @@ run_case() {
   mkdir -p "$d"
   local tag="$case [$target $endpoint]"
   if [[ -n ${DOWN[$target]:-} ]]; then
-    bad "$tag: instance '$target' is not running"
+    fail "$tag: instance '$target' is not running"
     return
   fi
 
@@ -243,10 +225,10 @@ run_case() {
   fi
   code=$(post "$target" "$path" "$body" "$d/resp.json")
   if [[ $code != 200 ]] || ! jq -e . "$d/resp.json" >/dev/null 2>&1; then
-    bad "$tag: HTTP 200 with a JSON body" "got HTTP $code: $(head -c 300 "$d/resp.json" 2>/dev/null)"
+    fail "$tag: HTTP 200 with a JSON body" "got HTTP $code: $(head -c 300 "$d/resp.json" 2>/dev/null)"
     return
   fi
-  ok "$tag: HTTP 200 with a JSON body"
+  pass "$tag: HTTP 200 with a JSON body"
 
   # The patch, decoded.
   if [[ $endpoint == mutate ]]; then
@@ -260,10 +242,10 @@ run_case() {
     if jq -e '.response.patch // "" | length > 0' "$d/resp.json" >/dev/null; then
       check "$tag: patchType JSONPatch" jq -e '.response.patchType == "JSONPatch"' "$d/resp.json"
       if ! jq -r '.response.patch' "$d/resp.json" | base64 -d >"$d/patch.json" 2>/dev/null || ! jq -e 'type == "array"' "$d/patch.json" >/dev/null 2>&1; then
-        bad "$tag: patch is base64 of a JSON array"
+        fail "$tag: patch is base64 of a JSON array"
         echo '[]' >"$d/patch.json"
       else
-        ok "$tag: patch is base64 of a JSON array"
+        pass "$tag: patch is base64 of a JSON array"
       fi
     else
       echo '[]' >"$d/patch.json"
@@ -279,9 +261,9 @@ run_case() {
   jq '.request.object' "$reqf" >"$d/orig.json"
   if [[ $(jq 'length' "$d/patch.json") -gt 0 ]]; then
     if "$HELPER" apply "$d/orig.json" "$d/patch.json" >"$d/pod.json" 2>"$d/apply.err"; then
-      ok "$tag: patch applies to the original pod"
+      pass "$tag: patch applies to the original pod"
     else
-      bad "$tag: patch applies to the original pod" "$(cat "$d/apply.err")"
+      fail "$tag: patch applies to the original pod" "$(cat "$d/apply.err")"
       cp "$d/orig.json" "$d/pod.json"
     fi
   else
@@ -302,7 +284,7 @@ run_case() {
       jq -r '.response.patch // ""' "$d/again-resp.json" | base64 -d >"$d/again_patch.json" 2>/dev/null || true
       [[ -s $d/again_patch.json ]] || echo '[]' >"$d/again_patch.json"
     else
-      bad "$tag: re-review of the patched pod answered" "HTTP $code2"
+      fail "$tag: re-review of the patched pod answered" "HTTP $code2"
     fi
     check "$tag: idempotent (patched pod re-reviewed gets no patch)" \
       jq -e '.allowed == true' "$d/again.json"
@@ -328,9 +310,9 @@ run_case() {
     expr=${line#*::}
     label=$(sed -E 's/[[:space:]]+$//' <<<"$label")
     if jq -e -L "$HERE" "include \"lib\"; ($expr)" "$d/doc.json" >/dev/null 2>"$d/jq.err"; then
-      ok "$tag: $label"
+      pass "$tag: $label"
     else
-      bad "$tag: $label" "expected:$expr$( [[ -s $d/jq.err ]] && echo " (jq: $(head -c 200 "$d/jq.err"))")"
+      fail "$tag: $label" "expected:$expr$( [[ -s $d/jq.err ]] && echo " (jq: $(head -c 200 "$d/jq.err"))")"
       if [[ $VERBOSE == 1 ]]; then
         jq -c '{patch, warnings: .response.warnings, dnsPolicy: .pod.spec.dnsPolicy, dnsConfig: .pod.spec.dnsConfig, annotations: .pod.metadata.annotations}' "$d/doc.json" | sed 's/^/      /'
       fi
@@ -367,12 +349,12 @@ http_case() {
   local out=$WORK/http.out code
   : >"$out"
   code=$(curl -sS --max-time 30 --cacert "$CA" -o "$out" -w '%{http_code}' "$@" 2>"$WORK/http.err" || true)
-  if [[ $code == "$want" ]]; then ok "HTTP $label -> $want"; else bad "HTTP $label -> $want" "got $code: $(head -c 200 "$out")"; fi
+  if [[ $code == "$want" ]]; then pass "HTTP $label -> $want"; else fail "HTTP $label -> $want" "got $code: $(head -c 200 "$out")"; fi
   if [[ -n $re ]]; then
     if grep -Eqi -- "$re" "$out"; then
-      ok "HTTP $label: error body says what was wrong (/$re/)"
+      pass "HTTP $label: error body says what was wrong (/$re/)"
     else
-      bad "HTTP $label: error body says what was wrong (/$re/)" "body: $(head -c 200 "$out")"
+      fail "HTTP $label: error body says what was wrong (/$re/)" "body: $(head -c 200 "$out")"
     fi
   fi
   check "HTTP $label: server still alive afterwards" alive default
@@ -455,11 +437,11 @@ check "TLS: curl --tls-max 1.1 refused" \
 # curl's OpenSSL may refuse TLS 1.1 itself; a Go client really offers 1.0-1.1,
 # so a protocol-version alert shows the server refused.
 if "$HELPER" tls "127.0.0.1:${PORT[default]}" "$CA" 1.0 1.1 >"$WORK/tls11.out" 2>&1; then
-  bad "TLS: server refuses a TLS 1.0-1.1 handshake" "negotiated $(cat "$WORK/tls11.out")"
+  fail "TLS: server refuses a TLS 1.0-1.1 handshake" "negotiated $(cat "$WORK/tls11.out")"
 elif grep -qi 'protocol version' "$WORK/tls11.out"; then
-  ok "TLS: server refuses a TLS 1.0-1.1 handshake (protocol version alert)"
+  pass "TLS: server refuses a TLS 1.0-1.1 handshake (protocol version alert)"
 else
-  bad "TLS: server refuses a TLS 1.0-1.1 handshake (protocol version alert)" "$(cat "$WORK/tls11.out")"
+  fail "TLS: server refuses a TLS 1.0-1.1 handshake (protocol version alert)" "$(cat "$WORK/tls11.out")"
 fi
 check "TLS: Go client TLS 1.2 handshake (control)" "$HELPER" tls "127.0.0.1:${PORT[default]}" "$CA" 1.2 1.2
 check "TLS: certificate valid for the name localhost" \
@@ -555,9 +537,9 @@ bad_flag() { # LABEL REGEX ARGS...: the binary must exit nonzero within 20 s nam
   timeout 20 "$WEBHOOK" --listen=127.0.0.1:0 --tls-cert-file="$WORK/pki/tls.crt" \
     --tls-key-file="$WORK/pki/tls.key" "$@" >"$WORK/badflag.out" 2>&1 || rc=$?
   if [[ $rc -ne 0 && $rc -ne 124 ]] && grep -Eqi -- "$re" "$WORK/badflag.out"; then
-    ok "bad value fails at start: $label"
+    pass "bad value fails at start: $label"
   else
-    bad "bad value fails at start: $label" "rc=$rc: $(head -c 200 "$WORK/badflag.out")"
+    fail "bad value fails at start: $label" "rc=$rc: $(head -c 200 "$WORK/badflag.out")"
   fi
 }
 bad_flag "--default-mode=turbo" 'default-mode|turbo' --nameservers=$CLUSTER_DNS --default-mode=turbo
@@ -574,7 +556,7 @@ for n in default sidecar config; do
   rc=0
   for _ in $(seq 1 100); do kill -0 "${PID[$n]}" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "${PID[$n]}" 2>/dev/null; then
-    bad "SIGTERM: '$n' exits within 10s"
+    fail "SIGTERM: '$n' exits within 10s"
   else
     wait "${PID[$n]}" || rc=$?
     check "SIGTERM: '$n' exits cleanly (exit status $rc)" test "$rc" -eq 0
@@ -582,9 +564,4 @@ for n in default sidecar config; do
 done
 
 echo
-if [[ $fail -gt 0 ]]; then
-  echo "failed checks:"
-  printf '  %s\n' "${FAILED[@]}"
-fi
-echo "$pass passed, $fail failed"
-[[ $fail -eq 0 ]]
+summary
