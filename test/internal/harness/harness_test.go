@@ -288,69 +288,55 @@ func TestReadStatOfChild(t *testing.T) {
 	}
 }
 
-func TestParseStatus(t *testing.T) {
-	for _, tc := range []struct {
-		file    string
-		want    Mem
-		wantErr string
-	}{
-		{"status-resolver", Mem{RSS: 9876, HWM: 11220, Anon: 4100}, ""},
-		{"status-kthread", Mem{}, "0 of VmRSS"},
-		{"status-zombie-partial", Mem{}, "1 of VmRSS"},
-		{"status-bad-unit", Mem{}, "N kB"},
-		{"status-bad-number", Mem{}, "bad number"},
-	} {
+// parseCase is one file under testdata and what parsing it gives.
+type parseCase[T comparable] struct {
+	file    string
+	want    T
+	wantErr string // a part of the error; empty: no error
+}
+
+func runParseCases[T comparable](t *testing.T, parse func([]byte) (T, error), cases []parseCase[T]) {
+	t.Helper()
+	for _, tc := range cases {
 		t.Run(tc.file, func(t *testing.T) {
 			b, err := os.ReadFile(filepath.Join("testdata", tc.file))
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := parseStatus(b)
-			if tc.wantErr != "" {
+			got, err := parse(b)
+			switch {
+			case tc.wantErr != "":
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err %v, want %q", err, tc.wantErr)
+					t.Fatalf("err %v, want one containing %q", err, tc.wantErr)
 				}
-				return
-			}
-			if err != nil || got != tc.want {
+			case err != nil || got != tc.want:
 				t.Fatalf("got %+v, %v; want %+v", got, err, tc.want)
 			}
 		})
 	}
+}
+
+func TestParseStatus(t *testing.T) {
+	runParseCases(t, parseStatus, []parseCase[Mem]{
+		{"status-resolver", Mem{RSS: 9876, HWM: 11220, Anon: 4100}, ""},
+		{"status-kthread", Mem{}, "0 of VmRSS"},
+		{"status-zombie-partial", Mem{}, "1 of VmRSS"},
+		{"status-bad-unit", Mem{}, "N kB"},
+		{"status-bad-number", Mem{}, "bad number"},
+	})
 	if _, err := ReadMem(0); err == nil {
 		t.Error("ReadMem(0) succeeded")
 	}
 }
 
 func TestParseStat(t *testing.T) {
-	for _, tc := range []struct {
-		file    string
-		want    Stat
-		wantErr string
-	}{
+	runParseCases(t, parseStat, []parseCase[Stat]{
 		{"stat-plain", Stat{State: 'S', CPUTicks: 49, StartTime: 98765}, ""},
 		{"stat-paren-comm", Stat{State: 'R', CPUTicks: 11, StartTime: 123}, ""},
 		{"stat-short", Stat{}, "want at least 20"},
 		{"stat-no-comm", Stat{}, "no ')'"},
 		{"stat-bad-field", Stat{}, "field 14"},
-	} {
-		t.Run(tc.file, func(t *testing.T) {
-			b, err := os.ReadFile(filepath.Join("testdata", tc.file))
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := parseStat(b)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err %v, want %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil || got != tc.want {
-				t.Fatalf("got %+v, %v; want %+v", got, err, tc.want)
-			}
-		})
-	}
+	})
 	if _, err := ReadStat(-1); err == nil {
 		t.Error("ReadStat(-1) succeeded")
 	}

@@ -16,20 +16,7 @@ type Mem struct {
 }
 
 // ReadMem reads the memory lines of /proc/PID/status.
-func ReadMem(pid int) (Mem, error) {
-	if pid <= 0 {
-		return Mem{}, fmt.Errorf("memory of pid %d: not a process ID", pid)
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return Mem{}, fmt.Errorf("memory of pid %d: %w", pid, err)
-	}
-	m, err := parseStatus(b)
-	if err != nil {
-		return Mem{}, fmt.Errorf("memory of pid %d: %w", pid, err)
-	}
-	return m, nil
-}
+func ReadMem(pid int) (Mem, error) { return readProc(pid, "status", parseStatus) }
 
 // parseStatus reads the "Key:  N kB" lines of a status file. All three
 // must be there: a zombie or a kernel thread has none, and a silent zero
@@ -74,19 +61,24 @@ type Stat struct {
 }
 
 // ReadStat reads /proc/PID/stat.
-func ReadStat(pid int) (Stat, error) {
+func ReadStat(pid int) (Stat, error) { return readProc(pid, "stat", parseStat) }
+
+// readProc reads /proc/PID/FILE and parses it, naming both in errors.
+func readProc[T any](pid int, file string, parse func([]byte) (T, error)) (T, error) {
+	var zero T
 	if pid <= 0 {
-		return Stat{}, fmt.Errorf("stat of pid %d: not a process ID", pid)
+		return zero, fmt.Errorf("/proc/%d/%s: not a process ID", pid, file)
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	path := fmt.Sprintf("/proc/%d/%s", pid, file)
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return Stat{}, fmt.Errorf("stat of pid %d: %w", pid, err)
+		return zero, err // names the path already
 	}
-	s, err := parseStat(b)
+	v, err := parse(b)
 	if err != nil {
-		return Stat{}, fmt.Errorf("stat of pid %d: %w", pid, err)
+		return zero, fmt.Errorf("%s: %w", path, err)
 	}
-	return s, nil
+	return v, nil
 }
 
 // parseStat splits after the last ')': the command name in parentheses may
