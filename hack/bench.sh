@@ -38,9 +38,14 @@
 # strategy, measured side by side. The TCP-upstream run sends 2,000 unique misses/s for
 # BENCH_TCP_SECONDS through the resolver with --force-tcp and counts sockets
 # in TIME-WAIT before and after (`ss`): connection reuse keeps it flat.
+#
+# Tools: the Debian packages of `hack/install-deps.sh bench` (dnsperf,
+# unbound, ...) and CoreDNS from the tool cache (hack/build-tools.sh coredns,
+# the same binary the e2e cluster runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. hack/lib.sh bench
 BIN=$ROOT/bin
 
 DUR=${BENCH_DURATION:-12}
@@ -49,7 +54,6 @@ OUT=${BENCH_OUT:-docs/benchmarks.md}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
 NICE=${BENCH_NICE:-$([ "$(id -u)" -eq 0 ] && echo -10 || echo 0)}
-COREDNS_VERSION=v1.15.0
 MISS_NAMES=${BENCH_MISS_NAMES:-3000000}
 PORT=10053 # not 53: other suites may own a wildcard :53 socket on this host
 UPSTREAM=127.53.0.10
@@ -59,53 +63,18 @@ want() { [[ "$SERVERS" == *" $1 "* ]]; }
 
 WORK=$(mktemp -d /tmp/dnsguard-bench.XXXXXX)
 pids=()
-created_policy=""
-failures=0
 cleanup() {
   local p
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  [ -n "$created_policy" ] && rm -f /usr/sbin/policy-rc.d
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
 # --- tools -----------------------------------------------------------------
-install_debs() {
-  local missing=() cmd pkg
-  for pair in dnsperf:dnsperf unbound:unbound dnsmasq:dnsmasq-base dig:bind9-dnsutils \
-    strip:binutils curl:curl taskset:util-linux; do
-    cmd=${pair%%:*} pkg=${pair#*:}
-    command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  [ "$(id -u)" -eq 0 ] || { log "missing packages ${missing[*]}; run as root"; exit 1; }
-  log "installing ${missing[*]}"
-  # Debian's unbound package would start a system resolver; this benchmark
-  # starts its own on loopback, so forbid service starts during the install.
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-    chmod +x /usr/sbin/policy-rc.d
-    created_policy=1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
-  if [ -n "$created_policy" ]; then rm -f /usr/sbin/policy-rc.d; created_policy=""; fi
-}
-install_debs
+./hack/install-deps.sh bench
 export PATH=$PATH:/usr/sbin
-
-# The version is captured before matching: with pipefail, `-version | grep -q`
-# fails whenever grep exits before the writer (SIGPIPE) and would rebuild.
-coredns_version=$([ -x "$BIN/coredns" ] && "$BIN/coredns" -version 2>/dev/null || true)
-if want coredns && [[ "$coredns_version" != *"CoreDNS-${COREDNS_VERSION#v}"* ]]; then
-  log "building CoreDNS $COREDNS_VERSION into bin/ (first time only, a few minutes)"
-  mkdir -p "$BIN"
-  GOBIN=$BIN GOFLAGS= CGO_ENABLED=0 go install -trimpath -ldflags='-s -w' "github.com/coredns/coredns@$COREDNS_VERSION"
-fi
+if want coredns; then ./hack/build-tools.sh coredns; fi
 log "building the benchmark helpers"
 go build -o "$WORK/authdns" ./test/bench/authdns
 go build -o "$WORK/webhookload" ./test/bench/webhookload
@@ -169,16 +138,13 @@ bench_server() { # name addr binary binary_note cmd...
   start_bg "$name" "$@"
   local pid=$server_pid
   if ! wait_dns "$addr" "$PORT"; then
-    log "$name: did not start; its log:"
-    sed 's/^/    /' "$WORK/$name.log" >&2 || true
-    failures=$((failures + 1))
+    fail "$name: starts and answers on $addr:$PORT" "$(cat "$WORK/$name.log" 2>&1)"
     stop_pid "$pid"
     return 0
   fi
   # CPU ticks and RSS are read from this PID: it must be the server itself.
   if [ "$(cat "/proc/$pid/comm")" = bash ]; then
-    log "$name: PID $pid is a shell, not the server"
-    exit 1
+    die "$name: PID $pid is a shell, not the server"
   fi
   sleep 2 # let start-up garbage settle before reading idle RSS
   local idle size
@@ -195,8 +161,7 @@ bench_server() { # name addr binary binary_note cmd...
     on_client dnsperf -s "$addr" -p "$PORT" -d "$file" -c 4 -T 1 -q 100 -t 2 "${extra[@]}" >"$out" 2>&1 || true
     t1=$(ticks "$pid")
     if ! kill -0 "$pid" 2>/dev/null; then
-      log "$name: died during the $wl workload"
-      failures=$((failures + 1))
+      fail "$name: survives the $wl workload"
       return 0
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$wl" \
@@ -205,7 +170,7 @@ bench_server() { # name addr binary binary_note cmd...
       "$(dnsperf_field "$out" 'Average Latency (s)')" "$(dnsperf_max "$out")" \
       "$(dnsperf_field "$out" 'Latency StdDev (s)')" "$((t1 - t0))" "$clk_tck" "$idle" \
       "$(status_kib "$pid" VmRSS)" "$(status_kib "$pid" VmHWM)" "$size" "$note" >>"$SERVERS_TSV"
-    log "$name $wl: $(dnsperf_field "$out" 'Queries per second') q/s, lost $(dnsperf_field "$out" 'Queries lost'), $((t1 - t0)) ticks"
+    pass "$name $wl: $(dnsperf_field "$out" 'Queries per second') q/s, lost $(dnsperf_field "$out" 'Queries lost'), $((t1 - t0)) ticks"
   done
   stop_pid "$pid"
 }
@@ -274,8 +239,7 @@ EOF
     bench_server dnsguard 127.53.0.5 "$BIN/resolver" "static Go" \
       "$BIN/resolver" --listen=127.53.0.5:$PORT --upstream=$UPSTREAM:$PORT --health-listen=127.53.0.5:18053
   else
-    log "bin/resolver not built: its rows stay empty (make bench builds it)"
-    failures=$((failures + 1))
+    fail "bin/resolver built (make bench builds it): its rows stay empty"
   fi
   if want dnsguard-fresh && [ -x "$BIN/resolver" ]; then
     bench_server dnsguard-fresh 127.53.0.6 "$BIN/resolver" "static Go" \
@@ -309,9 +273,9 @@ EOF
         "$rate" "$TCP_SECONDS" "$(dnsperf_field "$WORK/tcp.dnsperf" 'Queries sent')" \
         "$(dnsperf_field "$WORK/tcp.dnsperf" 'Queries completed')" "$(dnsperf_field "$WORK/tcp.dnsperf" 'Queries lost')" \
         "$tw0" "$tw1" "$twu0" "$twu1" "$conns" >"$WORK/tcp.tsv"
-      log "TCP upstream: TIME-WAIT resolver side $tw0 -> $tw1, upstream side $twu0 -> $twu1, lost $(dnsperf_field "$WORK/tcp.dnsperf" 'Queries lost'), $conns upstream connections"
+      pass "TCP upstream: TIME-WAIT resolver side $tw0 -> $tw1, upstream side $twu0 -> $twu1, lost $(dnsperf_field "$WORK/tcp.dnsperf" 'Queries lost'), $conns upstream connections"
     else
-      failures=$((failures + 1))
+      fail "dnsguard --force-tcp: starts and answers"
     fi
     stop_pid "$tpid"
   fi
@@ -349,20 +313,18 @@ bench_webhook() {
   start_bg "$name" "$@"
   local pid=$server_pid
   if ! wait_https "https://127.0.0.1:$port/healthz"; then
-    log "$name: did not start; its log:"
-    sed 's/^/    /' "$WORK/$name.log" >&2 || true
-    failures=$((failures + 1))
+    fail "$name: starts and serves /healthz on port $port" "$(cat "$WORK/$name.log" 2>&1)"
     stop_pid "$pid"
     return 0
   fi
   for proto in h1 h2; do
     log "$name over $proto"
     if ! load "$name" "$proto" "$pid" "$port" "$WORK/$name.$proto.tsv" --review="$REVIEW" --concurrency=1,8,32,128 --rate=0; then
-      log "$name over $proto: load generator failed"
-      failures=$((failures + 1))
+      fail "$name over $proto: closed-loop load"
       continue
     fi
     tail -n +2 "$WORK/$name.$proto.tsv" >>"$WEBHOOK_TSV"
+    pass "$name over $proto: closed loop at concurrency 1, 8, 32, 128"
     if [ "$name" = floor ]; then
       # Half the floor's best closed-loop rate: the open-loop rate of both.
       rate=$(awk -F'\t' 'NR > 1 && $3 ~ /^c=/ && $6 > m {m = $6} END {printf "%d\n", m / 2}' "$WORK/$name.$proto.tsv")
@@ -373,14 +335,16 @@ bench_webhook() {
     log "$name over $proto: open loop at $rate reviews/s"
     if load "$name" "$proto" "$pid" "$port" "$WORK/$name.$proto.open.tsv" --review="$REVIEW" --concurrency= --rate="$rate" --rate-duration=10s; then
       tail -n +2 "$WORK/$name.$proto.open.tsv" >>"$WEBHOOK_TSV"
+      pass "$name over $proto: open loop at $rate reviews/s"
     else
-      failures=$((failures + 1))
+      fail "$name over $proto: open loop at $rate reviews/s"
     fi
     log "$name over $proto: 200 KiB pod"
     if load "$name-large" "$proto" "$pid" "$port" "$WORK/$name.$proto.large.tsv" --review="$LARGE" --concurrency=1,8,32 --rate=0; then
       tail -n +2 "$WORK/$name.$proto.large.tsv" >>"$WEBHOOK_TSV"
+      pass "$name over $proto: 200 KiB pod"
     else
-      failures=$((failures + 1))
+      fail "$name over $proto: 200 KiB pod"
     fi
   done
   if [ "$name" = webhook ]; then
@@ -390,15 +354,15 @@ bench_webhook() {
       --review="$REVIEW" --label="$name" --pid="$pid" --big=64 --stalled=128 \
       --duration="${BENCH_HOSTILE_DURATION:-15s}" >"$WORK/$name.hostile.tsv"; then
       if [ -s "$HOSTILE_TSV" ]; then tail -n +2 "$WORK/$name.hostile.tsv" >>"$HOSTILE_TSV"; else cat "$WORK/$name.hostile.tsv" >"$HOSTILE_TSV"; fi
+      pass "$name: hostile clients"
     else
-      log "$name: hostile run failed"
-      failures=$((failures + 1))
+      fail "$name: hostile clients"
     fi
   fi
   stop_pid "$pid"
 }
 if [ "${BENCH_SKIP_WEBHOOK:-}" != 1 ]; then
-  [ -x "$BIN/certs" ] || { log "bin/certs missing (make bench builds it)"; exit 1; }
+  [ -x "$BIN/certs" ] || die "bin/certs missing (make bench builds it)"
   "$BIN/certs" controller --once --out-dir="$WORK/certs" --hosts=127.0.0.1,localhost --log-level=warn
   note_cmd "bin/certs controller --once --out-dir=CERTS --hosts=127.0.0.1,localhost"
   note_cmd "taskset -c $CLIENT_CPU test/bench/webhookload load --url=https://127.0.0.1:PORT/mutate --ca=CERTS/ca.crt --review=$REVIEW --proto=h1|h2 --pid=SERVER_PID --duration=$WH_DUR --concurrency=1,8,32,128 --rate=0"
@@ -412,8 +376,7 @@ if [ "${BENCH_SKIP_WEBHOOK:-}" != 1 ]; then
       --tls-cert-file="$WORK/certs/tls.crt" --tls-key-file="$WORK/certs/tls.key" \
       --nameservers=10.96.0.10
   else
-    log "bin/webhook not built: its rows stay empty (make bench builds it)"
-    failures=$((failures + 1))
+    fail "bin/webhook built (make bench builds it): its rows stay empty"
   fi
 fi
 
@@ -428,7 +391,8 @@ log "writing $OUT"
   echo "dnsperf=$(dnsperf -h 2>&1 | awk '/^Version/ {print $2}')"
   echo "unbound=$(unbound -V 2>/dev/null | awk '/^Version/ {print $2}')"
   echo "dnsmasq=$(dnsmasq --version | awk 'NR == 1 {print $3}')"
-  echo "coredns=$COREDNS_VERSION"
+  v=$([ -x "$BIN/coredns" ] && "$BIN/coredns" -version 2>/dev/null || true)
+  echo "coredns=$(awk -F- '/^CoreDNS-/ {print "v" $2; exit}' <<<"$v")"
   echo "loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
   echo "duration=$DUR"
   echo "webhook_duration=$WH_DUR"
@@ -438,14 +402,13 @@ log "writing $OUT"
 } >"$WORK/meta.env"
 # Paths of this run's scratch directory and checkout mean nothing to a reader.
 sed -i -e "s|$WORK|WORK|g" -e "s|$ROOT/||g" "$COMMANDS"
+hostile=()
+[ -s "$HOSTILE_TSV" ] && hostile=(--hostile="$HOSTILE_TSV")
 "$WORK/benchreport" --meta="$WORK/meta.env" --resolver="$SERVERS_TSV" --webhook="$WEBHOOK_TSV" --tcp="$WORK/tcp.tsv" \
-  --commands="$COMMANDS" $([ -s "$HOSTILE_TSV" ] && echo "--hostile=$HOSTILE_TSV") >"$WORK/benchmarks.md"
+  --commands="$COMMANDS" "${hostile[@]}" >"$WORK/benchmarks.md"
 mkdir -p "$(dirname "$OUT")"
 cp "$WORK/benchmarks.md" "$OUT"
 sed -n '/^## Targets/,/^## /p' "$OUT" | sed '$d' >&2
 
-if [ "$failures" -gt 0 ]; then
-  echo "bench: 0 passed, $failures failed (missing or failed servers; see above)"
-  exit 1
-fi
-echo "bench: all servers measured; page written to $OUT"
+log "page written to $OUT"
+summary

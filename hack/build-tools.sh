@@ -43,7 +43,7 @@ HELM_LDFLAGS="-s -w \
  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=${K8S_MINOR}"
 CONTAINERD_TAGS="no_btrfs no_devmapper urfave_cli_no_docs"
 
-log() { printf '[build-tools %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+. hack/lib.sh build-tools
 
 # stamp KEY...: what a cached binary must have been built from.
 stamp() {

@@ -20,7 +20,7 @@ ROOT=$PWD
 BIN=$ROOT/bin
 OUT=$ROOT/.cache/e2e
 T0=$(date +%s)
-log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+. hack/lib.sh e2e
 
 # Everything the suite talks to is inside the node namespace; a proxy from
 # the environment must not get in the way.

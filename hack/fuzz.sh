@@ -7,6 +7,7 @@
 # PKG/testdata/fuzz/FuzzX/ and becomes a regression case once committed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. hack/lib.sh fuzz
 
 FUZZTIME=${FUZZTIME:-30s}
 # Accept a bare number of seconds as well as Go's duration syntax.
@@ -15,45 +16,32 @@ FUZZTIME=${FUZZTIME:-30s}
 # Modules: the product and hack/imagebuild (a module of its own, which
 # ./... of the product does not reach).
 MODULES=(. hack/imagebuild)
-echo "fuzz: discovering targets (go test -list '^Fuzz' ./... in ${MODULES[*]})"
+log "discovering targets (go test -list '^Fuzz' ./... in ${MODULES[*]})"
 # go test -list prints the matching names of a package, then its "ok PKG"
 # line; pair each name with the package that follows it.
 # A package that does not compile is reported and counted as a failure, but
 # the targets of the packages that do compile are still fuzzed.
-list_failed=0
 targets=()
 for mod in "${MODULES[@]}"; do
-  failed_here=0
-  listing=$(cd "$mod" && go test -list '^Fuzz' ./... 2>&1) || failed_here=1
-  if [ "$failed_here" = 1 ]; then
-    printf '%s\n' "$listing" | grep -v -e '^Fuzz' -e '^ok[[:space:]]' -e '^?[[:space:]]' >&2 || true
-    echo "fuzz: FAILED listing in $mod: some packages do not build (above)"
-    list_failed=1
+  if ! listing=$(cd "$mod" && go test -list '^Fuzz' ./... 2>&1); then
+    fail "listing the targets in $mod: some packages do not build" \
+      "$(printf '%s\n' "$listing" | grep -v -e '^Fuzz' -e '^ok[[:space:]]' -e '^?[[:space:]]' || true)"
   fi
   mapfile -t -O "${#targets[@]}" targets < <(printf '%s\n' "$listing" | awk -v mod="$mod" '
     /^Fuzz/ { names[n++] = $1; next }
     /^ok[ \t]/ { for (i = 0; i < n; i++) print mod " " $2 " " names[i]; n = 0 }')
 done
 
-if [ ${#targets[@]} -eq 0 ]; then
-  echo "fuzz: no Fuzz targets found"
-  echo "fuzz: 0 passed, $list_failed failed"
-  exit "$list_failed"
-fi
-echo "fuzz: ${#targets[@]} targets, $FUZZTIME each"
+[ ${#targets[@]} -gt 0 ] || die "no Fuzz targets found"
+log "${#targets[@]} targets, $FUZZTIME each"
 
-passed=0 failed=$list_failed failures=()
 for t in "${targets[@]}"; do
   read -r mod pkg name <<<"$t"
-  echo "fuzz: $pkg $name ($FUZZTIME)"
+  log "$pkg $name ($FUZZTIME)"
   if (cd "$mod" && go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg"); then
-    passed=$((passed + 1))
+    pass "$pkg $name"
   else
-    failed=$((failed + 1))
-    failures+=("$pkg $name")
+    fail "$pkg $name" "crasher under its testdata/fuzz/"
   fi
 done
-
-for f in "${failures[@]}"; do echo "fuzz: FAILED $f (crasher under its testdata/fuzz/)"; done
-echo "fuzz: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary

@@ -23,6 +23,7 @@
 # commit's time, so rebuilding a commit gives identical digests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. hack/lib.sh images
 ROOT=$PWD
 BIN=${BIN:-$ROOT/bin}
 WHAT=${1:-product}
@@ -37,14 +38,13 @@ COREDNS_IMAGE=${COREDNS_IMAGE:-registry.k8s.io/coredns/coredns:v1.15.0}
 PAUSE_IMAGE=${PAUSE_IMAGE:-registry.k8s.io/pause:3.10.1}
 SOURCE=https://github.com/dnsguard/dnsguard
 PLATFORM=linux/$(go env GOARCH)
-[ -n "$TAG" ] || { echo "images: no IMAGE_TAG and no appVersion in charts/dnsguard/Chart.yaml" >&2; exit 1; }
+[ -n "$TAG" ] || die "no IMAGE_TAG and no appVersion in charts/dnsguard/Chart.yaml"
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
   SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || echo 0)
 fi
 export SOURCE_DATE_EPOCH
 REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 
-log() { echo "images: $*"; }
 mkdir -p "$OUT"
 LIST=$OUT/images.txt
 : >"$LIST.tmp"
@@ -55,7 +55,7 @@ if [ "$ENGINE" = auto ]; then
     if command -v "$e" >/dev/null && "$e" info >/dev/null 2>&1; then ENGINE=$e; break; fi
   done
 fi
-case $ENGINE in docker|podman|imagebuild) ;; *) echo "images: ENGINE=$ENGINE: want auto, docker, podman or imagebuild" >&2; exit 2 ;; esac
+case $ENGINE in docker|podman|imagebuild) ;; *) die "ENGINE=$ENGINE: want auto, docker, podman or imagebuild" ;; esac
 
 # The builder and pause are small Go programs of their own module; go build's
 # cache makes this a no-op when nothing changed.
@@ -78,7 +78,7 @@ ib() {
 if [ "$ENGINE" = imagebuild ]; then
   log "no working container engine (docker info / podman info fail or are missing): building the Dockerfile's targets with hack/imagebuild from bin/"
   for b in webhook certs resolver; do
-    [ -x "$BIN/$b" ] || { echo "images: missing $BIN/$b (run make build)" >&2; exit 1; }
+    [ -x "$BIN/$b" ] || die "missing $BIN/$b (run make build)"
   done
   ib webhook "$REPO/webhook:$TAG" --file "$BIN/webhook:/webhook" --file "$BIN/certs:/certs" \
     --entrypoint /webhook --user 65532:65532 --port 8443/tcp "${labels[@]}" \
@@ -100,7 +100,7 @@ fi
 if [ "$WHAT" = all ]; then
   log "building the e2e images with hack/imagebuild (pause, glibc and musl clients, CoreDNS)"
   for t in gcc musl-gcc ldd getent; do
-    command -v "$t" >/dev/null || { echo "images: missing $t (run make deps)" >&2; exit 1; }
+    command -v "$t" >/dev/null || die "missing $t (run make deps)"
   done
   WORK=$(mktemp -d)
   trap 'rm -rf "$WORK"' EXIT
@@ -112,7 +112,7 @@ if [ "$WHAT" = all ]; then
   # The race lab's getaddrinfo client and the e2e "application" (podapp:
   # resolves its arguments at start, then waits for SIGTERM), built the same
   # two ways; busybox's cat for reading /etc/resolv.conf in the container.
-  command -v busybox >/dev/null || { echo "images: missing busybox (run make deps)" >&2; exit 1; }
+  command -v busybox >/dev/null || die "missing busybox (run make deps)"
   BUSYBOX=$(command -v busybox)
   gcc -O2 -Wall -Wextra -Werror -o "$WORK/gailoop-glibc" test/racelab/gailoop.c
   musl-gcc -O2 -Wall -Wextra -Werror -static -o "$WORK/gailoop-musl" test/racelab/gailoop.c

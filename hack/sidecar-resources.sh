@@ -8,10 +8,9 @@
 # Extra arguments go to sidecarres (e.g. --limits=unlimited,200m --bursts=20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for t in dnsmasq dnsperf; do
-  command -v "$t" >/dev/null || { echo "sidecar-resources: $t missing (apt-get install dnsmasq-base dnsperf)" >&2; exit 1; }
-done
-[ -d /sys/fs/cgroup/cpu ] || { echo "sidecar-resources: no cgroup v1 cpu controller at /sys/fs/cgroup/cpu" >&2; exit 1; }
+. hack/lib.sh sidecar-resources
+./hack/install-deps.sh bench
+[ -d /sys/fs/cgroup/cpu ] || die "no cgroup v1 cpu controller at /sys/fs/cgroup/cpu"
 mkdir -p bin
 [ -x bin/resolver ] || CGO_ENABLED=0 go build -o bin/resolver ./cmd/resolver
 go build -o bin/sidecarres ./test/bench/sidecarres
@@ -21,4 +20,4 @@ OUT=${SIDECARRES_OUT:-docs/sidecar-resources.measured.md}
   echo
   bin/sidecarres --resolver=bin/resolver --dnsmasq="$(command -v dnsmasq)" --dnsperf="$(command -v dnsperf)" "$@"
 } | tee "$OUT"
-echo "written to $OUT"
+log "written to $OUT"

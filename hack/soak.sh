@@ -15,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. hack/lib.sh soak
 
 DURATION=${SOAK_DURATION:-600}
 QPS=${SOAK_QPS:-2000}
@@ -24,10 +25,8 @@ UPSTREAM=127.53.1.10
 PORT=10053
 HEALTH=$ADDR:18053
 
-for t in dnsperf dig curl; do
-  command -v "$t" >/dev/null || { echo "soak: $t missing (make deps / apt-get install dnsperf bind9-dnsutils curl)" >&2; exit 1; }
-done
-[ -x bin/resolver ] || { echo "soak: bin/resolver missing (make soak builds it)" >&2; exit 1; }
+./hack/install-deps.sh bench
+[ -x bin/resolver ] || die "bin/resolver missing (make soak builds it)"
 
 WORK=$(mktemp -d /tmp/dnsguard-soak.XXXXXX)
 pids=()
@@ -44,7 +43,7 @@ trap cleanup EXIT
 OUT=${SOAK_OUT:-docs/soak.md}
 exec > >(tee "$WORK/soak.out") 2>&1
 
-echo "soak: building the upstream (test/bench/authdns)"
+log "building the upstream (test/bench/authdns)"
 go build -o "$WORK/authdns" ./test/bench/authdns
 "$WORK/authdns" --listen="$UPSTREAM:$PORT" --ttl=20 >"$WORK/authdns.log" 2>&1 &
 pids+=($!)
@@ -56,7 +55,7 @@ pids+=("$rpid")
 
 for i in $(seq 1 100); do
   dig +short +time=1 +tries=1 -p "$PORT" @"$ADDR" ready.soak.example A 2>/dev/null | grep -q . && break
-  [ "$i" -eq 100 ] && { echo "soak: resolver did not answer in 10 s; its log:"; cat "$WORK/resolver.log"; exit 1; }
+  [ "$i" -eq 100 ] && die "resolver did not answer in 10 s; its log: $(cat "$WORK/resolver.log")"
   sleep 0.1
 done
 
@@ -67,7 +66,7 @@ awk 'BEGIN {
   }
 }' >"$WORK/queries.txt"
 
-echo "soak: $DURATION s at $QPS queries/s against bin/resolver (pid $rpid) on $ADDR:$PORT"
+log "$DURATION s at $QPS queries/s against bin/resolver (pid $rpid) on $ADDR:$PORT"
 dnsperf -s "$ADDR" -p "$PORT" -d "$WORK/queries.txt" -l "$DURATION" -Q "$QPS" -c 8 -q 500 >"$WORK/dnsperf.txt" 2>&1 &
 dpid=$!
 pids+=("$dpid")
@@ -81,7 +80,7 @@ printf '%8s %10s %10s %11s %8s\n' elapsed RSS_MiB peak_MiB goroutines threads
 start=$(date +%s)
 samples=()
 while kill -0 "$dpid" 2>/dev/null; do
-  kill -0 "$rpid" 2>/dev/null || { echo "soak: FAIL: resolver exited; its log:"; cat "$WORK/resolver.log"; exit 1; }
+  kill -0 "$rpid" 2>/dev/null || die "resolver exited; its log: $(cat "$WORK/resolver.log")"
   now=$(($(date +%s) - start))
   rss=$(rss_kib)
   hwm=$(awk '$1 == "VmHWM:" {print $2}' "/proc/$rpid/status")
@@ -97,34 +96,29 @@ final_rss=$(rss_kib)
 final_gr=$(goroutines)
 awk -v r="$final_rss" -v g="$final_gr" 'BEGIN {printf "%8s %10.1f %10s %11s\n", "end", r / 1024, "", g}'
 
-echo "soak: dnsperf summary"
+log "dnsperf summary"
 sed -n '/Queries sent/,/Latency StdDev/p' "$WORK/dnsperf.txt"
 
-passed=0 failed=0
-check() { # ok description
-  if [ "$1" = 1 ]; then passed=$((passed + 1)); echo "soak: PASS $2"; else failed=$((failed + 1)); echo "soak: FAIL $2"; fi
-}
 lost=$(awk '/Queries lost:/ {print $3; exit}' "$WORK/dnsperf.txt")
 sent=$(awk '/Queries sent:/ {print $3; exit}' "$WORK/dnsperf.txt")
-check "$([ -n "$sent" ] && [ "$sent" -gt 0 ] && echo 1)" "dnsperf sent ${sent:-0} queries"
-check "$([ "${lost:-x}" = 0 ] && echo 1)" "no lost queries (lost: ${lost:-unknown})"
+check "dnsperf sent ${sent:-0} queries" test "${sent:-0}" -gt 0
+check "no lost queries (lost: ${lost:-unknown})" test "${lost:-x}" = 0
 
 if [ ${#samples[@]} -lt 3 ]; then
-  check 0 "enough samples for a flatness check (${#samples[@]}; raise SOAK_DURATION)"
+  fail "enough samples for a flatness check (${#samples[@]}; raise SOAK_DURATION)"
 else
   read -r base_rss base_gr <<<"${samples[2]}"
   allow=$((base_rss * 15 / 100))
   [ "$allow" -lt 2048 ] && allow=2048
-  check "$([ "$final_rss" -le $((base_rss + allow)) ] && echo 1)" \
-    "RSS flat: $((base_rss / 1024)) MiB after warm-up, $((final_rss / 1024)) MiB at the end (allowed +$((allow / 1024)) MiB)"
+  check "RSS flat: $((base_rss / 1024)) MiB after warm-up, $((final_rss / 1024)) MiB at the end (allowed +$((allow / 1024)) MiB)" \
+    test "$final_rss" -le $((base_rss + allow))
   if [ "$base_gr" = n/a ] || [ "$final_gr" = n/a ]; then
-    check 0 "goroutines observable: /metrics on $HEALTH has no go_goroutines"
+    fail "goroutines observable: /metrics on $HEALTH has no go_goroutines"
   else
-    check "$([ "${final_gr%.*}" -le $((${base_gr%.*} + 20)) ] && echo 1)" \
-      "goroutines flat: $base_gr after warm-up, $final_gr at the end (allowed +20)"
+    check "goroutines flat: $base_gr after warm-up, $final_gr at the end (allowed +20)" \
+      test "${final_gr%.*}" -le $((${base_gr%.*} + 20))
   fi
 fi
-echo "soak: $passed passed, $failed failed"
 write_page() {
   {
     echo "# Resolver soak"
@@ -134,7 +128,7 @@ write_page() {
     echo "- **Command:** \`make soak\` (SOAK_DURATION=$DURATION SOAK_QPS=$QPS SOAK_INTERVAL=$INTERVAL)"
     echo "- **Date:** $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "- **Machine:** $(uname -sr), $(nproc) CPUs, load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "- **Result:** $passed passed, $failed failed (RSS and goroutines must stay flat after warm-up; dnsperf must lose no query)"
+    echo "- **Result:** $LIB_PASSED passed, $LIB_FAILED failed (RSS and goroutines must stay flat after warm-up; dnsperf must lose no query)"
     echo
     echo '```'
     cat "$WORK/soak.out"
@@ -142,5 +136,5 @@ write_page() {
   } >"$OUT.tmp" && mv "$OUT.tmp" "$OUT"
 }
 write_page
-echo "soak: report written to $OUT"
-[ "$failed" -eq 0 ]
+log "report written to $OUT"
+summary

@@ -208,8 +208,8 @@ func (c *Cluster) poll(ctx context.Context, what string, timeout time.Duration, 
 	var last error
 	for {
 		for name, p := range c.procs {
-			if done, err := p.exited(); done {
-				return fmt.Errorf("%s exited (%v) while waiting for %s; log tail:\n%s", name, err, what, tail(c.cfg.path("logs", name+".log"), 20))
+			if done, err := p.Exited(); done {
+				return fmt.Errorf("%s exited (%v) while waiting for %s; log tail:\n%s", name, err, what, p.Tail(20))
 			}
 		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -374,7 +374,7 @@ func (c *Cluster) Down() error {
 	c.cfg.Log("stopping the cluster")
 	err := cleanup(c.state, c.cfg.Log)
 	for _, p := range c.procs {
-		p.stop(5 * time.Second)
+		_ = p.Stop(5 * time.Second)
 	}
 	if left := Leftovers(c.state); len(left) > 0 {
 		err = errors.Join(err, fmt.Errorf("left behind after teardown: %s", strings.Join(left, "; ")))
@@ -385,19 +385,6 @@ func (c *Cluster) Down() error {
 	c.lock.release()
 	c.lock = nil
 	return err
-}
-
-// tail returns the last n lines of a file.
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "(no log: " + err.Error() + ")"
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // Cleanup tears down what a killed run left, without starting anything.

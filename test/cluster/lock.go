@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dnsguard/dnsguard/test/internal/harness"
 )
 
 // State is what a run has started or changed on the machine, written before
@@ -105,26 +106,14 @@ func (l *lock) clear() error {
 	return nil
 }
 
-// procStartTime reads the start time (clock ticks since boot) of pid, or 0
-// when it is gone or a zombie.
+// procStartTime reads the start time of pid, or 0 when it is gone or a
+// zombie.
 func procStartTime(pid int) uint64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
+	s, err := harness.ReadStat(pid)
+	if err != nil || s.State == 'Z' || s.State == 'X' {
 		return 0
 	}
-	// comm may contain spaces and parentheses: fields start after the last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state); start time is field 22.
-	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
-		return 0
-	}
-	v, _ := strconv.ParseUint(f[19], 10, 64)
-	return v
+	return s.StartTime
 }
 
 // alive reports whether the process p refers to still runs (and is not a

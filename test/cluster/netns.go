@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"runtime"
 	"strconv"
@@ -12,27 +11,19 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/dnsguard/dnsguard/test/internal/harness"
 )
 
 // netnsHolder starts the process that owns the node's network namespace.
 // Using a process rather than `ip netns add` leaves no file under /run/netns
 // behind: the namespace disappears when its last process does.
 func netnsHolder(logPath string) (*proc, string, error) {
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	p, err := startWith("netns", harness.Options{Log: logPath, Group: true, Cloneflags: syscall.CLONE_NEWNET}, "sleep", "infinity")
 	if err != nil {
-		return nil, "", err
-	}
-	cmd := exec.Command("sleep", "infinity")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: syscall.CLONE_NEWNET}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
 		return nil, "", fmt.Errorf("netns holder: %w", err)
 	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	p.ref = ProcRef{Name: "netns", PID: cmd.Process.Pid, StartTime: procStartTime(cmd.Process.Pid)}
-	go func() { p.err = cmd.Wait(); logf.Close(); close(p.done) }()
-	return p, "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/net", nil
+	return p, "/proc/" + strconv.Itoa(p.PID()) + "/ns/net", nil
 }
 
 // inNetns runs a short command inside the namespace and returns its output.

@@ -40,11 +40,9 @@ for tool in curl jq go base64; do
   command -v "$tool" >/dev/null || { echo "missing tool: $tool (run make deps)" >&2; exit 1; }
 done
 
+. "$ROOT/hack/lib.sh" curl-test
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dnsguard-curl.XXXXXX")
 PIDS=()
-pass=0
-fail=0
-FAILED=()
 
 cleanup() {
   local rc=$?
@@ -54,7 +52,7 @@ cleanup() {
       wait "$p" 2>/dev/null || true
     fi
   done
-  if [[ $fail -gt 0 || $rc -ne 0 || ${KEEP:-0} == 1 ]]; then
+  if [[ $LIB_FAILED -gt 0 || $rc -ne 0 || ${KEEP:-0} == 1 ]]; then
     echo "work directory kept: $WORK (webhook logs: $WORK/*.log)"
   else
     rm -rf "$WORK"
@@ -62,20 +60,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log() { printf '==> %s\n' "$*"; }
-ok() { pass=$((pass + 1)); printf 'PASS  %s\n' "$1"; }
-bad() {
-  fail=$((fail + 1))
-  FAILED+=("$1")
-  printf 'FAIL  %s\n' "$1"
-  if [[ -n ${2:-} ]]; then printf '      %s\n' "$2"; fi
-}
-# check LABEL CMD...: PASS when CMD succeeds.
-check() {
-  local label=$1
-  shift
-  if "$@" >/dev/null 2>&1; then ok "$label"; else bad "$label" "command: $*"; fi
-}
 uuid() { cat /proc/sys/kernel/random/uuid; }
 
 # ---------------------------------------------------------------- binaries
@@ -183,16 +167,14 @@ log "waiting for /healthz"
 declare -A DOWN
 for n in default sidecar config; do
   if wait_healthy "$n"; then
-    ok "webhook '$n' starts and serves /healthz on 127.0.0.1:${PORT[$n]}"
+    pass "webhook '$n' starts and serves /healthz on 127.0.0.1:${PORT[$n]}"
   else
-    bad "webhook '$n' starts and serves /healthz on 127.0.0.1:${PORT[$n]}" "its cases fail without being run"
+    fail "webhook '$n' starts and serves /healthz on 127.0.0.1:${PORT[$n]}" "its cases fail without being run"
     DOWN[$n]=1
   fi
 done
 if [[ -n ${DOWN[default]:-} ]]; then
-  echo "the default instance is needed for everything else; giving up"
-  echo "$pass passed, $((fail + 1)) failed"
-  exit 1
+  die "the default instance is needed for everything else; giving up"
 fi
 
 url() { echo "https://127.0.0.1:${PORT[$1]}$2"; }
@@ -220,10 +202,10 @@ corpus_case() {
   mkdir -p "$d"
   code=$(post "$target" /mutate "$base.json" "$d/resp.json")
   if [[ $code != 200 ]] || ! jq -e . "$d/resp.json" >/dev/null 2>&1; then
-    bad "$tag: HTTP 200 with a JSON body" "got HTTP $code: $(head -c 300 "$d/resp.json" 2>/dev/null)"
+    fail "$tag: HTTP 200 with a JSON body" "got HTTP $code: $(head -c 300 "$d/resp.json" 2>/dev/null)"
     return
   fi
-  ok "$tag: HTTP 200 with a JSON body"
+  pass "$tag: HTTP 200 with a JSON body"
   if [[ $target == default ]]; then REVIEWS_DEFAULT=$((REVIEWS_DEFAULT + 1)); fi
   uid=$(jq -r '.request.uid' "$base.json")
   check "$tag: AdmissionReview v1 envelope" jq -e '.apiVersion == "admission.k8s.io/v1" and .kind == "AdmissionReview"' "$d/resp.json"
@@ -233,10 +215,10 @@ corpus_case() {
   if jq -e '.response.patch // "" | length > 0' "$d/resp.json" >/dev/null; then
     check "$tag: patchType JSONPatch" jq -e '.response.patchType == "JSONPatch"' "$d/resp.json"
     if jq -r '.response.patch' "$d/resp.json" | base64 -d >"$d/patch.raw" 2>/dev/null && jq -e 'type == "array"' "$d/patch.raw" >/dev/null 2>&1; then
-      ok "$tag: patch is base64 of a JSON array"
+      pass "$tag: patch is base64 of a JSON array"
       cp "$d/patch.raw" "$d/patch.json"
     else
-      bad "$tag: patch is base64 of a JSON array"
+      fail "$tag: patch is base64 of a JSON array"
     fi
   fi
 
@@ -244,13 +226,13 @@ corpus_case() {
   jq '.request.object' "$base.json" >"$d/orig.json"
   cp "$d/orig.json" "$d/pod.json"
   if [[ $(jq 'length' "$d/patch.json") -gt 0 ]] && ! "$HELPER" apply "$d/orig.json" "$d/patch.json" >"$d/pod.json" 2>"$d/apply.err"; then
-    bad "$tag: patch applies to the original object" "$(cat "$d/apply.err")"
+    fail "$tag: patch applies to the original object" "$(cat "$d/apply.err")"
     return
   fi
   if diff <(jq -S . "$base.golden.json") <(jq -S . "$d/pod.json") >"$d/golden.diff"; then
-    ok "$tag: patched object equals $case.golden.json"
+    pass "$tag: patched object equals $case.golden.json"
   else
-    bad "$tag: patched object equals $case.golden.json" "diff in $d/golden.diff"
+    fail "$tag: patched object equals $case.golden.json" "diff in $d/golden.diff"
     [[ $VERBOSE == 0 ]] || sed 's/^/      /' "$d/golden.diff" | head -40
   fi
   jq -r '.response.warnings // [] | .[]' "$d/resp.json" >"$d/warnings.txt"
@@ -298,7 +280,7 @@ for f in "$CORPUS"/$ONLY.json; do
     if corpus_instance "$c"; then
       corpus_case "$c" "$c"
     else
-      bad "$c: webhook with $c.config.yaml starts"
+      fail "$c: webhook with $c.config.yaml starts"
     fi
     stop_instance "$c"
   else
@@ -323,16 +305,16 @@ explain_case() { # CASE INSTANCE NAMESPACE CHECKS-FILE
   jq '.request.object' "$CORPUS/$case.json" >"$d/orig.json"
   code=$(post "$target" "$path" "$d/orig.json" "$d/resp.json")
   if [[ $code != 200 ]] || ! jq -e . "$d/resp.json" >/dev/null 2>&1; then
-    bad "$tag: HTTP 200 with a JSON body" "got HTTP $code: $(head -c 300 "$d/resp.json" 2>/dev/null)"
+    fail "$tag: HTTP 200 with a JSON body" "got HTTP $code: $(head -c 300 "$d/resp.json" 2>/dev/null)"
     return
   fi
-  ok "$tag: HTTP 200 with a JSON body"
+  pass "$tag: HTTP 200 with a JSON body"
   check "$tag: answer has mode, reason, patch, resolvConf" \
     jq -e '(.mode | IN("dnsconfig", "sidecar", "off")) and (.reason | type == "string" and length > 0) and (.patch == null or (.patch | type == "array")) and (.resolvConf | type == "string")' "$d/resp.json"
   jq '.patch // []' "$d/resp.json" >"$d/patch.json"
   cp "$d/orig.json" "$d/pod.json"
   if [[ $(jq 'length' "$d/patch.json") -gt 0 ]] && ! "$HELPER" apply "$d/orig.json" "$d/patch.json" >"$d/pod.json" 2>"$d/apply.err"; then
-    bad "$tag: explained patch applies to the pod" "$(cat "$d/apply.err")"
+    fail "$tag: explained patch applies to the pod" "$(cat "$d/apply.err")"
   fi
   jq -n --slurpfile orig "$d/orig.json" --slurpfile response "$d/resp.json" --slurpfile patch "$d/patch.json" \
     --slurpfile pod "$d/pod.json" '{orig: $orig[0], response: $response[0], patch: $patch[0], pod: $pod[0]}' >"$d/doc.json"
@@ -340,9 +322,9 @@ explain_case() { # CASE INSTANCE NAMESPACE CHECKS-FILE
     label=$(sed -E 's/[[:space:]]+$//' <<<"${line%%::*}")
     expr=${line#*::}
     if jq -e -L "$HERE" "include \"lib\"; ($expr)" "$d/doc.json" >/dev/null 2>"$d/jq.err"; then
-      ok "$tag: $label"
+      pass "$tag: $label"
     else
-      bad "$tag: $label" "expected:$expr$([[ -s $d/jq.err ]] && echo " (jq: $(head -c 200 "$d/jq.err"))")"
+      fail "$tag: $label" "expected:$expr$([[ -s $d/jq.err ]] && echo " (jq: $(head -c 200 "$d/jq.err"))")"
     fi
   done <"$checks"
 }
@@ -389,12 +371,12 @@ http_case() {
   local out=$WORK/http.out code
   : >"$out"
   code=$(curl -sS --max-time 30 --cacert "$CA" -o "$out" -w '%{http_code}' "$@" 2>"$WORK/http.err" || true)
-  if [[ $code == "$want" ]]; then ok "HTTP $label -> $want"; else bad "HTTP $label -> $want" "got $code: $(head -c 200 "$out")"; fi
+  if [[ $code == "$want" ]]; then pass "HTTP $label -> $want"; else fail "HTTP $label -> $want" "got $code: $(head -c 200 "$out")"; fi
   if [[ -n $re ]]; then
     if grep -Eqi -- "$re" "$out"; then
-      ok "HTTP $label: error body says what was wrong (/$re/)"
+      pass "HTTP $label: error body says what was wrong (/$re/)"
     else
-      bad "HTTP $label: error body says what was wrong (/$re/)" "body: $(head -c 200 "$out")"
+      fail "HTTP $label: error body says what was wrong (/$re/)" "body: $(head -c 200 "$out")"
     fi
   fi
   check "HTTP $label: server still alive afterwards" alive default
@@ -477,11 +459,11 @@ check "TLS: curl --tls-max 1.1 refused" \
 # curl's OpenSSL may refuse TLS 1.1 itself; a Go client really offers 1.0-1.1,
 # so a protocol-version alert shows the server refused.
 if "$HELPER" tls "127.0.0.1:${PORT[default]}" "$CA" 1.0 1.1 >"$WORK/tls11.out" 2>&1; then
-  bad "TLS: server refuses a TLS 1.0-1.1 handshake" "negotiated $(cat "$WORK/tls11.out")"
+  fail "TLS: server refuses a TLS 1.0-1.1 handshake" "negotiated $(cat "$WORK/tls11.out")"
 elif grep -qi 'protocol version' "$WORK/tls11.out"; then
-  ok "TLS: server refuses a TLS 1.0-1.1 handshake (protocol version alert)"
+  pass "TLS: server refuses a TLS 1.0-1.1 handshake (protocol version alert)"
 else
-  bad "TLS: server refuses a TLS 1.0-1.1 handshake (protocol version alert)" "$(cat "$WORK/tls11.out")"
+  fail "TLS: server refuses a TLS 1.0-1.1 handshake (protocol version alert)" "$(cat "$WORK/tls11.out")"
 fi
 check "TLS: Go client TLS 1.2 handshake (control)" "$HELPER" tls "127.0.0.1:${PORT[default]}" "$CA" 1.2 1.2
 check "TLS: certificate valid for the name localhost" \
@@ -577,9 +559,9 @@ bad_flag() { # LABEL REGEX ARGS...: the binary must exit nonzero within 20 s nam
   timeout 20 "$WEBHOOK" --listen=127.0.0.1:0 --tls-cert-file="$WORK/pki/tls.crt" \
     --tls-key-file="$WORK/pki/tls.key" "$@" >"$WORK/badflag.out" 2>&1 || rc=$?
   if [[ $rc -ne 0 && $rc -ne 124 ]] && grep -Eqi -- "$re" "$WORK/badflag.out"; then
-    ok "bad value fails at start: $label"
+    pass "bad value fails at start: $label"
   else
-    bad "bad value fails at start: $label" "rc=$rc: $(head -c 200 "$WORK/badflag.out")"
+    fail "bad value fails at start: $label" "rc=$rc: $(head -c 200 "$WORK/badflag.out")"
   fi
 }
 bad_flag "--default-mode=turbo" 'default-mode|turbo' --nameservers=$CLUSTER_DNS --default-mode=turbo
@@ -596,7 +578,7 @@ for n in default sidecar config; do
   rc=0
   for _ in $(seq 1 100); do kill -0 "${PID[$n]}" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "${PID[$n]}" 2>/dev/null; then
-    bad "SIGTERM: '$n' exits within 10s"
+    fail "SIGTERM: '$n' exits within 10s"
   else
     wait "${PID[$n]}" || rc=$?
     check "SIGTERM: '$n' exits cleanly (exit status $rc)" test "$rc" -eq 0
@@ -604,9 +586,4 @@ for n in default sidecar config; do
 done
 
 echo
-if [[ $fail -gt 0 ]]; then
-  echo "failed checks:"
-  printf '  %s\n' "${FAILED[@]}"
-fi
-echo "$pass passed, $fail failed"
-[[ $fail -eq 0 ]]
+summary

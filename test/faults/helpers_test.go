@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -24,6 +23,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/dnsguard/dnsguard/test/internal/harness"
 )
 
 // repoRoot is where bin/ lives (tests run in test/faults).
@@ -42,98 +43,9 @@ func binPath(t *testing.T, name string) string {
 	return p
 }
 
-// freePort returns a port free on 127.0.0.1 for both UDP and TCP at the
-// moment of the call.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 50 {
-		u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatalf("free port: %v", err)
-		}
-		port := u.LocalAddr().(*net.UDPAddr).Port
-		l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-		u.Close()
-		if err != nil {
-			continue
-		}
-		l.Close()
-		return port
-	}
-	t.Fatal("free port: none found")
-	return 0
-}
-
-// proc is a started binary.
-type proc struct {
-	t      *testing.T
-	name   string
-	cmd    *exec.Cmd
-	log    string
-	done   chan struct{}
-	exitAt time.Time
-	err    error
-}
-
-func startProc(t *testing.T, name, bin string, args ...string) *proc {
-	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	p := &proc{t: t, name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		p.exitAt = time.Now()
-		f.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			p.dumpLog(40)
-		}
-	})
-	return p
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) alive() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-func (p *proc) kill() {
-	if p.alive() {
-		_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	}
-	<-p.done
-}
-
-func (p *proc) dumpLog(lines int) {
-	b, _ := os.ReadFile(p.log)
-	ls := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(ls) > lines {
-		ls = ls[len(ls)-lines:]
-	}
-	p.t.Logf("last %d lines of %s log:\n%s", len(ls), p.name, strings.Join(ls, "\n"))
-}
-
 // resolverProc is bin/resolver listening on loopback.
 type resolverProc struct {
-	*proc
+	*harness.Proc
 	addr   string // DNS address
 	health string // health/metrics address
 }
@@ -143,38 +55,32 @@ type resolverProc struct {
 func startResolver(t *testing.T, port int, extra ...string) *resolverProc {
 	t.Helper()
 	if port == 0 {
-		port = freePort(t)
+		port = harness.MustFreePort(t)
 	}
-	hport := freePort(t)
+	hport := harness.MustFreePort(t)
 	r := &resolverProc{
 		addr:   fmt.Sprintf("127.0.0.1:%d", port),
 		health: fmt.Sprintf("127.0.0.1:%d", hport),
 	}
 	args := append([]string{"--listen=" + r.addr, "--health-listen=" + r.health, "--log-level=warn"}, extra...)
-	r.proc = startProc(t, "resolver", binPath(t, "resolver"), args...)
+	r.Proc = harness.MustStart(t, "resolver", append([]string{binPath(t, "resolver")}, args...)...)
 	r.waitReady(t, 5*time.Second)
 	return r
 }
 
 func (r *resolverProc) waitReady(t *testing.T, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if !r.alive() {
-			r.dumpLog(20)
-			t.Fatalf("resolver exited during start: %v", r.err)
-		}
+	err := r.WaitUntil(within, 20*time.Millisecond, func() bool {
 		resp, err := httpClient.Get("http://" + r.health + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if err != nil {
+		t.Fatalf("resolver on %s: %v", r.addr, err)
 	}
-	r.dumpLog(20)
-	t.Fatalf("resolver on %s not ready within %s", r.addr, within)
 }
 
 var httpClient = &http.Client{Timeout: 2 * time.Second}
@@ -217,27 +123,10 @@ func (r *resolverProc) metrics(t *testing.T) string {
 	return string(b)
 }
 
-// rssKiB is VmRSS of pid.
-func rssKiB(t *testing.T, pid int) int {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatalf("read status of %d: %v", pid, err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			n, _ := strconv.Atoi(f[1])
-			return n
-		}
-	}
-	t.Fatalf("no VmRSS for %d", pid)
-	return 0
-}
-
 // usage is a goroutine count (-1: unknown) and an RSS.
 type usage struct {
 	goroutines int
-	rssKiB     int
+	rssKiB     int64
 }
 
 func (u usage) String() string {
@@ -280,7 +169,7 @@ func checkSettles(t *testing.T, phase string, base usage, settle time.Duration, 
 // count treated as unknown.
 func (r *resolverProc) usage(t *testing.T) usage {
 	t.Helper()
-	u := usage{goroutines: -1, rssKiB: rssKiB(t, r.pid())}
+	u := usage{goroutines: -1, rssKiB: harness.MustMem(t, r.PID()).RSS}
 	if g, ok := metric(r.metrics(t), "go_goroutines"); ok {
 		u.goroutines = int(g)
 	} else {

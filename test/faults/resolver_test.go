@@ -63,8 +63,8 @@ func count(os []outcome, kind string) int {
 
 func (r *resolverProc) checkAlive(t *testing.T) {
 	t.Helper()
-	if !r.alive() {
-		t.Fatalf("resolver exited: %v", r.err)
+	if done, err := r.Exited(); done {
+		t.Fatalf("resolver exited: %v", err)
 	}
 	resp, err := httpClient.Get("http://" + r.health + "/healthz")
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dnsguard/dnsguard/test/internal/harness"
 )
 
 // Test 6: SIGTERM to the resolver under a steady 200 queries/s, then a
@@ -25,7 +27,7 @@ func TestResolverRestartUnderLoad(t *testing.T) {
 		margin = 100 * time.Millisecond
 	)
 	up := newFakeUpstream(t)
-	port := freePort(t)
+	port := harness.MustFreePort(t)
 	flags := append(budgetFlags, "--upstream="+up.addr.String(), "--drain="+drain.String())
 	r1 := startResolver(t, port, flags...)
 
@@ -60,7 +62,7 @@ func TestResolverRestartUnderLoad(t *testing.T) {
 
 	time.Sleep(time.Second)
 	sigAt := time.Now()
-	if err := r1.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := r1.Signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
 	}
 	// readyz must fail while draining, so a kubelet stops routing.
@@ -74,13 +76,13 @@ func TestResolverRestartUnderLoad(t *testing.T) {
 		}
 	}
 	select {
-	case <-r1.done:
+	case <-r1.Done():
 	case <-time.After(drain + budget + 3*time.Second):
 		t.Fatalf("resolver still running %s after SIGTERM (drain %s)", time.Since(sigAt), drain)
 	}
-	exitAfter := r1.exitAt.Sub(sigAt)
-	if r1.err != nil {
-		t.Errorf("resolver exit after SIGTERM: %v, want status 0", r1.err)
+	exitAfter := r1.ExitedAt().Sub(sigAt)
+	if err := r1.Err(); err != nil {
+		t.Errorf("resolver exit after SIGTERM: %v, want status 0", err)
 	}
 	if exitAfter < drain {
 		t.Errorf("resolver exited %s after SIGTERM, before its %s drain ended", exitAfter, drain)
@@ -108,7 +110,7 @@ func TestResolverRestartUnderLoad(t *testing.T) {
 		}
 	}
 	t.Logf("restart under %d q/s for %s: SIGTERM at +%s, old process exited %s after SIGTERM, new one ready %s after that (gap)",
-		rate, duration, sigAt.Sub(start).Round(time.Millisecond), exitAfter.Round(time.Millisecond), readyAt.Sub(r1.exitAt).Round(time.Millisecond))
+		rate, duration, sigAt.Sub(start).Round(time.Millisecond), exitAfter.Round(time.Millisecond), readyAt.Sub(r1.ExitedAt()).Round(time.Millisecond))
 	for _, b := range buckets {
 		t.Logf("  %-30s %s", b.name+":", summary(b.os))
 	}
@@ -130,7 +132,7 @@ func TestResolverRestartUnderLoad(t *testing.T) {
 		}
 	}
 	if len(buckets[3].os) == 0 {
-		t.Errorf("no query after the restart: the new process took %s to get ready", readyAt.Sub(r1.exitAt))
+		t.Errorf("no query after the restart: the new process took %s to get ready", readyAt.Sub(r1.ExitedAt()))
 	}
 	r2.checkAlive(t)
 }

@@ -24,13 +24,14 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 
 	"github.com/dnsguard/dnsguard/certs"
+	"github.com/dnsguard/dnsguard/test/internal/harness"
 )
 
 const clusterDNS = "10.96.0.10"
 
 // webhookProc is bin/webhook serving HTTPS on loopback with dev certs.
 type webhookProc struct {
-	*proc
+	*harness.Proc
 	url     string // https://127.0.0.1:PORT
 	certDir string
 	pool    *x509.CertPool
@@ -51,9 +52,9 @@ func startWebhook(t *testing.T) *webhookProc {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		t.Fatal("ca.crt: no certificate")
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", harness.MustFreePort(t))
 	w := &webhookProc{url: "https://" + addr, certDir: dir, pool: pool}
-	w.proc = startProc(t, "webhook", binPath(t, "webhook"),
+	w.Proc = harness.MustStart(t, "webhook", binPath(t, "webhook"),
 		"--listen="+addr,
 		"--tls-cert-file="+filepath.Join(dir, "tls.crt"),
 		"--tls-key-file="+filepath.Join(dir, "tls.key"),
@@ -61,22 +62,16 @@ func startWebhook(t *testing.T) *webhookProc {
 		"--namespace-defaults=false",
 		"--log-level=warn")
 	c := w.client(true)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if !w.alive() {
-			t.Fatalf("webhook exited during start: %v", w.err)
-		}
+	err = w.WaitUntil(10*time.Second, 50*time.Millisecond, func() bool {
 		resp, err := c.Get(w.url + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("webhook not ready within 10 s: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	c.CloseIdleConnections()
 	return w
@@ -397,8 +392,8 @@ func TestWebhookCertRotationUnderLoad(t *testing.T) {
 	if ok.Load() < int64(float64(rate)*duration.Seconds()*0.8) {
 		t.Errorf("only %d requests answered in %s; the load generator or the webhook fell behind", ok.Load(), duration)
 	}
-	if !w.alive() {
-		t.Fatalf("webhook exited: %v", w.err)
+	if done, err := w.Exited(); done {
+		t.Fatalf("webhook exited: %v", err)
 	}
 }
 
@@ -425,7 +420,7 @@ func TestWebhookHostileInputUnderLoad(t *testing.T) {
 	}
 	wc.CloseIdleConnections()
 	time.Sleep(300 * time.Millisecond)
-	base := usage{goroutines: w.goroutines(t, mc), rssKiB: rssKiB(t, w.pid())}
+	base := usage{goroutines: w.goroutines(t, mc), rssKiB: harness.MustMem(t, w.PID()).RSS}
 	t.Logf("baseline: %v", base)
 
 	huge := bytes.Repeat([]byte("A"), 4<<20)
@@ -558,8 +553,8 @@ func TestWebhookHostileInputUnderLoad(t *testing.T) {
 	if p99 := pct(validLat, 99); p99 > 500*time.Millisecond {
 		t.Errorf("valid reviews p99 %s under hostile load, want < 500 ms", p99)
 	}
-	if !w.alive() {
-		t.Fatalf("webhook exited: %v", w.err)
+	if done, err := w.Exited(); done {
+		t.Fatalf("webhook exited: %v", err)
 	}
 	valid.CloseIdleConnections()
 	hostile.CloseIdleConnections()
@@ -577,7 +572,7 @@ func TestWebhookHostileInputUnderLoad(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	now := usage{goroutines: g, rssKiB: rssKiB(t, w.pid())}
+	now := usage{goroutines: g, rssKiB: harness.MustMem(t, w.PID()).RSS}
 	t.Logf("after hostile load (settled %s): baseline %v, now %v", time.Since(deadline.Add(-5*time.Second)).Round(time.Millisecond), base, now)
 	if g > base.goroutines+20 {
 		t.Errorf("webhook goroutines %d, baseline %d: did not return within 5 s", g, base.goroutines)

@@ -24,17 +24,13 @@ NL=169.254.20.10 DNSIP=10.251.1.2 UPIP=10.251.1.3
 HEALTH=127.0.0.1:9254
 MAX_MS=${NODELOCAL_MAX_MS:-2500}
 
-pass=0 fail=0
-ok()  { pass=$((pass + 1)); echo "  PASS $*"; }
-bad() { fail=$((fail + 1)); echo "  FAIL $*"; }
-check() { local d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
-log() { echo "== $*"; }
+. "$ROOT/hack/lib.sh" nodelocal-test
 
-[ "$(id -u)" -eq 0 ] || { echo "run.sh: needs root (network namespaces)"; exit 1; }
+[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces)"
 for t in ip nft conntrack dnsmasq dig gcc getent curl go timeout; do
-  command -v "$t" >/dev/null || { echo "run.sh: $t missing (make deps)"; exit 1; }
+  command -v "$t" >/dev/null || die "$t missing (make deps)"
 done
-[ -x "$BIN" ] || { echo "run.sh: $BIN missing (make build)"; exit 1; }
+[ -x "$BIN" ] || die "$BIN missing (make build)"
 
 WORK=$(mktemp -d /tmp/dnsguard-nodelocal.XXXXXX)
 chmod 755 "$WORK"
@@ -61,7 +57,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log "root tests of resolver/nodelocal (go test -tags root)"
-if go test -count=1 -tags root ./resolver/nodelocal; then ok "go test -tags root ./resolver/nodelocal"; else bad "go test -tags root ./resolver/nodelocal"; fi
+if go test -count=1 -tags root ./resolver/nodelocal; then pass "go test -tags root ./resolver/nodelocal"; else fail "go test -tags root ./resolver/nodelocal"; fi
 
 log "topology: $NODE, $DNS, $POD1, $POD2"
 for ns in $NODE $DNS $POD1 $POD2; do
@@ -188,12 +184,12 @@ run_loops() { # run_loops TAG: gailoop in both pods in the background (bounded)
   ip netns exec $POD2 timeout 60 "$WORK/gailoop" -n 20000 -t 12 web.example.com. >"$WORK/$1-pod2.txt" 2>&1 &
   L2=$!
 }
-summary() { # summary FILE...: "count fails max_ms over_1s"
+loop_stats() { # loop_stats FILE...: "count fails max_ms over_1s"
   cat "$@" | awk '$2=="ok"||$2=="fail" {n++; if ($2=="fail") f++; if ($1+0>m) m=$1+0; if ($1+0>1000) s++}
     END {printf "%d %d %.1f %d\n", n, f+0, m+0, s+0}'
 }
 assert_run() { # assert_run TAG LIMIT_MS
-  read -r n f m s < <(summary "$WORK/$1-pod1.txt" "$WORK/$1-pod2.txt")
+  read -r n f m s < <(loop_stats "$WORK/$1-pod1.txt" "$WORK/$1-pod2.txt")
   echo "    $1: $n lookups, $f failed, max ${m} ms, $s over 1 s"
   echo "$1 $n $f $m $s" >>"$WORK/results.txt"
   check "$1: lookups ran ($n)" test "$n" -ge 100
@@ -238,5 +234,4 @@ check "final SIGTERM removes interface and rules" bash -c \
   "kill -TERM $C; for i in \$(seq 100); do kill -0 $C 2>/dev/null || break; sleep 0.05; done; ! ip -n $NODE link show dnsguard0 >/dev/null 2>&1 && ! ip netns exec $NODE nft list table inet dnsguard_nodelocal >/dev/null 2>&1"
 
 if [ -n "${NODELOCAL_RESULTS:-}" ]; then cp "$WORK/results.txt" "$NODELOCAL_RESULTS"; fi
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary

@@ -15,19 +15,13 @@ RES_IP=127.0.53.3 RES_PORT=53
 HEALTH=$RES_IP:8053
 BIN=$ROOT/bin/resolver
 
-pass=0 fail=0
-ok()  { pass=$((pass + 1)); echo "  PASS $*"; }
-bad() { fail=$((fail + 1)); echo "  FAIL $*"; }
-check() { # check "description" command...
-  local d=$1; shift
-  if "$@"; then ok "$d"; else bad "$d"; fi
-}
+. "$ROOT/hack/lib.sh" resolver-test
 
-[ "$(id -u)" -eq 0 ] || { echo "run.sh: needs root (unshare -m, port 53)"; exit 1; }
+[ "$(id -u)" -eq 0 ] || die "needs root (unshare -m, port 53)"
 for t in dnsmasq dig gcc unshare curl; do
-  command -v "$t" >/dev/null || { echo "run.sh: $t missing (make deps)"; exit 1; }
+  command -v "$t" >/dev/null || die "$t missing (make deps)"
 done
-[ -x "$BIN" ] || { echo "run.sh: $BIN missing (make build)"; exit 1; }
+[ -x "$BIN" ] || die "$BIN missing (make build)"
 
 WORK=$(mktemp -d /tmp/dnsguard-resolver-test.XXXXXX)
 chmod 755 "$WORK"
@@ -42,7 +36,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== setup in $WORK"
+log "setup in $WORK"
 cat >"$WORK/hosts" <<EOF
 192.0.2.10 www.test.example
 2001:db8::10 www.test.example
@@ -70,7 +64,7 @@ start_dnsmasq() {
     dig +short +time=1 +tries=1 @$UP_IP -p $UP_PORT www.test.example A >/dev/null 2>&1 && return 0
     sleep 0.1
   done
-  echo "dnsmasq did not start"; cat "$WORK/dnsmasq.log" || true; exit 1
+  die "dnsmasq did not start; its log: $(cat "$WORK/dnsmasq.log" 2>&1)"
 }
 start_dnsmasq
 upstream_queries() { grep -c "query\[" "$WORK/dnsmasq.log" || true; }
@@ -87,7 +81,7 @@ done
 D() { dig +time=3 +tries=1 @$RES_IP -p $RES_PORT "$@"; }
 metric() { curl -sf "http://$HEALTH/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 
-echo "== resolver basics (dig)"
+log "resolver basics (dig)"
 check "probe subcommand answers" "$BIN" probe --server=$RES_IP:$RES_PORT
 check "probe of a dead address fails" bash -c "! '$BIN' probe --server=127.0.53.9:53 --timeout=300ms 2>/dev/null"
 check "UDP A" test "$(D +short www.test.example A)" = "192.0.2.10"
@@ -105,7 +99,7 @@ check "ANY not forwarded" bash -c "! grep -q 'query\[ANY\]' '$WORK/dnsmasq.log'"
 out=$(D +tcp test.example AXFR 2>&1 || true)
 check "AXFR refused" grep -qiE "REFUSED|Transfer failed" <<<"$out"
 
-echo "== truncation"
+log "truncation"
 out=$(D +noedns +ignore big.test.example TXT)
 check "no EDNS0: answer over 512 bytes has TC" grep -qE "flags: qr[a-z ]* tc" <<<"$out"
 size=$(D +noedns +ignore big.test.example TXT | awk '/MSG SIZE/ {print $NF}')
@@ -119,7 +113,7 @@ check "EDNS0 4096: full ${size}-byte answer over UDP, no TC" \
 out=$(D +noedns big.test.example TXT)
 check "dig retries over TCP and gets the whole TXT record" bash -c "grep -q 'Truncated, retrying in TCP' <<<'$out' && grep -q ffffffff <<<'$out'"
 
-echo "== bad input"
+log "bad input"
 printf '\x12' >/dev/udp/$RES_IP/$RES_PORT
 printf '\x12\x34\x81\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01' >/dev/udp/$RES_IP/$RES_PORT
 head -c 3000 /dev/urandom >/dev/udp/$RES_IP/$RES_PORT || true
@@ -130,7 +124,7 @@ check "still answering after garbage and a stalled TCP client" test "$(D +tcp +s
 exec 7>&-
 check "resolver still running" kill -0 $RES_PID
 
-echo "== glibc (getent ahosts, getaddrinfo) in a private mount namespace"
+log "glibc (getent ahosts, getaddrinfo) in a private mount namespace"
 gcc -O2 -Wall -o "$WORK/gai" test/resolver/gai.c
 printf 'nameserver %s\noptions timeout:2 attempts:1\n' $RES_IP >"$WORK/resolv.conf"
 inns() { unshare -m bash -c "mount --bind '$WORK/resolv.conf' /etc/resolv.conf && $*"; }
@@ -152,12 +146,12 @@ check "upstream saw each question once (got $n for 3 names x A/AAAA)" test "$n" 
 hits=$(metric dnsguard_resolver_cache_hits_total)
 check "cache hits counted ($hits)" test "${hits%.*}" -ge 2
 
-echo "== metrics and health"
+log "metrics and health"
 check "/healthz" curl -sf "http://$HEALTH/healthz" -o /dev/null
 check "/readyz" curl -sf "http://$HEALTH/readyz" -o /dev/null
 check "/metrics names" bash -c "curl -sf http://$HEALTH/metrics | grep -q '^dnsguard_resolver_upstream_duration_seconds_bucket'"
 
-echo "== upstream source ports and slow upstream (recording relay in front of dnsmasq)"
+log "upstream source ports and slow upstream (recording relay in front of dnsmasq)"
 # test/resolver/recorder logs the source port of every query it receives
 # and answers names starting with "slow" 1.5 s late. A second resolver with
 # the default --timeout=1s --total-timeout=3s uses it as its upstream.
@@ -189,7 +183,7 @@ kill "$RES2_PID" "$REC_PID" 2>/dev/null || true
 wait "$RES2_PID" "$REC_PID" 2>/dev/null || true
 RES2_PID="" REC_PID=""
 
-echo "== footprint"
+log "footprint"
 size=$(stat -c %s "$BIN")
 echo "    binary: $size bytes ($(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1048576 }') MiB)"
 check "stripped static binary <= 7 MiB" test "$size" -le $((7 * 1048576))
@@ -205,7 +199,7 @@ echo "    idle 3 s: $((ut1 + st1 - ut0 - st0)) CPU ticks, $((cs1 - cs0)) context
 check "idle RSS <= 8 MiB (${rss} kB)" test "$rss" -le 8192
 check "no busy timers when idle (<= 1 CPU tick in 3 s)" test $((ut1 + st1 - ut0 - st0)) -le 1
 
-echo "== upstream failure: serve-stale and SERVFAIL within the budget"
+log "upstream failure: serve-stale and SERVFAIL within the budget"
 kill "$DNSMASQ_PID"; wait "$DNSMASQ_PID" 2>/dev/null || true; DNSMASQ_PID=""
 out=$(D v4only-missing.test.example A || true)
 ms=$(awk '/Query time:/ {print $4}' <<<"$out")
@@ -213,7 +207,7 @@ check "dead upstream: SERVFAIL" grep -q "status: SERVFAIL" <<<"$out"
 check "dead upstream: answered within the 2 s budget (dig query time ${ms}ms)" test "${ms:-9999}" -lt 2300
 check "cached names keep answering" test "$(D +short www.test.example A)" = "192.0.2.10"
 
-echo "== graceful shutdown (SIGTERM, --drain=2s)"
+log "graceful shutdown (SIGTERM, --drain=2s)"
 kill -TERM $RES_PID
 sleep 0.3
 check "answers during drain" test "$(D +short www.test.example A)" = "192.0.2.10"
@@ -225,13 +219,11 @@ rc=0; wait $RES_PID || rc=$?
 RES_PID=""
 check "exit status 0 ($rc)" test "$rc" = 0
 
-echo "== configuration errors name the bad value"
+log "configuration errors name the bad value"
 out=$("$BIN" --listen=0.0.0.0:53 --upstream=10.0.0.1 2>&1 || true)
 check "non-loopback listen refused" grep -q -- "--listen=0.0.0.0:53" <<<"$out"
 out=$("$BIN" --upstream=not-an-ip 2>&1 || true)
 check "bad upstream named" grep -q -- "--upstream=not-an-ip" <<<"$out"
 check "--help exits 0" bash -c "'$BIN' --help 2>&1 | grep -q -- '-parallel-a-aaaa'"
 
-echo
-echo "resolver-test: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary

@@ -39,6 +39,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/dnsguard/dnsguard/test/internal/harness"
 )
 
 type options struct {
@@ -92,46 +94,44 @@ func run() error {
 
 	// dnsmasq answers every name under bench.example itself (no cache, no
 	// further upstream): the resolver forwards each unique name to it.
-	up := exec.Command(o.dnsmasq, "-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--user=root", "--pid-file=",
+	up, err := harness.Start("dnsmasq", harness.Options{Log: filepath.Join(work, "dnsmasq.log")},
+		o.dnsmasq, "-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--user=root", "--pid-file=",
 		"--listen-address="+o.upstream, "--bind-interfaces", "--port="+strconv.Itoa(o.port),
 		"--address=/bench.example/198.51.100.7", "--cache-size=0", "--dns-forward-max=1000", "--log-facility=-")
-	upLog, _ := os.Create(filepath.Join(work, "dnsmasq.log"))
-	up.Stdout, up.Stderr = upLog, upLog
-	if err := up.Start(); err != nil {
-		return fmt.Errorf("start dnsmasq: %w", err)
+	if err != nil {
+		return err
 	}
-	defer stopProc(up)
+	defer func() { _ = up.Stop(5 * time.Second) }()
 	if err := waitDNS(ctx, net.JoinHostPort(o.upstream, strconv.Itoa(o.port))); err != nil {
 		return fmt.Errorf("dnsmasq: %w", err)
 	}
 
 	// The resolver with the sidecar's own arguments (webhook/sidecar.go).
 	addr := net.JoinHostPort(o.addr, strconv.Itoa(o.port))
-	res := exec.Command(o.resolver, "--listen="+addr, "--upstream="+net.JoinHostPort(o.upstream, strconv.Itoa(o.port)),
+	res, err := harness.Start("resolver", harness.Options{Log: filepath.Join(work, "resolver.log")},
+		o.resolver, "--listen="+addr, "--upstream="+net.JoinHostPort(o.upstream, strconv.Itoa(o.port)),
 		"--health-listen="+net.JoinHostPort(o.addr, "18253"), "--log-level=warn")
-	resLog, _ := os.Create(filepath.Join(work, "resolver.log"))
-	res.Stdout, res.Stderr = resLog, resLog
-	if err := res.Start(); err != nil {
-		return fmt.Errorf("start resolver: %w", err)
+	if err != nil {
+		return err
 	}
-	defer stopProc(res)
+	defer func() { _ = res.Stop(5 * time.Second) }()
 	if err := waitDNS(ctx, addr); err != nil {
 		return fmt.Errorf("resolver: %w", err)
 	}
-	pid := res.Process.Pid
+	pid := res.PID()
 	fmt.Printf("# sidecar resources measurement (%s, %d CPUs, load %s)\n\n", time.Now().UTC().Format(time.RFC3339), numCPU(), loadavg())
 	fmt.Printf("resolver: %s --listen=%s --upstream=%s:%d (pid %d); upstream: dnsmasq %s\n\n", o.resolver, addr, o.upstream, o.port, pid, o.upstream)
 
-	idle, _ := statusKiB(pid, "VmRSS")
+	idle, _ := harness.ReadMem(pid)
 	if err := flood(ctx, o, work, addr, pid); err != nil {
 		return err
 	}
-	fmt.Printf("idle RSS before the flood: %.1f MiB\n\n", float64(idle)/1024)
+	fmt.Printf("idle RSS before the flood: %.1f MiB\n\n", float64(idle.RSS)/1024)
 	if err := bursts(ctx, o, addr, pid); err != nil {
 		return err
 	}
 	if b, _ := os.ReadFile(filepath.Join(work, "resolver.log")); len(b) > 0 {
-		fmt.Printf("\nresolver log (warnings):\n%s\n", lastLines(string(b), 10))
+		fmt.Printf("\nresolver log (warnings):\n%s\n", harness.LastLines(string(b), 10))
 	}
 	return nil
 }
@@ -179,8 +179,8 @@ loop:
 			}
 			break loop
 		case <-tick.C:
-			if r, err := statusKiB(pid, "VmRSS"); err == nil && r > peakRSS {
-				peakRSS = r
+			if m, err := harness.ReadMem(pid); err == nil && m.RSS > peakRSS {
+				peakRSS = m.RSS
 			}
 		case <-deadline:
 			_ = cmd.Process.Kill()
@@ -197,12 +197,12 @@ loop:
 			}
 		}
 	}
-	hwm, err := statusKiB(pid, "VmHWM")
+	end, err := harness.ReadMem(pid)
 	if err != nil {
 		return fmt.Errorf("resolver exited during the flood: %w", err)
 	}
-	fmt.Printf("\npeak RSS sampled every 250 ms: %.1f MiB; VmHWM (kernel peak): %.1f MiB\n", float64(peakRSS)/1024, float64(hwm)/1024)
-	fmt.Printf("RESULT peak_rss_mib=%.1f\n\n", float64(hwm)/1024)
+	fmt.Printf("\npeak RSS sampled every 250 ms: %.1f MiB; VmHWM (kernel peak): %.1f MiB\n", float64(peakRSS)/1024, float64(end.HWM)/1024)
+	fmt.Printf("RESULT peak_rss_mib=%.1f\n\n", float64(end.HWM)/1024)
 	return nil
 }
 
@@ -354,19 +354,6 @@ func cpuCgroupOf(pid int) (string, error) {
 	return "", fmt.Errorf("pid %d is in no cgroup v1 cpu hierarchy (cgroup v2 only?)", pid)
 }
 
-func statusKiB(pid int, key string) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, key+":"); ok {
-			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("%s not in /proc/%d/status", key, pid)
-}
-
 func waitDNS(ctx context.Context, addr string) error {
 	c := &dns.Client{Timeout: 300 * time.Millisecond}
 	for range 100 {
@@ -381,21 +368,6 @@ func waitDNS(ctx context.Context, addr string) error {
 	return fmt.Errorf("no answer on %s after 10 s", addr)
 }
 
-func stopProc(c *exec.Cmd) {
-	if c.Process == nil {
-		return
-	}
-	_ = c.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = c.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		_ = c.Process.Kill()
-		<-done
-	}
-}
-
 func numCPU() int {
 	b, _ := os.ReadFile("/proc/cpuinfo")
 	return strings.Count(string(b), "processor\t:")
@@ -408,12 +380,4 @@ func loadavg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
-}
-
-func lastLines(s string, n int) string {
-	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(l) > n {
-		l = l[len(l)-n:]
-	}
-	return strings.Join(l, "\n")
 }

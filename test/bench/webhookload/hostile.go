@@ -14,11 +14,12 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/dnsguard/dnsguard/test/internal/harness"
 )
 
 // runHostile plays a hostile tenant against a webhook (issue 14): many
@@ -78,8 +79,8 @@ func runHostile(args []string) error {
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
-			if k := rssKiB(*pid); k > peakKiB.Load() {
-				peakKiB.Store(k)
+			if m, err := harness.ReadMem(*pid); err == nil && m.RSS > peakKiB.Load() {
+				peakKiB.Store(m.RSS)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -194,7 +195,8 @@ func runHostile(args []string) error {
 	}
 	var bigTotal int64
 	codes.Range(func(_, v any) bool { bigTotal += v.(*atomic.Int64).Load(); return true })
-	hwm := statusKiB(*pid, "VmHWM")
+	end, _ := harness.ReadMem(*pid) // zero without --pid
+	hwm := end.HWM
 	fmt.Println("server\tbig\tbig_bytes\tstalled\tbig_sent\tbig_200\tbig_429\tbig_other\tnormal_sent\tnormal_200\thealthz_sent\thealthz_fail\thealthz_max_ms\tpeak_rss_kib\thwm_kib")
 	fmt.Printf("%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", *label, *big, len(large), *stalled,
 		bigTotal, get(200), get(429), bigTotal-get(200)-get(429), normalSent.Load(), normalOK.Load(),
@@ -232,29 +234,6 @@ func padReview(review []byte, size int) ([]byte, error) {
 		return json.Marshal(doc)
 	}
 	return b, nil
-}
-
-func rssKiB(pid int) int64 { return statusKiB(pid, "VmRSS") }
-
-// statusKiB reads a "Key: N kB" line of /proc/PID/status, or 0.
-func statusKiB(pid int, key string) int64 {
-	if pid <= 0 {
-		return 0
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, key+":"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				n, _ := strconv.ParseInt(f[0], 10, 64)
-				return n
-			}
-		}
-	}
-	return 0
 }
 
 // probeResult is what the probe process saw.

@@ -44,6 +44,8 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/dnsguard/dnsguard/test/internal/harness"
 )
 
 func main() {
@@ -338,36 +340,15 @@ func (d *driver) open(rate int, dur time.Duration) result {
 	return r
 }
 
-// cpuTicks returns utime+stime of pid in clock ticks, or -1.
+// cpuTicks returns utime+stime of pid in clock ticks, or -1 (no pid, or
+// it is gone).
 func cpuTicks(pid int) int64 {
-	if pid <= 0 {
-		return -1
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s, err := harness.ReadStat(pid)
 	if err != nil {
 		return -1
 	}
-	// The command name in parentheses may hold spaces: split after it.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return -1
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// After ")": state is field 3 of stat(5), utime 14 and stime 15.
-	if len(f) < 13 {
-		return -1
-	}
-	u, err1 := strconv.ParseInt(f[11], 10, 64)
-	s, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return -1
-	}
-	return u + s
+	return int64(s.CPUTicks)
 }
-
-// clockTick is USER_HZ, fixed at 100 on Linux for every architecture Go
-// supports, so /proc tick counts convert without cgo's sysconf.
-const clockTick = 100
 
 func report(cfg loadConfig, r result) {
 	slices.Sort(r.latencies)
@@ -382,7 +363,7 @@ func report(cfg loadConfig, r result) {
 	rps := float64(ok) / r.elapsed.Seconds()
 	cpu := "-"
 	if r.cpuTicks >= 0 && ok > 0 {
-		cpu = fmt.Sprintf("%.1f", float64(r.cpuTicks)*1e6/clockTick/float64(ok))
+		cpu = fmt.Sprintf("%.1f", float64(r.cpuTicks)*1e6/harness.ClockTick/float64(ok))
 	}
 	fmt.Printf("%s\t%s\t%s\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%s\n",
 		cfg.label, cfg.proto, r.mode, r.sent, r.errors, rps, pct(0.50), pct(0.99), pct(1), cpu)
