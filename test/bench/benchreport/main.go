@@ -493,21 +493,8 @@ func (r *report) writeTargets() {
 		ts = append(ts, t)
 	}
 
-	t = target{what: "webhook reviews/s per core (best closed-loop step, HTTP/2)", want: "≥ 10000"}
-	var best hookRow
-	for _, h := range r.hooks {
-		if h.server == "webhook" && h.proto == "h2" && strings.HasPrefix(h.mode, "c=") && h.cpuUs > 0 && (best.cpuUs == 0 || h.cpuUs < best.cpuUs) {
-			best = h
-		}
-	}
-	if best.cpuUs > 0 {
-		floor := ""
-		if f, ok := r.hook("floor", best.proto, best.mode); ok && f.cpuUs > 0 {
-			floor = fmt.Sprintf("; the floor in the same run: %.0f", 1e6/f.cpuUs)
-		}
-		t.got, t.met = fmt.Sprintf("%.0f (%.1f µs CPU/review at %s; %.0f reviews/s measured%s)", 1e6/best.cpuUs, best.cpuUs, best.mode, best.rps, floor), yes(1e6/best.cpuUs >= 10000)
-	}
-	ts = append(ts, t)
+	// No absolute reviews/s target: that is a machine's number, not a
+	// ratio (issue 18); the per-review CPU ratios to the floor below are.
 	for _, server := range []string{"webhook", "webhook-large"} {
 		what := map[string]string{"webhook": "6 KiB pod", "webhook-large": "200 KiB pod"}[server]
 		t = target{what: "webhook CPU/review vs floor, " + what + " (worst closed-loop step, HTTP/1.1 and HTTP/2)", want: "≤ 1.2×"}
