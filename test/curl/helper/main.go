@@ -21,6 +21,8 @@ import (
 	"time"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
+
+	"github.com/dnsguard/dnsguard/test/internal/harness"
 )
 
 func main() {
@@ -73,12 +75,11 @@ func apply(origPath, patchPath string) error {
 }
 
 func freePort() error {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := harness.FreePort()
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
-	defer l.Close()
-	fmt.Println(l.Addr().(*net.TCPAddr).Port)
+	fmt.Println(port)
 	return nil
 }
 

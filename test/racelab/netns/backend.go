@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/dnsguard/dnsguard/test/internal/harness"
 	"github.com/dnsguard/dnsguard/test/racelab/lab"
 )
 
@@ -28,7 +29,7 @@ type backend struct {
 	t                     topo
 	cpu                   int
 	clients               lab.Binaries
-	procs                 []*proc
+	procs                 []*harness.Proc
 	hold                  time.Duration
 }
 
@@ -198,7 +199,7 @@ func (b *backend) RunMode(ctx context.Context, l *lab.Lab, m lab.Mode, clients [
 		l.Fail("%s: %v", m.Name, err)
 		return nil
 	}
-	var server *proc
+	var server *harness.Proc
 	var err error
 	switch m.Name {
 	case "sidecar", "sidecar-nofallback":
@@ -207,7 +208,7 @@ func (b *backend) RunMode(ctx context.Context, l *lab.Lab, m lab.Mode, clients [
 		server, err = b.startNodeCache(ctx, m.Name)
 	}
 	if err != nil {
-		server.stop()
+		stop(server)
 		l.Fail("%s rows not run: %v", m.Label, err)
 		return nil
 	}
@@ -235,7 +236,7 @@ func (b *backend) RunMode(ctx context.Context, l *lab.Lab, m lab.Mode, clients [
 	}
 	lookups := l.Opts.N * len(clients)
 	l.Check(int(upstream) >= lookups, "%s: bin/resolver sent %.0f queries upstream through the node for %d lookups (fewer: a cache hid the path)", m.Name, upstream, lookups)
-	server.stop()
+	stop(server)
 	if m.Name == "nodelocal" {
 		_, err := run(ctx, in(b.t.node, "ip", "link", "show", "dnsguard0")...)
 		l.Check(err != nil, "node cache removed dnsguard0 and its NOTRACK table on SIGTERM")
@@ -291,7 +292,7 @@ func (b *backend) Close(ctx context.Context) error {
 		time.Sleep(b.hold)
 	}
 	for _, p := range b.procs {
-		p.stop()
+		stop(p)
 	}
 	err := b.t.destroy(ctx)
 	if rerr := os.RemoveAll(b.work); rerr != nil && err == nil {

@@ -5,77 +5,33 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/dnsguard/dnsguard/test/internal/harness"
 )
 
-// proc is a server the lab started; stop ends it by its pid.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan error
-}
-
 // start runs argv in the background with its output in logDir/name.log.
-func start(name, logDir string, argv ...string) (*proc, error) {
-	log := filepath.Join(logDir, name+".log")
-	f, err := os.Create(log)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, log: log, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait() }()
-	return p, nil
+func start(name, logDir string, argv ...string) (*harness.Proc, error) {
+	return harness.Start(name, harness.Options{Log: filepath.Join(logDir, name+".log")}, argv...)
 }
 
-// exited reports whether the process has ended.
-func (p *proc) exited() bool {
-	select {
-	case err := <-p.done:
-		p.done <- err
-		return true
-	default:
-		return false
-	}
-}
-
-// tail is the end of the process's log, for error messages.
-func (p *proc) tail() string {
-	b, _ := os.ReadFile(p.log)
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return strings.Join(lines[max(0, len(lines)-5):], "\n")
-}
-
-// stop sends SIGTERM and waits (bounded) for the exit.
-func (p *proc) stop() {
-	if p == nil || p.exited() {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
+// stop ends a server the lab started (nil: none was), SIGKILL after 5 s.
+func stop(p *harness.Proc) {
+	if p != nil {
+		_ = p.Stop(5 * time.Second)
 	}
 }
 
 // waitFor polls ok every 100 ms for up to 10 s while p runs.
-func waitFor(ctx context.Context, p *proc, what string, ok func() bool) error {
+func waitFor(ctx context.Context, p *harness.Proc, what string, ok func() bool) error {
 	for i := 0; i < 100; i++ {
-		if p != nil && p.exited() {
-			return fmt.Errorf("%s exited: %s", p.name, p.tail())
+		if p != nil {
+			if done, _ := p.Exited(); done {
+				return fmt.Errorf("%s exited: %s", p.Name, p.Tail(5))
+			}
 		}
 		if ok() {
 			return nil
@@ -87,7 +43,7 @@ func waitFor(ctx context.Context, p *proc, what string, ok func() bool) error {
 		}
 	}
 	if p != nil {
-		return fmt.Errorf("%s: %s not ready after 10s: %s", p.name, what, p.tail())
+		return fmt.Errorf("%s: %s not ready after 10s: %s", p.Name, what, p.Tail(5))
 	}
 	return fmt.Errorf("%s not ready after 10s", what)
 }
@@ -95,7 +51,7 @@ func waitFor(ctx context.Context, p *proc, what string, ok func() bool) error {
 // dnsmasq in ns answers A and AAAA for the test Service with TTL 0 (so no
 // cache in any row hides the network path) and NXDOMAIN for every other
 // name under cluster.local, like CoreDNS's kubernetes plugin.
-func (b *backend) startDNSMasq(ns, ip string) (*proc, error) {
+func (b *backend) startDNSMasq(ns, ip string) (*harness.Proc, error) {
 	argv := in(ns, append(b.pin("5"), "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll",
 		"--bind-interfaces", "--listen-address="+ip, "--port=53",
 		"--local=/cluster.local/", "--host-record="+fqdn+","+addr4+","+addr6, "--local-ttl=0",
@@ -112,7 +68,7 @@ func (b *backend) dig(ctx context.Context, server, name, qtype string) string {
 // startWebhook runs bin/webhook in the node namespace (its own loopback, no
 // port clash with anything else on the machine) on port with extra flags;
 // --shutdown-delay=0s: no API server to drain for.
-func (b *backend) startWebhook(ctx context.Context, port string, extra ...string) (*proc, error) {
+func (b *backend) startWebhook(ctx context.Context, port string, extra ...string) (*harness.Proc, error) {
 	argv := in(b.t.node, append([]string{filepath.Join(b.bin, "webhook"), "--listen=127.0.0.1:" + port,
 		"--tls-cert-file=" + filepath.Join(b.work, "certs", "tls.crt"), "--tls-key-file=" + filepath.Join(b.work, "certs", "tls.key"),
 		"--nameservers=" + svcIP, "--cluster-domain=cluster.local", "--shutdown-delay=0s"}, extra...)...)
@@ -153,7 +109,7 @@ func (b *backend) explain(ctx context.Context, port, mode string) (string, error
 
 // startSidecar runs bin/resolver as the pod's sidecar on 127.0.0.1:53,
 // asking the Service IP.
-func (b *backend) startSidecar(ctx context.Context, mode string) (*proc, error) {
+func (b *backend) startSidecar(ctx context.Context, mode string) (*harness.Proc, error) {
 	argv := in(b.t.pod, "chrt", "-f", "5", filepath.Join(b.bin, "resolver"), "--listen=127.0.0.1:53", "--upstream="+svcIP+":53", "--health-listen=127.0.0.1:8053")
 	p, err := start("resolver."+mode, b.logs, argv...)
 	if err != nil {
@@ -172,7 +128,7 @@ const nodeHealth = "127.0.0.1:9254"
 // nodeLocalIP (its own interface and NOTRACK rules), asking the Service
 // over TCP. The node's own traffic to the Service is DNATed in the output
 // hook too, as kube-proxy does; the route only has to exist.
-func (b *backend) startNodeCache(ctx context.Context, mode string) (*proc, error) {
+func (b *backend) startNodeCache(ctx context.Context, mode string) (*harness.Proc, error) {
 	for _, argv := range [][]string{
 		in(b.t.node, "nft", "add", "chain", "ip", "dgkube", "output", "{ type nat hook output priority -100; }"),
 		in(b.t.node, "nft", "add", "rule", "ip", "dgkube", "output", "ip", "daddr", svcIP, "meta", "l4proto", "{ udp, tcp }", "th", "dport", "53",
