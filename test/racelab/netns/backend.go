@@ -124,10 +124,10 @@ func (b *backend) Setup(ctx context.Context, l *lab.Lab) error {
 // configurations start the webhooks and read each mode's resolv.conf from
 // /explain: the lab measures the project's own rendering.
 func (b *backend) configurations(ctx context.Context, l *lab.Lab) error {
-	if _, err := run(ctx, filepath.Join(b.bin, "certs"), "dev", "--out-dir="+filepath.Join(b.work, "certs"), "--hosts=127.0.0.1,localhost"); err != nil {
+	if _, err := run(ctx, filepath.Join(b.bin, "certs"), "controller", "--once", "--out-dir="+filepath.Join(b.work, "certs"), "--hosts=127.0.0.1,localhost", "--log-level=warn"); err != nil {
 		return err
 	}
-	l.Log("starting bin/webhook (dev certificates) in %s", b.t.node)
+	l.Log("starting bin/webhook (certificates from certs controller --once) in %s", b.t.node)
 	for _, w := range []struct {
 		port  string
 		extra []string
