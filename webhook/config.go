@@ -253,12 +253,22 @@ func badSetting(flagName, key string, val any, why string) error {
 	return fmt.Errorf("invalid --%s=%v [%s]: %s", flagName, val, key, why)
 }
 
+// Normalize settles the values the configuration accepts in more than one
+// spelling: a trailing dot on clusterDomain, and nodeLocal (existing implies
+// enabled; an empty address is the default one). It is the one step that
+// changes a loaded configuration; NewServer applies it to its own copy.
+func (c *Config) Normalize() {
+	c.ClusterDomain = strings.TrimSuffix(c.ClusterDomain, ".")
+	c.NodeLocal.normalize()
+}
+
 // Validate checks every field and returns all problems at once, each naming
 // the setting and the bad value. checkFiles also requires the TLS files to
-// exist. It normalizes two values it accepts in more than one spelling:
-// a trailing dot on clusterDomain, and nodeLocal (existing implies enabled,
-// an empty address is the default one).
-func (c *Config) Validate(checkFiles bool) error {
+// exist. It changes nothing: it checks the configuration as Normalize
+// would leave it, so both spellings of a value are accepted.
+func (cfg Config) Validate(checkFiles bool) error {
+	c := &cfg
+	c.Normalize()
 	var errs []error
 	bad := func(flagName, key string, val any, why string) {
 		errs = append(errs, badSetting(flagName, key, val, why))
@@ -301,7 +311,6 @@ func (c *Config) Validate(checkFiles bool) error {
 			bad("dns-service", "dnsService", c.DNSService, "want namespace/name")
 		}
 	}
-	c.ClusterDomain = strings.TrimSuffix(c.ClusterDomain, ".")
 	if msgs := validation.IsDNS1123Subdomain(c.ClusterDomain); len(msgs) > 0 {
 		bad("cluster-domain", "clusterDomain", c.ClusterDomain, strings.Join(msgs, "; "))
 	}

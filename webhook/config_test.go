@@ -130,11 +130,18 @@ func TestValidate(t *testing.T) {
 			}
 		})
 	}
-	// A trailing dot on the domain is accepted and removed.
+	// A trailing dot on the domain is accepted; Validate leaves it (it
+	// changes nothing) and Normalize removes it. Negative control: with
+	// Validate on a pointer that it normalizes, as it once was, this and
+	// the nodeLocal case below fail.
 	c := good()
 	c.ClusterDomain = "cluster.local."
-	if err := c.Validate(true); err != nil || c.ClusterDomain != "cluster.local" {
+	if err := c.Validate(true); err != nil || c.ClusterDomain != "cluster.local." {
 		t.Fatalf("%v %q", err, c.ClusterDomain)
+	}
+	c.Normalize()
+	if c.ClusterDomain != "cluster.local" {
+		t.Fatalf("normalized %q", c.ClusterDomain)
 	}
 	// 29 node search domains (with the 3 cluster ones: 32) are fine, with a
 	// trailing dot or upper case as resolv.conf may have them.
@@ -148,8 +155,12 @@ func TestValidate(t *testing.T) {
 	// nodeLocal.existing alone turns the node cache on at the default address.
 	c = good()
 	c.NodeLocal = NodeLocalConfig{Existing: true}
-	if err := c.Validate(true); err != nil || !c.NodeLocal.Enabled || c.NodeLocal.Address != DefaultNodeLocalAddress {
-		t.Fatalf("%v %+v", err, c.NodeLocal)
+	if err := c.Validate(true); err != nil || c.NodeLocal != (NodeLocalConfig{Existing: true}) {
+		t.Fatalf("Validate changed the configuration or refused it: %v %+v", err, c.NodeLocal)
+	}
+	c.Normalize()
+	if !c.NodeLocal.Enabled || c.NodeLocal.Address != DefaultNodeLocalAddress {
+		t.Fatalf("normalized %+v", c.NodeLocal)
 	}
 }
 

@@ -491,6 +491,7 @@ func TestEffectiveResolvConf(t *testing.T) {
 	// ClusterFirst pod's only nameserver (kubelet --cluster-dns).
 	cfg.ExtraSearchDomains = []string{"ec2.internal", "corp.example.com"}
 	cfg.NodeLocal = NodeLocalConfig{Existing: true}
+	cfg.Normalize()
 	if err := cfg.Validate(false); err != nil {
 		t.Fatal(err)
 	}

@@ -31,16 +31,20 @@ type NodeLocalConfig struct {
 	Existing bool `json:"existing,omitempty"`
 }
 
-// validate fills the default address and checks it.
-func (n *NodeLocalConfig) validate() error {
+// normalize makes Existing imply Enabled and fills the default address.
+func (n *NodeLocalConfig) normalize() {
 	if n.Existing {
 		n.Enabled = true
 	}
+	if n.Enabled && n.Address == "" {
+		n.Address = DefaultNodeLocalAddress
+	}
+}
+
+// validate checks a normalized configuration's address.
+func (n NodeLocalConfig) validate() error {
 	if !n.Enabled {
 		return nil
-	}
-	if n.Address == "" {
-		n.Address = DefaultNodeLocalAddress
 	}
 	if ip := net.ParseIP(n.Address); ip == nil || ip.IsUnspecified() || ip.IsLoopback() {
 		return fmt.Errorf("nodeLocal address %q: want the node cache's IP (not loopback or unspecified)", n.Address)

@@ -15,6 +15,7 @@ func nodeLocalConfig(t *testing.T) *Config {
 	c := DefaultConfig()
 	c.TLSCertFile, c.TLSKeyFile = "x", "y"
 	c.NodeLocal = NodeLocalConfig{Enabled: true}
+	c.Normalize()
 	if err := c.Validate(false); err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +94,7 @@ func TestNodeLocalFromConfigFile(t *testing.T) {
 	if err := config.ReadFile(p, &c); err != nil {
 		t.Fatal(err)
 	}
+	c.Normalize()
 	if err := c.Validate(false); err != nil {
 		t.Fatal(err)
 	}

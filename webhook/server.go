@@ -59,6 +59,7 @@ type Server struct {
 
 // NewServer builds a Server for a validated cfg.
 func NewServer(cfg Config, opts Options) *Server {
+	cfg.Normalize()
 	s := &Server{cfg: cfg, log: opts.Logger, registry: opts.Registry, ns: opts.Nameservers, nsModes: opts.Namespaces}
 	if s.log == nil {
 		s.log = slog.Default()

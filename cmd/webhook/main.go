@@ -48,13 +48,14 @@ func main() {
 }
 
 // parseConfig loads the settings (defaults, then the --config file, then
-// the flags given) and validates them; checkFiles also requires the TLS
-// files to exist.
+// the flags given), normalizes and validates them; checkFiles also
+// requires the TLS files to exist.
 func parseConfig(args []string, checkFiles bool, stderr io.Writer) (webhook.Config, error) {
 	cfg, err := config.Load("webhook", args, stderr, webhook.DefaultConfig, (*webhook.Config).RegisterFlags, usage)
 	if err != nil {
 		return cfg, err
 	}
+	cfg.Normalize()
 	return cfg, cfg.Validate(checkFiles)
 }
 

@@ -27,6 +27,7 @@ func renderedWebhookConfig(t *testing.T, args ...string) webhook.Config {
 	if err := config.ReadFile(f, &cfg); err != nil {
 		t.Fatalf("webhook rejects the rendered config: %v", err)
 	}
+	cfg.Normalize() // as the binary does after loading
 	if err := cfg.Validate(false); err != nil {
 		t.Fatalf("rendered config is invalid: %v", err)
 	}

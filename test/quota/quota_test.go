@@ -104,6 +104,7 @@ func webhookServer(t *testing.T, res *corev1.ResourceRequirements, ns webhook.Na
 	if res != nil {
 		cfg.Sidecar.Resources = *res
 	}
+	cfg.Normalize() // as the binary does after loading
 	if err := cfg.Validate(false); err != nil {
 		t.Fatal(err)
 	}
