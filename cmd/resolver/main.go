@@ -104,13 +104,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
-	// Start-up code (flags, package init, listener setup) is not needed
-	// again: let its executable pages drop out of RSS (see the function).
-	if n, err := resolver.ReleaseStartupPages(); err != nil {
-		log.Debug("release start-up pages", "err", err)
-	} else {
-		log.Debug("released start-up pages", "bytes", n)
-	}
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	s := <-sig
