@@ -16,6 +16,14 @@
 # and because the machine may be shared: CPU per query is the figure that
 # noise from other processes disturbs least.
 #
+# Memory: every DNS server runs in a cgroup v1 memory controller of its own
+# (test/bench/memsample exec, which first drops the server's executable from
+# the page cache so that the server pays for it), and is sampled two seconds
+# after start and after each workload by test/bench/memsample sample:
+# VmRSS/VmHWM, RssAnon, PSS and Pss_Anon (smaps_rollup), and the cgroup's
+# usage, peak (max_usage_in_bytes), rss, cache and OOM kills. Needs root
+# and /sys/fs/cgroup/memory.
+#
 # Webhook part: test/bench/webhookload drives bin/webhook and its own floor
 # handler over HTTPS (dev certificates from bin/certs) at concurrency 1, 8,
 # 32 and 128, over HTTP/1.1 and HTTP/2, then in open loop at half the
@@ -61,12 +69,20 @@ SERVERS=" ${BENCH_SERVERS:-unbound dnsmasq coredns dnsguard dnsguard-fresh} "
 TCP_SECONDS=${BENCH_TCP_SECONDS:-30}
 want() { [[ "$SERVERS" == *" $1 "* ]]; }
 
+MEMCG=/sys/fs/cgroup/memory
+[ -w "$MEMCG" ] || die "no writable cgroup v1 memory controller at $MEMCG (make bench runs every server in a memory cgroup of its own; run as root)"
+# The commit the page names: what was measured.
+COMMIT=$(git rev-parse --short HEAD)
+[ -z "$(git status --porcelain)" ] || COMMIT="$COMMIT+dirty"
+
 WORK=$(mktemp -d /tmp/dnsguard-bench.XXXXXX)
 pids=()
+cgroups=()
 cleanup() {
   local p
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  for p in "${cgroups[@]}"; do [ -d "$p" ] && "$WORK/memsample" rm --cgroup="$p"; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -79,12 +95,12 @@ log "building the benchmark helpers"
 go build -o "$WORK/authdns" ./test/bench/authdns
 go build -o "$WORK/webhookload" ./test/bench/webhookload
 go build -o "$WORK/benchreport" ./test/bench/benchreport
+go build -o "$WORK/memsample" ./test/bench/memsample
 
 # --- measuring helpers -------------------------------------------------------
 # ticks PID: user+sys CPU ticks (fields 14 and 15 of stat(5); the command
 # name may hold spaces, so count from its closing parenthesis).
 ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 clk_tck=$(getconf CLK_TCK)
 
 wait_dns() { # addr port: until the server answers (10 s at most)
@@ -102,7 +118,8 @@ dnsperf_field() { awk -v l="$2:" '(i = index($0, l)) { split(substr($0, i + leng
 dnsperf_max() { sed -n 's/.*Average Latency.*max \([0-9.]*\)).*/\1/p' "$1"; }
 
 SERVERS_TSV=$WORK/resolver.tsv
-printf 'server\tworkload\tqps\tsent\tcompleted\tlost\tavg_s\tmax_s\tsd_s\tcpu_ticks\tclk_tck\trss_idle_kib\trss_end_kib\thwm_kib\tbinary_bytes\tbinary_note\n' >"$SERVERS_TSV"
+printf 'server\tworkload\tqps\tsent\tcompleted\tlost\tavg_s\tmax_s\tsd_s\tcpu_ticks\tclk_tck\t%s\t%s\tbinary_bytes\tbinary_note\n' \
+  "$("$WORK/memsample" header --prefix=idle_)" "$("$WORK/memsample" header --prefix=end_)" >"$SERVERS_TSV"
 COMMANDS=$WORK/commands.txt
 : >"$COMMANDS"
 note_cmd() { printf '%s\n' "$*" >>"$COMMANDS"; }
@@ -133,22 +150,26 @@ stripped_size() { # binary: size after strip (Go binaries built -s -w barely cha
 bench_server() { # name addr binary binary_note cmd...
   local name=$1 addr=$2 binary=$3 note=$4
   shift 4
-  log "$name: starting on $addr:$PORT"
-  note_cmd "taskset -c $SERVER_CPU $*"
-  start_bg "$name" "$@"
+  local cg=$MEMCG/dnsguard-bench-$$-$name
+  log "$name: starting on $addr:$PORT in memory cgroup $cg"
+  note_cmd "taskset -c $SERVER_CPU test/bench/memsample exec --cgroup=MEMCG/$name -- $*"
+  cgroups+=("$cg")
+  start_bg "$name" "$WORK/memsample" exec --cgroup="$cg" -- "$@"
   local pid=$server_pid
   if ! wait_dns "$addr" "$PORT"; then
     fail "$name: starts and answers on $addr:$PORT" "$(cat "$WORK/$name.log" 2>&1)"
     stop_pid "$pid"
+    "$WORK/memsample" rm --cgroup="$cg"
     return 0
   fi
-  # CPU ticks and RSS are read from this PID: it must be the server itself.
-  if [ "$(cat "/proc/$pid/comm")" = bash ]; then
-    die "$name: PID $pid is a shell, not the server"
-  fi
+  # CPU ticks and memory are read from this PID: it must be the server
+  # itself (taskset, nice and memsample exec it, keeping the PID).
+  case "$(cat "/proc/$pid/comm")" in
+  bash | memsample | taskset | nice) die "$name: PID $pid is $(cat "/proc/$pid/comm"), not the server" ;;
+  esac
   sleep 2 # let start-up garbage settle before reading idle RSS
   local idle size
-  idle=$(status_kib "$pid" VmRSS)
+  idle=$("$WORK/memsample" sample --pid="$pid" --cgroup="$cg")
   size=$(stripped_size "$binary")
   # Warm the cache (not measured), then the two measured workloads.
   on_client dnsperf -s "$addr" -p "$PORT" -d "$WORK/hit.txt" -n 2 -c 4 -T 1 >/dev/null 2>&1 || true
@@ -164,15 +185,16 @@ bench_server() { # name addr binary binary_note cmd...
       fail "$name: survives the $wl workload"
       return 0
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$wl" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$wl" \
       "$(dnsperf_field "$out" 'Queries per second')" "$(dnsperf_field "$out" 'Queries sent')" \
       "$(dnsperf_field "$out" 'Queries completed')" "$(dnsperf_field "$out" 'Queries lost')" \
       "$(dnsperf_field "$out" 'Average Latency (s)')" "$(dnsperf_max "$out")" \
       "$(dnsperf_field "$out" 'Latency StdDev (s)')" "$((t1 - t0))" "$clk_tck" "$idle" \
-      "$(status_kib "$pid" VmRSS)" "$(status_kib "$pid" VmHWM)" "$size" "$note" >>"$SERVERS_TSV"
+      "$("$WORK/memsample" sample --pid="$pid" --cgroup="$cg")" "$size" "$note" >>"$SERVERS_TSV"
     pass "$name $wl: $(dnsperf_field "$out" 'Queries per second') q/s, lost $(dnsperf_field "$out" 'Queries lost'), $((t1 - t0)) ticks"
   done
   stop_pid "$pid"
+  "$WORK/memsample" rm --cgroup="$cg"
 }
 
 # --- resolver benchmark --------------------------------------------------------
@@ -384,6 +406,11 @@ fi
 log "writing $OUT"
 {
   echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "commit=$COMMIT"
+  # The command as run: the BENCH_ variables that changed it, quoted.
+  printf 'command=make bench'
+  for v in $(compgen -e | grep '^BENCH_' | sort); do printf ' %s=%q' "$v" "${!v}"; done
+  echo
   echo "nproc=$(nproc)"
   echo "cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
   echo "kernel=$(uname -srm)"

@@ -31,6 +31,14 @@ const allocMiB = 48
 var sink []byte
 
 func child(role string) {
+	// A child joins its memory cgroup itself, before allocating: Linux 6.x
+	// no longer moves charges with a process (move_charge_at_immigrate).
+	if cg := os.Getenv("HARNESS_MEMCG"); cg != "" {
+		if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+			fmt.Println("join cgroup:", err)
+			os.Exit(1)
+		}
+	}
 	switch role {
 	case "alloc":
 		sink = make([]byte, allocMiB<<20)
