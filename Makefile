@@ -97,7 +97,7 @@ bench: build
 soak: $(BIN)/resolver
 	./hack/soak.sh
 
-## sidecar-resources: peak RSS and CFS-throttled burst latency of the sidecar (root; docs/sidecar-resources.md)
+## sidecar-resources: the sidecar in a pod on the real node under a miss flood (memory cgroup peak, OOM kills, restarts) and CFS-throttled burst latency (root, under the net lock; rewrites docs/sidecar-resources.md)
 sidecar-resources: $(BIN)/resolver
 	./hack/sidecar-resources.sh
 

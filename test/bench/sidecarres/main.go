@@ -1,16 +1,13 @@
-// Command sidecarres measures what the injected resolver sidecar needs, to
-// justify its default requests and limits (docs/sidecar-resources.md):
-//
-//  1. memory: bin/resolver, started with the sidecar's arguments, in front of
-//     a local dnsmasq on loopback, gets a miss flood from dnsperf (unique
-//     names, every one forwarded upstream) and the peak RSS (VmHWM) is read
-//     from /proc;
-//  2. CPU: the same resolver is put into a cgroup v1 cpu controller created
-//     for this run under /sys/fs/cgroup/cpu with cpu.cfs_quota_us set to each
-//     candidate limit (100 ms period, as the kubelet sets it), and bursts of
-//     concurrent cache-miss lookups measure the lookup latency (p50, p99,
-//     max) and how often CFS throttled it; the cgroup is removed afterwards
-//     (the resolver is moved back first), also on error or Ctrl-C.
+// Command sidecarres measures the CPU the injected resolver sidecar needs, to
+// justify its default CPU request and limit (docs/sidecar-resources.md; the
+// memory figures come from a real pod, test/e2e TestSidecarResources):
+// bin/resolver, started with the sidecar's arguments in front of a local
+// dnsmasq on loopback, is put into a cgroup v1 cpu controller created
+// for this run under /sys/fs/cgroup/cpu with cpu.cfs_quota_us set to each
+// candidate limit (100 ms period, as the kubelet sets it), and bursts of
+// concurrent cache-miss lookups measure the lookup latency (p50, p99, max)
+// and how often CFS throttled it; the cgroup is removed afterwards (the
+// resolver is moved back first), also on error or Ctrl-C.
 //
 // Usage (as root, see hack/sidecar-resources.sh):
 //
@@ -20,7 +17,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -28,7 +24,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -44,15 +39,13 @@ import (
 )
 
 type options struct {
-	resolver, dnsmasq, dnsperf string
-	addr, upstream             string
-	port                       int
-	floodDuration              time.Duration
-	floodNames                 int
-	limits                     []string
-	bursts, burstSize          int
-	burstGap                   time.Duration
-	cgroupRoot                 string
+	resolver, dnsmasq string
+	addr, upstream    string
+	port              int
+	limits            []string
+	bursts, burstSize int
+	burstGap          time.Duration
+	cgroupRoot        string
 }
 
 func main() {
@@ -67,12 +60,9 @@ func run() error {
 	var limits string
 	flag.StringVar(&o.resolver, "resolver", "bin/resolver", "resolver binary under test")
 	flag.StringVar(&o.dnsmasq, "dnsmasq", "dnsmasq", "dnsmasq binary (the upstream)")
-	flag.StringVar(&o.dnsperf, "dnsperf", "dnsperf", "dnsperf binary (the miss flood)")
 	flag.StringVar(&o.addr, "addr", "127.53.2.1", "loopback address the resolver listens on")
 	flag.StringVar(&o.upstream, "upstream", "127.53.2.10", "loopback address dnsmasq listens on")
 	flag.IntVar(&o.port, "port", 10253, "DNS port of both")
-	flag.DurationVar(&o.floodDuration, "flood-duration", 30*time.Second, "length of the miss flood")
-	flag.IntVar(&o.floodNames, "flood-names", 1_000_000, "unique names in the miss flood")
 	flag.StringVar(&limits, "limits", "unlimited,1000m,500m,250m,200m,100m,50m", "CPU limits to measure bursts at (millicores, or unlimited)")
 	flag.IntVar(&o.bursts, "bursts", 40, "bursts per limit (the first is a warm-up and not counted)")
 	flag.IntVar(&o.burstSize, "burst-size", 200, "concurrent cache-miss lookups per burst")
@@ -119,14 +109,9 @@ func run() error {
 		return fmt.Errorf("resolver: %w", err)
 	}
 	pid := res.PID()
-	fmt.Printf("# sidecar resources measurement (%s, %d CPUs, load %s)\n\n", time.Now().UTC().Format(time.RFC3339), numCPU(), loadavg())
+	fmt.Printf("Measured %s (%d CPUs, load %s).\n\n", time.Now().UTC().Format(time.RFC3339), numCPU(), loadavg())
 	fmt.Printf("resolver: %s --listen=%s --upstream=%s:%d (pid %d); upstream: dnsmasq %s\n\n", o.resolver, addr, o.upstream, o.port, pid, o.upstream)
 
-	idle, _ := harness.ReadMem(pid)
-	if err := flood(ctx, o, work, addr, pid); err != nil {
-		return err
-	}
-	fmt.Printf("idle RSS before the flood: %.1f MiB\n\n", float64(idle.RSS)/1024)
 	if err := bursts(ctx, o, addr, pid); err != nil {
 		return err
 	}
@@ -136,87 +121,17 @@ func run() error {
 	return nil
 }
 
-// flood runs dnsperf with unique names for o.floodDuration and samples RSS.
-func flood(ctx context.Context, o options, work, addr string, pid int) error {
-	names := filepath.Join(work, "miss.txt")
-	f, err := os.Create(names)
-	if err != nil {
-		return err
-	}
-	w := bufio.NewWriter(f)
-	for i := range o.floodNames {
-		fmt.Fprintf(w, "f%d.flood.bench.example A\n", i)
-	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	f.Close()
-	host, port, _ := net.SplitHostPort(addr)
-	secs := strconv.Itoa(int(o.floodDuration.Seconds()))
-	args := []string{"-s", host, "-p", port, "-d", names, "-c", "8", "-q", "1000", "-t", "2", "-l", secs, "-n", "1"}
-	cmd := exec.CommandContext(ctx, o.dnsperf, args...)
-	out, err := os.Create(filepath.Join(work, "dnsperf.txt"))
-	if err != nil {
-		return err
-	}
-	cmd.Stdout, cmd.Stderr = out, out
-	fmt.Printf("## memory: miss flood\n\n`dnsperf %s` (miss.txt: %d unique names f<N>.flood.bench.example A, each forwarded upstream)\n\n", strings.Join(args, " "), o.floodNames)
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("dnsperf: %w", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	var peakRSS int64
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(o.floodDuration + 30*time.Second)
-loop:
-	for {
-		select {
-		case err := <-done:
-			if err != nil {
-				return fmt.Errorf("dnsperf: %w", err)
-			}
-			break loop
-		case <-tick.C:
-			if m, err := harness.ReadMem(pid); err == nil && m.RSS > peakRSS {
-				peakRSS = m.RSS
-			}
-		case <-deadline:
-			_ = cmd.Process.Kill()
-			return errors.New("dnsperf did not finish in time")
-		}
-	}
-	out.Close()
-	b, _ := os.ReadFile(filepath.Join(work, "dnsperf.txt"))
-	for _, l := range strings.Split(string(b), "\n") {
-		l = strings.TrimSpace(l)
-		for _, k := range []string{"Queries sent", "Queries completed", "Queries lost", "Queries per second", "Average Latency"} {
-			if strings.HasPrefix(l, k) {
-				fmt.Printf("    %s\n", l)
-			}
-		}
-	}
-	end, err := harness.ReadMem(pid)
-	if err != nil {
-		return fmt.Errorf("resolver exited during the flood: %w", err)
-	}
-	fmt.Printf("\npeak RSS sampled every 250 ms: %.1f MiB; VmHWM (kernel peak): %.1f MiB\n", float64(peakRSS)/1024, float64(end.HWM)/1024)
-	fmt.Printf("RESULT peak_rss_mib=%.1f\n\n", float64(end.HWM)/1024)
-	return nil
-}
-
 // bursts measures lookup latency under each CPU limit.
 func bursts(ctx context.Context, o options, addr string, pid int) error {
 	orig, err := cpuCgroupOf(pid)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("## CPU: bursts of %d concurrent cache-miss lookups under a CFS quota\n\n", o.burstSize)
-	fmt.Printf("%d bursts per limit (first one not counted), %s apart plus 0-100 ms jitter; cgroup v1 %s/dnsguard-sidecarres-%d, cpu.cfs_period_us=100000\n\n", o.bursts, o.burstGap, o.cgroupRoot, pid)
+	fmt.Printf("Bursts of %d concurrent cache-miss lookups, %d bursts per limit (first one not counted), %s apart plus 0-100 ms jitter; cgroup v1 %s/dnsguard-sidecarres-%d, cpu.cfs_period_us=100000\n\n", o.burstSize, o.bursts, o.burstGap, o.cgroupRoot, pid)
 	fmt.Println("| CPU limit | cfs_quota_us | lookups | p50 ms | p99 ms | max ms | failed | periods throttled / total | throttled time ms |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	seq := 0
+	var unthrottled, throttled []string // limits in the order measured
 	for _, lim := range o.limits {
 		quota := int64(-1)
 		if lim != "unlimited" {
@@ -275,10 +190,23 @@ func bursts(ctx context.Context, o options, addr string, pid int) error {
 		slices.Sort(lat)
 		fmt.Printf("| %s | %d | %d | %.2f | %.2f | %.2f | %d | %d / %d | %.0f |\n", lim, quota, len(lat),
 			ms(pct(lat, 50)), ms(pct(lat, 99)), ms(pct(lat, 100)), failed, stat["nr_throttled"], stat["nr_periods"], float64(stat["throttled_time"])/1e6)
+		if stat["nr_throttled"] > 0 {
+			throttled = append(throttled, lim)
+		} else {
+			unthrottled = append(unthrottled, lim)
+		}
 		fmt.Fprintf(os.Stderr, "RESULT limit=%s p50_ms=%.2f p99_ms=%.2f max_ms=%.2f failed=%d throttled=%d/%d\n", lim,
 			ms(pct(lat, 50)), ms(pct(lat, 99)), ms(pct(lat, 100)), failed, stat["nr_throttled"], stat["nr_periods"])
 	}
+	fmt.Printf("\nNo CFS period throttled at: %s. Throttled at: %s.\n", list(unthrottled), list(throttled))
 	return nil
+}
+
+func list(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
 }
 
 // burst sends n cache-miss lookups at once, each on its own socket, and
