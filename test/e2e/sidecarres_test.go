@@ -68,6 +68,19 @@ func TestSidecarResources(t *testing.T) {
 	t.Cleanup(func() {
 		_ = e2e.client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 	})
+	// helm install --wait returns before the certificate controller has
+	// put its CA into the webhook configuration; until then the API server
+	// cannot call the webhook and (failurePolicy Ignore) admits pods
+	// unpatched. A server-side dry run goes through the webhook.
+	err := poll(ctx, 120*time.Second, func(ctx context.Context) (bool, error) {
+		spec := clientSpec(glibcImage)
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "probe-", Annotations: map[string]string{modeAnnotation: "sidecar"}}, Spec: spec}
+		got, err := e2e.client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err == nil && len(got.Spec.InitContainers) > 0 && got.Spec.InitContainers[0].Name == sidecarName, nil
+	})
+	if err != nil {
+		t.Fatalf("the webhook does not inject the sidecar after 120 s: %v%s", err, diagnose(ctx, releaseNS))
+	}
 
 	var b strings.Builder
 	def := floodPod(ctx, t, ns, "default", map[string]string{modeAnnotation: "sidecar"}, flood, inflight)
