@@ -44,7 +44,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: memsample exec|header|sample|rm ...")
+		return errors.New("usage: memsample exec|header|sample|rm [flags]")
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	cgroup := fs.String("cgroup", "", "cgroup v1 memory directory")
