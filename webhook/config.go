@@ -211,20 +211,24 @@ func DefaultConfig() Config {
 			Image:     DefaultSidecarImage,
 			Fallback:  true,
 			RunAsUser: 65532,
-			// Measured (docs/sidecar-resources.md, hack/sidecar-resources.sh):
-			// peak RSS under a miss flood up to 39.5 MiB, so a 96Mi limit
-			// (2.4x) and half of it requested; bursts of 200 concurrent
-			// cache misses were never throttled at 500m. Limits for both,
-			// so a ResourceQuota on limits.cpu/limits.memory admits the
-			// pod; ratios 10 (cpu) and 2 (memory) for LimitRanges.
+			// Measured (make sidecar-resources, docs/sidecar-resources.md):
+			// in a real pod under a miss flood at the resolver's in-flight
+			// cap, the container's memory cgroup peaked at 25.6 MiB (commit
+			// 6e60b66), so a 64Mi limit: 2.5x that peak, 2x with the
+			// executable's ~7 MiB of page cache on top when the pod is
+			// charged for it. Half of it requested. Bursts of 200
+			// concurrent cache misses were not throttled at 500m. Limits
+			// for both, so a ResourceQuota on limits.cpu/limits.memory
+			// admits the pod; ratios 10 (cpu) and 2 (memory) for
+			// LimitRanges.
 			Resources: corev1.ResourceRequirements{
 				Requests: corev1.ResourceList{
 					corev1.ResourceCPU:    resource.MustParse("50m"),
-					corev1.ResourceMemory: resource.MustParse("48Mi"),
+					corev1.ResourceMemory: resource.MustParse("32Mi"),
 				},
 				Limits: corev1.ResourceList{
 					corev1.ResourceCPU:    resource.MustParse("500m"),
-					corev1.ResourceMemory: resource.MustParse("96Mi"),
+					corev1.ResourceMemory: resource.MustParse("64Mi"),
 				},
 			},
 		},

@@ -40,42 +40,42 @@ func TestSidecarResources(t *testing.T) {
 		wantWarning bool
 	}{
 		{name: "defaults: requests and limits for cpu and memory", pod: pod(),
-			req: [2]string{"50m", "48Mi"}, lim: [2]string{"500m", "96Mi"}},
+			req: [2]string{"50m", "32Mi"}, lim: [2]string{"500m", "64Mi"}},
 		{name: "pod annotations", pod: pod(annotate(AnnotationSidecarCPU, "100m"), annotate(AnnotationSidecarCPULimit, "1"),
 			annotate(AnnotationSidecarMemory, "40Mi"), annotate(AnnotationSidecarMemoryLimit, "80Mi")),
 			req: [2]string{"100m", "40Mi"}, lim: [2]string{"1", "80Mi"}},
 		{name: "namespace annotations", pod: pod(), ns: map[string]string{AnnotationSidecarCPU: "125m", AnnotationSidecarMemoryLimit: "128Mi"},
-			req: [2]string{"125m", "48Mi"}, lim: [2]string{"500m", "128Mi"}},
+			req: [2]string{"125m", "32Mi"}, lim: [2]string{"500m", "128Mi"}},
 		{name: "pod annotation beats namespace", pod: pod(annotate(AnnotationSidecarCPU, "75m")), ns: map[string]string{AnnotationSidecarCPU: "125m"},
-			req: [2]string{"75m", "48Mi"}, lim: [2]string{"500m", "96Mi"}},
+			req: [2]string{"75m", "32Mi"}, lim: [2]string{"500m", "64Mi"}},
 		{name: "unparsable value: warning and default", pod: pod(annotate(AnnotationSidecarCPU, "lots")),
-			req: [2]string{"50m", "48Mi"}, lim: [2]string{"500m", "96Mi"}, warn: `dnsguard.io/sidecar-cpu="lots"`},
+			req: [2]string{"50m", "32Mi"}, lim: [2]string{"500m", "64Mi"}, warn: `dnsguard.io/sidecar-cpu="lots"`},
 		{name: "zero value: warning and default", pod: pod(annotate(AnnotationSidecarMemoryLimit, "0")),
-			req: [2]string{"50m", "48Mi"}, lim: [2]string{"500m", "96Mi"}, warn: `sidecar-memory-limit="0"`},
+			req: [2]string{"50m", "32Mi"}, lim: [2]string{"500m", "64Mi"}, warn: `sidecar-memory-limit="0"`},
 		{name: "negative value: warning and default", pod: pod(annotate(AnnotationSidecarCPULimit, "-1")),
-			req: [2]string{"50m", "48Mi"}, lim: [2]string{"500m", "96Mi"}, warn: `sidecar-cpu-limit="-1"`},
+			req: [2]string{"50m", "32Mi"}, lim: [2]string{"500m", "64Mi"}, warn: `sidecar-cpu-limit="-1"`},
 		{name: "bad namespace value: warning names the namespace", pod: pod(), ns: map[string]string{AnnotationSidecarMemory: "much"},
-			req: [2]string{"50m", "48Mi"}, lim: [2]string{"500m", "96Mi"}, warn: "namespace annotation dnsguard.io/sidecar-memory"},
+			req: [2]string{"50m", "32Mi"}, lim: [2]string{"500m", "64Mi"}, warn: "namespace annotation dnsguard.io/sidecar-memory"},
 		{name: "request above limit: warning and both defaults for that resource", pod: pod(annotate(AnnotationSidecarMemory, "512Mi"), annotate(AnnotationSidecarCPU, "100m")),
-			req: [2]string{"100m", "48Mi"}, lim: [2]string{"500m", "96Mi"}, warn: "memory request 512Mi is above its limit 96Mi"},
+			req: [2]string{"100m", "32Mi"}, lim: [2]string{"500m", "64Mi"}, warn: "memory request 512Mi is above its limit 64Mi"},
 		{name: "request above an annotated limit", pod: pod(annotate(AnnotationSidecarCPULimit, "20m")),
-			req: [2]string{"50m", "48Mi"}, lim: [2]string{"500m", "96Mi"}, warn: "cpu request 50m is above its limit 20m"},
+			req: [2]string{"50m", "32Mi"}, lim: [2]string{"500m", "64Mi"}, warn: "cpu request 50m is above its limit 20m"},
 		{name: "guaranteed pod: requests raised to the limits", pod: pod(guaranteed("1", "1Gi")),
-			req: [2]string{"500m", "96Mi"}, lim: [2]string{"500m", "96Mi"}},
+			req: [2]string{"500m", "64Mi"}, lim: [2]string{"500m", "64Mi"}},
 		{name: "guaranteed pod with annotated limits", pod: pod(guaranteed("1", "1Gi"), annotate(AnnotationSidecarCPULimit, "250m")),
-			req: [2]string{"250m", "96Mi"}, lim: [2]string{"250m", "96Mi"}},
+			req: [2]string{"250m", "64Mi"}, lim: [2]string{"250m", "64Mi"}},
 		{name: "guaranteed needs limits on every container", pod: pod(guaranteed("1", "1Gi"), func(p *corev1.Pod) {
 			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "besteffort", Image: "x"})
-		}), req: [2]string{"50m", "48Mi"}, lim: [2]string{"500m", "96Mi"}},
+		}), req: [2]string{"50m", "32Mi"}, lim: [2]string{"500m", "64Mi"}},
 		{name: "burstable app (request below limit) is not guaranteed", pod: pod(func(p *corev1.Pod) {
 			p.Spec.Containers[0].Resources = corev1.ResourceRequirements{Requests: rl("100m", "64Mi"), Limits: rl("1", "64Mi")}
-		}), req: [2]string{"50m", "48Mi"}, lim: [2]string{"500m", "96Mi"}},
+		}), req: [2]string{"50m", "32Mi"}, lim: [2]string{"500m", "64Mi"}},
 		{name: "limits only (requests defaulted from them) count as guaranteed", pod: pod(func(p *corev1.Pod) {
 			p.Spec.Containers[0].Resources = corev1.ResourceRequirements{Limits: rl("1", "64Mi")}
-		}), req: [2]string{"500m", "96Mi"}, lim: [2]string{"500m", "96Mi"}},
+		}), req: [2]string{"500m", "64Mi"}, lim: [2]string{"500m", "64Mi"}},
 		{name: "an init container without limits makes it not guaranteed", pod: pod(guaranteed("1", "1Gi"), func(p *corev1.Pod) {
 			p.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "x"}}
-		}), req: [2]string{"50m", "48Mi"}, lim: [2]string{"500m", "96Mi"}},
+		}), req: [2]string{"50m", "32Mi"}, lim: [2]string{"500m", "64Mi"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

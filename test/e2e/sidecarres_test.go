@@ -384,8 +384,13 @@ func missFlood(ctx context.Context, conns []*net.UDPConn, d time.Duration) (sent
 				}
 				e.Add(1)
 				var ne net.Error
-				if err != nil && !errors.As(err, &ne) {
+				switch {
+				case err != nil && !errors.As(err, &ne):
 					return // the socket is broken, not just slow
+				case err != nil && !ne.Timeout():
+					// Refused: the resolver is gone (OOM-killed). Do not
+					// spin until the kubelet restarts it.
+					time.Sleep(10 * time.Millisecond)
 				}
 			}
 		}()
