@@ -469,12 +469,12 @@ func (r *report) writeTargets() {
 		t.got, t.met = fmt.Sprintf("%.2f× (%.0f vs %.0f q/s; CPU/query %.2f vs %.2f µs)", x, miss.qps, cdMiss.qps, miss.cpuUsPerQuery, cdMiss.cpuUsPerQuery), yes(x >= 1)
 	}
 	ts = append(ts, t)
-	t = target{what: "resolver idle RSS", want: "≤ 6 MiB"}
+	t = target{what: "resolver idle VmRSS (counts its executable's mapped pages)", want: "≤ 6 MiB"}
 	if okHit {
 		t.got, t.met = mib(hit.idle.vmrss)+" MiB", yes(hit.idle.vmrss <= 6<<10)
 	}
 	ts = append(ts, t)
-	t = target{what: "resolver peak RSS under load", want: "≤ 12 MiB"}
+	t = target{what: "resolver peak VmHWM under load", want: "≤ 12 MiB"}
 	if okHit && okMiss {
 		peak := miss.end.hwm
 		t.got, t.met = mib(peak)+" MiB", yes(peak <= 12<<10)
