@@ -316,8 +316,8 @@ func containerCgroup(p *corev1.Pod, container string) (string, error) {
 }
 
 // servingResolver is the PID of the resolver serving in the container's
-// cgroup: the kubelet's exec probes (`resolver probe`) run there too, now
-// and then.
+// cgroup, the one started with --listen: the kubelet's exec probes
+// (`runc init`, then `resolver probe`) run there too, now and then.
 func servingResolver(dir string) (int, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
 	if err != nil {
@@ -330,7 +330,7 @@ func servingResolver(dir string) (int, error) {
 			return 0, fmt.Errorf("%s/cgroup.procs: %q", dir, b)
 		}
 		argv, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil || bytes.Contains(argv, []byte("\x00probe\x00")) {
+		if err != nil || !bytes.Contains(argv, []byte("\x00--listen=")) {
 			continue // a probe, or gone already
 		}
 		found = append(found, pid)
