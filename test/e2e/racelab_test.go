@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,9 +18,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/dnsguard/dnsguard/test/cluster"
 	"github.com/dnsguard/dnsguard/test/racelab/lab"
 )
 
@@ -33,10 +34,23 @@ import (
 // (test/racelab/netns), with RACE_PROBE_N 200 by default.
 
 const (
-	raceName    = "backend" // the Service the clients look up by short name
 	nsRacePlain = "racelab-plain"
 	nsRaceGuard = "racelab-guarded"
 )
+
+// raceZone is what the clients look up under: lookup i of a row asks for
+// "<i>.<run>-<row>.wildcard.dnsguard.test." (gailoop -u; absolute, so no
+// search path), which CoreDNS forwards to the node's upstream (dnsmasq on
+// 10.200.0.1, test/cluster: A 10.200.9.9, no AAAA, TTL 0). Nobody asked for
+// the name before, so no cache on the way (the sidecar's, the node cache's,
+// CoreDNS's) can answer it: every lookup crosses the node, and CoreDNS
+// answers the A only after a round trip of its own, so the AAAA reaches
+// conntrack while the A is unanswered, as when the DNS pod is on another
+// node.
+var raceZone = "wildcard." + cluster.TestZone
+
+// raceNameShown is the name as the page shows it.
+var raceNameShown = "<i>.<run>-<row>." + raceZone + "."
 
 // clusterMode is a configuration with the namespace and annotation of its
 // pods.
@@ -55,7 +69,10 @@ var clusterModes = []clusterMode{
 
 // clusterLab is the lab.Backend on the node of test/cluster.
 type clusterLab struct {
-	t             *testing.T
+	t *testing.T
+	// run makes this run's names its own (a cache of an earlier run on the
+	// same cluster must not answer them).
+	run           string
 	l             *lab.Lab
 	installedHere bool
 	coreDNS       []string
@@ -82,7 +99,7 @@ func TestRaceLab(t *testing.T) {
 }
 
 func raceLabRun(ctx context.Context, t *testing.T) {
-	c := &clusterLab{t: t, podChecked: map[string]bool{}}
+	c := &clusterLab{t: t, podChecked: map[string]bool{}, run: strconv.FormatInt(time.Now().UnixNano()/1e6%(36*36*36*36*36), 36)}
 	command := "make race-lab-cluster (or make e2e, after the scenarios)"
 	if os.Getenv("RACE_DOCS") == "1" {
 		command = "RACE_DOCS=1 make race-lab-cluster (make race-lab-docs)"
@@ -95,7 +112,7 @@ func raceLabRun(ctx context.Context, t *testing.T) {
 		t.Fatal(err)
 	}
 	node := lab.Node{} // this binary runs in the node's network namespace
-	c.l = &lab.Lab{Opts: o, Node: node, Log: t.Logf, Name: raceName, Machine: lab.Machine(ctx, ""),
+	c.l = &lab.Lab{Opts: o, Node: node, Log: t.Logf, Name: raceNameShown, Machine: lab.Machine(ctx, ""),
 		Emulation: &lab.Emulation{Node: node, Table: "dgracelab", Service: clusterDNSIP, Every: o.Every}}
 	res, err := lab.Run(ctx, c, c.l, e2e.root)
 	if cerr := c.Close(context.WithoutCancel(ctx)); cerr != nil {
@@ -114,6 +131,12 @@ func raceLabRun(ctx context.Context, t *testing.T) {
 }
 
 func (c *clusterLab) Name() string { return "cluster" }
+
+// unique is gailoop's -u prefix for the row of mode and client: lookup i
+// asks for <i>.<prefix>.wildcard.dnsguard.test.
+func (c *clusterLab) unique(mode, client string) string {
+	return c.run + "-" + mode + "-" + client
+}
 
 func (c *clusterLab) Modes() []lab.Mode {
 	var ms []lab.Mode
@@ -148,20 +171,61 @@ func (c *clusterLab) Setup(ctx context.Context, l *lab.Lab) error {
 			_ = e2e.client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 		}
 	})
-	for _, ns := range []string{nsRacePlain, nsRaceGuard} {
-		// A ClusterIP Service without selector: CoreDNS answers its A
-		// record whether or not it has endpoints.
-		_, err := e2e.client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: raceName},
-			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80, TargetPort: intOrPort(8080)}}},
-		}, metav1.CreateOptions{})
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create Service %s/%s: %w", ns, raceName, err)
+	var err error
+	if c.coreDNS, err = c.checkKubeDNS(ctx); err != nil {
+		return err
+	}
+	return c.checkZone(ctx)
+}
+
+// digAnswer is what dig printed for one query: the status and the answer
+// records (owner, TTL, type, data).
+type digAnswer struct {
+	status  string
+	answers [][]string
+}
+
+var digStatusRE = regexp.MustCompile(`status: ([A-Z]+)`)
+
+// dig asks server for name and qtype from the node, one try.
+func dig(ctx context.Context, server, name, qtype string) (digAnswer, error) {
+	out, err := exec.CommandContext(ctx, "dig", "+time=2", "+tries=1", "+noall", "+comments", "+answer", "@"+server, name, qtype).Output()
+	if err != nil {
+		return digAnswer{}, fmt.Errorf("dig @%s %s %s: %w", server, name, qtype, err)
+	}
+	var a digAnswer
+	if m := digStatusRE.FindStringSubmatch(string(out)); m != nil {
+		a.status = m[1]
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) >= 5 && !strings.HasPrefix(line, ";") && f[2] == "IN" {
+			a.answers = append(a.answers, []string{f[0], f[1], f[3], f[4]})
 		}
 	}
-	var err error
-	c.coreDNS, err = c.checkKubeDNS(ctx)
-	return err
+	return a, nil
+}
+
+// checkZone asks CoreDNS, as the pods do, for a name of the lab's zone and
+// records on the page what answers it: the rows' assertions rely on a
+// forwarded answer for the A and an empty one for the AAAA.
+func (c *clusterLab) checkZone(ctx context.Context) error {
+	name := "0." + c.unique("setup", "dig") + "." + raceZone + "."
+	a, err := dig(ctx, clusterDNSIP, name, "A")
+	if err != nil {
+		return err
+	}
+	aaaa, err := dig(ctx, clusterDNSIP, name, "AAAA")
+	if err != nil {
+		return err
+	}
+	ok := a.status == "NOERROR" && len(a.answers) == 1 && a.answers[0][2] == "A" && aaaa.status == "NOERROR" && len(aaaa.answers) == 1 && aaaa.answers[0][2] == "AAAA"
+	c.l.Check(ok, "CoreDNS (%s) answers %s: A %s %v, AAAA %s %v (want one record each)", clusterDNSIP, name, a.status, a.answers, aaaa.status, aaaa.answers)
+	if !ok {
+		return fmt.Errorf("the lab's zone %s is not answered as the rows need", raceZone)
+	}
+	c.l.NameHow = fmt.Sprintf("Lookup *i* of a row asks for the absolute name `%s` (`gailoop -u`; the trailing dot skips the search path, so every lookup is exactly one A+AAAA pair), a name of its own per lookup, row and run. CoreDNS forwards it (`forward . /etc/resolv.conf`) to the node's upstream resolver, dnsmasq on %s in the node's network namespace (test/cluster), which answers `*.%s`; asked from the node before the rows, CoreDNS answered A with `%s` (TTL %s) and AAAA with `%s` (TTL %s). No one asked for the name before, so no cache on the way — the sidecar's, the node cache's, CoreDNS's — can answer it: every lookup crosses the node, and CoreDNS answers the A only after a round trip of its own to the upstream, so the AAAA reaches conntrack while the A is unanswered, as when the DNS pod runs on another node.",
+		raceNameShown, cluster.UpstreamIP, raceZone, a.answers[0][3], a.answers[0][1], aaaa.answers[0][3], aaaa.answers[0][1])
+	return nil
 }
 
 // Probe: the real race, no emulation. glibc and musl in one process each,
@@ -170,7 +234,7 @@ func (c *clusterLab) Probe(ctx context.Context, l *lab.Lab, n int) map[string][]
 	got := map[string][]lab.Lookup{}
 	var jobs []*podJob
 	for _, libc := range []string{"glibc", "musl"} {
-		jobs = append(jobs, &podJob{client: libc, image: clientImage(libc), n: n, args: lab.Client{Libc: libc}.GailoopArgs(n, raceName)})
+		jobs = append(jobs, &podJob{client: libc, image: clientImage(libc), n: n, args: lab.Client{Libc: libc}.GailoopArgs(n, raceZone, "-u", c.unique("probe", libc))})
 	}
 	c.runJobs(ctx, c.t, nsRacePlain, "", "rl-probe", jobs, false)
 	for _, j := range jobs {
@@ -200,7 +264,7 @@ func (c *clusterLab) RunMode(ctx context.Context, l *lab.Lab, m lab.Mode, client
 	}
 	var jobs []*podJob
 	for _, cl := range clients {
-		jobs = append(jobs, &podJob{client: cl.Name, image: clientImage(cl.Libc), n: l.Opts.N, args: cl.GailoopArgs(l.Opts.N, raceName)})
+		jobs = append(jobs, &podJob{client: cl.Name, image: clientImage(cl.Libc), n: l.Opts.N, args: cl.GailoopArgs(l.Opts.N, raceZone, "-u", c.unique(m.Name, cl.Name))})
 	}
 	if err := l.Emulation.Reset(ctx); err != nil {
 		l.Fail("%s rows not run: %v", m.Label, err)
@@ -437,7 +501,7 @@ func (c *clusterLab) enableNodeCache(ctx context.Context, t *testing.T) (restore
 		}
 	}
 	// No row pod may be admitted by an old replica still draining.
-	if _, got, err := firstNameserverAfterRollout(ctx, nsRaceGuard, clientPod("rl-dryrun", glibcImage, "dnsconfig", "-n", "1", raceName), nodeLocalIP, 60*time.Second); err != nil {
+	if _, got, err := firstNameserverAfterRollout(ctx, nsRaceGuard, clientPod("rl-dryrun", glibcImage, "dnsconfig", "-n", "1", raceZone), nodeLocalIP, 60*time.Second); err != nil {
 		return restore, fmt.Errorf("the webhook does not give %s as first nameserver 60s after the upgrade (last: %v): %v", nodeLocalIP, got, err)
 	}
 	c.l.Pass("helm upgrade --set nodeCache.enabled=true: DaemonSet rolled out, the webhook gives pods %s first", nodeLocalIP)

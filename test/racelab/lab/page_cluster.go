@@ -38,7 +38,7 @@ func renderClusterMarkdown(p page) string {
 	w("Real race fired: **%s**. %s.\n\n", p.realRaceFired, p.realRace)
 
 	w("## Which name the clients look up\n\n")
-	w("The short name `%s`: a ClusterIP Service without selector in the client's namespace. With the search path `<namespace>.svc.cluster.local svc.cluster.local cluster.local` and `ndots:5` both libraries try `%s.<namespace>.svc.cluster.local` first, which CoreDNS's kubernetes plugin answers (A, and NOERROR without data for AAAA on this IPv4 cluster), so every lookup is exactly one A+AAAA pair. CoreDNS answers Service records with TTL 30 (the standard Corefile): the sidecar and the node cache answer repeated lookups from their caches, as they do in any cluster; the netns lab's TTL 0 is what forces every one of their lookups across the node there.\n\n", p.lab.Name, p.lab.Name)
+	w("%s\n\n", p.lab.NameHow)
 
 	w("## Configurations\n\n")
 	w("Each resolv.conf below is the file kubelet (through containerd) wrote for the row's pods, read from the pod sandbox on the node.\n\n")
