@@ -60,6 +60,9 @@ type Lab struct {
 	Resolv map[string]string
 	// Real lists what ran for real (the cluster page).
 	Real []string
+	// Counters lists what the resolvers' own counters showed, per row or
+	// configuration (the cluster page).
+	Counters []string
 	// Machine describes the machine for the page.
 	Machine string
 

@@ -24,6 +24,15 @@ func renderClusterMarkdown(p page) string {
 	w("### What the rows show\n\n")
 	writeRowsShow(&b, p.rows, p.checks)
 	w("\n")
+	writeControls(&b, p.rows, p.checks)
+	if len(p.lab.Counters) > 0 {
+		w("### What the resolvers counted\n\n")
+		w("Every lookup asks for a name no one asked before, so a sidecar or node cache that answers it must have sent the A and the AAAA upstream: its own Prometheus counters (`dnsguard_resolver_queries_total`, `_upstream_queries_total`, `_cache_hits_total`, resolver/metrics.go) over the row, as read in this run:\n\n")
+		for _, line := range p.lab.Counters {
+			w("- %s\n", line)
+		}
+		w("\n")
+	}
 
 	w("## What was real and what was emulated\n\n")
 	w("Real:\n\n")

@@ -32,7 +32,11 @@ func (l *Lab) report(b Backend, rows []Row, root string) (*Result, error) {
 	res := &Result{Rows: rows, Table: renderTable(rows)}
 	fmt.Print(res.Table)
 	for _, r := range rows {
-		res.RowChecks = append(res.RowChecks, checkRow(r, l.Opts.N, b.Name())...)
+		want := l.Opts.N
+		if r.Asked > 0 {
+			want = r.Asked
+		}
+		res.RowChecks = append(res.RowChecks, checkRow(r, want, b.Name())...)
 	}
 	res.RowChecks = append(res.RowChecks, compareRows(rows, b.Modes(), l.Opts)...)
 	for _, c := range res.RowChecks {
@@ -170,4 +174,33 @@ func writeAssertions(b *strings.Builder, heading string, harness, rows []Check) 
 	for _, c := range rows {
 		fmt.Fprintf(b, "- %s: %s\n", c.Mark(), c.Text)
 	}
+}
+
+// writeControls says, from the rows, what each negative control broke and
+// what its row showed; the default row is dnsconfig's control (the same
+// Service IP without dnsguard's options).
+func writeControls(b *strings.Builder, rows []Row, checks []Check) {
+	var lines []string
+	for _, r := range rows {
+		e, err := expect(r.Mode, r.Client)
+		if err != nil || !e.Control {
+			continue
+		}
+		s := summarize(r.Lookups)
+		verdict := "FAIL"
+		if s.N > 0 && s.Max >= e.BoundMS {
+			verdict = "PASS"
+		}
+		lines = append(lines, fmt.Sprintf("- %s: **%s × %s** — %d of %d lookups at or over %.0f ms (max %.0f ms, p50 %.0f ms); the control's rule dropped %d packets, the emulation %d of %d colliding ones.",
+			verdict, r.Label, r.Client, over(r.Lookups, e.BoundMS), s.N, e.BoundMS, s.Max, s.P50, r.Blocked, r.Drops, r.Collisions))
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "### Negative controls\n\n")
+	fmt.Fprintf(b, "Each mode with a component of dnsguard's own is run once more in the same lab with that component made unable to answer; its rows must show the stalls the healthy rows are bounded below (%.0f ms), or the lab fails — a bound the broken component passes proves nothing. dnsconfig has no component of its own: its control is the default row, the same Service IP without dnsguard's options.\n\n", FallbackBoundMS)
+	for _, l := range lines {
+		b.WriteString(l + "\n")
+	}
+	b.WriteString("\n")
 }

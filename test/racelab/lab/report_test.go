@@ -195,3 +195,34 @@ func TestClusterMarkdown(t *testing.T) {
 		}
 	}
 }
+
+func TestResolverCounters(t *testing.T) {
+	page := `# HELP dnsguard_resolver_queries_total Client queries received, by transport.
+# TYPE dnsguard_resolver_queries_total counter
+dnsguard_resolver_queries_total{proto="udp"} 200
+dnsguard_resolver_queries_total{proto="tcp"} 1
+dnsguard_resolver_cache_hits_total 0
+dnsguard_resolver_upstream_queries_total{upstream="10.96.0.10:53"} 150
+dnsguard_resolver_upstream_queries_total{upstream="10.200.0.1:53"} 52
+`
+	c, err := ParseResolverCounters(page)
+	if err != nil || c != (ResolverCounters{Queries: 201, Upstream: 202}) {
+		t.Fatalf("ParseResolverCounters: %+v %v", c, err)
+	}
+	if _, err := ParseResolverCounters("go_goroutines 7\n"); err == nil {
+		t.Error("a page without the resolver's counters was accepted")
+	}
+	for _, tc := range []struct {
+		c    ResolverCounters
+		want bool
+	}{
+		{ResolverCounters{Queries: 200, Upstream: 200}, true},
+		{ResolverCounters{Queries: 200, Upstream: 199}, false}, // one answer came from elsewhere
+		{ResolverCounters{Queries: 200, Upstream: 200, CacheHits: 1}, false},
+		{ResolverCounters{Queries: 150, Upstream: 200}, false}, // lookups went around it
+	} {
+		if got := CheckForwarded("row", tc.c, 100); got.OK != tc.want {
+			t.Errorf("CheckForwarded(%+v) = %v, want %v: %s", tc.c, got.OK, tc.want, got.Text)
+		}
+	}
+}
