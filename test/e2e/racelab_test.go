@@ -596,9 +596,16 @@ func (c *clusterLab) checkKubeDNS(ctx context.Context) ([]string, error) {
 	}
 	c.l.Check(len(ips) > 0 && len(missing) == 0, "kube-proxy: iptables nat has a DNAT of kube-dns:dns (udp) to every CoreDNS pod %v (missing %v)", ips, missing)
 	dep, err := e2e.client.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
-	image := "?"
+	image, user, replicas := "?", "?", "?"
 	if err == nil && len(dep.Spec.Template.Spec.Containers) > 0 {
-		image = dep.Spec.Template.Spec.Containers[0].Image
+		ct := dep.Spec.Template.Spec.Containers[0]
+		image = ct.Image
+		if ct.SecurityContext != nil && ct.SecurityContext.RunAsUser != nil {
+			user = strconv.FormatInt(*ct.SecurityContext.RunAsUser, 10)
+		}
+		if dep.Spec.Replicas != nil {
+			replicas = strconv.Itoa(int(*dep.Spec.Replicas))
+		}
 	}
 	node := "?"
 	if nl, err := e2e.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil && len(nl.Items) == 1 {
@@ -608,7 +615,7 @@ func (c *clusterLab) checkKubeDNS(ctx context.Context) ([]string, error) {
 	c.l.Real = append(c.l.Real,
 		fmt.Sprintf("**kubelet and the container runtime** (%s; runc; CNI bridge `cni0`): created every client pod and wrote its `/etc/resolv.conf` (below, read from the pod sandbox)", node),
 		fmt.Sprintf("**kube-proxy** in iptables mode: its `KUBE-SEP` DNAT rules for `kube-system/kube-dns:dns` (found in `iptables-save -t nat`) sent each lookup's conntrack entry to one of the CoreDNS pods %s", strings.Join(ips, " and ")),
-		fmt.Sprintf("**CoreDNS** (`%s`, Deployment `kube-system/coredns`, 2 replicas, standard Corefile) answered every query that was not dropped", image),
+		fmt.Sprintf("**CoreDNS**, upstream's code but not upstream's image: built here from source (hack/build-tools.sh, `hack/tools/coredns`) and packaged by hack/images.sh as a one-layer image of the static binary, imported under the name `%s` that the standard manifest uses; Deployment `kube-system/coredns`, %s replicas, runAsUser %s, the standard Corefile (test/cluster/addons.go), forwarding the lab's names to the node's dnsmasq", image, replicas, user),
 		"**dnsguard as users install it** (`helm install` with hooks): the webhook behind its Service mutated the b, c and d pods; the resolver sidecar was injected by the webhook and run by kubelet as a native sidecar; the node cache is the chart's DaemonSet",
 		"**glibc and musl**: `getaddrinfo` of the distribution's glibc and of musl (static) in the e2e client images, inside the pods' own network namespaces")
 	return ips, nil

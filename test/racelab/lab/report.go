@@ -82,16 +82,16 @@ func (l *Lab) report(b Backend, rows []Row, root string) (*Result, error) {
 	return res, nil
 }
 
-// commit names the checkout the lab measured: the commit, and "+ changes"
-// when the work tree differs from it.
+// commit names the checkout the lab measured: `git rev-parse --short HEAD`,
+// and "+dirty" when the work tree differs from it.
 func commit(root string) string {
-	out, err := exec.Command("git", "-C", root, "rev-parse", "--short=12", "HEAD").Output()
+	out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
 	if err != nil {
 		return "unknown (not a git checkout)"
 	}
 	c := strings.TrimSpace(string(out))
 	if st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
-		c += " with uncommitted changes"
+		c += "+dirty"
 	}
 	return c
 }
@@ -133,7 +133,13 @@ func writeHeader(b *strings.Builder, p page, per string) {
 	fmt.Fprintf(b, "- **Commit:** %s\n", p.commit)
 	fmt.Fprintf(b, "- **Date:** %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(b, "- **Machine:** %s\n", p.lab.Machine)
-	fmt.Fprintf(b, "- **Per row:** %d lookups of `%s` (AF_UNSPEC → one A and one AAAA query)%s; the emulation drops 1 in %d colliding packets\n", p.opts.N, p.lab.Name, per, p.opts.Every)
+	controls := ""
+	for _, r := range p.rows {
+		if r.Asked > 0 && r.Asked != p.opts.N {
+			controls = fmt.Sprintf(" (negative controls: %d)", r.Asked)
+		}
+	}
+	fmt.Fprintf(b, "- **Per row:** %d lookups%s of `%s` (AF_UNSPEC → one A and one AAAA query)%s; the emulation drops 1 in %d colliding packets\n", p.opts.N, controls, p.lab.Name, per, p.opts.Every)
 }
 
 // writeRowsShow lists, once per configuration and expectation, why a row
@@ -203,4 +209,52 @@ func writeControls(b *strings.Builder, rows []Row, checks []Check) {
 		b.WriteString(l + "\n")
 	}
 	b.WriteString("\n")
+}
+
+// collisionShares says, from the rows of mode, how many lookups collided.
+func collisionShares(rows []Row, mode string) string {
+	var parts []string
+	for _, r := range rows {
+		if r.Mode != mode {
+			continue
+		}
+		if e, err := expect(r.Mode, r.Client); err != nil || e.Once {
+			continue // one collision is all a sticky single-request process can have
+		}
+		n := len(r.Lookups)
+		if n == 0 {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %d of %d (%.0f %%)", r.Client, r.Collisions, n, 100*float64(r.Collisions)/float64(n)))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "In this run, lookups of the default rows that collided: " + strings.Join(parts, ", ") + "."
+}
+
+// failedSentence counts the failed lookups of the rows that are not
+// negative controls.
+func failedSentence(rows []Row) string {
+	failed, all := 0, 0
+	for _, r := range rows {
+		if e, err := expect(r.Mode, r.Client); err == nil && e.Control {
+			continue
+		}
+		s := summarize(r.Lookups)
+		failed += s.Failures
+		all += s.N
+	}
+	return fmt.Sprintf("Across the rows other than the negative controls, %d of %d lookups failed.", failed, all)
+}
+
+// realRaceVerdict is the page's conclusion from the probe.
+func realRaceVerdict(fired string) string {
+	switch fired {
+	case "no":
+		return "The probe above did not hit the kernel's window here, which is why the lab emulates the drop."
+	case "yes":
+		return "Yet the probe above saw the kernel's own insert_failed or a stall: the real race fired on this machine too; the lab still emulates the drop so that each row's outcome is a matter of counting."
+	}
+	return "The real race was not probed in this run."
 }
