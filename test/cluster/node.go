@@ -136,10 +136,11 @@ no-hosts
 no-negcache
 log-facility=-
 address=/%s/10.200.9.9
+address=/%s/fd00:200::9
 host-record=www.%s,10.200.9.10,fd00:200::10
 host-record=api.%s,10.200.9.11,fd00:200::11
 local=/%s/
-`, UpstreamIP, "wildcard."+TestZone, TestZone, TestZone, TestZone),
+`, UpstreamIP, "wildcard."+TestZone, "wildcard."+TestZone, TestZone, TestZone, TestZone),
 	}
 	for p, content := range files {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {

@@ -3,12 +3,16 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,9 +21,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/dnsguard/dnsguard/test/cluster"
 	"github.com/dnsguard/dnsguard/test/racelab/lab"
 )
 
@@ -33,10 +37,23 @@ import (
 // (test/racelab/netns), with RACE_PROBE_N 200 by default.
 
 const (
-	raceName    = "backend" // the Service the clients look up by short name
 	nsRacePlain = "racelab-plain"
 	nsRaceGuard = "racelab-guarded"
 )
+
+// raceZone is what the clients look up under: lookup i of a row asks for
+// "<i>.<run>-<row>.wildcard.dnsguard.test." (gailoop -u; absolute, so no
+// search path), which CoreDNS forwards to the node's upstream (dnsmasq on
+// 10.200.0.1, test/cluster: A 10.200.9.9, no AAAA, TTL 0). Nobody asked for
+// the name before, so no cache on the way (the sidecar's, the node cache's,
+// CoreDNS's) can answer it: every lookup crosses the node, and CoreDNS
+// answers the A only after a round trip of its own, so the AAAA reaches
+// conntrack while the A is unanswered, as when the DNS pod is on another
+// node.
+var raceZone = "wildcard." + cluster.TestZone
+
+// raceNameShown is the name as the page shows it.
+var raceNameShown = "<i>.<run>-<row>." + raceZone + "."
 
 // clusterMode is a configuration with the namespace and annotation of its
 // pods.
@@ -45,21 +62,54 @@ type clusterMode struct {
 	ns, annotation string
 }
 
+// controlClients: one client per C library in the negative controls.
+var controlClients = []string{"glibc-gai", "musl-gai"}
+
 // clusterModes: the configurations in table order.
 var clusterModes = []clusterMode{
 	{lab.Mode{Name: "off", Label: "a Kubernetes default (ClusterFirst)", How: "a pod in a namespace without the dnsguard.io/enabled label: the webhook is not called, kubelet writes the ClusterFirst resolv.conf"}, nsRacePlain, ""},
 	{lab.Mode{Name: "dnsconfig", Label: "b dnsconfig", How: "a pod annotated `dnsguard.io/mode: dnsconfig` in a labelled namespace: the webhook set dnsPolicy None and dnsConfig, kubelet rendered it"}, nsRaceGuard, "dnsconfig"},
 	{lab.Mode{Name: "sidecar", Label: "c sidecar", How: "a pod annotated `dnsguard.io/mode: sidecar`: the webhook injected the resolver as a native sidecar (restartPolicy Always init container from the chart's resolver image) and 127.0.0.1 as first nameserver; kubelet started it before the app"}, nsRaceGuard, "sidecar"},
+	{lab.Mode{Name: "sidecar-control", Label: "c✗ sidecar, upstream blackholed (negative control)", How: "the pod spec the webhook gives a `dnsguard.io/mode: sidecar` pod (server-side dry run in the labelled namespace), with the resolver's `--upstream` pointed at " + blackhole + ":53, created in the unlabelled namespace (the webhook does not touch it again); the lab's table drops every packet from the pod to " + blackhole + ", so the sidecar never gets an answer to forward"}, nsRacePlain, "sidecar"},
 	{lab.Mode{Name: "nodelocal", Label: "d node-local", How: "after `helm upgrade --reuse-values --set nodeCache.enabled=true --set nodeCache.clusterDNS=10.96.0.10`: the chart's node cache DaemonSet on the node, pods annotated `dnsguard.io/mode: dnsconfig` get its link-local address first and the cluster DNS second"}, nsRaceGuard, "dnsconfig"},
+	{lab.Mode{Name: "nodelocal-control", Label: "d✗ node-local, 169.254.20.10 blocked (negative control)", How: "as d, and the lab's table drops every packet from the pod to " + nodeLocalIP + ", so the node cache never sees the pod's queries"}, nsRaceGuard, "dnsconfig"},
 }
+
+// blackhole is the sidecar control's upstream: an address of TEST-NET-1
+// (RFC 5737) that the lab's table drops, so it never answers.
+const blackhole = "192.0.2.53"
+
+// controlN is how many lookups a glibc negative control row does: each
+// waits timeout:2 for the silent first nameserver, so 8 of them take 16 s.
+// musl's lookups in a control row cost a millisecond unless the emulation
+// dropped one of the fallback's pair, and its row must show at least one
+// such stall: controlMuslN lookups make a row without a single collision
+// (seen at 45 % a lookup on a bad run: 0.55^24 < 1e-6) out of the question
+// at no cost in time.
+const (
+	controlN     = 8
+	controlMuslN = 24
+)
+
+// lingerMS: gailoop waits this long after its last lookup in the sidecar
+// rows, so the harness can read the sidecar's counters while the pod runs.
+const lingerMS = 8000
+
+// nodeCacheHealth is the node cache's health and metrics listener on the
+// node (the chart's nodeCache.healthPort).
+const nodeCacheHealth = "127.0.0.1:9254"
 
 // clusterLab is the lab.Backend on the node of test/cluster.
 type clusterLab struct {
-	t             *testing.T
+	t *testing.T
+	// run makes this run's names its own (a cache of an earlier run on the
+	// same cluster must not answer them).
+	run           string
 	l             *lab.Lab
 	installedHere bool
 	coreDNS       []string
 	spreadChecked bool
+	nodeCacheOK   bool
 	podChecked    map[string]bool
 	restore       func() // puts nodeCache.enabled back
 }
@@ -82,7 +132,7 @@ func TestRaceLab(t *testing.T) {
 }
 
 func raceLabRun(ctx context.Context, t *testing.T) {
-	c := &clusterLab{t: t, podChecked: map[string]bool{}}
+	c := &clusterLab{t: t, podChecked: map[string]bool{}, run: strconv.FormatInt(time.Now().UnixNano()/1e6%(36*36*36*36*36), 36)}
 	command := "make race-lab-cluster (or make e2e, after the scenarios)"
 	if os.Getenv("RACE_DOCS") == "1" {
 		command = "RACE_DOCS=1 make race-lab-cluster (make race-lab-docs)"
@@ -95,7 +145,7 @@ func raceLabRun(ctx context.Context, t *testing.T) {
 		t.Fatal(err)
 	}
 	node := lab.Node{} // this binary runs in the node's network namespace
-	c.l = &lab.Lab{Opts: o, Node: node, Log: t.Logf, Name: raceName, Machine: lab.Machine(ctx, ""),
+	c.l = &lab.Lab{Opts: o, Node: node, Log: t.Logf, Name: raceNameShown, Machine: lab.Machine(ctx, ""),
 		Emulation: &lab.Emulation{Node: node, Table: "dgracelab", Service: clusterDNSIP, Every: o.Every}}
 	res, err := lab.Run(ctx, c, c.l, e2e.root)
 	if cerr := c.Close(context.WithoutCancel(ctx)); cerr != nil {
@@ -115,10 +165,19 @@ func raceLabRun(ctx context.Context, t *testing.T) {
 
 func (c *clusterLab) Name() string { return "cluster" }
 
+// unique is gailoop's -u prefix for the row of mode and client: lookup i
+// asks for <i>.<prefix>.wildcard.dnsguard.test.
+func (c *clusterLab) unique(mode, client string) string {
+	return c.run + "-" + mode + "-" + client
+}
+
 func (c *clusterLab) Modes() []lab.Mode {
 	var ms []lab.Mode
 	for _, m := range clusterModes {
 		m.Clients = []string{"glibc-gai", "glibc-gai-loop", "musl-gai", "musl-gai-fork"}
+		if strings.HasSuffix(m.Name, "-control") {
+			m.Clients = controlClients
+		}
 		ms = append(ms, m.Mode)
 	}
 	return ms
@@ -148,20 +207,61 @@ func (c *clusterLab) Setup(ctx context.Context, l *lab.Lab) error {
 			_ = e2e.client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 		}
 	})
-	for _, ns := range []string{nsRacePlain, nsRaceGuard} {
-		// A ClusterIP Service without selector: CoreDNS answers its A
-		// record whether or not it has endpoints.
-		_, err := e2e.client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: raceName},
-			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80, TargetPort: intOrPort(8080)}}},
-		}, metav1.CreateOptions{})
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create Service %s/%s: %w", ns, raceName, err)
+	var err error
+	if c.coreDNS, err = c.checkKubeDNS(ctx); err != nil {
+		return err
+	}
+	return c.checkZone(ctx)
+}
+
+// digAnswer is what dig printed for one query: the status and the answer
+// records (owner, TTL, type, data).
+type digAnswer struct {
+	status  string
+	answers [][]string
+}
+
+var digStatusRE = regexp.MustCompile(`status: ([A-Z]+)`)
+
+// dig asks server for name and qtype from the node, one try.
+func dig(ctx context.Context, server, name, qtype string) (digAnswer, error) {
+	out, err := exec.CommandContext(ctx, "dig", "+time=2", "+tries=1", "+noall", "+comments", "+answer", "@"+server, name, qtype).Output()
+	if err != nil {
+		return digAnswer{}, fmt.Errorf("dig @%s %s %s: %w", server, name, qtype, err)
+	}
+	var a digAnswer
+	if m := digStatusRE.FindStringSubmatch(string(out)); m != nil {
+		a.status = m[1]
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) >= 5 && !strings.HasPrefix(line, ";") && f[2] == "IN" {
+			a.answers = append(a.answers, []string{f[0], f[1], f[3], f[4]})
 		}
 	}
-	var err error
-	c.coreDNS, err = c.checkKubeDNS(ctx)
-	return err
+	return a, nil
+}
+
+// checkZone asks CoreDNS, as the pods do, for a name of the lab's zone and
+// records on the page what answers it: the rows' assertions rely on a
+// forwarded answer for the A and an empty one for the AAAA.
+func (c *clusterLab) checkZone(ctx context.Context) error {
+	name := "0." + c.unique("setup", "dig") + "." + raceZone + "."
+	a, err := dig(ctx, clusterDNSIP, name, "A")
+	if err != nil {
+		return err
+	}
+	aaaa, err := dig(ctx, clusterDNSIP, name, "AAAA")
+	if err != nil {
+		return err
+	}
+	ok := a.status == "NOERROR" && len(a.answers) == 1 && a.answers[0][2] == "A" && aaaa.status == "NOERROR" && len(aaaa.answers) == 1 && aaaa.answers[0][2] == "AAAA"
+	c.l.Check(ok, "CoreDNS (%s) answers %s: A %s %v, AAAA %s %v (want one record each)", clusterDNSIP, name, a.status, a.answers, aaaa.status, aaaa.answers)
+	if !ok {
+		return fmt.Errorf("the lab's zone %s is not answered as the rows need", raceZone)
+	}
+	c.l.NameHow = fmt.Sprintf("Lookup *i* of a row asks for the absolute name `%s` (`gailoop -u`; the trailing dot skips the search path, so every lookup is exactly one A+AAAA pair), a name of its own per lookup, row and run. CoreDNS forwards it (`forward . /etc/resolv.conf`) to the node's upstream resolver, dnsmasq on %s in the node's network namespace (test/cluster), which answers `*.%s`; asked from the node before the rows, CoreDNS answered A with `%s` (TTL %s) and AAAA with `%s` (TTL %s). No one asked for the name before, so no cache on the way — the sidecar's, the node cache's, CoreDNS's — can answer it: every lookup crosses the node, and CoreDNS answers the A only after a round trip of its own to the upstream, so the AAAA reaches conntrack while the A is unanswered, as when the DNS pod runs on another node.",
+		raceNameShown, cluster.UpstreamIP, raceZone, a.answers[0][3], a.answers[0][1], aaaa.answers[0][3], aaaa.answers[0][1])
+	return nil
 }
 
 // Probe: the real race, no emulation. glibc and musl in one process each,
@@ -170,7 +270,7 @@ func (c *clusterLab) Probe(ctx context.Context, l *lab.Lab, n int) map[string][]
 	got := map[string][]lab.Lookup{}
 	var jobs []*podJob
 	for _, libc := range []string{"glibc", "musl"} {
-		jobs = append(jobs, &podJob{client: libc, image: clientImage(libc), n: n, args: lab.Client{Libc: libc}.GailoopArgs(n, raceName)})
+		jobs = append(jobs, &podJob{client: libc, image: clientImage(libc), n: n, args: lab.Client{Libc: libc}.GailoopArgs(n, raceZone, "-u", c.unique("probe", libc))})
 	}
 	c.runJobs(ctx, c.t, nsRacePlain, "", "rl-probe", jobs, false)
 	for _, j := range jobs {
@@ -184,11 +284,12 @@ func (c *clusterLab) Probe(ctx context.Context, l *lab.Lab, n int) map[string][]
 }
 
 // RunMode measures one configuration: a fresh table, one pod per client
-// side by side, one row each.
+// side by side, one row each, and the resolvers' own counters around them.
 func (c *clusterLab) RunMode(ctx context.Context, l *lab.Lab, m lab.Mode, clients []lab.Client) []lab.Row {
 	t := c.t
 	i := slices.IndexFunc(clusterModes, func(x clusterMode) bool { return x.Name == m.Name })
 	ns, annotation := clusterModes[i].ns, clusterModes[i].annotation
+	nodeLocal := strings.HasPrefix(m.Name, "nodelocal")
 	if m.Name == "nodelocal" {
 		restore, err := c.enableNodeCache(ctx, t)
 		c.restore = restore
@@ -197,29 +298,75 @@ func (c *clusterLab) RunMode(ctx context.Context, l *lab.Lab, m lab.Mode, client
 			l.Fail("node-local rows not run: %v", err)
 			return nil
 		}
+		c.nodeCacheOK = true
 	}
+	if nodeLocal && !c.nodeCacheOK {
+		l.Fail("%s rows not run: no node cache", m.Label)
+		return nil
+	}
+	control := strings.HasSuffix(m.Name, "-control")
 	var jobs []*podJob
 	for _, cl := range clients {
-		jobs = append(jobs, &podJob{client: cl.Name, image: clientImage(cl.Libc), n: l.Opts.N, args: cl.GailoopArgs(l.Opts.N, raceName)})
+		n := l.Opts.N
+		if control && cl.Libc == "musl" {
+			n = min(n, controlMuslN)
+		} else if control {
+			n = min(n, controlN)
+		}
+		j := &podJob{client: cl.Name, image: clientImage(cl.Libc), n: n}
+		extra := []string{"-u", c.unique(m.Name, cl.Name)}
+		if strings.HasPrefix(m.Name, "sidecar") {
+			extra = append(extra, "-w", strconv.Itoa(lingerMS))
+			j.scrape = true
+		}
+		j.args = cl.GailoopArgs(n, raceZone, extra...)
+		switch m.Name {
+		case "sidecar-control":
+			j.block, j.prepare = blackhole, sidecarControl
+		case "nodelocal-control":
+			j.block = nodeLocalIP
+		}
+		jobs = append(jobs, j)
 	}
 	if err := l.Emulation.Reset(ctx); err != nil {
 		l.Fail("%s rows not run: %v", m.Label, err)
 		return nil
 	}
+	var before lab.ResolverCounters
+	if nodeLocal {
+		// The node cache is hostNetwork: its own queries upstream (UDP to
+		// the cluster DNS or the node's resolver) get the emulation too.
+		if err := l.Emulation.AddHost(ctx, []string{clusterDNSIP, cluster.UpstreamIP}); err != nil {
+			l.Fail("%s rows not run: %v", m.Label, err)
+			return nil
+		}
+		var err error
+		if before, err = scrapeCounters(ctx, "http://"+nodeCacheHealth+"/metrics"); err != nil {
+			l.Fail("%s: node cache counters before the rows: %v", m.Label, err)
+		}
+	}
 	c.runJobs(ctx, t, ns, annotation, "rl-"+m.Name, jobs, true)
 	l.RuleListing(ctx)
 	var rows []lab.Row
+	lookups := 0
 	for _, j := range jobs {
 		if j.err != nil {
 			l.Fail("row %s × %s: %v", m.Label, j.client, j.err)
 		}
-		r := lab.Row{Mode: m.Name, Label: m.Label, Client: j.client, Lookups: j.lookups, Collisions: j.collisions, Drops: j.drops}
-		t.Logf("row %s × %s: %d lookups, collisions %d, drops %d", m.Label, j.client, len(j.lookups), j.collisions, j.drops)
+		r := lab.Row{Mode: m.Name, Label: m.Label, Client: j.client, Lookups: j.lookups, Collisions: j.collisions, Drops: j.drops, Blocked: j.blocked, Asked: j.n}
+		t.Logf("row %s × %s: %d lookups, collisions %d, drops %d, blocked %d", m.Label, j.client, len(j.lookups), j.collisions, j.drops, j.blocked)
 		l.WriteRow(r, j.log)
 		rows = append(rows, r)
+		lookups += len(j.lookups)
 		if j.created != nil {
 			c.checkPod(t, m.Name, j.created)
 		}
+		if j.scrape {
+			c.checkSidecarCounters(m, j, control)
+		}
+	}
+	if nodeLocal {
+		c.checkNodeCache(ctx, m, before, lookups, control)
 	}
 	if len(jobs) > 0 && jobs[0].created != nil {
 		c.captureResolv(m.Name, ns, jobs[0].name)
@@ -243,6 +390,146 @@ func (c *clusterLab) RunMode(ctx context.Context, l *lab.Lab, m lab.Mode, client
 		c.spreadChecked = true
 	}
 	return rows
+}
+
+// checkSidecarCounters asserts what a row's sidecar says it did: every
+// lookup forwarded (a healthy row), or at least tried (a control, whose
+// upstream never answers).
+func (c *clusterLab) checkSidecarCounters(m lab.Mode, j *podJob, control bool) {
+	scope := fmt.Sprintf("sidecar of %s × %s (its own counters, read through kubectl port-forward before the pod ended)", m.Label, j.client)
+	if j.countersErr != nil || j.counters == nil {
+		c.l.Fail("%s: not read: %v", scope, j.countersErr)
+		return
+	}
+	ch := lab.CheckForwarded(scope, *j.counters, len(j.lookups))
+	c.l.Counters = append(c.l.Counters, ch.Text)
+	if control {
+		// Reported, not asserted: the control's assertion is its stalls.
+		c.l.Log("%s", ch.Text)
+		return
+	}
+	c.l.Check(ch.OK, "%s", ch.Text)
+}
+
+// checkNodeCache asserts what the node cache's own counters say it did over
+// a configuration's rows, and that its upstream path saw no colliding
+// packet (it never sends two queries from one socket at once).
+func (c *clusterLab) checkNodeCache(ctx context.Context, m lab.Mode, before lab.ResolverCounters, lookups int, control bool) {
+	l := c.l
+	scope := fmt.Sprintf("node cache over the %s rows (its own counters at %s/metrics, before and after)", m.Label, nodeCacheHealth)
+	after, err := scrapeCounters(ctx, "http://"+nodeCacheHealth+"/metrics")
+	if err != nil {
+		l.Fail("%s: %v", scope, err)
+	} else {
+		ch := lab.CheckForwarded(scope, after.Sub(before), lookups)
+		l.Counters = append(l.Counters, ch.Text)
+		if control {
+			// The control's node cache never sees the pods' queries.
+			ok := after.Sub(before).Queries < float64(lookups)
+			l.Check(ok, "%s: %s for %d lookups (want fewer queries than lookups: the control's rule kept the pods' queries from it)", scope, after.Sub(before), lookups)
+		} else {
+			l.Check(ch.OK, "%s", ch.Text)
+		}
+	}
+	coll, drops, err := l.Emulation.HostCounters(ctx)
+	if err != nil {
+		l.Fail("%s: node cache's upstream path: %v", m.Label, err)
+		return
+	}
+	text := fmt.Sprintf("%s: the node cache's own UDP queries upstream (output hook, to %s or %s port 53) had %d colliding packets, %d dropped by the emulation", m.Label, clusterDNSIP, cluster.UpstreamIP, coll, drops)
+	l.Counters = append(l.Counters, text)
+	l.Check(coll == 0, "%s (want 0: one socket per query)", text)
+}
+
+// scrapeCounters reads a resolver's counters from its /metrics page.
+func scrapeCounters(ctx context.Context, url string) (lab.ResolverCounters, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return lab.ResolverCounters{}, err
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return lab.ResolverCounters{}, fmt.Errorf("GET %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return lab.ResolverCounters{}, fmt.Errorf("GET %s: %s %v", url, resp.Status, err)
+	}
+	return lab.ParseResolverCounters(string(b))
+}
+
+// sidecarCounters reads the sidecar's counters from its loopback health
+// listener inside pod ns/name, through kubectl port-forward as an operator
+// would.
+func sidecarCounters(ctx context.Context, ns string, p *corev1.Pod) (lab.ResolverCounters, error) {
+	port := ""
+	for _, ic := range p.Spec.InitContainers {
+		for _, a := range ic.Args {
+			if v, ok := strings.CutPrefix(a, "--health-listen=127.0.0.1:"); ok && ic.Name == sidecarName {
+				port = v
+			}
+		}
+	}
+	if port == "" {
+		return lab.ResolverCounters{}, fmt.Errorf("pod %s has no %s container with --health-listen=127.0.0.1:PORT", p.Name, sidecarName)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(pctx, filepath.Join(e2e.bin, "kubectl"), "port-forward", "-n", ns, "pod/"+p.Name, "--address=127.0.0.1", "0:"+port)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return lab.ResolverCounters{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return lab.ResolverCounters{}, fmt.Errorf("kubectl port-forward: %w", err)
+	}
+	defer func() { cancel(); _ = cmd.Wait() }()
+	// "Forwarding from 127.0.0.1:41234 -> 8053"
+	sc := bufio.NewScanner(stdout)
+	local := ""
+	for local == "" && sc.Scan() {
+		if m := forwardRE.FindStringSubmatch(sc.Text()); m != nil {
+			local = m[1]
+		}
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	if local == "" {
+		return lab.ResolverCounters{}, fmt.Errorf("kubectl port-forward to %s printed no local port", p.Name)
+	}
+	return scrapeCounters(pctx, "http://127.0.0.1:"+local+"/metrics")
+}
+
+var forwardRE = regexp.MustCompile(`127\.0\.0\.1:(\d+) ->`)
+
+// sidecarControl turns the client pod into the sidecar's negative control:
+// the spec the webhook gives it in the labelled namespace (server-side dry
+// run), with the resolver's upstream replaced by the blackhole, to be
+// created in the unlabelled namespace.
+func sidecarControl(ctx context.Context, p *corev1.Pod) (*corev1.Pod, error) {
+	dry, err := e2e.client.CoreV1().Pods(nsRaceGuard).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	if err != nil {
+		return nil, fmt.Errorf("server-side dry run of %s in %s: %w", p.Name, nsRaceGuard, err)
+	}
+	out := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Labels: p.Labels, Annotations: dry.Annotations}, Spec: dry.Spec}
+	// Fields the API server set for the dry run's namespace.
+	out.Spec.NodeName = ""
+	replaced := 0
+	for i, ic := range out.Spec.InitContainers {
+		if ic.Name != sidecarName {
+			continue
+		}
+		for k, a := range ic.Args {
+			if strings.HasPrefix(a, "--upstream=") {
+				out.Spec.InitContainers[i].Args[k] = "--upstream=" + blackhole + ":53"
+				replaced++
+			}
+		}
+	}
+	if replaced != 1 {
+		return nil, fmt.Errorf("the webhook's sidecar for %s has %d --upstream flags, want 1 to replace", p.Name, replaced)
+	}
+	return out, nil
 }
 
 // Close puts the chart back as the lab found it.
@@ -318,9 +605,16 @@ func (c *clusterLab) checkKubeDNS(ctx context.Context) ([]string, error) {
 	}
 	c.l.Check(len(ips) > 0 && len(missing) == 0, "kube-proxy: iptables nat has a DNAT of kube-dns:dns (udp) to every CoreDNS pod %v (missing %v)", ips, missing)
 	dep, err := e2e.client.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
-	image := "?"
+	image, user, replicas := "?", "?", "?"
 	if err == nil && len(dep.Spec.Template.Spec.Containers) > 0 {
-		image = dep.Spec.Template.Spec.Containers[0].Image
+		ct := dep.Spec.Template.Spec.Containers[0]
+		image = ct.Image
+		if ct.SecurityContext != nil && ct.SecurityContext.RunAsUser != nil {
+			user = strconv.FormatInt(*ct.SecurityContext.RunAsUser, 10)
+		}
+		if dep.Spec.Replicas != nil {
+			replicas = strconv.Itoa(int(*dep.Spec.Replicas))
+		}
 	}
 	node := "?"
 	if nl, err := e2e.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil && len(nl.Items) == 1 {
@@ -330,7 +624,7 @@ func (c *clusterLab) checkKubeDNS(ctx context.Context) ([]string, error) {
 	c.l.Real = append(c.l.Real,
 		fmt.Sprintf("**kubelet and the container runtime** (%s; runc; CNI bridge `cni0`): created every client pod and wrote its `/etc/resolv.conf` (below, read from the pod sandbox)", node),
 		fmt.Sprintf("**kube-proxy** in iptables mode: its `KUBE-SEP` DNAT rules for `kube-system/kube-dns:dns` (found in `iptables-save -t nat`) sent each lookup's conntrack entry to one of the CoreDNS pods %s", strings.Join(ips, " and ")),
-		fmt.Sprintf("**CoreDNS** (`%s`, Deployment `kube-system/coredns`, 2 replicas, standard Corefile) answered every query that was not dropped", image),
+		fmt.Sprintf("**CoreDNS**, upstream's code but not upstream's image: built here from source (hack/build-tools.sh, `hack/tools/coredns`) and packaged by hack/images.sh as a one-layer image of the static binary, imported under the name `%s` that the standard manifest uses; Deployment `kube-system/coredns`, %s replicas, runAsUser %s, the standard Corefile (test/cluster/addons.go), forwarding the lab's names to the node's dnsmasq", image, replicas, user),
 		"**dnsguard as users install it** (`helm install` with hooks): the webhook behind its Service mutated the b, c and d pods; the resolver sidecar was injected by the webhook and run by kubelet as a native sidecar; the node cache is the chart's DaemonSet",
 		"**glibc and musl**: `getaddrinfo` of the distribution's glibc and of musl (static) in the e2e client images, inside the pods' own network namespaces")
 	return ips, nil
@@ -383,6 +677,9 @@ func (c *clusterLab) captureResolv(mode, ns, name string) {
 			options = append(options, f[1:]...)
 		}
 	}
+	if mode == "sidecar-control" {
+		ns = nsRaceGuard // the webhook rendered it for the labelled namespace
+	}
 	wantSearch := ns + ".svc.cluster.local svc.cluster.local cluster.local"
 	var ok bool
 	var want string
@@ -393,9 +690,9 @@ func (c *clusterLab) captureResolv(mode, ns, name string) {
 	case "dnsconfig":
 		ok, want = slices.Equal(nameservers, []string{clusterDNSIP}) && slices.Contains(options, "single-request-reopen") && slices.Contains(options, "timeout:2") && slices.Contains(options, "attempts:3"),
 			"nameserver "+clusterDNSIP+", timeout:2 attempts:3 single-request-reopen"
-	case "sidecar":
+	case "sidecar", "sidecar-control":
 		ok, want = len(nameservers) > 0 && nameservers[0] == "127.0.0.1", "127.0.0.1 first"
-	case "nodelocal":
+	case "nodelocal", "nodelocal-control":
 		ok, want = slices.Equal(nameservers, []string{nodeLocalIP, clusterDNSIP}), "node cache "+nodeLocalIP+" first, "+clusterDNSIP+" second"
 	}
 	ok = ok && strings.HasPrefix(search, wantSearch)
@@ -437,7 +734,7 @@ func (c *clusterLab) enableNodeCache(ctx context.Context, t *testing.T) (restore
 		}
 	}
 	// No row pod may be admitted by an old replica still draining.
-	if _, got, err := firstNameserverAfterRollout(ctx, nsRaceGuard, clientPod("rl-dryrun", glibcImage, "dnsconfig", "-n", "1", raceName), nodeLocalIP, 60*time.Second); err != nil {
+	if _, got, err := firstNameserverAfterRollout(ctx, nsRaceGuard, clientPod("rl-dryrun", glibcImage, "dnsconfig", "-n", "1", raceZone), nodeLocalIP, 60*time.Second); err != nil {
 		return restore, fmt.Errorf("the webhook does not give %s as first nameserver 60s after the upgrade (last: %v): %v", nodeLocalIP, got, err)
 	}
 	c.l.Pass("helm upgrade --set nodeCache.enabled=true: DaemonSet rolled out, the webhook gives pods %s first", nodeLocalIP)
@@ -481,7 +778,10 @@ func (c *clusterLab) checkPod(t *testing.T, mode string, p *corev1.Pod) {
 		ok, want = p.Spec.DNSPolicy == corev1.DNSNone && slices.Equal(ns, []string{clusterDNSIP}) && !sidecar, "dnsPolicy None, nameservers ["+clusterDNSIP+"]"
 	case "sidecar":
 		ok, want = sidecar && len(ns) > 0 && ns[0] == "127.0.0.1", "the "+sidecarName+" native sidecar first, nameserver 127.0.0.1 first"
-	case "nodelocal":
+	case "sidecar-control":
+		ok, want = sidecar && len(ns) > 0 && ns[0] == "127.0.0.1" && slices.Contains(p.Spec.InitContainers[0].Args, "--upstream="+blackhole+":53"),
+			"the "+sidecarName+" native sidecar first with --upstream="+blackhole+":53, nameserver 127.0.0.1 first"
+	case "nodelocal", "nodelocal-control":
 		ok, want = slices.Equal(ns, []string{nodeLocalIP, clusterDNSIP}), "nameservers ["+nodeLocalIP+" "+clusterDNSIP+"]"
 	}
 	if ok && c.podChecked[mode] {
@@ -528,6 +828,17 @@ type podJob struct {
 	collisions    int
 	drops         int
 	err           error
+	// block: a negative control's address the pod's packets to are dropped.
+	block   string
+	blocked int
+	// prepare turns the client pod into the one to create (nil: as it is).
+	prepare func(ctx context.Context, p *corev1.Pod) (*corev1.Pod, error)
+	// scrape: read the sidecar's counters once the app printed its n
+	// lookups (it lingers after them).
+	scrape      bool
+	counters    *lab.ResolverCounters
+	countersErr error
+	lastLogRead time.Time
 }
 
 // runJobs creates the pods of jobs in namespace ns side by side, adds each
@@ -548,6 +859,13 @@ func (c *clusterLab) runJobs(ctx context.Context, t *testing.T, ns, annotation, 
 		}
 		p.Labels = map[string]string{"dnsguard-racelab": prefix}
 		j.name = p.Name
+		if j.prepare != nil {
+			var err error
+			if p, err = j.prepare(ctx, p); err != nil {
+				j.err, j.done = err, true
+				continue
+			}
+		}
 		created, err := e2e.client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
 		if err != nil {
 			j.err = fmt.Errorf("create pod %s/%s: %w", ns, p.Name, err)
@@ -575,6 +893,12 @@ func (c *clusterLab) runJobs(ctx context.Context, t *testing.T, ns, annotation, 
 					j.err, j.done = err, true
 					continue
 				}
+				if j.block != "" {
+					if err := c.l.Emulation.Block(ctx, i, cur.Status.PodIP, j.block); err != nil {
+						j.err, j.done = err, true
+						continue
+					}
+				}
 				j.ruled = true
 				// The app must not have started before its rule existed.
 				if after, err := e2e.client.CoreV1().Pods(ns).Get(ctx, j.name, metav1.GetOptions{}); err == nil {
@@ -586,6 +910,10 @@ func (c *clusterLab) runJobs(ctx context.Context, t *testing.T, ns, annotation, 
 				}
 			}
 			j.phase = cur.Status.Phase
+			if j.scrape && j.counters == nil && j.phase == corev1.PodRunning && time.Since(j.lastLogRead) > time.Second {
+				j.lastLogRead = time.Now()
+				c.scrapeWhenDone(ctx, ns, j, cur)
+			}
 			if j.phase == corev1.PodSucceeded || j.phase == corev1.PodFailed {
 				j.done = true
 				if emulate && !j.ruled && j.err == nil {
@@ -617,6 +945,32 @@ func (c *clusterLab) runJobs(ctx context.Context, t *testing.T, ns, annotation, 
 			if j.collisions, j.drops, err = c.l.Emulation.Counters(ctx, i); err != nil && j.err == nil {
 				j.err = err
 			}
+			if j.block != "" {
+				if j.blocked, err = c.l.Emulation.Blocked(ctx, i); err != nil && j.err == nil {
+					j.err = err
+				}
+			}
+		}
+		if j.scrape && j.counters == nil && j.countersErr == nil {
+			j.countersErr = fmt.Errorf("pod %s ended before its app had printed %d lookups and the harness read the counters (linger %d ms)", j.name, j.n, lingerMS)
 		}
 	}
+}
+
+// scrapeWhenDone reads the sidecar's counters once the app has printed all
+// its lookups: gailoop then lingers, so the sidecar still runs.
+func (c *clusterLab) scrapeWhenDone(ctx context.Context, ns string, j *podJob, p *corev1.Pod) {
+	b, err := e2e.client.CoreV1().Pods(ns).GetLogs(j.name, &corev1.PodLogOptions{Container: "app"}).Do(ctx).Raw()
+	if err != nil {
+		return
+	}
+	if ls, _ := lab.ParseLookups(string(b)); len(ls) < j.n {
+		return
+	}
+	got, err := sidecarCounters(ctx, ns, p)
+	if err != nil {
+		j.countersErr = err
+		return
+	}
+	j.counters = &got
 }

@@ -10,7 +10,7 @@
  * resolver (both send the A and the AAAA query in parallel from one UDP
  * socket, which is what conntrack's insert_failed drops).
  *
- * Usage: gailoop [-n COUNT] [-t SECONDS] [-i MILLISECONDS] [-f] NAME
+ * Usage: gailoop [-n COUNT] [-t SECONDS] [-i MILLISECONDS] [-w MILLISECONDS] [-f] [-u PREFIX] NAME
  *   -n COUNT    lookups to do (default 100)
  *   -t SECONDS  stop early once this much wall time has passed (default 300),
  *               so a broken network can never make the lab run unbounded
@@ -21,6 +21,15 @@
  *               and switches that thread to single-request mode for later
  *               lookups; a fresh process per lookup measures what short-lived
  *               processes (and the first lookup of every process) see.
+ *   -u PREFIX   look up a name of its own every time: lookup i asks for the
+ *               absolute name "<i>.PREFIX.NAME." (trailing dot: no search
+ *               path). No cache on the way (the sidecar's, the node cache's,
+ *               CoreDNS's) can have seen it, so every lookup crosses the node
+ *               to the server authoritative for NAME. PREFIX must be unique
+ *               per run and client: pods have their own PID namespaces, so
+ *               the process ID would repeat across them.
+ *   -w MS       after the last lookup, wait this long before exiting, so the
+ *               harness can read a sidecar's counters while the pod still runs
  *
  * hints.ai_flags is 0 (no AI_ADDRCONFIG): the lab's point is the A+AAAA pair,
  * which both libraries send for AF_UNSPEC regardless of local addresses.
@@ -68,13 +77,24 @@ static void lookup(const char *name, FILE *out)
 	fprintf(out, "%.3f ok %d\n", t1 - t0, n);
 }
 
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+#define USAGE "usage: %s [-n COUNT] [-t SECONDS] [-i MS] [-w MS] [-f] [-u PREFIX] NAME\n"
+
 int main(int argc, char **argv)
 {
-	long count = 100, limit_s = 300, interval_ms = 0;
+	long count = 100, limit_s = 300, interval_ms = 0, linger_ms = 0;
 	int fork_each = 0, opt;
+	const char *prefix = NULL;
+	char name[256];
 	double start;
 
-	while ((opt = getopt(argc, argv, "n:t:i:f")) != -1) {
+	while ((opt = getopt(argc, argv, "n:t:i:w:fu:")) != -1) {
 		switch (opt) {
 		case 'n':
 			count = strtol(optarg, NULL, 10);
@@ -85,31 +105,42 @@ int main(int argc, char **argv)
 		case 'i':
 			interval_ms = strtol(optarg, NULL, 10);
 			break;
+		case 'w':
+			linger_ms = strtol(optarg, NULL, 10);
+			break;
 		case 'f':
 			fork_each = 1;
 			break;
+		case 'u':
+			prefix = optarg;
+			break;
 		default:
-			fprintf(stderr, "usage: %s [-n COUNT] [-t SECONDS] [-i MS] [-f] NAME\n", argv[0]);
+			fprintf(stderr, USAGE, argv[0]);
 			return 2;
 		}
 	}
-	if (optind != argc - 1 || count <= 0 || limit_s <= 0 || interval_ms < 0) {
-		fprintf(stderr, "usage: %s [-n COUNT] [-t SECONDS] [-i MS] [-f] NAME\n", argv[0]);
+	if (optind != argc - 1 || count <= 0 || limit_s <= 0 || interval_ms < 0 || linger_ms < 0 ||
+	    (prefix != NULL && (prefix[0] == '\0' || strlen(prefix) + strlen(argv[optind]) > 200))) {
+		fprintf(stderr, USAGE, argv[0]);
 		return 2;
 	}
 
 	start = now_ms();
 	for (long i = 0; i < count; i++) {
-		if (i > 0 && interval_ms > 0) {
-			struct timespec ts = {interval_ms / 1000, (interval_ms % 1000) * 1000000L};
-			nanosleep(&ts, NULL);
-		}
+		if (i > 0 && interval_ms > 0)
+			sleep_ms(interval_ms);
 		if (now_ms() - start > limit_s * 1000.0) {
 			fprintf(stderr, "gailoop: time limit %lds reached after %ld lookups\n", limit_s, i);
 			return 3;
 		}
+		if (prefix == NULL) {
+			snprintf(name, sizeof name, "%s", argv[optind]);
+		} else {
+			const char *dot = argv[optind][strlen(argv[optind]) - 1] == '.' ? "" : ".";
+			snprintf(name, sizeof name, "%ld.%s.%s%s", i, prefix, argv[optind], dot);
+		}
 		if (!fork_each) {
-			lookup(argv[optind], stdout);
+			lookup(name, stdout);
 			fflush(stdout);
 			continue;
 		}
@@ -120,7 +151,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		if (pid == 0) {
-			lookup(argv[optind], stdout);
+			lookup(name, stdout);
 			fflush(stdout);
 			_exit(0);
 		}
@@ -136,5 +167,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	if (linger_ms > 0)
+		sleep_ms(linger_ms);
 	return 0;
 }

@@ -55,13 +55,14 @@ func ClientNamed(name string) (Client, bool) {
 // make the lab run unbounded.
 func RowLimit(n int) int { return n*7 + 30 }
 
-// GailoopArgs are gailoop's arguments for n lookups of name.
-func (c Client) GailoopArgs(n int, name string) []string {
+// GailoopArgs are gailoop's arguments for n lookups of name, with extra
+// flags (e.g. "-u", prefix: a name of its own per lookup under name).
+func (c Client) GailoopArgs(n int, name string, extra ...string) []string {
 	args := []string{"-n", strconv.Itoa(n), "-t", strconv.Itoa(RowLimit(n))}
 	if c.Fork {
 		args = append(args, "-f")
 	}
-	return append(args, name)
+	return append(append(args, extra...), name)
 }
 
 //go:embed getent-loop.sh

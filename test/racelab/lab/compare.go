@@ -31,7 +31,7 @@ func comparisons(catalogue []Mode) []comparison {
 		for _, c := range m.Clients {
 			def, fix := rowKey{"off", c}, rowKey{m.Name, c}
 			e, err := expect(m.Name, c)
-			if m.Name == "off" || err != nil || !has("off", c) {
+			if m.Name == "off" || err != nil || e.Control || !has("off", c) {
 				continue
 			}
 			d, _ := expect("off", c)

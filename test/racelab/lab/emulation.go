@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 )
 
 // Emulation is the conntrack insert_failed the lab emulates on the node,
@@ -65,14 +66,74 @@ func (e *Emulation) Present(ctx context.Context) bool {
 	return err == nil
 }
 
-// TableDef is the empty table.
+// TableDef is the empty table. The output chain (same priority, after
+// conntrack's -200 and before NAT's -100) sees the node's own packets: a
+// hostNetwork node cache's queries to its upstreams.
 func (e *Emulation) TableDef() string {
 	return fmt.Sprintf(`table ip %s {
   chain prerouting {
     type filter hook prerouting priority -150; policy accept;
   }
+  chain output {
+    type filter hook output priority -150; policy accept;
+  }
 }
 `, e.Table)
+}
+
+// HostRule is the script adding the emulation on the node's own UDP
+// queries to port 53 at any of daddrs (the node cache's upstreams), with
+// the counters host-collisions and host-drops: the same drop as Rule, on
+// the path the node cache's queries take. A resolver that sent its A and
+// AAAA from one socket at once would collide there and stall.
+func (e *Emulation) HostRule(daddrs []string) string {
+	return fmt.Sprintf(`add counter ip %[1]s host-collisions
+add counter ip %[1]s host-drops
+add rule ip %[1]s output meta l4proto udp ct original ip daddr { %[2]s } ct original proto-dst 53 ct direction original ct status & (confirmed | seen-reply) == confirmed counter name "host-collisions" numgen inc mod %[3]d 0 counter name "host-drops" drop
+`, e.Table, strings.Join(daddrs, ", "), e.Every)
+}
+
+// AddHost adds HostRule.
+func (e *Emulation) AddHost(ctx context.Context, daddrs []string) error {
+	if _, err := e.Node.Run(ctx, e.HostRule(daddrs), "nft", "-f", "-"); err != nil {
+		return fmt.Errorf("add the drop rule for the node's own queries to %v: %w", daddrs, err)
+	}
+	return nil
+}
+
+// HostCounters reads the node's own colliding and dropped packets.
+func (e *Emulation) HostCounters(ctx context.Context) (collisions, drops int, err error) {
+	if collisions, err = e.counter(ctx, "host-collisions"); err != nil {
+		return 0, 0, err
+	}
+	drops, err = e.counter(ctx, "host-drops")
+	return collisions, drops, err
+}
+
+// BlockRule is the script of a negative control: every packet from saddr
+// (any source when empty) to daddr is dropped, counted in blocked<i>. A
+// control row uses it to make dnsguard's component unable to answer.
+func (e *Emulation) BlockRule(i int, saddr, daddr string) string {
+	from := ""
+	if saddr != "" {
+		from = "ip saddr " + saddr + " "
+	}
+	return fmt.Sprintf(`add counter ip %[1]s blocked%[2]d
+add rule ip %[1]s prerouting %[3]sip daddr %[4]s counter name "blocked%[2]d" drop
+`, e.Table, i, from, daddr)
+}
+
+// Block adds BlockRule.
+func (e *Emulation) Block(ctx context.Context, i int, saddr, daddr string) error {
+	if _, err := e.Node.Run(ctx, e.BlockRule(i, saddr, daddr), "nft", "-f", "-"); err != nil {
+		return fmt.Errorf("add the block rule %s → %s: %w", saddr, daddr, err)
+	}
+	return nil
+}
+
+// Blocked reads the packets block rule i dropped.
+func (e *Emulation) Blocked(ctx context.Context, i int) (int, error) {
+	return e.counter(ctx, "blocked"+strconv.Itoa(i))
 }
 
 // Rule is the script adding client i's drop rule for source address ip, with
@@ -94,23 +155,25 @@ func (e *Emulation) AddClient(ctx context.Context, i int, ip string) error {
 
 var packetsRE = regexp.MustCompile(`packets (\d+)`)
 
+// counter reads the packets of a named counter of the table.
+func (e *Emulation) counter(ctx context.Context, name string) (int, error) {
+	out, err := e.Node.Run(ctx, "", "nft", "list", "counter", "ip", e.Table, name)
+	if err != nil {
+		return 0, err
+	}
+	m := packetsRE.FindStringSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("nft list counter %s: no packets in %q", name, out)
+	}
+	return strconv.Atoi(m[1])
+}
+
 // Counters reads client i's colliding and dropped packets.
 func (e *Emulation) Counters(ctx context.Context, i int) (collisions, drops int, err error) {
-	read := func(name string) (int, error) {
-		out, err := e.Node.Run(ctx, "", "nft", "list", "counter", "ip", e.Table, name)
-		if err != nil {
-			return 0, err
-		}
-		m := packetsRE.FindStringSubmatch(out)
-		if m == nil {
-			return 0, fmt.Errorf("nft list counter %s: no packets in %q", name, out)
-		}
-		return strconv.Atoi(m[1])
-	}
-	if collisions, err = read("collisions" + strconv.Itoa(i)); err != nil {
+	if collisions, err = e.counter(ctx, "collisions"+strconv.Itoa(i)); err != nil {
 		return 0, 0, err
 	}
-	drops, err = read("drops" + strconv.Itoa(i))
+	drops, err = e.counter(ctx, "drops"+strconv.Itoa(i))
 	return collisions, drops, err
 }
 

@@ -9,7 +9,8 @@ import (
 // here first (edit testdata/emulation.nft by hand and say why).
 func TestEmulationScript(t *testing.T) {
 	e := &Emulation{Table: "dgracelab", Service: "10.96.0.10", Every: 10}
-	got := e.TableDef() + e.Rule(3, "10.244.0.7")
+	got := e.TableDef() + e.Rule(3, "10.244.0.7") + e.HostRule([]string{"10.96.0.10", "10.200.0.1"}) +
+		e.BlockRule(0, "", "192.0.2.53") + e.BlockRule(1, "10.244.0.8", "169.254.20.10")
 	want, err := os.ReadFile("testdata/emulation.nft")
 	if err != nil {
 		t.Fatal(err)

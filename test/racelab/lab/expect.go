@@ -24,8 +24,15 @@ import (
 //     timeout:2 attempts:3); single-request(-reopen) is not implemented.
 type Expectation struct {
 	// StallMS is the latency a lookup hit by one emulated drop should have;
-	// 0 means the row must have no stalls at all.
+	// 0 means the row must have no stalls at all: every lookup below BoundMS.
 	StallMS float64
+	// BoundMS bounds every lookup of a row without stalls.
+	BoundMS float64
+	// Control: a negative control, dnsguard's component made unable to
+	// answer; the row must show the stalls (lookups at or over BoundMS)
+	// that the healthy mode's rows are bounded below, or the lab cannot
+	// tell a working resolver from a broken one.
+	Control bool
 	// Once: a single stall for the whole row (glibc's sticky single-request).
 	Once bool
 	// NoCollisions: the node must not see a single colliding packet.
@@ -35,6 +42,20 @@ type Expectation struct {
 }
 
 func isGlibc(client string) bool { return strings.HasPrefix(client, "glibc") }
+
+// FallbackBoundMS bounds every lookup of the sidecar and node-local rows:
+// below the quickest retry a client would fall back with when dnsguard's
+// component did not answer. musl, which asks every nameserver at once, gets
+// the fallback Service IP's answer but retransmits a dropped query only
+// after timeout/attempts = 2000/3 ≈ 667 ms; glibc waits the whole
+// timeout:2 for 127.0.0.1 or the node cache before it asks the next
+// nameserver. A bound of 1 s would let a broken sidecar or node cache pass
+// with musl.
+const FallbackBoundMS = 500.0
+
+// noStallBoundMS bounds the dnsconfig glibc rows, where no component of
+// dnsguard answers and timeout:2 is the retry that a lost packet would cost.
+const noStallBoundMS = 1000.0
 
 // expect returns the expectation for a mode and client.
 func expect(mode, client string) (Expectation, error) {
@@ -52,28 +73,34 @@ func expect(mode, client string) (Expectation, error) {
 			Why: "musl retransmits the unanswered AAAA after timeout/attempts = 5 s / 2 = 2.5 s"}, nil
 	case "dnsconfig":
 		if isGlibc(client) {
-			return Expectation{NoCollisions: true,
+			return Expectation{NoCollisions: true, BoundMS: noStallBoundMS,
 				Why: "single-request-reopen: A, answer, new socket, AAAA — never two packets on one 5-tuple; timeout:2 bounds any other loss at 2 s"}, nil
 		}
 		return Expectation{StallMS: 2000.0 / 3,
 			Why: "musl ignores single-request-reopen but honours timeout:2 attempts:3: retransmit after 2000/3 ≈ 667 ms — still a stall per drop, shorter"}, nil
 	case "sidecar":
 		if isGlibc(client) {
-			return Expectation{NoCollisions: true,
+			return Expectation{NoCollisions: true, BoundMS: FallbackBoundMS,
 				Why: "the pod asks 127.0.0.1; the resolver sends A and AAAA upstream serialized on separate sockets"}, nil
 		}
-		return Expectation{
-			Why: "answers come from 127.0.0.1; musl also sends its pair to the fallback Service IP (musl queries every nameserver at once), so collisions can occur but cost nothing"}, nil
+		return Expectation{BoundMS: FallbackBoundMS,
+			Why: "answers come from 127.0.0.1; musl also sends its pair to the fallback Service IP (musl queries every nameserver at once), so collisions can occur but cost nothing — as long as the sidecar answers"}, nil
 	case "nodelocal":
 		if isGlibc(client) {
-			return Expectation{NoCollisions: true,
-				Why: "the pod asks 169.254.20.10 on the node (no DNAT, NOTRACK); the node cache asks the Service over TCP, one connection per query"}, nil
+			return Expectation{NoCollisions: true, BoundMS: FallbackBoundMS,
+				Why: "the pod asks 169.254.20.10 on the node (no DNAT, NOTRACK); the node cache sends each query upstream on a socket of its own"}, nil
 		}
-		return Expectation{
-			Why: "answers come from the node cache; musl also sends its pair to the fallback Service IP at once, so collisions can occur there but cost nothing"}, nil
+		return Expectation{BoundMS: FallbackBoundMS,
+			Why: "answers come from the node cache; musl also sends its pair to the fallback Service IP at once, so collisions can occur there but cost nothing — as long as the node cache answers"}, nil
 	case "sidecar-nofallback":
-		return Expectation{NoCollisions: true,
+		return Expectation{NoCollisions: true, BoundMS: FallbackBoundMS,
 			Why: "resolv.conf lists only 127.0.0.1: nothing from the pod reaches the Service directly, so musl's parallel pair stays on loopback too"}, nil
+	case "sidecar-control":
+		return Expectation{Control: true, BoundMS: FallbackBoundMS,
+			Why: "negative control: the sidecar's upstream never answers, so only the fallback nameserver does — glibc after its timeout:2 for 127.0.0.1, musl at once but, when the emulation dropped its pair's twin, only after its 667 ms retransmission"}, nil
+	case "nodelocal-control":
+		return Expectation{Control: true, BoundMS: FallbackBoundMS,
+			Why: "negative control: the node drops the pod's packets to 169.254.20.10, so only the fallback nameserver answers — glibc after its timeout:2, musl at once but, when the emulation dropped its pair's twin, only after its 667 ms retransmission"}, nil
 	}
 	return Expectation{}, fmt.Errorf("no expectation for mode %q client %q", mode, client)
 }
@@ -122,12 +149,19 @@ func checkRow(r Row, want int, backend string) []Check {
 		add(false, "%v", err)
 		return cs
 	}
+	if e.Control {
+		// A failed lookup after the fallback's timeout is a stall as well.
+		add(s.N == want, "%d of %d lookups done (%d failed)", s.N, want, s.Failures)
+		add(s.N > 0 && s.Max >= e.BoundMS, "%d of %d lookups at or over %.0f ms, max %.0f ms, %d packets blocked by the control's rule, %d of %d colliding packets dropped (want at least one such stall: %s)",
+			over(r.Lookups, e.BoundMS), s.N, e.BoundMS, s.Max, r.Blocked, r.Drops, r.Collisions, e.Why)
+		return cs
+	}
 	add(s.N == want && s.Failures == 0, "%d of %d lookups done, %d failed", s.N, want, s.Failures)
 	if e.NoCollisions {
 		add(r.Collisions == 0, "node saw %d colliding packets (want 0: %s)", r.Collisions, e.Why)
 	}
 	if e.StallMS == 0 {
-		add(s.Over1s == 0, "%d lookups over 1 s, max %.1f ms (want none)", s.Over1s, s.Max)
+		add(s.N > 0 && s.Max < e.BoundMS, "%d lookups at or over %.0f ms, max %.1f ms (want every lookup below %.0f ms)", over(r.Lookups, e.BoundMS), e.BoundMS, s.Max, e.BoundMS)
 		return cs
 	}
 	// A stalled lookup is one that waited for the libc's retry. Every drop
@@ -161,4 +195,15 @@ func checkRow(r Row, want int, backend string) []Check {
 	}
 	add(stalled >= 1 && outside == 0, "stalls last %.0f–%.0f ms (%s)", lo, hi, e.Why)
 	return cs
+}
+
+// over counts the lookups that took at least ms.
+func over(ls []Lookup, ms float64) int {
+	n := 0
+	for _, l := range ls {
+		if l.MS >= ms {
+			n++
+		}
+	}
+	return n
 }

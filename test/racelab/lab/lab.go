@@ -53,10 +53,16 @@ type Lab struct {
 	Log func(format string, args ...any)
 	// Name is the name the clients look up.
 	Name string
+	// NameHow says, on the page, who answers Name and how (measured by the
+	// backend's setup).
+	NameHow string
 	// Resolv holds each mode's resolv.conf as the pods got it.
 	Resolv map[string]string
 	// Real lists what ran for real (the cluster page).
 	Real []string
+	// Counters lists what the resolvers' own counters showed, per row or
+	// configuration (the cluster page).
+	Counters []string
 	// Machine describes the machine for the page.
 	Machine string
 

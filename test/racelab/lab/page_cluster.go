@@ -19,26 +19,36 @@ func renderClusterMarkdown(p page) string {
 
 	w("## Result\n\n")
 	w("%s\n", p.table)
-	w("*colliding pkts*: packets the node saw on a conntrack entry for the kube-dns Service that was already confirmed but not yet answered — the packets that can lose the kernel's insert race. *dropped*: those the emulation dropped (emulated `insert_failed`). Latency is per `getaddrinfo` call as the client measured it inside its pod. How many lookups collide is this node's own timing — CoreDNS, on the other CPU, often answers the A before the AAAA has reached conntrack, which the netns lab prevents on purpose with its CPU placement — so the share is reported, not asserted; every drop must still cost exactly one stall of the length the C library predicts.\n\n")
+	w("*colliding pkts*: packets the node saw on a conntrack entry for the kube-dns Service that was already confirmed but not yet answered — the packets that can lose the kernel's insert race. *dropped*: those the emulation dropped (emulated `insert_failed`). Latency is per `getaddrinfo` call as the client measured it inside its pod. %s How many lookups collide is this node's own timing (no CPU placement orders the answer after the AAAA, as the netns lab does), so the share is reported and each stall row asserts only at least one drop; every drop must still cost exactly one stall of the length the C library predicts. %s\n\n", collisionShares(p.rows, "off"), failedSentence(p.rows))
 	w("![latency of every lookup per row](%s)\n\n", p.svg)
 	w("### What the rows show\n\n")
 	writeRowsShow(&b, p.rows, p.checks)
 	w("\n")
+	writeControls(&b, p.rows, p.checks)
+	if len(p.lab.Counters) > 0 {
+		w("### What the resolvers counted\n\n")
+		w("Every lookup asks for a name no one asked before, so a sidecar or node cache that answers it must have sent the A and the AAAA upstream: its own Prometheus counters (`dnsguard_resolver_queries_total`, `_upstream_queries_total`, `_cache_hits_total`, resolver/metrics.go) over the row, as read in this run:\n\n")
+		for _, line := range p.lab.Counters {
+			w("- %s\n", line)
+		}
+		w("\n")
+	}
 
 	w("## What was real and what was emulated\n\n")
 	w("Real:\n\n")
 	for _, line := range p.lab.Real {
 		w("- %s\n", line)
 	}
+	w("\n%s\n", failedSentence(p.rows))
 	w("\nEmulated: only the loss. The kernel's own `insert_failed` needs the A and the AAAA of one socket to be processed on two CPUs at once, before either conntrack entry is confirmed; this kernel's clash resolution and a veth's in-order backlog make that (next to) impossible on one machine (see *The real race* below). So the node drops, on purpose, 1 in %d of the packets that would lose that race, with an nftables table of the lab's own in the node's network namespace, removed after the run:\n\n", o.Every)
 	w("```\n%s\n```\n\n", strings.TrimRight(p.lab.rule, "\n"))
-	w("The chain runs at prerouting priority −150: after conntrack (−200), so the entry's state is known, and before kube-proxy's DNAT (−100). Each rule matches on the conntrack entry's *original* direction: source the client pod, destination the kube-dns ClusterIP and port 53 — exactly what kube-proxy is about to DNAT (or has DNATed, for the entry) to one of the two CoreDNS pods. A packet of an entry that is **confirmed** (its twin created it) but has **not seen a reply** (the twin is unanswered) is a colliding packet. Each client pod gets its own rule, counters and `numgen inc` sequence (starting at 0, so the pod's first collision is always dropped), added as soon as kubelet reports the pod's IP while the pod's init container holds the app back for a few seconds (the harness checks the app had not started yet); so the rows of one configuration run side by side and each counts only its own packets. The table is recreated for every configuration. Retransmissions after an answer pass, as in the kernel.\n\n")
+	w("The chain runs at prerouting priority −150: after conntrack (−200), so the entry's state is known, and before kube-proxy's DNAT (−100). Each rule matches on the conntrack entry's *original* direction: source the client pod, destination the kube-dns ClusterIP and port 53 — exactly what kube-proxy is about to DNAT (or has DNATed, for the entry) to one of the two CoreDNS pods. A packet of an entry that is **confirmed** (its twin created it) but has **not seen a reply** (the twin is unanswered) is a colliding packet. Each client pod gets its own rule, counters and `numgen inc` sequence (starting at 0, so the pod's first collision is always dropped), added as soon as kubelet reports the pod's IP while the pod's init container holds the app back for a few seconds (the harness checks the app had not started yet); so the rows of one configuration run side by side and each counts only its own packets. The table is recreated for every configuration. Retransmissions after an answer pass, as in the kernel. For the node-local rows the table's output chain applies the same drop to the node's own UDP queries to the cluster DNS and to the node's resolver (counters `host-collisions`, `host-drops`): the node cache is hostNetwork, so its queries upstream leave through the output hook, and a cache that sent its A and AAAA from one socket at once would collide there. The negative controls add `blocked` rules: every packet from the control pod to the address its dnsguard component needs is dropped.\n\n")
 
 	w("## The real race (no emulation)\n\n")
 	w("Real race fired: **%s**. %s.\n\n", p.realRaceFired, p.realRace)
 
 	w("## Which name the clients look up\n\n")
-	w("The short name `%s`: a ClusterIP Service without selector in the client's namespace. With the search path `<namespace>.svc.cluster.local svc.cluster.local cluster.local` and `ndots:5` both libraries try `%s.<namespace>.svc.cluster.local` first, which CoreDNS's kubernetes plugin answers (A, and NOERROR without data for AAAA on this IPv4 cluster), so every lookup is exactly one A+AAAA pair. CoreDNS answers Service records with TTL 30 (the standard Corefile): the sidecar and the node cache answer repeated lookups from their caches, as they do in any cluster; the netns lab's TTL 0 is what forces every one of their lookups across the node there.\n\n", p.lab.Name, p.lab.Name)
+	w("%s\n\n", p.lab.NameHow)
 
 	w("## Configurations\n\n")
 	w("Each resolv.conf below is the file kubelet (through containerd) wrote for the row's pods, read from the pod sandbox on the node.\n\n")

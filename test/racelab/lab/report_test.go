@@ -93,12 +93,24 @@ func TestCheckRow(t *testing.T) {
 		{"dnsconfig glibc: a collision is a failure", row("dnsconfig", "glibc-gai", 10, 2, 1, 0), true},
 		{"dnsconfig musl: 667 ms stalls", row("dnsconfig", "musl-gai", 10, 0.3, 10, 1, 668), false},
 		{"sidecar musl: a 1.2 s lookup fails", row("sidecar", "musl-gai", 10, 0.3, 4, 0, 1200), true},
+		// A silent sidecar: musl gets the fallback's answer, 667 ms late
+		// per emulated drop. 1 s did not catch it; the bound does.
+		{"sidecar musl: a 667 ms fallback retry fails", row("sidecar", "musl-gai", 10, 0.3, 4, 1, 668), true},
+		{"node-local glibc: a 2 s fallback fails", row("nodelocal", "glibc-gai", 10, 0.3, 0, 0, 2004), true},
+		{"node-local musl: 499 ms passes", row("nodelocal", "musl-gai", 10, 0.3, 4, 0, 499), false},
+		{"control: stalls at the fallback's retry pass", row("sidecar-control", "musl-gai", 8, 0.3, 8, 1, 668), false},
+		{"control: a control without stalls fails", row("nodelocal-control", "glibc-gai", 8, 0.3, 0, 0), true},
+		{"control: too few lookups fails", row("sidecar-control", "glibc-gai", 7, 0.3, 0, 0, 2004), true},
 		{"sidecar musl: collisions without stalls pass", row("sidecar", "musl-gai", 10, 0.3, 4, 0), false},
 		{"too few lookups", row("sidecar", "glibc-gai", 9, 0.3, 0, 0), true},
 		{"unknown mode", row("no-such-mode", "glibc-gai", 10, 0.3, 0, 0), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := failed(checkRow(tc.r, 10, "netns"))
+			want := 10
+			if strings.HasSuffix(tc.r.Mode, "-control") {
+				want = 8
+			}
+			f := failed(checkRow(tc.r, want, "netns"))
 			if tc.wantFail && len(f) == 0 {
 				t.Error("checkRow passed, want a failure")
 			}
@@ -192,6 +204,37 @@ func TestClusterMarkdown(t *testing.T) {
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("cluster markdown lacks %q", want)
+		}
+	}
+}
+
+func TestResolverCounters(t *testing.T) {
+	page := `# HELP dnsguard_resolver_queries_total Client queries received, by transport.
+# TYPE dnsguard_resolver_queries_total counter
+dnsguard_resolver_queries_total{proto="udp"} 200
+dnsguard_resolver_queries_total{proto="tcp"} 1
+dnsguard_resolver_cache_hits_total 0
+dnsguard_resolver_upstream_queries_total{upstream="10.96.0.10:53"} 150
+dnsguard_resolver_upstream_queries_total{upstream="10.200.0.1:53"} 52
+`
+	c, err := ParseResolverCounters(page)
+	if err != nil || c != (ResolverCounters{Queries: 201, Upstream: 202}) {
+		t.Fatalf("ParseResolverCounters: %+v %v", c, err)
+	}
+	if _, err := ParseResolverCounters("go_goroutines 7\n"); err == nil {
+		t.Error("a page without the resolver's counters was accepted")
+	}
+	for _, tc := range []struct {
+		c    ResolverCounters
+		want bool
+	}{
+		{ResolverCounters{Queries: 200, Upstream: 200}, true},
+		{ResolverCounters{Queries: 200, Upstream: 199}, false}, // one answer came from elsewhere
+		{ResolverCounters{Queries: 200, Upstream: 200, CacheHits: 1}, false},
+		{ResolverCounters{Queries: 150, Upstream: 200}, false}, // lookups went around it
+	} {
+		if got := CheckForwarded("row", tc.c, 100); got.OK != tc.want {
+			t.Errorf("CheckForwarded(%+v) = %v, want %v: %s", tc.c, got.OK, tc.want, got.Text)
 		}
 	}
 }

@@ -29,6 +29,10 @@ type Row struct {
 	Collisions int
 	// Drops counts the collisions the emulation dropped (emulated insert_failed).
 	Drops int
+	// Blocked counts the packets a negative control's rule dropped.
+	Blocked int
+	// Asked is how many lookups the row asked for (0: Options.N).
+	Asked int
 	// Lookups holds every lookup in the order the client did them.
 	Lookups []Lookup
 }
