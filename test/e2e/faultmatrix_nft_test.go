@@ -21,25 +21,20 @@ const (
 	podCIDR    = "10.244.0.0/16"
 )
 
-// lossRules: 2 % of the UDP DNS packets between client pods and their DNS
-// server — the cluster DNS or the node cache — dropped at random, in both
-// directions. At priority -300 (raw) the request still has the Service (or
-// link-local) address it was sent to, and a CoreDNS reply still has the
-// CoreDNS pod's source (kube-proxy's reverse NAT comes in postrouting);
-// the node cache's replies leave through output.
+// lossRules: 2 % of the UDP DNS packets between client pods (sidecars
+// included) and the cluster DNS dropped at random, in both directions. At
+// priority -300 (raw) a request still has the Service address it was sent
+// to, and a CoreDNS reply still has the CoreDNS pod's source (kube-proxy's
+// reverse NAT comes in postrouting).
 func lossRules() string {
 	return fmt.Sprintf(`table ip %[1]s {
 	chain pre {
 		type filter hook prerouting priority -300; policy accept;
-		ip saddr %[2]s ip daddr { %[3]s, %[4]s } udp dport 53 numgen random mod 100 < 2 counter drop comment "request"
+		ip saddr %[2]s ip daddr %[3]s udp dport 53 numgen random mod 100 < 2 counter drop comment "request"
 		ip saddr %[2]s ip daddr %[2]s udp sport 53 numgen random mod 100 < 2 counter drop comment "reply"
 	}
-	chain out {
-		type filter hook output priority -300; policy accept;
-		ip saddr %[4]s ip daddr %[2]s udp sport 53 numgen random mod 100 < 2 counter drop comment "node cache reply"
-	}
 }
-`, faultTable, podCIDR, clusterDNSIP, nodeLocalIP)
+`, faultTable, podCIDR, clusterDNSIP)
 }
 
 // rateRules: every packet to the node's upstream counted, UDP above 1,024

@@ -31,7 +31,8 @@ func TestPromises(t *testing.T) {
 		ok   []bool // outcomes of the checks the cell yields
 	}{
 		{"sidecar clean", Cell{Fault: "b", Mode: "sidecar", Client: "glibc-gai", Lookups: lookups(1, 2, 3)}, []bool{true}},
-		{"sidecar stall", Cell{Fault: "b", Mode: "sidecar", Client: "glibc-gai", Lookups: lookups(1, 2, 1500)}, []bool{false}},
+		{"sidecar retried by the resolver", Cell{Fault: "b", Mode: "sidecar", Client: "glibc-gai", Lookups: lookups(1, 2, 1004)}, []bool{true}},
+		{"sidecar stall to the stub's retry", Cell{Fault: "b", Mode: "sidecar", Client: "glibc-gai", Lookups: lookups(1, 2, 2003)}, []bool{false}},
 		{"nodelocal failure", Cell{Fault: "e", Mode: "nodelocal", Client: "musl-gai", Lookups: lookups(1, 2, -3)}, []bool{false}},
 		{"nodelocal short row", Cell{Fault: "d", Mode: "nodelocal", Client: "musl-gai", Lookups: lookups(1, 2)}, []bool{false}},
 		{"default stalls are reported only", Cell{Fault: "b", Mode: "off", Client: "glibc-gai", Lookups: lookups(5000, 5000, 5000)}, nil},
