@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -147,7 +148,9 @@ func runCells(ctx context.Context, r cellRun, pods []fmPod) []faultmatrix.Cell {
 				out, err := execIn(ectx, p.ns, p.name, "app", argv...)
 				ls, _ := lab.ParseLookups(out)
 				c := faultmatrix.Cell{Fault: r.fault, Mode: p.mode, Client: cn, Lookups: ls, Upstream: -1}
-				if err != nil {
+				// gailoop exits 3 at its time limit: a cell that stalled
+				// too long to finish, reported with the lookups it did.
+				if err != nil && !strings.Contains(err.Error(), "gailoop: time limit") {
 					c.Err = err.Error()
 				}
 				mu.Lock()
