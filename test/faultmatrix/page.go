@@ -124,7 +124,7 @@ func (r Run) Markdown(svg string) string {
 	}
 	w("**%d checks passed, %d failed** (listed under *Assertions*). Fault (a), the A/AAAA conntrack insert race, is the race lab's: [race-lab-cluster.md](race-lab-cluster.md).\n\n", pass, fail)
 	w("![latency of every lookup per cell](%s)\n\n", svg)
-	w("Columns: latency is per `getaddrinfo` call as the client measured it inside its pod, failed lookups included; *> 1 s* counts lookups over %d ms; the guarded modes' bound in (b), (d) and (e) is %d ms, the C library's own retry (`timeout:2`). *upstream pkts / lookup* is measured in (c) only, where each mode runs alone; elsewhere the modes share CoreDNS and the upstream at once. A cell with fewer lookups than asked (%v) stopped at gailoop's time limit.\n\n", StallMS, RetryMS, r.Want)
+	w("Columns: latency is per `getaddrinfo` call as the client measured it inside its pod, failed lookups included; *> 1 s* counts lookups over %d ms; the guarded modes' bound in (b), (d) and (e) is %d ms, the C library's own retry (`timeout:2`). *upstream pkts / lookup* is measured in (c) only, where each mode runs alone; elsewhere the modes share CoreDNS and the upstream at once. A cell with fewer lookups than asked (%s) stopped at gailoop's time limit.\n\n", StallMS, RetryMS, r.wantText())
 	for _, f := range r.Faults {
 		w("## (%s) %s\n\n", f.ID, f.Title)
 		w("%s\n\n", f.How)
@@ -159,4 +159,13 @@ func (r Run) Markdown(svg string) string {
 		w("- %s: %s\n", c.Mark(), c.Text)
 	}
 	return b.String()
+}
+
+// wantText lists the lookups asked per cell, by fault.
+func (r Run) wantText() string {
+	var parts []string
+	for _, f := range r.Faults {
+		parts = append(parts, fmt.Sprintf("%d in (%s)", r.Want[f.ID], f.ID))
+	}
+	return strings.Join(parts, ", ")
 }
