@@ -53,12 +53,12 @@ var fmFaults = []faultmatrix.Fault{
 	{ID: "c", Title: "1,024 packets/s on the node's upstream, external names through the ndots:5 search path", How: "nftables on the node's input: every packet to 10.200.0.1:53 counted, UDP over `limit rate 1024/second` dropped. Each mode runs alone (its four clients at once, no pause between lookups), so the counter divided by the mode's lookups is its upstream packets per lookup; before each mode after the first the run waits 31 s, so CoreDNS's cache (`cache 30`) holds nothing the previous mode asked. The name is `api.dnsguard.test` (two dots < ndots:5): each lookup walks the search path first. Three cluster.local names CoreDNS answers itself; the Kubernetes default's search path then ends with the node's own search domain (kubelet appends `dnsguard.test` from the node's resolv.conf), so it also asks `api.dnsguard.test.dnsguard.test` upstream, an NXDOMAIN without SOA that no cache keeps; the webhook's search path (dnsconfig, sidecar, node-local) has only the cluster's three domains unless `extraSearchDomains` is set."},
 	{ID: "d", Title: "CoreDNS `kubectl rollout restart` under load", How: "`kubectl rollout restart deployment/coredns -n kube-system` a few seconds into the load, then `rollout status`; every mode runs at once."},
 	{ID: "e", Title: "the node cache's rolling update under load", How: "`kubectl rollout restart daemonset/dnsguard-node-cache` a few seconds into the load (the chart's surge update: the new pod binds beside the old one before the old one drains); node-local cells only — no other mode uses the node cache."},
-	{ID: "f", Title: "the upstream behind CoreDNS unreachable for 10 s after the names were cached", How: "Each cell looks its name up for 4 s (cached: the node upstream answers with TTL 30), then nftables drops every packet to 10.200.0.1:53 (UDP and TCP) for 10 s, then the lookups go on for a few seconds. The run sets `--serve-stale` for the sidecar and the node cache (`sidecar.extraArgs`, `nodeCache.extraArgs`): it is off in the chart's defaults (resolver/flags.go, charts/dnsguard/values.yaml)."},
+	{ID: "f", Title: "the upstream behind CoreDNS unreachable for 10 s after the names were cached", How: "Each client looks the name up 6 times (cached: the node upstream answers with TTL 30), waits 32 s until every cache's entry has expired, then nftables drops every packet to 10.200.0.1:53 (UDP and TCP) for 10 s while the cell's lookups run (every 0.5 s; the last ones after the outage). The run sets `--serve-stale` for the sidecar and the node cache (`sidecar.extraArgs`, `nodeCache.extraArgs`): it is off in the chart's defaults (resolver/flags.go, charts/dnsguard/values.yaml)."},
 }
 
 // fmWant is the lookups per cell of each fault: b, d, e and f must do all
 // of them in the guarded modes.
-var fmWant = map[string]int{"b": 100, "c": 150, "d": 150, "e": 150, "f": 36}
+var fmWant = map[string]int{"b": 100, "c": 150, "d": 150, "e": 150, "f": 24}
 
 // wwwName is the name of faults b, d, e and f: one of the node upstream's
 // records with both an A and an AAAA record (musl's getaddrinfo failed
@@ -347,14 +347,24 @@ func (s *fmState) nodeCacheRollout(ctx context.Context) {
 }
 
 func (s *fmState) outage(ctx context.Context) {
+	// Cache the name on every path, then let it expire (TTL 30 at the node
+	// upstream, CoreDNS's cache 30 s, no hits in between, so no prefetch):
+	// during the outage only serve-stale can answer. With a fresh entry the
+	// outage would prove nothing (the FAULT_NEGATIVE run, without
+	// --serve-stale, passed (f) when the outage came 4 s after caching).
+	_ = runCells(ctx, cellRun{fault: "f", n: 6, interval: 500 * time.Millisecond, limit: 30 * time.Second, name: wwwName}, s.pods)
+	time.Sleep(32 * time.Second)
 	var cells []faultmatrix.Cell
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		cells = runCells(ctx, cellRun{fault: "f", n: fmWant["f"], interval: 500 * time.Millisecond, limit: 90 * time.Second, name: wwwName}, s.pods)
-	}()
-	time.Sleep(4 * time.Second)
-	got := s.withTable(ctx, "f", outageRules(), func() { time.Sleep(10 * time.Second) })
+	got := s.withTable(ctx, "f", outageRules(), func() {
+		go func() {
+			defer close(done)
+			cells = runCells(ctx, cellRun{fault: "f", n: fmWant["f"], interval: 500 * time.Millisecond, limit: 40 * time.Second, name: wwwName}, s.pods)
+		}()
+		// The table goes when this returns; the cells' last lookups run
+		// after it.
+		time.Sleep(10 * time.Second)
+	})
 	<-done
 	s.run.Cells = append(s.run.Cells, cells...)
 	s.evidence("f", "packets to the upstream dropped during the 10 s: %d", got["outage"])
