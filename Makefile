@@ -13,7 +13,7 @@ export GOFLAGS ?= -mod=mod
 LDFLAGS_STATIC   := -s -w
 CMDS             := webhook resolver certs
 
-.PHONY: all build run test deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab race-lab-cluster race-lab-docs bench soak sidecar-resources quota-test fuzz clean tools helm images test-images
+.PHONY: all build run test deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab race-lab-cluster race-lab-docs fault-matrix fault-matrix-docs bench soak sidecar-resources quota-test fuzz clean tools helm images test-images
 
 all: build
 
@@ -88,6 +88,15 @@ race-lab-cluster: build
 race-lab-docs:
 	@echo "race-lab-docs: rerunning both race labs to rewrite docs/race-lab*.md and .svg"
 	RACE_DOCS=1 $(MAKE) race-lab race-lab-cluster
+
+## fault-matrix: the fault matrix on the real node alone (2 % loss, upstream 1,024 pkt/s, CoreDNS and node cache rollouts, upstream outage; four modes x glibc/musl x per-lookup/long-lived; make e2e runs it too); report in .cache/e2e/logs/faultmatrix
+fault-matrix: build
+	E2E_RUN='^TestFaultMatrix$$' ./hack/e2e.sh
+
+## fault-matrix-docs: run the fault matrix and rewrite docs/fault-matrix.{md,svg} (no other target touches them)
+fault-matrix-docs:
+	@echo "fault-matrix-docs: rerunning the fault matrix to rewrite docs/fault-matrix.md and .svg"
+	FAULT_DOCS=1 $(MAKE) fault-matrix
 
 ## bench: benchmarks against real peers, written to docs/benchmarks.md
 bench: build

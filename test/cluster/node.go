@@ -129,11 +129,17 @@ iptables: {syncPeriod: 10s, minSyncPeriod: 0s}
 		c.cfg.path("node-resolv.conf"): fmt.Sprintf("nameserver %s\nsearch %s\n", UpstreamIP, TestZone),
 		// The node upstream answers the test zone and refuses the rest, so
 		// CoreDNS's "forward . /etc/resolv.conf" never leaves the machine.
+		// Its records carry TTL 30 (local-ttl; dnsmasq's default is 0) as
+		// real zones do: an answer with TTL 0 is cached by no resolver, so
+		// the fault matrix's upstream outage (TestFaultMatrix, fault f)
+		// could not show serve-stale for the node cache, which asks this
+		// upstream directly.
 		c.cfg.path("dnsmasq.conf"): fmt.Sprintf(`listen-address=%s
 bind-interfaces
 no-resolv
 no-hosts
 no-negcache
+local-ttl=30
 log-facility=-
 address=/%s/10.200.9.9
 address=/%s/fd00:200::9

@@ -39,9 +39,13 @@ func nodeInternalIP(ctx context.Context) (string, error) {
 }
 
 // c6NodeLocal: with nodeCache.enabled the DaemonSet runs on the node, the
-// link-local address answers, dnsconfig pods get it as first nameserver, and
-// a pod resolving in a loop sees no failed lookup across a rolling update of
-// the DaemonSet.
+// link-local address answers, dnsconfig pods get it as first nameserver and
+// their lookups are answered by it (its own metrics count them: a pod whose
+// lookups fell back to the cluster DNS would not be). The rolling update of
+// the DaemonSet under load is fault (e) of the fault matrix
+// (TestFaultMatrix), with a latency bound: a "0 failed lookups" check here
+// could not fail, since pods keep the cluster DNS as second nameserver and
+// a gap in the node cache is a stall, not a failure.
 func c6NodeLocal(ctx context.Context, t *testing.T) {
 	if _, err := tool(ctx, "helm", append(installArgs("upgrade"), "--reuse-values",
 		"--set", "nodeCache.enabled=true", "--set", "nodeCache.clusterDNS="+clusterDNSIP,
@@ -57,10 +61,10 @@ func c6NodeLocal(ctx context.Context, t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A pod resolving every 50 ms for long enough to span the rolling update.
+	const lookups = 100
 	spec := clientSpec(glibcImage)
 	spec.RestartPolicy = corev1.RestartPolicyNever
-	spec.Containers[0].Command = []string{"/gailoop", "-n", "900", "-t", "120", "-i", "50", "www.dnsguard.test"}
+	spec.Containers[0].Command = []string{"/gailoop", "-n", strconv.Itoa(lookups), "-t", "60", "-i", "20", "www.dnsguard.test"}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "nodelocal-loop"}, Spec: spec}
 	took, got, err := firstNameserverAfterRollout(ctx, nsEnabled, pod, nodeLocalIP, 30*time.Second)
 	if err != nil {
@@ -77,26 +81,12 @@ func c6NodeLocal(ctx context.Context, t *testing.T) {
 	if len(p.Spec.DNSConfig.Nameservers) < 2 || p.Spec.DNSConfig.Nameservers[1] != clusterDNSIP {
 		t.Errorf("pod nameservers %v, want the cluster DNS %s as fallback", p.Spec.DNSConfig.Nameservers, clusterDNSIP)
 	}
-	err = poll(ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
-		cur, err := e2e.client.CoreV1().Pods(nsEnabled).Get(ctx, p.Name, metav1.GetOptions{})
-		return err == nil && cur.Status.Phase == corev1.PodRunning, nil
-	})
-	if err != nil {
-		t.Fatalf("loop pod not running: %v%s", err, diagnose(ctx, nsEnabled))
-	}
-	time.Sleep(3 * time.Second)
-	if _, err := tool(ctx, "kubectl", "rollout", "restart", "-n", releaseNS, "daemonset/"+ds); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tool(ctx, "kubectl", "rollout", "status", "-n", releaseNS, "daemonset/"+ds, "--timeout=120s"); err != nil {
-		t.Fatalf("rolling update: %v", err)
-	}
-	err = poll(ctx, 150*time.Second, func(ctx context.Context) (bool, error) {
+	err = poll(ctx, 120*time.Second, func(ctx context.Context) (bool, error) {
 		cur, err := e2e.client.CoreV1().Pods(nsEnabled).Get(ctx, p.Name, metav1.GetOptions{})
 		return err == nil && (cur.Status.Phase == corev1.PodSucceeded || cur.Status.Phase == corev1.PodFailed), nil
 	})
 	if err != nil {
-		t.Fatalf("loop pod did not finish: %v", err)
+		t.Fatalf("lookup pod did not finish: %v%s", err, diagnose(ctx, nsEnabled))
 	}
 	log, err := logs(ctx, nsEnabled, p.Name, "app")
 	if err != nil {
@@ -111,9 +101,9 @@ func c6NodeLocal(ctx context.Context, t *testing.T) {
 			fail++
 		}
 	}
-	t.Logf("lookups during the DaemonSet's rolling update: %d ok, %d failed", ok, fail)
-	if ok < 100 || fail > 0 {
-		t.Errorf("lookups across the rolling update: %d ok, %d failed; want 0 failed (and at least 100 lookups)", ok, fail)
+	t.Logf("lookups through the node cache: %d ok, %d failed", ok, fail)
+	if ok != lookups || fail > 0 {
+		t.Errorf("lookups through the node cache: %d ok, %d failed; want %d ok", ok, fail, lookups)
 	}
 	// What a Prometheus (the chart's PodMonitor) scrapes: the node cache's
 	// metrics on the node's own address, counting the lookups above.
@@ -122,10 +112,13 @@ func c6NodeLocal(ctx context.Context, t *testing.T) {
 		t.Fatal(err)
 	}
 	url := fmt.Sprintf("http://%s/metrics", net.JoinHostPort(nodeIP, strconv.Itoa(nodeCacheMetricsPort)))
-	// The restart came a few seconds into a loop of about 45 s, so the
-	// new instance saw most of its lookups (A and AAAA each).
-	if n := scrapeQueries(t, url); n < 100 {
-		t.Errorf("node cache metrics at %s count %d client queries, want at least 100 from the loop pod after the restart", url, n)
+	// An A and an AAAA query per name tried, all to the node cache first
+	// (measured: 800 for 100 lookups through the search path). If the node
+	// cache did not answer, glibc would ask the fallback and the count
+	// would stay low. Negative control (not run yet): a node cache that
+	// does not listen on 169.254.20.10 leaves this count at 0.
+	if n := scrapeQueries(t, url); n < 2*lookups {
+		t.Errorf("node cache metrics at %s count %d client queries, want at least %d from the lookup pod", url, n, 2*lookups)
 	} else {
 		t.Logf("node cache metrics scraped at %s: %d client queries", url, n)
 	}

@@ -1,0 +1,401 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dnsguard/dnsguard/test/faultmatrix"
+	"github.com/dnsguard/dnsguard/test/racelab/lab"
+)
+
+// TestFaultMatrix is issue 19's fault matrix (item 2) on the real node:
+// faults applied by the kernel (nftables in the node's namespace) or by
+// Kubernetes (rollouts), under load from glibc and musl clients, per-lookup
+// and long-lived, in the four modes. What dnsguard promises is asserted for
+// the sidecar and node-local cells (faultmatrix.Promises), the rest is
+// reported. The page goes to .cache/e2e/logs/faultmatrix; FAULT_DOCS=1
+// (make fault-matrix-docs) also rewrites docs/fault-matrix.{md,svg}.
+//
+// Negative control: FAULT_NEGATIVE=1 runs the same matrix with dnsguard
+// broken on purpose — the sidecar's and node cache's per-try timeout 10 s
+// (--timeout=10s --total-timeout=20s) and no --serve-stale, and the node
+// cache DaemonSet's handover disabled (maxSurge 0, maxUnavailable 1: the
+// old pod goes before the new one starts). Its sidecar and node-local cells
+// must turn red in (b), (d), (e) and (f); see the report of the change that
+// added this test for the run.
+func TestFaultMatrix(t *testing.T) {
+	ctx := t.Context()
+	scenario(t, "m1", title("m1"), func(t *testing.T) { faultMatrixRun(ctx, t) })
+}
+
+var fmModes = []string{"off", "dnsconfig", "sidecar", "nodelocal"}
+
+var fmModeDocs = []faultmatrix.Mode{
+	{Name: "off", Label: "a default", How: "ClusterFirst: a pod in a namespace without the dnsguard.io/enabled label; kubelet's resolv.conf (10.96.0.10, ndots:5, glibc timeout 5 s)"},
+	{Name: "dnsconfig", Label: "b dnsconfig", How: "`dnsguard.io/mode: dnsconfig`: the webhook set dnsPolicy None with the chart's dnsOptions (ndots:5, timeout:2, attempts:3, single-request-reopen), nameserver 10.96.0.10"},
+	{Name: "sidecar", Label: "c sidecar", How: "`dnsguard.io/mode: sidecar`: the resolver as a native sidecar, 127.0.0.1 first and 10.96.0.10 as fallback; its upstream is the cluster DNS (the pod was admitted before the node cache was enabled)"},
+	{Name: "nodelocal", Label: "d node-local", How: "`dnsguard.io/mode: dnsconfig` admitted after `nodeCache.enabled=true`: the chart's node cache DaemonSet at 169.254.20.10 first, 10.96.0.10 second; the node cache sends cluster names to CoreDNS over TCP and other names straight to the node's upstream"},
+}
+
+var fmFaults = []faultmatrix.Fault{
+	{ID: "b", Title: "2 % random loss between client pods and their DNS server", How: "nftables in the node's namespace, `numgen random mod 100 < 2 drop` on UDP port 53 from client pods to 10.96.0.10 and on CoreDNS's replies to client pods (raw priority, before kube-proxy's NAT). Node-local pods send to 169.254.20.10, which this fault leaves alone: it reaches them only through the fallback (musl asks both nameservers at once). Every mode runs at once; every cell looks up `www.dnsguard.test.` (fully qualified: one A and one AAAA query per lookup)."},
+	{ID: "c", Title: "1,024 packets/s on the node's upstream, external names through the ndots:5 search path", How: "nftables on the node's input: every packet to 10.200.0.1:53 counted, UDP over `limit rate 1024/second` dropped. Each mode runs alone (its four clients at once, no pause between lookups), so the counter divided by the mode's lookups is its upstream packets per lookup; before each mode after the first the run waits 31 s, so CoreDNS's cache (`cache 30`) holds nothing the previous mode asked. The name is `api.dnsguard.test` (two dots < ndots:5): each lookup walks the search path first. Three cluster.local names CoreDNS answers itself; the Kubernetes default's search path then ends with the node's own search domain (kubelet appends `dnsguard.test` from the node's resolv.conf), so it also asks `api.dnsguard.test.dnsguard.test` upstream, an NXDOMAIN without SOA that no cache keeps; the webhook's search path (dnsconfig, sidecar, node-local) has only the cluster's three domains unless `extraSearchDomains` is set."},
+	{ID: "d", Title: "CoreDNS `kubectl rollout restart` under load", How: "`kubectl rollout restart deployment/coredns -n kube-system` a few seconds into the load, then `rollout status`; every mode runs at once."},
+	{ID: "e", Title: "the node cache's rolling update under load", How: "`kubectl rollout restart daemonset/dnsguard-node-cache` a few seconds into the load (the chart's surge update: the new pod binds beside the old one before the old one drains); node-local cells only — no other mode uses the node cache."},
+	{ID: "f", Title: "the upstream behind CoreDNS unreachable for 10 s after the names were cached", How: "Each client looks the name up 6 times (cached: the node upstream answers with TTL 30), waits 32 s until every cache's entry has expired, then nftables drops every packet to 10.200.0.1:53 (UDP and TCP) for 10 s while the cell's lookups run (every 0.5 s; the last ones after the outage). The run sets `--serve-stale` for the sidecar and the node cache (`sidecar.extraArgs`, `nodeCache.extraArgs`): it is off in the chart's defaults (resolver/flags.go, charts/dnsguard/values.yaml)."},
+}
+
+// fmWant is the lookups per cell of each fault: b, d, e and f must do all
+// of them in the guarded modes.
+var fmWant = map[string]int{"b": 100, "c": 150, "d": 150, "e": 150, "f": 24}
+
+// wwwName is the name of faults b, d, e and f: one of the node upstream's
+// records with both an A and an AAAA record (musl's getaddrinfo failed
+// every lookup of the wildcard names, which have only an A record, where
+// glibc's succeeded), fully qualified so that every lookup is one A and
+// one AAAA query and an outage hits a name that was cached (the search
+// path's www.dnsguard.test.dnsguard.test is an NXDOMAIN without SOA, which
+// no cache keeps). Every cell asks the same name, as the apps of a cluster
+// do.
+func wwwName(string, string) string { return "www.dnsguard.test." }
+
+// fmState is one run.
+type fmState struct {
+	t        *testing.T
+	run      faultmatrix.Run
+	pods     []fmPod
+	negative bool
+}
+
+func (s *fmState) check(ok bool, format string, args ...any) {
+	c := faultmatrix.Check{OK: ok, Text: fmt.Sprintf(format, args...)}
+	s.run.Harness = append(s.run.Harness, c)
+	s.t.Logf("%s: %s", c.Mark(), c.Text)
+}
+
+func (s *fmState) evidence(fault, format string, args ...any) {
+	line := fmt.Sprintf(format, args...)
+	s.run.Evidence[fault] = append(s.run.Evidence[fault], line)
+	s.t.Logf("(%s) %s", fault, line)
+}
+
+func faultMatrixRun(ctx context.Context, t *testing.T) {
+	start := time.Now()
+	s := &fmState{t: t, negative: os.Getenv("FAULT_NEGATIVE") == "1"}
+	docs := os.Getenv("FAULT_DOCS") == "1"
+	s.run = faultmatrix.Run{Faults: fmFaults, Modes: fmModeDocs, Clients: fmClients, Evidence: map[string][]string{}, Want: fmWant,
+		Command: "make fault-matrix (or make e2e)", Date: time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		Machine: lab.Machine(ctx, ""), Commit: shortCommit(e2e.root)}
+	if docs {
+		s.run.Command = "FAULT_DOCS=1 make fault-matrix (make fault-matrix-docs)"
+	}
+	if s.negative {
+		s.run.Command = "FAULT_NEGATIVE=1 " + s.run.Command
+	}
+	s.run.ClientDoc = map[string]string{}
+	for _, cn := range fmClients {
+		c, _ := lab.ClientNamed(cn)
+		s.run.ClientDoc[cn] = c.Doc
+	}
+	out := filepath.Join(e2e.logs, "faultmatrix")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The fault table drops DNS packets: it must never outlive the run.
+	_ = removeFault(ctx)
+	t.Cleanup(func() {
+		if faultPresent(context.Background()) {
+			t.Errorf("nft table %s still present after the fault matrix", faultTable)
+			_ = removeFault(context.Background())
+		}
+	})
+
+	restore := s.setup(ctx)
+	defer restore()
+	if !t.Failed() {
+		s.faults(ctx)
+	}
+	s.check(!faultPresent(ctx), "nft table %s removed after the faults", faultTable)
+	s.run.Checks = faultmatrix.Promises(s.run.Cells, fmWant)
+	s.run.Seconds = int(time.Since(start).Seconds())
+	for _, c := range append(slices.Clone(s.run.Harness), s.run.Checks...) {
+		if !c.OK {
+			t.Error("FAIL: " + c.Text)
+		}
+	}
+	for _, f := range fmFaults {
+		t.Logf("(%s) %s\n%s%s", f.ID, f.Title, s.run.Table(f.ID), s.run.Summary(f.ID))
+	}
+	dirs := []string{out}
+	if docs {
+		dirs = append(dirs, filepath.Join(e2e.root, "docs"))
+	}
+	for _, dir := range dirs {
+		if err := os.WriteFile(filepath.Join(dir, "fault-matrix.svg"), []byte(s.run.SVG()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "fault-matrix.md"), []byte(s.run.Markdown("fault-matrix.svg")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %s", filepath.Join(dir, "fault-matrix.md"))
+	}
+}
+
+// setup installs the chart unless installed, sets the run's resolver flags,
+// creates the off, dnsconfig and sidecar pods, then enables the node cache
+// and creates the node-local pods. restore puts the installation back.
+func (s *fmState) setup(ctx context.Context) (restore func()) {
+	t := s.t
+	installedHere := (&clusterLab{t: t, l: &lab.Lab{Log: t.Logf}}).ensureInstalled(ctx, t)
+	args := "{--serve-stale}"
+	if s.negative {
+		args = "{--timeout=10s,--total-timeout=20s}"
+	}
+	restore = func() {
+		bg := context.Background()
+		for _, ns := range []string{nsFaultPlain, nsFaultGuarded} {
+			_ = e2e.client.CoreV1().Namespaces().Delete(bg, ns, metav1.DeleteOptions{})
+		}
+		if installedHere {
+			if _, err := tool(bg, "helm", "uninstall", release, "-n", releaseNS, "--wait", "--timeout", "2m"); err != nil {
+				t.Errorf("helm uninstall after the fault matrix: %v", err)
+			}
+			return
+		}
+		if _, err := tool(bg, "helm", append(installArgs("upgrade"), "--reuse-values", "--set", "nodeCache.enabled=false",
+			"--set", "sidecar.extraArgs={}", "--set", "nodeCache.extraArgs={}", "--timeout", "2m")...); err != nil {
+			t.Errorf("helm upgrade back to the defaults after the fault matrix: %v", err)
+		}
+	}
+	if _, err := tool(ctx, "helm", append(installArgs("upgrade"), "--reuse-values", "--set", "nodeCache.enabled=false",
+		"--set", "sidecar.extraArgs="+args, "--set", "nodeCache.extraArgs="+args)...); err != nil {
+		t.Fatalf("helm upgrade with the matrix's resolver flags: %v%s", err, diagnose(ctx, releaseNS))
+	}
+	s.run.Settings = append(s.run.Settings, fmt.Sprintf("`helm upgrade --reuse-values --set sidecar.extraArgs=%s --set nodeCache.extraArgs=%s`", args, args))
+	if s.negative {
+		s.run.Settings = append(s.run.Settings, "**negative control** (FAULT_NEGATIVE=1): the resolver's per-try timeout 10 s and no serve-stale; the node cache's surge handover replaced by maxSurge 0, maxUnavailable 1 before (e)")
+	}
+	createNamespace(ctx, t, nsFaultPlain, nil)
+	createNamespace(ctx, t, nsFaultGuarded, map[string]string{enabledLabel: "true"})
+	// No pod may be admitted by a webhook replica with the old flags.
+	probe := clientPod("fm-dryrun", glibcImage, "sidecar", "-n", "1", "127.0.0.1")
+	want := strings.Trim(args, "{}")
+	want, _, _ = strings.Cut(want, ",")
+	err := poll(ctx, 90*time.Second, func(ctx context.Context) (bool, error) {
+		p, err := e2e.client.CoreV1().Pods(nsFaultGuarded).Create(ctx, probe.DeepCopy(), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err == nil && len(p.Spec.InitContainers) > 0 && slices.Contains(p.Spec.InitContainers[0].Args, want), nil
+	})
+	s.check(err == nil, "the webhook injects sidecars with %s after the upgrade", want)
+	for _, m := range []string{"off", "dnsconfig", "sidecar"} {
+		pods, err := createFaultPods(ctx, m)
+		s.pods = append(s.pods, pods...)
+		s.check(err == nil, "%s pods created with the mode's nameservers and Ready (%v)", m, err)
+	}
+	if _, err := tool(ctx, "helm", append(installArgs("upgrade"), "--reuse-values",
+		"--set", "nodeCache.enabled=true", "--set", "nodeCache.clusterDNS="+clusterDNSIP, "--timeout", "2m")...); err != nil {
+		s.check(false, "helm upgrade --set nodeCache.enabled=true: %v", err)
+		return restore
+	}
+	for _, r := range []string{"daemonset/" + fullname + "-node-cache", "deployment/" + fullname} {
+		if _, err := tool(ctx, "kubectl", "rollout", "status", "-n", releaseNS, r, "--timeout=120s"); err != nil {
+			s.check(false, "rollout of %s: %v", r, err)
+			return restore
+		}
+	}
+	_, got, err := firstNameserverAfterRollout(ctx, nsFaultGuarded, clientPod("fm-dryrun", glibcImage, "dnsconfig", "-n", "1", "127.0.0.1"), nodeLocalIP, 60*time.Second)
+	s.check(err == nil, "the webhook gives dnsconfig pods %s first after enabling the node cache (last: %v)", nodeLocalIP, got)
+	pods, err := createFaultPods(ctx, "nodelocal")
+	s.pods = append(s.pods, pods...)
+	s.check(err == nil, "nodelocal pods created with the mode's nameservers and Ready (%v)", err)
+	return restore
+}
+
+// faults runs (b) to (f) in order.
+func (s *fmState) faults(ctx context.Context) {
+	for _, f := range []func(context.Context){s.loss, s.rateLimit, s.coreDNSRollout, s.nodeCacheRollout, s.outage} {
+		t0 := time.Now()
+		f(ctx)
+		s.t.Logf("fault done in %.0fs", time.Since(t0).Seconds())
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+func (s *fmState) podsOf(modes ...string) []fmPod {
+	var out []fmPod
+	for _, p := range s.pods {
+		if slices.Contains(modes, p.mode) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// withTable loads rules, runs fn, reads the counters and removes the table.
+func (s *fmState) withTable(ctx context.Context, fault, rules string, fn func()) map[string]int {
+	if err := loadFault(ctx, rules); err != nil {
+		s.check(false, "(%s) %v", fault, err)
+		return nil
+	}
+	defer func() {
+		err := removeFault(context.WithoutCancel(ctx))
+		s.check(err == nil && !faultPresent(ctx), "(%s) nft table %s removed (%v)", fault, faultTable, err)
+	}()
+	fn()
+	got, err := faultCounters(ctx)
+	if err != nil {
+		s.check(false, "(%s) counters: %v", fault, err)
+	}
+	return got
+}
+
+func (s *fmState) loss(ctx context.Context) {
+	var cells []faultmatrix.Cell
+	got := s.withTable(ctx, "b", lossRules(), func() {
+		cells = runCells(ctx, cellRun{fault: "b", n: fmWant["b"], interval: 50 * time.Millisecond, limit: 90 * time.Second, name: wwwName}, s.pods)
+	})
+	s.run.Cells = append(s.run.Cells, cells...)
+	dropped := got["request"] + got["reply"]
+	s.evidence("b", "packets dropped by the loss rules: %d requests to 10.96.0.10, %d CoreDNS replies", got["request"], got["reply"])
+	s.check(dropped > 0, "(b) the loss rules dropped packets (%d)", dropped)
+}
+
+func (s *fmState) rateLimit(ctx context.Context) {
+	_ = s.withTable(ctx, "c", rateRules(), func() {
+		for i, m := range fmModes {
+			if i > 0 {
+				// Every mode asks the same name (the only ones musl
+				// resolves here); CoreDNS caches at most 30 s.
+				time.Sleep(31 * time.Second)
+			}
+			before, err := faultCounters(ctx)
+			if err != nil {
+				s.check(false, "(c) counters: %v", err)
+				return
+			}
+			cells := runCells(ctx, cellRun{fault: "c", n: fmWant["c"], limit: 40 * time.Second,
+				name: func(string, string) string { return "api.dnsguard.test" }}, s.podsOf(m))
+			after, err := faultCounters(ctx)
+			if err != nil {
+				s.check(false, "(c) counters: %v", err)
+				return
+			}
+			n := 0
+			for _, c := range cells {
+				n += len(c.Lookups)
+			}
+			up, limited := after["upstream"]-before["upstream"], after["limited"]-before["limited"]
+			for i := range cells {
+				cells[i].Upstream, cells[i].ModeLookups = up, n
+			}
+			s.run.Cells = append(s.run.Cells, cells...)
+			s.evidence("c", "%s: %d lookups, %d packets to the upstream (%d over the limit, dropped)", m, n, up, limited)
+		}
+	})
+}
+
+// rollout restarts what under the load of pods and reports what changed.
+func (s *fmState) rollout(ctx context.Context, fault, ns, what, selector string, pods []fmPod) {
+	before := podNames(ctx, ns, selector)
+	var cells []faultmatrix.Cell
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cells = runCells(ctx, cellRun{fault: fault, n: fmWant[fault], interval: 200 * time.Millisecond, limit: 120 * time.Second, name: wwwName}, pods)
+	}()
+	time.Sleep(4 * time.Second)
+	t0 := time.Now()
+	_, err := tool(ctx, "kubectl", "rollout", "restart", "-n", ns, what)
+	if err == nil {
+		_, err = tool(ctx, "kubectl", "rollout", "status", "-n", ns, what, "--timeout=120s")
+	}
+	took := time.Since(t0)
+	<-done
+	s.run.Cells = append(s.run.Cells, cells...)
+	after := podNames(ctx, ns, selector)
+	replaced := len(before) > 0 && len(after) > 0 && !slices.ContainsFunc(after, func(n string) bool { return slices.Contains(before, n) })
+	s.check(err == nil && replaced, "(%s) kubectl rollout restart %s finished in %.1fs; pods %v → %v (%v)", fault, what, took.Seconds(), before, after, err)
+	s.evidence(fault, "`kubectl rollout restart %s` to `rollout status` complete: %.1f s; pods %s → %s", what, took.Seconds(), strings.Join(before, ", "), strings.Join(after, ", "))
+}
+
+func (s *fmState) coreDNSRollout(ctx context.Context) {
+	s.rollout(ctx, "d", "kube-system", "deployment/coredns", "k8s-app=kube-dns", s.pods)
+}
+
+func (s *fmState) nodeCacheRollout(ctx context.Context) {
+	ds := fullname + "-node-cache"
+	if s.negative {
+		// The handover disabled: the old pod is stopped before a new one starts.
+		patch := `{"spec":{"updateStrategy":{"rollingUpdate":{"maxSurge":0,"maxUnavailable":1}}}}`
+		if _, err := tool(ctx, "kubectl", "patch", "-n", releaseNS, "daemonset/"+ds, "--type=merge", "-p", patch); err != nil {
+			s.check(false, "(e) negative control: patch the DaemonSet: %v", err)
+		}
+	}
+	s.rollout(ctx, "e", releaseNS, "daemonset/"+ds, "dnsguard.io/component=node-cache", s.podsOf("nodelocal"))
+}
+
+func (s *fmState) outage(ctx context.Context) {
+	// Cache the name on every path, then let it expire (TTL 30 at the node
+	// upstream, CoreDNS's cache 30 s, no hits in between, so no prefetch):
+	// during the outage only serve-stale can answer. With a fresh entry the
+	// outage would prove nothing (the FAULT_NEGATIVE run, without
+	// --serve-stale, passed (f) when the outage came 4 s after caching).
+	_ = runCells(ctx, cellRun{fault: "f", n: 6, interval: 500 * time.Millisecond, limit: 30 * time.Second, name: wwwName}, s.pods)
+	time.Sleep(32 * time.Second)
+	var cells []faultmatrix.Cell
+	done := make(chan struct{})
+	got := s.withTable(ctx, "f", outageRules(), func() {
+		go func() {
+			defer close(done)
+			cells = runCells(ctx, cellRun{fault: "f", n: fmWant["f"], interval: 500 * time.Millisecond, limit: 40 * time.Second, name: wwwName}, s.pods)
+		}()
+		// The table goes when this returns; the cells' last lookups run
+		// after it.
+		time.Sleep(10 * time.Second)
+	})
+	<-done
+	s.run.Cells = append(s.run.Cells, cells...)
+	s.evidence("f", "packets to the upstream dropped during the 10 s: %d", got["outage"])
+	s.check(got["outage"] > 0, "(f) the outage rule dropped packets to the upstream (%d)", got["outage"])
+}
+
+func podNames(ctx context.Context, ns, selector string) []string {
+	l, err := e2e.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, p := range l.Items {
+		if p.DeletionTimestamp == nil {
+			names = append(names, p.Name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// shortCommit is `git rev-parse --short HEAD`, "+dirty" when the tree
+// differs from it.
+func shortCommit(root string) string {
+	out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown (not a git checkout)"
+	}
+	c := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+		c += "+dirty"
+	}
+	return c
+}

@@ -1,0 +1,91 @@
+// Package faultmatrix is the fault matrix's report (issue 19, item 2): the
+// cells measured on the real node by test/e2e (TestFaultMatrix), what
+// dnsguard promises per fault and mode (Promises), the table, the plot and
+// the generated page docs/fault-matrix.md. The measuring lives in test/e2e;
+// this package holds what can be tested without a cluster.
+package faultmatrix
+
+import (
+	"math"
+	"sort"
+
+	"github.com/dnsguard/dnsguard/test/racelab/lab"
+)
+
+// Fault names a fault of the matrix; (a), the A/AAAA insert race, is the
+// race lab's (docs/race-lab-cluster.md) and is not repeated here.
+type Fault struct {
+	ID    string // "b" … "f"
+	Title string
+	// How says how the kernel or Kubernetes applied it, for the page.
+	How string
+}
+
+// Cell is one fault × mode × client: the lookups one client did while the
+// fault was applied.
+type Cell struct {
+	Fault, Mode, Client string
+	Lookups             []lab.Lookup
+	// Upstream counts packets the node's upstream (10.200.0.1:53) received
+	// while the cell's mode ran alone; -1 when the mode shared the upstream
+	// with others (only fault c runs the modes one after the other).
+	Upstream int
+	// ModeLookups is the number of lookups of every cell of the mode that
+	// ran alone with this one (the denominator of Upstream).
+	ModeLookups int
+	// Err is why the cell could not measure (pod not ready, exec failed).
+	Err string
+}
+
+// Stats summarises a cell's lookups. Failed lookups count in the latency
+// distribution too: a failure after a timeout is a stall as well.
+type Stats struct {
+	N, Failed, Over1s int
+	P50, P99, Max     float64
+}
+
+// StallMS is the stall threshold of the "> 1 s" column: far above any
+// healthy lookup on this node.
+const StallMS = 1000
+
+// RetryMS bounds the guarded modes' lookups in faults b, d and e: the C
+// library's own retry (timeout:2 in the pods dnsguard patches). A lookup
+// that reaches it waited for the stub to give up on the sidecar or node
+// cache, which is what dnsguard exists to prevent. It is not StallMS: the
+// resolver's per-try timeout (--timeout, 1 s) makes a query whose packet
+// was lost cost 1 s and a few ms by design, so "none over 1 s" cannot
+// hold under loss; those lookups show in the "> 1 s" column.
+const RetryMS = 2000
+
+// Summarize computes a cell's columns (nearest-rank percentiles).
+func Summarize(ls []lab.Lookup) Stats {
+	s := Stats{N: len(ls), P50: math.NaN(), P99: math.NaN(), Max: math.NaN()}
+	ms := make([]float64, 0, len(ls))
+	for _, l := range ls {
+		ms = append(ms, l.MS)
+		if !l.OK {
+			s.Failed++
+		}
+		if l.MS > StallMS {
+			s.Over1s++
+		}
+	}
+	if len(ms) == 0 {
+		return s
+	}
+	sort.Float64s(ms)
+	rank := func(p float64) float64 {
+		r := int(math.Ceil(p / 100 * float64(len(ms))))
+		return ms[min(max(r, 1), len(ms))-1]
+	}
+	s.P50, s.P99, s.Max = rank(50), rank(99), ms[len(ms)-1]
+	return s
+}
+
+// PerLookup is upstream packets per lookup, NaN when not attributable.
+func (c Cell) PerLookup() float64 {
+	if c.Upstream < 0 || c.ModeLookups == 0 {
+		return math.NaN()
+	}
+	return float64(c.Upstream) / float64(c.ModeLookups)
+}

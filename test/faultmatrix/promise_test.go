@@ -1,0 +1,122 @@
+package faultmatrix
+
+import (
+	"encoding/xml"
+	"strings"
+	"testing"
+
+	"github.com/dnsguard/dnsguard/test/racelab/lab"
+)
+
+func lookups(ms ...float64) []lab.Lookup {
+	var ls []lab.Lookup
+	for _, m := range ms {
+		ls = append(ls, lab.Lookup{MS: m, OK: m >= 0})
+	}
+	for i := range ls {
+		if ls[i].MS < 0 {
+			ls[i].MS = -ls[i].MS
+		}
+	}
+	return ls
+}
+
+// TestPromises: each promise fails on the cell that breaks it, and the
+// unguarded modes are never asserted.
+func TestPromises(t *testing.T) {
+	want := map[string]int{"b": 3, "d": 3, "e": 3}
+	tests := []struct {
+		name string
+		cell Cell
+		ok   []bool // outcomes of the checks the cell yields
+	}{
+		{"sidecar clean", Cell{Fault: "b", Mode: "sidecar", Client: "glibc-gai", Lookups: lookups(1, 2, 3)}, []bool{true}},
+		{"sidecar retried by the resolver", Cell{Fault: "b", Mode: "sidecar", Client: "glibc-gai", Lookups: lookups(1, 2, 1004)}, []bool{true}},
+		{"sidecar stall to the stub's retry", Cell{Fault: "b", Mode: "sidecar", Client: "glibc-gai", Lookups: lookups(1, 2, 2003)}, []bool{false}},
+		{"nodelocal failure", Cell{Fault: "e", Mode: "nodelocal", Client: "musl-gai", Lookups: lookups(1, 2, -3)}, []bool{false}},
+		{"nodelocal short row", Cell{Fault: "d", Mode: "nodelocal", Client: "musl-gai", Lookups: lookups(1, 2)}, []bool{false}},
+		{"default stalls are reported only", Cell{Fault: "b", Mode: "off", Client: "glibc-gai", Lookups: lookups(5000, 5000, 5000)}, nil},
+		{"empty default row fails", Cell{Fault: "b", Mode: "off", Client: "glibc-gai"}, []bool{false}},
+		{"error fails", Cell{Fault: "d", Mode: "dnsconfig", Client: "glibc-gai", Lookups: lookups(1), Err: "exec"}, []bool{false}},
+		{"stale slow but answered", Cell{Fault: "f", Mode: "sidecar", Client: "musl-gai", Lookups: lookups(1, 1800, 2)}, []bool{true}},
+		{"stale failed", Cell{Fault: "f", Mode: "nodelocal", Client: "musl-gai", Lookups: lookups(1, -1800, 2)}, []bool{false}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Promises([]Cell{tt.cell}, want)
+			if len(got) != len(tt.ok) {
+				t.Fatalf("%d checks %v, want %d", len(got), got, len(tt.ok))
+			}
+			for i, c := range got {
+				if c.OK != tt.ok[i] {
+					t.Errorf("check %q: ok %v, want %v", c.Text, c.OK, tt.ok[i])
+				}
+			}
+		})
+	}
+}
+
+// TestPromiseUpstream: fault c compares each guarded mode's packets per
+// lookup with the default's, once per mode.
+func TestPromiseUpstream(t *testing.T) {
+	cell := func(mode, client string, up, n int) Cell {
+		return Cell{Fault: "c", Mode: mode, Client: client, Lookups: lookups(1), Upstream: up, ModeLookups: n}
+	}
+	for _, tt := range []struct {
+		name     string
+		sidecar  int
+		nodeloc  int
+		wantPass []bool
+	}{
+		{"both fewer", 100, 50, []bool{true, true}},
+		{"node cache as many", 100, 400, []bool{true, false}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cells := []Cell{cell("off", "glibc-gai", 400, 100), cell("off", "musl-gai", 400, 100),
+				cell("sidecar", "glibc-gai", tt.sidecar, 100), cell("sidecar", "musl-gai", tt.sidecar, 100),
+				cell("nodelocal", "glibc-gai", tt.nodeloc, 100)}
+			got := Promises(cells, nil)
+			if len(got) != len(tt.wantPass) {
+				t.Fatalf("checks %v, want %d", got, len(tt.wantPass))
+			}
+			for i, c := range got {
+				if c.OK != tt.wantPass[i] {
+					t.Errorf("check %q: ok %v, want %v", c.Text, c.OK, tt.wantPass[i])
+				}
+			}
+		})
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	s := Summarize(lookups(5, 1, 3, -2000, 4))
+	if s.N != 5 || s.Failed != 1 || s.Over1s != 1 || s.P50 != 4 || s.P99 != 2000 || s.Max != 2000 {
+		t.Errorf("Summarize = %+v", s)
+	}
+}
+
+// TestPageAndPlot: the page's sentences come from the cells, the plot is
+// well-formed XML.
+func TestPageAndPlot(t *testing.T) {
+	r := Run{Commit: "abc+dirty", Faults: []Fault{{ID: "b", Title: "loss"}},
+		Modes: []Mode{{Name: "off", Label: "a default"}, {Name: "sidecar", Label: "c sidecar"}},
+		Cells: []Cell{
+			{Fault: "b", Mode: "off", Client: "glibc-gai", Lookups: lookups(1, 5000, -5000), Upstream: -1},
+			{Fault: "b", Mode: "sidecar", Client: "glibc-gai", Lookups: lookups(1, 2, 3), Upstream: -1},
+		}}
+	md := r.Markdown("fault-matrix.svg")
+	for _, want := range []string{"a default 1 of 3 lookups failed and 2 took over 1 s (max 5000.0 ms)", "c sidecar 0 of 3 lookups failed and 0 took over 1 s", "abc+dirty"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("page lacks %q:\n%s", want, md)
+		}
+	}
+	d := xml.NewDecoder(strings.NewReader(r.SVG()))
+	for {
+		if _, err := d.Token(); err != nil {
+			if err.Error() != "EOF" {
+				t.Fatalf("svg: %v", err)
+			}
+			break
+		}
+	}
+}
