@@ -34,6 +34,13 @@ import (
 // old pod goes before the new one starts). Its sidecar and node-local cells
 // must turn red in (b), (d), (e) and (f); see the report of the change that
 // added this test for the run.
+//
+// Order: go test runs top-level tests file by file in name order, and
+// TestE2E (main_test.go) must come first, since c0 is the suite's first
+// install; so the matrix's files are matrix*_test.go, after main_test.go
+// (as racelab_test.go is). Run first, it had installed and uninstalled the
+// chart just before c0, whose install then found the previous release's
+// certificate Secrets and failed its caBundle check.
 func TestFaultMatrix(t *testing.T) {
 	ctx := t.Context()
 	scenario(t, "m1", title("m1"), func(t *testing.T) { faultMatrixRun(ctx, t) })
