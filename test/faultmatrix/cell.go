@@ -7,7 +7,6 @@ package faultmatrix
 
 import (
 	"math"
-	"sort"
 
 	"github.com/dnsguard/dnsguard/test/racelab/lab"
 )
@@ -37,12 +36,9 @@ type Cell struct {
 	Err string
 }
 
-// Stats summarises a cell's lookups. Failed lookups count in the latency
-// distribution too: a failure after a timeout is a stall as well.
-type Stats struct {
-	N, Failed, Over1s int
-	P50, P99, Max     float64
-}
+// Stats are a cell's columns, as the race lab computes them for a row
+// (lab.Summarize; failed lookups count in the latency distribution too).
+type Stats = lab.Stats
 
 // StallMS is the stall threshold of the "> 1 s" column: far above any
 // healthy lookup on this node.
@@ -57,30 +53,8 @@ const StallMS = 1000
 // hold under loss; those lookups show in the "> 1 s" column.
 const RetryMS = 2000
 
-// Summarize computes a cell's columns (nearest-rank percentiles).
-func Summarize(ls []lab.Lookup) Stats {
-	s := Stats{N: len(ls), P50: math.NaN(), P99: math.NaN(), Max: math.NaN()}
-	ms := make([]float64, 0, len(ls))
-	for _, l := range ls {
-		ms = append(ms, l.MS)
-		if !l.OK {
-			s.Failed++
-		}
-		if l.MS > StallMS {
-			s.Over1s++
-		}
-	}
-	if len(ms) == 0 {
-		return s
-	}
-	sort.Float64s(ms)
-	rank := func(p float64) float64 {
-		r := int(math.Ceil(p / 100 * float64(len(ms))))
-		return ms[min(max(r, 1), len(ms))-1]
-	}
-	s.P50, s.P99, s.Max = rank(50), rank(99), ms[len(ms)-1]
-	return s
-}
+// Summarize computes a cell's columns.
+func Summarize(ls []lab.Lookup) Stats { return lab.Summarize(ls) }
 
 // PerLookup is upstream packets per lookup, NaN when not attributable.
 func (c Cell) PerLookup() float64 {

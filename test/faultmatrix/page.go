@@ -51,7 +51,7 @@ func (r Run) Table(fault string) string {
 		if v := c.PerLookup(); !math.IsNaN(v) {
 			up = fmt.Sprintf("%.2f", v)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %d | %s | %s | %s | %d | %s |\n", r.label(c.Mode), c.Client, s.N, s.Failed, fmtMS(s.P50), fmtMS(s.P99), fmtMS(s.Max), s.Over1s, up)
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %s | %s | %s | %d | %s |\n", r.label(c.Mode), c.Client, s.N, s.Failures, fmtMS(s.P50), fmtMS(s.P99), fmtMS(s.Max), s.Over1s, up)
 	}
 	return b.String()
 }
@@ -78,7 +78,7 @@ func (r Run) agg(fault string, modes []string) Stats {
 	for _, c := range ls {
 		s := Summarize(c.Lookups)
 		all.N += s.N
-		all.Failed += s.Failed
+		all.Failures += s.Failures
 		all.Over1s += s.Over1s
 		if s.N > 0 && (math.IsNaN(all.Max) || s.Max > all.Max) {
 			all.Max = s.Max
@@ -95,7 +95,7 @@ func (r Run) Summary(fault string) string {
 		if s.N == 0 {
 			continue
 		}
-		parts = append(parts, fmt.Sprintf("%s %d of %d lookups failed and %d took over 1 s (max %s ms)", m.Label, s.Failed, s.N, s.Over1s, fmtMS(s.Max)))
+		parts = append(parts, fmt.Sprintf("%s %d of %d lookups failed and %d took over 1 s (max %s ms)", m.Label, s.Failures, s.N, s.Over1s, fmtMS(s.Max)))
 	}
 	if len(parts) == 0 {
 		return "No lookups were measured."

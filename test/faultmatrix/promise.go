@@ -63,10 +63,10 @@ func Promises(cells []Cell, want map[string]int) []Check {
 		}
 		switch c.Fault {
 		case "b", "d", "e":
-			add(s.N == want[c.Fault] && s.Failed == 0 && s.Max < RetryMS,
-				"%s: %d of %d lookups, %d failed, max %.0f ms (%d over 1 s); want all, 0 failed, max < %d ms", name, s.N, want[c.Fault], s.Failed, s.Max, s.Over1s, RetryMS)
+			add(s.N == want[c.Fault] && s.Failures == 0 && s.Max < RetryMS,
+				"%s: %d of %d lookups, %d failed, max %.0f ms (%d over 1 s); want all, 0 failed, max < %d ms", name, s.N, want[c.Fault], s.Failures, s.Max, s.Over1s, RetryMS)
 		case "f":
-			add(s.Failed == 0, "%s: %d of %d lookups failed while the upstream was unreachable; want 0 (serve-stale)", name, s.Failed, s.N)
+			add(s.Failures == 0, "%s: %d of %d lookups failed while the upstream was unreachable; want 0 (serve-stale)", name, s.Failures, s.N)
 		case "c":
 			if cDone[c.Mode] {
 				continue

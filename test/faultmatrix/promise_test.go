@@ -90,7 +90,7 @@ func TestPromiseUpstream(t *testing.T) {
 
 func TestSummarize(t *testing.T) {
 	s := Summarize(lookups(5, 1, 3, -2000, 4))
-	if s.N != 5 || s.Failed != 1 || s.Over1s != 1 || s.P50 != 4 || s.P99 != 2000 || s.Max != 2000 {
+	if s.N != 5 || s.Failures != 1 || s.Over1s != 1 || s.P50 != 4 || s.P99 != 2000 || s.Max != 2000 {
 		t.Errorf("Summarize = %+v", s)
 	}
 }

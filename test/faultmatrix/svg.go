@@ -87,10 +87,10 @@ func (r Run) SVG() string {
 			fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="black" stroke-width="2"/>`+"\n", xFor(s.P50), y-6, xFor(s.P50), y+6)
 			fmt.Fprintf(&b, `<path d="M%.1f %.1fl-4 6h8z" fill="black"/>`+"\n", xFor(s.P99), y+1)
 			fill := "#999"
-			if s.Over1s > 0 || s.Failed > 0 {
+			if s.Over1s > 0 || s.Failures > 0 {
 				fill = "#c00"
 			}
-			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" dominant-baseline="middle" fill="%s">%d &gt; 1 s, %d ✗</text>`+"\n", plotLeft+plotWidth+10, y, fill, s.Over1s, s.Failed)
+			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" dominant-baseline="middle" fill="%s">%d &gt; 1 s, %d ✗</text>`+"\n", plotLeft+plotWidth+10, y, fill, s.Over1s, s.Failures)
 		}
 	}
 	b.WriteString("</svg>\n")

@@ -40,7 +40,7 @@ func comparisons(catalogue []Mode) []comparison {
 				// A row without stalls proves a fix only if the same client
 				// stalls without it, in the same run.
 				cs = append(cs, comparison{needs: []rowKey{def, fix}, check: func(rows map[rowKey]Row) (bool, string) {
-					df, fx := summarize(rows[def].Lookups), summarize(rows[fix].Lookups)
+					df, fx := Summarize(rows[def].Lookups), Summarize(rows[fix].Lookups)
 					return df.Over1s >= 1 && fx.Over1s == 0, fmt.Sprintf("%s × %s: %d lookups over 1 s, against %d in the default row (%s) of the same run (want 0 against at least 1)",
 						rows[fix].Label, c, fx.Over1s, df.Over1s, rows[def].Label)
 				}})
@@ -52,7 +52,7 @@ func comparisons(catalogue []Mode) []comparison {
 							shortest = l.MS
 						}
 					}
-					slowest := summarize(rows[fix].Lookups).Max
+					slowest := Summarize(rows[fix].Lookups).Max
 					return shortest > 0 && slowest < shortest, fmt.Sprintf("%s × %s: slowest lookup %.0f ms, shorter than every stall of the default row (shortest %.0f ms): the setting shortens %s's stall, it does not remove it",
 						rows[fix].Label, c, slowest, shortest, strings.SplitN(c, "-", 2)[0])
 				}})

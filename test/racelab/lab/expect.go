@@ -139,7 +139,7 @@ const stallTolerance = 700.0
 // same.
 func checkRow(r Row, want int, backend string) []Check {
 	name := fmt.Sprintf("%s × %s", r.Label, r.Client)
-	s := summarize(r.Lookups)
+	s := Summarize(r.Lookups)
 	var cs []Check
 	add := func(ok bool, format string, args ...any) {
 		cs = append(cs, Check{OK: ok, Text: name + ": " + fmt.Sprintf(format, args...)})

@@ -123,7 +123,7 @@ func renderTable(rows []Row) string {
 	b.WriteString("| configuration | client | lookups | failed | p50 ms | p99 ms | max ms | > 1 s | colliding pkts | dropped |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
-		s := summarize(r.Lookups)
+		s := Summarize(r.Lookups)
 		fmt.Fprintf(&b, "| %s | %s | %d | %d | %.1f | %.1f | %.1f | %d | %d | %d |\n",
 			r.Label, r.Client, s.N, s.Failures, s.P50, s.P99, s.Max, s.Over1s, r.Collisions, r.Drops)
 	}
@@ -195,7 +195,7 @@ func writeControls(b *strings.Builder, rows []Row, checks []Check) {
 		if err != nil || !e.Control {
 			continue
 		}
-		s := summarize(r.Lookups)
+		s := Summarize(r.Lookups)
 		verdict := "FAIL"
 		if s.N > 0 && s.Max >= e.BoundMS {
 			verdict = "PASS"
@@ -244,7 +244,7 @@ func failedSentence(rows []Row) string {
 		if e, err := expect(r.Mode, r.Client); err == nil && e.Control {
 			continue
 		}
-		s := summarize(r.Lookups)
+		s := Summarize(r.Lookups)
 		failed += s.Failures
 		all += s.N
 	}

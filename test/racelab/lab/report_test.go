@@ -44,7 +44,7 @@ func TestParseLookupsAndSummarize(t *testing.T) {
 	if len(ls) != 3 || !slices.Equal(other, []string{"gailoop: time limit 30s reached", "12 maybe"}) {
 		t.Fatalf("parsed %+v, other %q", ls, other)
 	}
-	s := summarize(ls)
+	s := Summarize(ls)
 	if s.N != 3 || s.Failures != 1 || s.Over1s != 1 || s.Max != 5003.2 || s.P50 != 1.5 {
 		t.Errorf("stats %+v", s)
 	}

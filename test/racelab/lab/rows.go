@@ -84,9 +84,10 @@ func percentile(sorted []float64, p float64) float64 {
 	return sorted[rank-1]
 }
 
-// summarize computes the table columns of one row. Failed lookups count in
+// Summarize computes the table columns of one row (the race lab's rows and
+// the fault matrix's cells). Failed lookups count in
 // the latency distribution too: a failure after a timeout is a stall as well.
-func summarize(ls []Lookup) Stats {
+func Summarize(ls []Lookup) Stats {
 	s := Stats{N: len(ls)}
 	ms := make([]float64, 0, len(ls))
 	for _, l := range ls {

@@ -79,7 +79,7 @@ func renderSVG(rows []Row, title string) string {
 				fmt.Fprintf(&b, `<path d="M%.1f %.1fl6 6m0 -6l-6 6" stroke="black" transform="translate(-3 -3)"/>`+"\n", x, jy)
 			}
 		}
-		s := summarize(r.Lookups)
+		s := Summarize(r.Lookups)
 		if s.N > 0 {
 			x50, x99 := xFor(s.P50), xFor(s.P99)
 			fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="black" stroke-width="2"/>`+"\n", x50, y-9, x50, y+9)
