@@ -72,9 +72,7 @@ want() { [[ "$SERVERS" == *" $1 "* ]]; }
 MEMCG=/sys/fs/cgroup/memory
 [ -w "$MEMCG" ] || die "no writable cgroup v1 memory controller at $MEMCG (make bench runs every server in a memory cgroup of its own; run as root)"
 # The commit the page names: what was measured.
-COMMIT=$(git rev-parse --short HEAD)
-# Pages under docs/ other runs just rewrote change no measured code.
-[ -z "$(git status --porcelain -- . ':!docs')" ] || COMMIT="$COMMIT+dirty"
+COMMIT=$(commit_stamp)
 
 WORK=$(mktemp -d /tmp/dnsguard-bench.XXXXXX)
 pids=()

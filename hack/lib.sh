@@ -78,3 +78,14 @@ summary() {
   echo "$LIB_PASSED passed, $LIB_FAILED failed"
   [ "$LIB_FAILED" -eq 0 ]
 }
+
+# commit_stamp names the checkout a page measured: the short commit, and
+# "+dirty" when tracked files other than docs/ differ from it (a page
+# another run just rewrote is no part of what is measured). The Go pages
+# use the same rule (test/racelab/lab Commit).
+commit_stamp() {
+	local c
+	c=$(git rev-parse --short HEAD)
+	[ -z "$(git status --porcelain --untracked-files=no -- . ':!docs')" ] || c="$c+dirty"
+	echo "$c"
+}

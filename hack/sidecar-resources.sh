@@ -21,9 +21,7 @@ cd "$(dirname "$0")/.."
 . hack/lib.sh sidecar-resources
 ./hack/install-deps.sh bench
 [ -d /sys/fs/cgroup/cpu ] || die "no cgroup v1 cpu controller at /sys/fs/cgroup/cpu"
-COMMIT=$(git rev-parse --short HEAD)
-# Pages under docs/ other runs just rewrote change no measured code.
-[ -z "$(git status --porcelain -- . ':!docs')" ] || COMMIT="$COMMIT+dirty"
+COMMIT=$(commit_stamp)
 CMD="make sidecar-resources"
 for v in $(compgen -e | grep '^SIDECARRES_' | sort); do CMD+=$(printf ' %s=%q' "$v" "${!v}"); done
 [ $# -eq 0 ] || CMD+=" (sidecarres $*)"

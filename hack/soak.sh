@@ -33,9 +33,7 @@ HEALTH=$ADDR:18053
 [ -x bin/resolver ] || die "bin/resolver missing (make soak builds it)"
 MEMCG=/sys/fs/cgroup/memory
 [ -w "$MEMCG" ] || die "no writable cgroup v1 memory controller at $MEMCG (run as root)"
-COMMIT=$(git rev-parse --short HEAD)
-# Pages under docs/ other runs just rewrote change no measured code.
-[ -z "$(git status --porcelain -- . ':!docs')" ] || COMMIT="$COMMIT+dirty"
+COMMIT=$(commit_stamp)
 CG=$MEMCG/dnsguard-soak-$$
 
 WORK=$(mktemp -d /tmp/dnsguard-soak.XXXXXX)

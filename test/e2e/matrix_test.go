@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -103,7 +102,7 @@ func faultMatrixRun(ctx context.Context, t *testing.T) {
 	docs := os.Getenv("FAULT_DOCS") == "1"
 	s.run = faultmatrix.Run{Faults: fmFaults, Modes: fmModeDocs, Clients: fmClients, Evidence: map[string][]string{}, Want: fmWant,
 		Command: "make fault-matrix (or make e2e)", Date: time.Now().UTC().Format("2006-01-02 15:04 MST"),
-		Machine: lab.Machine(ctx, ""), Commit: shortCommit(e2e.root)}
+		Machine: lab.Machine(ctx, ""), Commit: lab.Commit(e2e.root)}
 	if docs {
 		s.run.Command = "FAULT_DOCS=1 make fault-matrix (make fault-matrix-docs)"
 	}
@@ -391,18 +390,4 @@ func podNames(ctx context.Context, ns, selector string) []string {
 	}
 	slices.Sort(names)
 	return names
-}
-
-// shortCommit is `git rev-parse --short HEAD`, "+dirty" when the tree
-// differs from it.
-func shortCommit(root string) string {
-	out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
-	if err != nil {
-		return "unknown (not a git checkout)"
-	}
-	c := strings.TrimSpace(string(out))
-	if st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
-		c += "+dirty"
-	}
-	return c
 }

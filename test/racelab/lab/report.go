@@ -47,7 +47,7 @@ func (l *Lab) report(b Backend, rows []Row, root string) (*Result, error) {
 	}
 	res.Checks = l.checks
 	p := page{opts: l.Opts, lab: l, modes: b.Modes(), rows: rows, table: res.Table, checks: res.RowChecks,
-		commit: commit(root), seconds: int(time.Since(l.start).Seconds()),
+		commit: Commit(root), seconds: int(time.Since(l.start).Seconds()),
 		realRace: strings.Join(l.realRace, "; "), realRaceFired: l.realRaceFired}
 	base := "race-lab"
 	if b.Name() == "cluster" {
@@ -82,18 +82,20 @@ func (l *Lab) report(b Backend, rows []Row, root string) (*Result, error) {
 	return res, nil
 }
 
-// commit names the checkout the lab measured: `git rev-parse --short HEAD`,
-// and "+dirty" when the work tree differs from it.
-func commit(root string) string {
+// Commit names the checkout a page measured: `git rev-parse --short HEAD`,
+// and "+dirty" when tracked files other than docs/ differ from it (the race
+// lab's and fault matrix's pages; hack/lib.sh commit_stamp is the same rule
+// for the bash-made pages).
+func Commit(root string) string {
 	out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
 	if err != nil {
 		return "unknown (not a git checkout)"
 	}
 	c := strings.TrimSpace(string(out))
-	// The pages the labs write are no part of what they measure: make
+	// The pages under docs/ are no part of what is measured: make
 	// race-lab-docs runs the netns lab first, whose page would otherwise
 	// mark the cluster lab's run dirty.
-	if st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs/race-lab*").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+	if st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
 		c += "+dirty"
 	}
 	return c
