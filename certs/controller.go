@@ -224,6 +224,9 @@ func (c *Controller) Reconcile(ctx context.Context) (*ReconcileResult, error) {
 		c.observeError("serving")
 		return nil, err
 	}
+	if err := c.requireConfigToCreate(ctx, serving); err != nil {
+		return nil, err
+	}
 	ca, prev, rotated, err := c.ensureCA(ctx, now, serving)
 	if err != nil {
 		c.observeError("ca")
@@ -247,7 +250,7 @@ func (c *Controller) Reconcile(ctx context.Context) (*ReconcileResult, error) {
 			return nil, err
 		}
 		res.BundlePatched = n
-		// Without a configuration (first install) no API server calls the
+		// Without a configuration (an uninstall under way) no API server calls the
 		// webhook, so any leaf is fine.
 		if present {
 			serial := ca.Cert.SerialNumber.String()

@@ -2,6 +2,7 @@ package certs
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,13 +26,18 @@ func (c *Controller) Run(ctx context.Context) {
 	for {
 		wait := c.cfg.Resync
 		res, err := c.Reconcile(ctx)
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrNoWebhookConfig):
+			// Not a failure: an install that has not created it yet, or an
+			// uninstall under way. Its watch wakes this loop when it comes.
+			c.cfg.Logger.Info("waiting for the webhook configuration before creating certificates", "mutatingwebhookconfiguration", c.cfg.WebhookConfigName)
+		case err != nil:
 			if ctx.Err() != nil {
 				return
 			}
 			c.cfg.Logger.Warn("reconcile failed; retrying", "err", err, "in", backoff.String())
 			wait, backoff = backoff, min(2*backoff, c.cfg.Resync)
-		} else {
+		default:
 			backoff = time.Second
 			if d := res.Next.Sub(c.cfg.Now()); d < wait {
 				wait = max(d, 100*time.Millisecond)

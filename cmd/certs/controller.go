@@ -196,7 +196,7 @@ func runController(args []string) error {
 		return err
 	}
 	if o.metricsListen != "" {
-		stopMetrics, err := serveMetrics(o.metricsListen, reg, log)
+		stopMetrics, err := serveMetrics(o.metricsListen, reg, log, ctrl.Trusted)
 		if err != nil {
 			return err
 		}
@@ -212,7 +212,15 @@ func runController(args []string) error {
 	return runLeaderElected(ctx, client, o, ctrl, log)
 }
 
-func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (stop func(), err error) {
+// readyzTimeout bounds /readyz's reads (the serving Secret and the webhook
+// configuration) below the probe's 2 s timeout.
+const readyzTimeout = 1500 * time.Millisecond
+
+// serveMetrics serves /metrics, /healthz (the process lives) and /readyz,
+// which fails while ready does: the chart's readiness probe, so that
+// `helm install --wait` returns only once the API server trusts the
+// webhook's certificate.
+func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger, ready func(context.Context) error) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-listen=%s: %w", addr, err)
@@ -221,7 +229,16 @@ func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (stop
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	ok := func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }
 	mux.HandleFunc("/healthz", ok)
-	mux.HandleFunc("/readyz", ok)
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), readyzTimeout)
+		defer cancel()
+		if err := ready(ctx); err != nil {
+			log.Info("not ready", "err", err)
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

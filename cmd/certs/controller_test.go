@@ -1,11 +1,19 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestSplitList(t *testing.T) {
@@ -81,4 +89,49 @@ func TestControllerOnceOutDir(t *testing.T) {
 	if want := []string{"127.0.0.1", "localhost", "::1"}; !slices.Equal(o.cfg.Hosts, want) {
 		t.Errorf("default hosts %q, want %q", o.cfg.Hosts, want)
 	}
+}
+
+// TestReadyzFollowsTrust: /readyz is the chart's readiness probe and must
+// fail, with the reason, while the controller's Trusted check fails; /healthz
+// stays up. Negative control: serveMetrics' old "ok" handler on /readyz
+// answers 200 in the untrusted case and fails this test.
+func TestReadyzFollowsTrust(t *testing.T) {
+	var trustErr error
+	stop, addr := startMetrics(t, func(context.Context) error { return trustErr })
+	defer stop()
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("/readyz"); code != http.StatusOK {
+		t.Errorf("trusted: /readyz %d, want 200", code)
+	}
+	trustErr = errors.New("webhook pods.dnsguard.io: caBundle holds no CA of the serving certificate")
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "caBundle") {
+		t.Errorf("untrusted: /readyz %d %q, want 503 with the reason", code, body)
+	}
+	if code, _ := get("/healthz"); code != http.StatusOK {
+		t.Errorf("untrusted: /healthz %d, want 200 (the process is fine)", code)
+	}
+}
+
+func startMetrics(t *testing.T, ready func(context.Context) error) (func(), string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	stop, err := serveMetrics(addr, prometheus.NewRegistry(), slog.New(slog.DiscardHandler), ready)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stop, addr
 }

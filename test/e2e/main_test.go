@@ -48,6 +48,7 @@ var scenarioTitles = []struct{ id, title string }{
 	{"c5", "certificate controller: 30 s leaves and a 75 s CA renewed while a pod is created every 200 ms: no failed admission, no unpatched pod"},
 	{"c6", "node-local cache: DaemonSet, 169.254.20.10 answers, pods use it first and it answers their lookups (metrics); its rolling update under load is fault (e) of m1"},
 	{"c7", "helm upgrade keeps pods patched; helm uninstall leaves nothing the README does not mention"},
+	{"c8", "helm install right after helm uninstall: no certificate Secret left behind, pods patched from the moment install --wait returns"},
 	{"m1", "fault matrix on the node: 2 % loss, upstream 1,024 pkt/s, CoreDNS and node cache rollouts, upstream outage; four modes × glibc/musl × per-lookup/long-lived (docs/fault-matrix.md)"},
 	{"r1", "race lab on the node: emulated insert_failed on kube-proxy's DNAT to CoreDNS, glibc/musl pods in each mode (docs/race-lab-cluster.md)"},
 }
@@ -79,7 +80,7 @@ func title(id string) string {
 }
 
 // TestE2E runs the scenarios in order: later ones use the installation made
-// by c0, and c7 uninstalls it.
+// by c0, c7 uninstalls it, and c8 installs and uninstalls it again.
 func TestE2E(t *testing.T) {
 	ctx := t.Context()
 	run := func(id string, fn func(t *testing.T)) bool { return scenario(t, id, title(id), fn) }
@@ -92,5 +93,7 @@ func TestE2E(t *testing.T) {
 	run("c4", func(t *testing.T) { c4WebhookDown(ctx, t) })
 	run("c5", func(t *testing.T) { c5Renewal(ctx, t) })
 	run("c6", func(t *testing.T) { c6NodeLocal(ctx, t) })
-	run("c7", func(t *testing.T) { c7UpgradeUninstall(ctx, t) })
+	if run("c7", func(t *testing.T) { c7UpgradeUninstall(ctx, t) }) {
+		run("c8", func(t *testing.T) { c8Reinstall(ctx, t) })
+	}
 }

@@ -1,0 +1,140 @@
+package certs
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TestReconcileCreatesOnlyForAnExistingConfig is the uninstall race: Helm's
+// pre-delete hook deletes the webhook configuration, then the Secrets, while
+// the controller still runs. A missing Secret must then stay missing; once
+// the configuration exists again, both are created. Negative control: with
+// requireConfigToCreate's call removed from Reconcile, the first Reconcile
+// recreates both Secrets and this test fails.
+func TestReconcileCreatesOnlyForAnExistingConfig(t *testing.T) {
+	ctx := context.Background()
+	c, client, _ := newTestController(t)
+	if _, err := c.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := observe(t, client)
+
+	// The hook's order: configuration, then the Secrets.
+	mwcs := client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	if err := mwcs.Delete(ctx, "dnsguard", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Existing objects are still kept (and not an error): a running webhook
+	// keeps its certificate whatever happens to the configuration.
+	if _, err := c.Reconcile(ctx); err != nil {
+		t.Fatalf("reconcile with the Secrets present and no configuration: %v", err)
+	}
+	var deleted []string
+	for _, name := range []string{"dnsguard-tls", "dnsguard-ca"} {
+		if err := client.CoreV1().Secrets("dg").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		deleted = append(deleted, name)
+		_, err := c.Reconcile(ctx)
+		if !errors.Is(err, ErrNoWebhookConfig) {
+			t.Fatalf("after deleting %s: Reconcile err = %v, want ErrNoWebhookConfig", name, err)
+		}
+		for _, s := range deleted {
+			if _, err := client.CoreV1().Secrets("dg").Get(ctx, s, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				t.Errorf("after deleting %s: Secret %s exists (err %v): recreated without a configuration", name, s, err)
+			}
+		}
+	}
+
+	// A reinstall creates the configuration: everything comes back, from a
+	// new CA.
+	if _, err := mwcs.Create(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "dnsguard"},
+		Webhooks:   []admissionregistrationv1.MutatingWebhook{{Name: "a.dnsguard.io"}, {Name: "b.dnsguard.io"}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := observe(t, client)
+	if string(after.bundle) == string(before.bundle) {
+		t.Error("reinstall kept the uninstalled release's CA")
+	}
+	if err := c.Trusted(ctx); err != nil {
+		t.Errorf("after the reinstall's reconcile: %v", err)
+	}
+}
+
+// TestTrusted is the controller's readiness: the configuration's caBundle
+// must hold a CA that signed the served leaf, in every webhook. Negative
+// control: Trusted returning nil unconditionally fails every "want an error"
+// row.
+func TestTrusted(t *testing.T) {
+	ctx := context.Background()
+	other, err := NewCA("other", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		edit    func(*admissionregistrationv1.MutatingWebhookConfiguration)
+		noMWC   bool
+		wantErr bool
+	}{
+		{name: "as reconciled"},
+		{name: "caBundle emptied", edit: func(m *admissionregistrationv1.MutatingWebhookConfiguration) {
+			m.Webhooks[0].ClientConfig.CABundle = nil
+		}, wantErr: true},
+		{name: "second webhook emptied", edit: func(m *admissionregistrationv1.MutatingWebhookConfiguration) {
+			m.Webhooks[1].ClientConfig.CABundle = nil
+		}, wantErr: true},
+		{name: "another CA", edit: func(m *admissionregistrationv1.MutatingWebhookConfiguration) {
+			for i := range m.Webhooks {
+				m.Webhooks[i].ClientConfig.CABundle = other.CertPEM
+			}
+		}, wantErr: true},
+		{name: "another CA beside ours", edit: func(m *admissionregistrationv1.MutatingWebhookConfiguration) {
+			for i := range m.Webhooks {
+				m.Webhooks[i].ClientConfig.CABundle = append(append([]byte{}, other.CertPEM...), m.Webhooks[i].ClientConfig.CABundle...)
+			}
+		}},
+		{name: "no configuration", noMWC: true, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, client, _ := newTestController(t)
+			if err := c.Trusted(ctx); err == nil {
+				t.Fatal("trusted before any certificate existed")
+			}
+			if _, err := c.Reconcile(ctx); err != nil {
+				t.Fatal(err)
+			}
+			api := client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+			if tc.edit != nil {
+				m, err := api.Get(ctx, "dnsguard", metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				tc.edit(m)
+				if _, err := api.Update(ctx, m, metav1.UpdateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.noMWC {
+				if err := api.Delete(ctx, "dnsguard", metav1.DeleteOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := c.Trusted(ctx)
+			if (err != nil) != tc.wantErr {
+				t.Errorf("Trusted = %v, want error: %v", err, tc.wantErr)
+			}
+		})
+	}
+}

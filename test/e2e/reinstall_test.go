@@ -1,0 +1,94 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// c8Reinstall: `helm install` right after `helm uninstall`, as a user
+// fixing a bad install does. Uninstall must take the certificate Secrets
+// with it, and pods created from the moment `helm install --wait` returns
+// must be patched: no window in which the API server does not trust the
+// new webhook.
+//
+// Found on this node: the pre-delete hook deleted the Secrets while the
+// certificate controller still ran, the controller's watch recreated them,
+// and the reinstall's webhook replicas were ready at once from those
+// leftovers while caBundle stayed empty until the new controller got the
+// old release's Lease (~16 s); pods were admitted unpatched. Negative
+// control: the controller without requireConfigToCreate and with the old
+// always-ok /readyz (commit 69aaa72) fails both checks.
+func c8Reinstall(ctx context.Context, t *testing.T) {
+	// c7 uninstalled: nothing of the certificates may be left.
+	noCertSecrets(ctx, t, "after c7's uninstall")
+	if _, err := tool(ctx, "helm", installArgs("install")...); err != nil {
+		t.Fatalf("helm install after uninstall: %v%s", err, diagnose(ctx, releaseNS))
+	}
+	returned := time.Now()
+	// Dry-run admissions from the moment --wait returned, every 200 ms for
+	// 15 s (75 at most): the first must be patched within 2 s (kube-proxy
+	// programming the Service's endpoints, which c0 and c4 also allow for),
+	// and none after it may be unpatched.
+	var first, lastUnpatched time.Duration = -1, -1
+	var unpatchedAfter, n int
+	for time.Since(returned) < 15*time.Second && n < 75 {
+		n++
+		p, err := e2e.client.CoreV1().Pods(nsEnabled).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "reinstall-"}, Spec: clientSpec(glibcImage),
+		}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		at := time.Since(returned)
+		switch {
+		case err != nil:
+			t.Errorf("dry-run pod %.1fs after install: %v", at.Seconds(), err)
+		case patched(p):
+			if first < 0 {
+				first = at
+			}
+		default:
+			lastUnpatched = at
+			if first >= 0 {
+				unpatchedAfter++
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("%d dry-run admissions over %.1fs after helm install --wait: first patched at %.2fs, last unpatched at %.2fs (-1: none)",
+		n, time.Since(returned).Seconds(), first.Seconds(), lastUnpatched.Seconds())
+	if first < 0 || first > 2*time.Second {
+		t.Errorf("first patched admission at %.2fs after helm install --wait returned (-1: never in 15 s); want within 2 s%s", first.Seconds(), diagnose(ctx, releaseNS))
+	}
+	if unpatchedAfter > 0 {
+		t.Errorf("%d admissions unpatched after the first patched one (last at %.2fs)", unpatchedAfter, lastUnpatched.Seconds())
+	}
+	if _, err := tool(ctx, "helm", "uninstall", release, "-n", releaseNS, "--wait", "--timeout", "3m"); err != nil {
+		t.Fatalf("helm uninstall: %v", err)
+	}
+	// Later tests install on their own and must find nothing either.
+	noCertSecrets(ctx, t, "after the second uninstall")
+}
+
+// noCertSecrets fails the test when either certificate Secret is still
+// there some seconds after an uninstall (the hook deletes them before Helm
+// deletes the controller; a controller that recreated them would do so
+// within a second of the deletion).
+func noCertSecrets(ctx context.Context, t *testing.T, when string) {
+	t.Helper()
+	time.Sleep(3 * time.Second)
+	for _, name := range []string{tlsSecret, fullname + "-ca"} {
+		_, err := e2e.client.CoreV1().Secrets(releaseNS).Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			t.Errorf("%s: get Secret %s: %v", when, name, err)
+		default:
+			t.Errorf("%s: Secret %s is still there: the certificate controller recreated it after the cleanup hook, or the hook did not run", when, name)
+		}
+	}
+}
