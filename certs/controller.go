@@ -219,12 +219,13 @@ type ReconcileResult struct {
 func (c *Controller) Reconcile(ctx context.Context) (*ReconcileResult, error) {
 	res := &ReconcileResult{}
 	now := c.cfg.Now()
+	// First, so that the loads below see the owner reference it may add.
+	if err := c.ownCertificates(ctx); err != nil {
+		return nil, err
+	}
 	serving, servingVersion, err := c.store.load(ctx, servingObject)
 	if err != nil {
 		c.observeError("serving")
-		return nil, err
-	}
-	if err := c.requireConfigToCreate(ctx, serving); err != nil {
 		return nil, err
 	}
 	ca, prev, rotated, err := c.ensureCA(ctx, now, serving)

@@ -17,7 +17,7 @@ func newTestController(t *testing.T, objs ...any) (*Controller, *fake.Clientset,
 	t.Helper()
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "dnsguard"},
+		ObjectMeta: metav1.ObjectMeta{Name: "dnsguard", UID: "mwc-1"},
 		Webhooks:   []admissionregistrationv1.MutatingWebhook{{Name: "a.dnsguard.io"}, {Name: "b.dnsguard.io"}},
 	}
 	client := fake.NewSimpleClientset(mwc)

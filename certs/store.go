@@ -70,6 +70,9 @@ type secretStore struct {
 	client    kubernetes.Interface
 	namespace string
 	names     [2]string // by object
+	// owner, set by each Reconcile while the webhook configuration exists,
+	// goes into every Secret saved (see ownCertificates).
+	owner *metav1.OwnerReference
 }
 
 func (s *secretStore) name(o object) string { return s.namespace + "/" + s.names[o] }
@@ -105,6 +108,7 @@ func (s *secretStore) save(ctx context.Context, o object, data map[string][]byte
 			Type:       typ,
 			Data:       data,
 		}
+		setOwner(sec, s.owner)
 		if _, err := api.Create(ctx, sec, metav1.CreateOptions{}); err != nil {
 			return fmt.Errorf("create secret %s: %w", s.name(o), err)
 		}
@@ -116,6 +120,7 @@ func (s *secretStore) save(ctx context.Context, o object, data map[string][]byte
 		upd.Labels = map[string]string{}
 	}
 	upd.Labels[managedByLabel] = managedByValue
+	setOwner(upd, s.owner)
 	// The update carries the resourceVersion read by load: a concurrent
 	// writer (a second leader after a partition, a `--once` run) makes it
 	// fail with a conflict, and the next reconcile starts from a fresh read.

@@ -9,14 +9,16 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 )
 
 // TestReconcileCreatesOnlyForAnExistingConfig is the uninstall race: Helm's
 // pre-delete hook deletes the webhook configuration, then the Secrets, while
 // the controller still runs. A missing Secret must then stay missing; once
-// the configuration exists again, both are created. Negative control: with
-// requireConfigToCreate's call removed from Reconcile, the first Reconcile
-// recreates both Secrets and this test fails.
+// the configuration exists again, both are created, owned by it. Negative
+// control: with ownCertificates' call removed from Reconcile, the first
+// Reconcile after the deletion recreates the Secret and this test fails.
 func TestReconcileCreatesOnlyForAnExistingConfig(t *testing.T) {
 	ctx := context.Background()
 	c, client, _ := newTestController(t)
@@ -55,7 +57,7 @@ func TestReconcileCreatesOnlyForAnExistingConfig(t *testing.T) {
 	// A reinstall creates the configuration: everything comes back, from a
 	// new CA.
 	if _, err := mwcs.Create(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "dnsguard"},
+		ObjectMeta: metav1.ObjectMeta{Name: "dnsguard", UID: "mwc-2"},
 		Webhooks:   []admissionregistrationv1.MutatingWebhook{{Name: "a.dnsguard.io"}, {Name: "b.dnsguard.io"}},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -69,6 +71,71 @@ func TestReconcileCreatesOnlyForAnExistingConfig(t *testing.T) {
 	}
 	if err := c.Trusted(ctx); err != nil {
 		t.Errorf("after the reinstall's reconcile: %v", err)
+	}
+	assertOwners(t, client, "mwc-2")
+}
+
+// TestSecretsOwnedByConfig: every Secret the controller keeps names the
+// webhook configuration as its owner (so the garbage collector deletes it
+// with the configuration, even one created in a race with the uninstall
+// hook): Secrets it creates, Secrets that existed before (adopted), and
+// Secrets of a configuration since re-created, which must lose the old
+// reference (the collector would delete them for it). Negative control:
+// with setOwner returning false without touching the Secret, every row
+// fails.
+func TestSecretsOwnedByConfig(t *testing.T) {
+	ctx := context.Background()
+	c, client, _ := newTestController(t)
+	if _, err := c.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertOwners(t, client, "mwc-1")
+
+	// Adoption: strip the references, as a release before them wrote.
+	for _, name := range []string{"dnsguard-tls", "dnsguard-ca"} {
+		sec, err := client.CoreV1().Secrets("dg").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sec.OwnerReferences = nil
+		if _, err := client.CoreV1().Secrets("dg").Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertOwners(t, client, "mwc-1")
+
+	// The configuration re-created under the same name (kubectl replace
+	// --force): a new UID, and only it.
+	mwcs := client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	m, err := mwcs.Get(ctx, "dnsguard", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.UID = "mwc-3"
+	if _, err := mwcs.Update(ctx, m, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertOwners(t, client, "mwc-3")
+}
+
+func assertOwners(t *testing.T, client kubernetes.Interface, uid types.UID) {
+	t.Helper()
+	for _, name := range []string{"dnsguard-tls", "dnsguard-ca"} {
+		sec, err := client.CoreV1().Secrets("dg").Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs := sec.OwnerReferences
+		if len(refs) != 1 || refs[0].UID != uid || refs[0].Kind != "MutatingWebhookConfiguration" || refs[0].Name != "dnsguard" ||
+			refs[0].BlockOwnerDeletion != nil || refs[0].Controller != nil {
+			t.Errorf("Secret %s owners %+v: want only MutatingWebhookConfiguration dnsguard uid %s, no controller or blockOwnerDeletion", name, refs, uid)
+		}
 	}
 }
 
