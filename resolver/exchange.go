@@ -141,9 +141,10 @@ func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uin
 		skey = string(name) + string([]byte{byte(qclass >> 8), byte(qclass)})
 	}
 	st := exState{order: f.order(), lastErr: ErrNoUpstream}
-	st.useless = make([]bool, len(st.order))
-	st.noEDNS = make([]bool, len(st.order))
-	st.alive = make([]bool, len(st.order))
+	// The three per-upstream flags in one allocation.
+	n := len(st.order)
+	flags := make([]bool, 3*n)
+	st.useless, st.noEDNS, st.alive = flags[:n:n], flags[n:2*n:2*n], flags[2*n:]
 	// Before finish (deferred first, so run last): a try that got no
 	// answer while the exchange lasted is a timeout for health.
 	defer func() { st.settle(f, ex, err != nil) }()
