@@ -31,7 +31,8 @@ import (
 
 const (
 	// rtoInitial is the per-try timeout before an upstream's first answer
-	// (unbound: 376 ms), or --timeout when that is smaller.
+	// (unbound: 376 ms), raised to --min-timeout and cut to --timeout (so
+	// --min-timeout = --timeout is a fixed timeout from the start).
 	rtoInitial = 400 * time.Millisecond
 	// DefaultMinTimeout is the default floor of the per-try timeout's
 	// margin above the smoothed RTT (--min-timeout). 150 ms: far above the round trip to an in-cluster
@@ -75,7 +76,7 @@ func (e *rttEstimator) sample(rtt time.Duration) {
 }
 
 // rto is the per-try timeout srtt + max(4·rttvar, floor), at most ceil,
-// or the initial value (at most ceil) before any sample. The floor bounds
+// or the initial value (within floor..ceil) before any sample. The floor bounds
 // the margin above the smoothed RTT, not just the sum, as Linux TCP does
 // with tcp_rto_min: an upstream that answers in a steady 300 ms has a
 // tiny variance, and srtt + 4·rttvar alone would then retransmit over
@@ -85,7 +86,7 @@ func (e *rttEstimator) rto(floor, ceil time.Duration) time.Duration {
 	srtt, rttvar, sampled := e.srtt, e.rttvar, e.sampled
 	e.mu.Unlock()
 	if !sampled {
-		return min(rtoInitial, ceil)
+		return min(max(rtoInitial, floor), ceil)
 	}
 	return min(srtt+max(4*rttvar, floor), ceil)
 }
