@@ -230,7 +230,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	for _, u := range ups {
 		v(ns+"upstream_retransmits_total", `upstream="`+u.name+`"`, u.retransmits.value())
 	}
-	p(ns+"upstream_rto_seconds", "gauge", "Current per-try timeout of each upstream: smoothed RTT + 4 x RTT variance within --min-timeout..--timeout (400 ms before the first answer).")
+	p(ns+"upstream_rto_seconds", "gauge", "Current per-try timeout of each upstream: smoothed RTT + 4 x RTT variance within --min-timeout..--timeout (400 ms before the first answer, within the same bounds).")
 	for _, u := range ups {
 		v(ns+"upstream_rto_seconds", `upstream="`+u.name+`"`, u.rto().Seconds())
 	}
