@@ -51,8 +51,12 @@ type Config struct {
 	PrefetchHits int `json:"prefetchHits"`
 	// PrefetchPercent: refresh when less than this share of the TTL is left.
 	PrefetchPercent int `json:"prefetchPercent"`
-	// Timeout is the per-try upstream timeout before failing over.
+	// Timeout is the ceiling of the per-try upstream timeout, which adapts
+	// to each upstream's measured round-trip time (rto.go).
 	Timeout time.Duration `json:"timeout"`
+	// MinTimeout is the floor of the adaptive per-try timeout (at most
+	// Timeout: the smaller of the two wins).
+	MinTimeout time.Duration `json:"minTimeout"`
 	// TotalTimeout bounds a resolution; after it the client gets SERVFAIL.
 	TotalTimeout time.Duration `json:"totalTimeout"`
 	// UDPSocketReuse > 1 pools upstream UDP sockets, each carrying at most
@@ -123,6 +127,7 @@ func DefaultConfig() Config {
 		PrefetchHits:    3,
 		PrefetchPercent: 10,
 		Timeout:         time.Second,
+		MinTimeout:      DefaultMinTimeout,
 		TotalTimeout:    3 * time.Second,
 		UDPSocketReuse:  8,
 		MaxIdleSockets:  256,

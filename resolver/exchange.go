@@ -57,7 +57,8 @@ type try struct {
 	tcpConn *tcpConn
 	tcpID   uint16
 
-	timedOut  bool // counted as a timeout; a late reply is still taken
+	timedOut  bool // outlived its per-try timeout; a late reply is still taken
+	outcome   bool // handled and counted (settle skips it)
 	delivered atomic.Bool
 }
 
@@ -113,12 +114,14 @@ func (ex *exchange) finish() {
 }
 
 // Exchange resolves one question upstream and returns the raw reply. It
-// tries upstreams in order, sending a new try every per-try timeout (at
-// once after an error or an unusable reply) while earlier tries keep
-// listening, until the total budget is spent. With serialization on, the
-// first try of an A or AAAA query waits until the other type's try for
-// that name has its answer or timed out.
-func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uint16, do, cd bool) ([]byte, error) {
+// tries upstreams in order, sending a new try when the last one's per-try
+// timeout passes (at once after an error or an unusable reply) while
+// earlier tries keep listening, until the total budget is spent. The
+// per-try timeout adapts to the upstream's measured round-trip time and
+// doubles with each timed-out try of the exchange (rto.go). With
+// serialization on, the first try of an A or AAAA query waits until the
+// other type's try for that name has its answer or passed that timeout.
+func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uint16, do, cd bool) (_ []byte, err error) {
 	// The budget is a deadline checked by every wait below, not a
 	// context.WithTimeout: that costs a context, a timer and a closure
 	// (about 400 bytes of garbage) on every miss.
@@ -138,8 +141,13 @@ func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uin
 		skey = string(name) + string([]byte{byte(qclass >> 8), byte(qclass)})
 	}
 	st := exState{order: f.order(), lastErr: ErrNoUpstream}
-	st.useless = make([]bool, len(st.order))
-	st.noEDNS = make([]bool, len(st.order))
+	// The three per-upstream flags in one allocation.
+	n := len(st.order)
+	flags := make([]bool, 3*n)
+	st.useless, st.noEDNS, st.alive = flags[:n:n], flags[n:2*n:2*n], flags[2*n:]
+	// Before finish (deferred first, so run last): a try that got no
+	// answer while the exchange lasted is a timeout for health.
+	defer func() { st.settle(f, ex, err != nil) }()
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -154,7 +162,7 @@ func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uin
 		if !ok {
 			break
 		}
-		tryEnd := earlier(time.Now().Add(f.tryTimeout), deadline)
+		tryEnd := earlier(time.Now().Add(f.tryTimeout(st.order[spec.idx], st.timeouts)), deadline)
 		t := &try{ex: ex, u: st.order[spec.idx], idx: spec.idx, edns: spec.edns, tcp: spec.tcp, start: time.Now()}
 		// The first UDP try runs on this goroutine: most queries are
 		// answered within it, and then no other goroutine is involved.

@@ -22,6 +22,8 @@ type exState struct {
 	next        int
 	useless     []bool // upstream gave an answer the client cannot use
 	noEDNS      []bool // upstream said FORMERR to EDNS
+	alive       []bool // upstream answered a try of this exchange
+	timeouts    int    // tries that outlived their per-try timeout
 	forced      *trySpec
 	outstanding int
 	quickFails  int  // tries in a row that failed without a timeout
@@ -66,34 +68,70 @@ func (st *exState) pauseIfAllFailed(ctx context.Context, ex *exchange, timer **t
 
 // failed records a try that could not be sent or failed.
 func (st *exState) failed(f *Forwarder, t *try, err error) {
+	t.outcome = true
 	st.quickFails++
 	st.lastErr = err
-	if t.u.errs != nil {
-		t.u.errs.inc(errReason(err))
-	}
+	t.u.countErr(errReason(err))
 	f.markFail(t.u, err)
 	st.moveOn = true
 }
 
-// timeout records a try that passed its per-try timeout; it keeps
-// listening.
+// timeout records a try that passed its per-try timeout: the next try
+// goes out (a retransmit) while this one keeps listening. It is not a
+// failure of the upstream yet: the per-try timeout is short, and a slow
+// answer must not count against health. settle decides when the
+// exchange ends.
 func (st *exState) timeout(f *Forwarder, t *try) {
 	if t.timedOut {
 		return
 	}
 	t.timedOut = true
-	err := fmt.Errorf("%s: %w", t.u.name, errTimeout)
-	st.lastErr = err
-	if t.u.errs != nil {
-		t.u.errs.inc("timeout")
+	st.timeouts++
+	st.lastErr = fmt.Errorf("%s: %w", t.u.name, errTimeout)
+	t.u.countRetransmit()
+}
+
+// settle runs when the exchange ends: each try that got nothing at all
+// while it lasted, and either passed its per-try timeout or belongs to an
+// exchange that failed, is a timeout (counted with reason "timeout"), and
+// a failure of its upstream unless that upstream answered another try of
+// this exchange (then a packet was lost, and the upstream is alive). A
+// try answered by another one before its own timeout is not counted.
+// Results already queued but not handled count as what they are.
+func (st *exState) settle(f *Forwarder, ex *exchange, failed bool) {
+	if ex.results != nil {
+		for drained := false; !drained; {
+			select {
+			case r := <-ex.results:
+				if r.err == nil || !isTimeout(r.err) {
+					r.t.outcome = true
+				}
+			default:
+				drained = true
+			}
+		}
 	}
-	f.markFail(t.u, err)
+	ex.mu.Lock()
+	tries := ex.tries
+	ex.mu.Unlock()
+	for _, t := range tries {
+		if t.outcome || !t.timedOut && !failed {
+			continue
+		}
+		t.u.countErr("timeout")
+		if !st.alive[t.idx] {
+			f.markFail(t.u, fmt.Errorf("%s: %w", t.u.name, errTimeout))
+		}
+	}
 }
 
 // handle processes one try's outcome; fin means reply is the answer.
 func (st *exState) handle(f *Forwarder, r result) (reply []byte, fin bool) {
 	st.outstanding--
 	t := r.t
+	// Every outcome is counted here, except a timed-out try that stopped
+	// listening: settle counts it.
+	t.outcome = !(isTimeout(r.err) && t.timedOut)
 	if r.err != nil {
 		switch {
 		case errors.Is(r.err, errTruncated) && !t.tcp:
@@ -101,7 +139,7 @@ func (st *exState) handle(f *Forwarder, r result) (reply []byte, fin bool) {
 			st.forced = &trySpec{idx: t.idx, edns: t.edns, tcp: true}
 			st.moveOn = true
 		case isTimeout(r.err) && t.timedOut:
-			// A timed-out try that stopped listening: already counted.
+			// A timed-out try that stopped listening: settle counts it.
 		case errors.Is(r.err, errTCPClosed) && t.tcp && !t.timedOut:
 			// The server closed a pooled connection with this query on it
 			// (servers cap queries per connection; miekg/dns at 128): not
@@ -115,9 +153,12 @@ func (st *exState) handle(f *Forwarder, r result) (reply []byte, fin bool) {
 	}
 	st.quickFails = 0
 	f.markOK(t.u)
-	if t.u.lat != nil {
-		t.u.lat.observe(time.Since(t.start).Seconds())
-	}
+	st.alive[t.idx] = true
+	// Unambiguous even for a retransmitted-over try (Karn's rule holds:
+	// the answer came on this try's own socket, with its own ID).
+	rtt := time.Since(t.start)
+	t.u.rtt.sample(rtt)
+	t.u.observe(rtt)
 	st.moveOn = true
 	switch rc := int(r.reply[3] & 0xF); rc {
 	case rcodeFormErr:
@@ -147,9 +188,7 @@ func (st *exState) handle(f *Forwarder, r result) (reply []byte, fin bool) {
 func (st *exState) unusable(t *try, rc int, reason string) {
 	st.useless[t.idx] = true
 	st.lastErr = fmt.Errorf("%s answered rcode %d", t.u.name, rc)
-	if t.u.errs != nil {
-		t.u.errs.inc(reason)
-	}
+	t.u.countErr(reason)
 }
 
 func isTimeout(err error) bool {

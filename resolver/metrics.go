@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // The resolver writes the Prometheus text exposition format itself rather
@@ -84,10 +85,38 @@ func (h *histogram) observe(v float64) {
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}
 
 type upstreamMetrics struct {
-	name    string
-	lat     *histogram
-	errs    *counterVec
-	queries *counter
+	name        string
+	lat         *histogram
+	errs        *counterVec
+	queries     *counter
+	retransmits *counter
+	rto         func() time.Duration
+}
+
+// The upstream's counters; a forwarder without metrics has u.m nil.
+
+func (u *upstream) countQuery() {
+	if u.m != nil {
+		u.m.queries.inc()
+	}
+}
+
+func (u *upstream) countErr(reason string) {
+	if u.m != nil {
+		u.m.errs.inc(reason)
+	}
+}
+
+func (u *upstream) countRetransmit() {
+	if u.m != nil {
+		u.m.retransmits.inc()
+	}
+}
+
+func (u *upstream) observe(d time.Duration) {
+	if u.m != nil {
+		u.m.lat.observe(d.Seconds())
+	}
 }
 
 // Metrics holds one resolver instance's counters.
@@ -117,12 +146,14 @@ type Metrics struct {
 // NewMetrics returns an empty metrics set.
 func NewMetrics() *Metrics { return &Metrics{} }
 
-func (m *Metrics) upstream(name string) (*histogram, *counterVec, *counter) {
-	um := &upstreamMetrics{name: name, lat: newHistogram(latencyBuckets), errs: &counterVec{}, queries: &counter{}}
+// upstream registers one upstream's series; rto reads its current
+// per-try timeout at scrape time.
+func (m *Metrics) upstream(name string, rto func() time.Duration) *upstreamMetrics {
+	um := &upstreamMetrics{name: name, lat: newHistogram(latencyBuckets), errs: &counterVec{}, queries: &counter{}, retransmits: &counter{}, rto: rto}
 	m.mu.Lock()
 	m.upstreams = append(m.upstreams, um)
 	m.mu.Unlock()
-	return um.lat, um.errs, um.queries
+	return um
 }
 
 func (m *Metrics) response(reply []byte) {
@@ -195,7 +226,20 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	for _, u := range ups {
 		v(ns+"upstream_queries_total", `upstream="`+u.name+`"`, u.queries.value())
 	}
-	p(ns+"upstream_errors_total", "counter", "Failed upstream tries, by upstream and reason.")
+	p(ns+"upstream_retransmits_total", "counter", "Tries after which the resolution asked again because no answer came within the adaptive per-try timeout (the try keeps listening; a spurious retransmit costs a query, not a failure).")
+	for _, u := range ups {
+		v(ns+"upstream_retransmits_total", `upstream="`+u.name+`"`, u.retransmits.value())
+	}
+	p(ns+"upstream_rto_seconds", "gauge", "Current per-try timeout of each upstream: smoothed RTT + 4 x RTT variance within --min-timeout..--timeout (400 ms before the first answer, within the same bounds).")
+	for _, u := range ups {
+		v(ns+"upstream_rto_seconds", `upstream="`+u.name+`"`, u.rto().Seconds())
+	}
+	// reason="timeout" is a try that outlived its per-try timeout and got
+	// no answer at all while its resolution lasted (a lost packet or a
+	// dead upstream), counted when the resolution ends; a try answered
+	// late is a retransmit only. The other reasons are answers or errors
+	// that failed the try at once.
+	p(ns+"upstream_errors_total", "counter", "Failed upstream tries, by upstream and reason (timeout: no answer at all while the resolution lasted).")
 	for _, u := range ups {
 		s := u.errs.snapshot()
 		for _, k := range sortedKeys(s) {

@@ -7,8 +7,9 @@ import (
 )
 
 // Over UDP, A and AAAA for one name are serialized: the first try of the
-// second type waits until the first type's try has its answer or timed
-// out. Two datagrams of one name leaving together are what loses the
+// second type waits until the first type's try has its answer or passed
+// its per-try timeout, the adaptive one (rto.go; the key is held for the
+// inline first try's read, whose end is that timeout). Two datagrams of one name leaving together are what loses the
 // conntrack insert race after DNAT (one is dropped; glibc and musl then
 // wait out their 5 s timeout); one after the other, they cannot race.
 

@@ -76,27 +76,29 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		flights: flights{m: map[string]*flight{}},
 	}
 	s.fwd = NewForwarder(ForwarderConfig{
-		Upstreams:    cfg.upstreamAddrs,
-		TryTimeout:   cfg.Timeout,
-		Budget:       cfg.TotalTimeout,
-		ForceTCP:     cfg.ForceTCP,
-		ParallelAAAA: cfg.ParallelAAAA,
-		SocketReuse:  cfg.UDPSocketReuse,
-		MaxIdle:      cfg.MaxIdleSockets,
+		Upstreams:     cfg.upstreamAddrs,
+		MinTryTimeout: cfg.MinTimeout,
+		MaxTryTimeout: cfg.Timeout,
+		Budget:        cfg.TotalTimeout,
+		ForceTCP:      cfg.ForceTCP,
+		ParallelAAAA:  cfg.ParallelAAAA,
+		SocketReuse:   cfg.UDPSocketReuse,
+		MaxIdle:       cfg.MaxIdleSockets,
 	}, m, log)
 	if cfg.NodeLocal {
 		// The cluster zones go to the cluster DNS, over TCP unless told
 		// otherwise (like NodeLocal DNSCache's force_tcp), on pooled,
 		// pipelined connections (tcppool.go).
 		cf := NewForwarder(ForwarderConfig{
-			Upstreams:    cfg.clusterAddrs,
-			TryTimeout:   cfg.Timeout,
-			Budget:       cfg.TotalTimeout,
-			ForceTCP:     !cfg.ClusterUpstreamUDP || cfg.ForceTCP,
-			ParallelAAAA: cfg.ParallelAAAA,
-			SocketReuse:  cfg.UDPSocketReuse,
-			MaxIdle:      cfg.MaxIdleSockets,
-			Label:        "cluster/",
+			Upstreams:     cfg.clusterAddrs,
+			MinTryTimeout: cfg.MinTimeout,
+			MaxTryTimeout: cfg.Timeout,
+			Budget:        cfg.TotalTimeout,
+			ForceTCP:      !cfg.ClusterUpstreamUDP || cfg.ForceTCP,
+			ParallelAAAA:  cfg.ParallelAAAA,
+			SocketReuse:   cfg.UDPSocketReuse,
+			MaxIdle:       cfg.MaxIdleSockets,
+			Label:         "cluster/",
 		}, m, log)
 		for _, z := range []string{cfg.ClusterDomain, "in-addr.arpa", "ip6.arpa"} {
 			wz, _ := wireZone(z)

@@ -18,9 +18,7 @@ func (ex *exchange) start(t *try, tryEnd time.Time) error {
 	ex.mu.Lock()
 	ex.tries = append(ex.tries, t)
 	ex.mu.Unlock()
-	if t.u.queries != nil {
-		t.u.queries.inc()
-	}
+	t.u.countQuery()
 	if t.tcp {
 		ex.background()
 		return t.u.tcp.send(t.u, t, tryEnd)

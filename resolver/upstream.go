@@ -28,10 +28,9 @@ type upstream struct {
 	fails     atomic.Int32 // consecutive failures
 	downUntil atomic.Int64 // unix ns; non-zero: unhealthy, probe due after it
 	probing   atomic.Bool
+	rtt       rttEstimator // sets the per-try timeout (rto.go)
 
-	lat     *histogram
-	errs    *counterVec
-	queries *counter
+	m *upstreamMetrics // nil without metrics
 }
 
 // healthy reports whether the upstream should get queries at now.
@@ -53,7 +52,8 @@ const maxTries = 32
 // source port) of its own; see udpsock.go.
 type Forwarder struct {
 	ups          []*upstream
-	tryTimeout   time.Duration
+	minTimeout   time.Duration // floor of the adaptive per-try timeout
+	maxTimeout   time.Duration // its ceiling (--timeout)
 	budget       time.Duration
 	forceTCP     bool
 	parallelAAAA bool
@@ -68,11 +68,14 @@ type Forwarder struct {
 
 // ForwarderConfig is the part of Config the forwarder uses.
 type ForwarderConfig struct {
-	Upstreams    []netip.AddrPort
-	TryTimeout   time.Duration
-	Budget       time.Duration
-	ForceTCP     bool
-	ParallelAAAA bool
+	Upstreams []netip.AddrPort
+	// MinTryTimeout and MaxTryTimeout bound the per-try timeout, which
+	// adapts to each upstream's measured round-trip time (rto.go).
+	MinTryTimeout time.Duration
+	MaxTryTimeout time.Duration
+	Budget        time.Duration
+	ForceTCP      bool
+	ParallelAAAA  bool
 	// SocketReuse > 0 pools UDP sockets, each carrying at most that many
 	// queries; 0 opens a fresh socket per try.
 	SocketReuse int
@@ -85,7 +88,8 @@ type ForwarderConfig struct {
 // NewForwarder returns a forwarder to the given upstreams.
 func NewForwarder(cfg ForwarderConfig, m *Metrics, log *slog.Logger) *Forwarder {
 	f := &Forwarder{
-		tryTimeout:   cfg.TryTimeout,
+		minTimeout:   cfg.MinTryTimeout,
+		maxTimeout:   cfg.MaxTryTimeout,
 		budget:       cfg.Budget,
 		forceTCP:     cfg.ForceTCP,
 		parallelAAAA: cfg.ParallelAAAA,
@@ -103,7 +107,7 @@ func NewForwarder(cfg ForwarderConfig, m *Metrics, log *slog.Logger) *Forwarder 
 	for _, a := range cfg.Upstreams {
 		u := &upstream{addr: a, name: cfg.Label + a.String()}
 		if m != nil {
-			u.lat, u.errs, u.queries = m.upstream(u.name)
+			u.m = m.upstream(u.name, func() time.Duration { return f.tryTimeout(u, 0) })
 		}
 		f.ups = append(f.ups, u)
 	}

@@ -65,7 +65,7 @@ func (f *Forwarder) probeOnce(u *upstream, msg []byte) error {
 	if _, err := s.c.Write(msg); err != nil {
 		return err
 	}
-	_, err = f.readUDP(u, s, msg, time.Now().Add(f.tryTimeout))
+	_, err = f.readUDP(u, s, msg, time.Now().Add(f.maxTimeout))
 	return err
 }
 

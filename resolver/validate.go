@@ -99,6 +99,9 @@ func (c *Config) Validate() error {
 	if c.Timeout < 10*time.Millisecond || c.Timeout > 30*time.Second {
 		bad("timeout", "timeout", c.Timeout, "must be within 10ms..30s")
 	}
+	if c.MinTimeout < time.Millisecond || c.MinTimeout > 30*time.Second {
+		bad("min-timeout", "minTimeout", c.MinTimeout, "must be within 1ms..30s")
+	}
 	if c.TotalTimeout < c.Timeout || c.TotalTimeout > time.Minute {
 		bad("total-timeout", "totalTimeout", c.TotalTimeout, "must be within --timeout..1m")
 	}

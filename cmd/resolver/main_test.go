@@ -89,6 +89,12 @@ func TestParseConfig(t *testing.T) {
 		{"bad upstream", []string{"--upstream=dns.example"}, nil, "--upstream=dns.example", nil},
 		{"bad timeout", []string{"--upstream=10.0.0.1", "--total-timeout=10ms"}, nil, "--total-timeout=10ms", nil},
 		{"bad duration", []string{"--upstream=10.0.0.1", "--timeout=fast"}, nil, "fast", nil},
+		{"bad min timeout", []string{"--upstream=10.0.0.1", "--min-timeout=0s"}, nil, "--min-timeout=0s [minTimeout]", nil},
+		{"min timeout from the file", []string{"--config=" + write("min.yaml", "upstreams: [10.0.0.1]\nminTimeout: 250ms\n")}, nil, "", func(t *testing.T, c resolver.Config) {
+			if c.MinTimeout != 250*time.Millisecond || c.Timeout != time.Second {
+				t.Fatalf("min-timeout %v, timeout %v", c.MinTimeout, c.Timeout)
+			}
+		}},
 		{"bad cache size", []string{"--upstream=10.0.0.1", "--cache-size=0"}, nil, "--cache-size=0", nil},
 		{"cache bytes suffix", []string{"--upstream=10.0.0.1", "--cache-bytes=2m"}, nil, "", func(t *testing.T, c resolver.Config) {
 			if c.CacheBytes != 2<<20 {

@@ -27,8 +27,9 @@ import (
 // (make fault-matrix-docs) also rewrites docs/fault-matrix.{md,svg}.
 //
 // Negative control: FAULT_NEGATIVE=1 runs the same matrix with dnsguard
-// broken on purpose — the sidecar's and node cache's per-try timeout 10 s
-// (--timeout=10s --total-timeout=20s) and no --serve-stale, and the node
+// broken on purpose — the sidecar's and node cache's per-try timeout a
+// fixed 10 s (--timeout=10s --min-timeout=10s --total-timeout=20s: the
+// timeout adapts to the RTT between the two) and no --serve-stale, and the node
 // cache DaemonSet's handover disabled (maxSurge 0, maxUnavailable 1: the
 // old pod goes before the new one starts). Its sidecar and node-local cells
 // must turn red in (b), (d), (e) and (f); see the report of the change that
@@ -166,7 +167,7 @@ func (s *fmState) setup(ctx context.Context) (restore func()) {
 	installedHere := (&clusterLab{t: t, l: &lab.Lab{Log: t.Logf}}).ensureInstalled(ctx, t)
 	args := "{--serve-stale}"
 	if s.negative {
-		args = "{--timeout=10s,--total-timeout=20s}"
+		args = "{--timeout=10s,--min-timeout=10s,--total-timeout=20s}"
 	}
 	restore = func() {
 		bg := context.Background()
@@ -190,7 +191,7 @@ func (s *fmState) setup(ctx context.Context) (restore func()) {
 	}
 	s.run.Settings = append(s.run.Settings, fmt.Sprintf("`helm upgrade --reuse-values --set sidecar.extraArgs=%s --set nodeCache.extraArgs=%s`", args, args))
 	if s.negative {
-		s.run.Settings = append(s.run.Settings, "**negative control** (FAULT_NEGATIVE=1): the resolver's per-try timeout 10 s and no serve-stale; the node cache's surge handover replaced by maxSurge 0, maxUnavailable 1 before (e)")
+		s.run.Settings = append(s.run.Settings, "**negative control** (FAULT_NEGATIVE=1): the resolver's per-try timeout a fixed 10 s and no serve-stale; the node cache's surge handover replaced by maxSurge 0, maxUnavailable 1 before (e)")
 	}
 	createNamespace(ctx, t, nsFaultPlain, nil)
 	createNamespace(ctx, t, nsFaultGuarded, map[string]string{enabledLabel: "true"})

@@ -27,9 +27,11 @@ func (c Check) Mark() string {
 // Promises asserts what dnsguard promises, per cell of the guarded modes:
 //
 //   - b (2 % loss), d (CoreDNS rollout), e (node cache rolling update): every
-//     one of the want[fault] lookups done, none failed, none reaching the C
-//     library's retry (RetryMS) — the resolver retries a lost or orphaned
-//     query after its own 1 s per-try timeout, never after the stub's;
+//     one of the want[fault] lookups done, none failed, none over StallMS
+//     (1 s) — the resolver retries a lost or orphaned query after its
+//     per-try timeout, which adapts to CoreDNS's round-trip time (about
+//     150 ms on this node; resolver/rto.go), not after the fixed 1 s
+//     --timeout, now its ceiling, and never after the stub's retry;
 //   - f (upstream unreachable for 10 s after the names were cached): none
 //     failed, with --serve-stale (which the run sets: the chart default is
 //     off);
@@ -63,8 +65,8 @@ func Promises(cells []Cell, want map[string]int) []Check {
 		}
 		switch c.Fault {
 		case "b", "d", "e":
-			add(s.N == want[c.Fault] && s.Failures == 0 && s.Max < RetryMS,
-				"%s: %d of %d lookups, %d failed, max %.0f ms (%d over 1 s); want all, 0 failed, max < %d ms", name, s.N, want[c.Fault], s.Failures, s.Max, s.Over1s, RetryMS)
+			add(s.N == want[c.Fault] && s.Failures == 0 && s.Max < StallMS,
+				"%s: %d of %d lookups, %d failed, max %.0f ms (%d over 1 s); want all, 0 failed, max < %d ms", name, s.N, want[c.Fault], s.Failures, s.Max, s.Over1s, StallMS)
 		case "f":
 			add(s.Failures == 0, "%s: %d of %d lookups failed while the upstream was unreachable; want 0 (serve-stale)", name, s.Failures, s.N)
 		case "c":

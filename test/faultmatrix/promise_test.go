@@ -22,7 +22,9 @@ func lookups(ms ...float64) []lab.Lookup {
 }
 
 // TestPromises: each promise fails on the cell that breaks it, and the
-// unguarded modes are never asserted.
+// unguarded modes are never asserted. Negative control: with the (b), (d),
+// (e) bound back at RetryMS (2 s) the 1004 ms and 1000 ms cells passed and
+// the test failed.
 func TestPromises(t *testing.T) {
 	want := map[string]int{"b": 3, "d": 3, "e": 3}
 	tests := []struct {
@@ -31,7 +33,11 @@ func TestPromises(t *testing.T) {
 		ok   []bool // outcomes of the checks the cell yields
 	}{
 		{"sidecar clean", Cell{Fault: "b", Mode: "sidecar", Client: "glibc-gai", Lookups: lookups(1, 2, 3)}, []bool{true}},
-		{"sidecar retried by the resolver", Cell{Fault: "b", Mode: "sidecar", Client: "glibc-gai", Lookups: lookups(1, 2, 1004)}, []bool{true}},
+		{"sidecar retried by the resolver", Cell{Fault: "b", Mode: "sidecar", Client: "glibc-gai", Lookups: lookups(1, 2, 153)}, []bool{true}},
+		{"sidecar retried within the bound", Cell{Fault: "d", Mode: "sidecar", Client: "musl-gai", Lookups: lookups(1, 2, 999)}, []bool{true}},
+		// The fixed 1 s per-try timeout of before: a lost query cost 1.004 s.
+		{"sidecar stall of a fixed 1 s timeout", Cell{Fault: "b", Mode: "sidecar", Client: "glibc-gai", Lookups: lookups(1, 2, 1004)}, []bool{false}},
+		{"nodelocal stall at 1 s", Cell{Fault: "e", Mode: "nodelocal", Client: "glibc-gai", Lookups: lookups(1, 2, 1000)}, []bool{false}},
 		{"sidecar stall to the stub's retry", Cell{Fault: "b", Mode: "sidecar", Client: "glibc-gai", Lookups: lookups(1, 2, 2003)}, []bool{false}},
 		{"nodelocal failure", Cell{Fault: "e", Mode: "nodelocal", Client: "musl-gai", Lookups: lookups(1, 2, -3)}, []bool{false}},
 		{"nodelocal short row", Cell{Fault: "d", Mode: "nodelocal", Client: "musl-gai", Lookups: lookups(1, 2)}, []bool{false}},
