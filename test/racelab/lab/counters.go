@@ -72,6 +72,10 @@ func ParseResolverCounters(text string) (ResolverCounters, error) {
 // resolver must have sent at least the row's A and AAAA queries upstream
 // (2 per lookup) and answered none of them from its cache. A resolver that
 // answered from anywhere else — or not at all — fails it.
+//
+// Negative control (cluster lab, issue 19): a node cache that answered
+// every AAAA with NODATA of its own, never forwarding it, showed 801
+// queries received but 400 sent upstream for 400 lookups, and failed here.
 func CheckForwarded(scope string, c ResolverCounters, lookups int) Check {
 	want := 2 * float64(lookups)
 	ok := c.Upstream >= want && c.Queries >= want && c.CacheHits == 0
