@@ -215,11 +215,12 @@ func TestResolverCounters(t *testing.T) {
 dnsguard_resolver_queries_total{proto="udp"} 200
 dnsguard_resolver_queries_total{proto="tcp"} 1
 dnsguard_resolver_cache_hits_total 0
+dnsguard_resolver_coalesced_total 3
 dnsguard_resolver_upstream_queries_total{upstream="10.96.0.10:53"} 150
 dnsguard_resolver_upstream_queries_total{upstream="10.200.0.1:53"} 52
 `
 	c, err := ParseResolverCounters(page)
-	if err != nil || c != (ResolverCounters{Queries: 201, Upstream: 202}) {
+	if err != nil || c != (ResolverCounters{Queries: 201, Upstream: 202, Coalesced: 3}) {
 		t.Fatalf("ParseResolverCounters: %+v %v", c, err)
 	}
 	if _, err := ParseResolverCounters("go_goroutines 7\n"); err == nil {
@@ -231,6 +232,8 @@ dnsguard_resolver_upstream_queries_total{upstream="10.200.0.1:53"} 52
 	}{
 		{ResolverCounters{Queries: 200, Upstream: 200}, true},
 		{ResolverCounters{Queries: 200, Upstream: 199}, false}, // one answer came from elsewhere
+		{ResolverCounters{Queries: 200, Upstream: 190, Coalesced: 10}, true},
+		{ResolverCounters{Queries: 200, Upstream: 100}, false}, // AAAA never forwarded
 		{ResolverCounters{Queries: 200, Upstream: 200, CacheHits: 1}, false},
 		{ResolverCounters{Queries: 150, Upstream: 200}, false}, // lookups went around it
 	} {
