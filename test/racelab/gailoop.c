@@ -2,7 +2,7 @@
  * gailoop: call getaddrinfo(NAME, AF_UNSPEC) in a bounded loop and print the
  * latency of every lookup, one line each:
  *
- *     <milliseconds> ok <number of addresses>
+ *     <milliseconds> ok <number of addresses> <address> ...
  *     <milliseconds> fail <gai_strerror text>
  *
  * The race lab builds it twice from this one file: with gcc against glibc and
@@ -31,12 +31,18 @@
  *   -w MS       after the last lookup, wait this long before exiting, so the
  *               harness can read a sidecar's counters while the pod still runs
  *
+ * The addresses (inet_ntop, in the order getaddrinfo returned them) let the
+ * lab check every answer's content, not only that one came: a resolver that
+ * dropped the AAAA or rewrote an address still returns "ok".
+ *
  * hints.ai_flags is 0 (no AI_ADDRCONFIG): the lab's point is the A+AAAA pair,
  * which both libraries send for AF_UNSPEC regardless of local addresses.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +65,8 @@ static void lookup(const char *name, FILE *out)
 	struct addrinfo hints, *res = NULL, *ai;
 	int rc, n = 0;
 	double t0, t1;
+	char addrs[1024] = "", a[INET6_ADDRSTRLEN];
+	size_t used = 0;
 
 	memset(&hints, 0, sizeof hints);
 	hints.ai_family = AF_UNSPEC;
@@ -71,10 +79,22 @@ static void lookup(const char *name, FILE *out)
 		fprintf(out, "%.3f fail %s\n", t1 - t0, gai_strerror(rc));
 		return;
 	}
-	for (ai = res; ai != NULL; ai = ai->ai_next)
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		const void *src = NULL;
 		n++;
+		if (ai->ai_family == AF_INET)
+			src = &((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+		else if (ai->ai_family == AF_INET6)
+			src = &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+		if (src == NULL || inet_ntop(ai->ai_family, src, a, sizeof a) == NULL)
+			snprintf(a, sizeof a, "?");
+		/* Bounded: an address that does not fit is cut, and the lab's
+		 * content check fails on it. */
+		if (used < sizeof addrs)
+			used += snprintf(addrs + used, sizeof addrs - used, " %s", a);
+	}
 	freeaddrinfo(res);
-	fprintf(out, "%.3f ok %d\n", t1 - t0, n);
+	fprintf(out, "%.3f ok %d%s\n", t1 - t0, n, addrs);
 }
 
 static void sleep_ms(long ms)

@@ -53,6 +53,9 @@ type Lab struct {
 	Log func(format string, args ...any)
 	// Name is the name the clients look up.
 	Name string
+	// Addrs are the addresses every answered lookup must return (the
+	// backend's zone: its A and its AAAA); empty skips the check.
+	Addrs []string
 	// NameHow says, on the page, who answers Name and how (measured by the
 	// backend's setup).
 	NameHow string

@@ -37,6 +37,9 @@ func (l *Lab) report(b Backend, rows []Row, root string) (*Result, error) {
 			want = r.Asked
 		}
 		res.RowChecks = append(res.RowChecks, checkRow(r, want, b.Name())...)
+		if len(l.Addrs) > 0 {
+			res.RowChecks = append(res.RowChecks, CheckAnswers(r.Label+" × "+r.Client, r.Lookups, l.Addrs))
+		}
 	}
 	res.RowChecks = append(res.RowChecks, compareRows(rows, b.Modes(), l.Opts)...)
 	for _, c := range res.RowChecks {

@@ -97,11 +97,12 @@ func TestCheckRow(t *testing.T) {
 		// per emulated drop. 1 s did not catch it; the bound does.
 		{"sidecar musl: a 667 ms fallback retry fails", row("sidecar", "musl-gai", 10, 0.3, 4, 1, 668), true},
 		{"node-local glibc: a 2 s fallback fails", row("nodelocal", "glibc-gai", 10, 0.3, 0, 0, 2004), true},
-		{"node-local musl: 499 ms passes", row("nodelocal", "musl-gai", 10, 0.3, 4, 0, 499), false},
+		{"node-local musl: 499 ms passes", row("nodelocal", "musl-gai", 10, 0.3, 4, 1, 499), false},
+		{"node-local musl: no drop proves nothing", row("nodelocal", "musl-gai", 10, 0.3, 4, 0), true},
 		{"control: stalls at the fallback's retry pass", row("sidecar-control", "musl-gai", 8, 0.3, 8, 1, 668), false},
 		{"control: a control without stalls fails", row("nodelocal-control", "glibc-gai", 8, 0.3, 0, 0), true},
 		{"control: too few lookups fails", row("sidecar-control", "glibc-gai", 7, 0.3, 0, 0, 2004), true},
-		{"sidecar musl: collisions without stalls pass", row("sidecar", "musl-gai", 10, 0.3, 4, 0), false},
+		{"sidecar musl: collisions and a drop without stalls pass", row("sidecar", "musl-gai", 10, 0.3, 4, 1), false},
 		{"too few lookups", row("sidecar", "glibc-gai", 9, 0.3, 0, 0), true},
 		{"unknown mode", row("no-such-mode", "glibc-gai", 10, 0.3, 0, 0), true},
 	} {
@@ -214,11 +215,12 @@ func TestResolverCounters(t *testing.T) {
 dnsguard_resolver_queries_total{proto="udp"} 200
 dnsguard_resolver_queries_total{proto="tcp"} 1
 dnsguard_resolver_cache_hits_total 0
+dnsguard_resolver_coalesced_total 3
 dnsguard_resolver_upstream_queries_total{upstream="10.96.0.10:53"} 150
 dnsguard_resolver_upstream_queries_total{upstream="10.200.0.1:53"} 52
 `
 	c, err := ParseResolverCounters(page)
-	if err != nil || c != (ResolverCounters{Queries: 201, Upstream: 202}) {
+	if err != nil || c != (ResolverCounters{Queries: 201, Upstream: 202, Coalesced: 3}) {
 		t.Fatalf("ParseResolverCounters: %+v %v", c, err)
 	}
 	if _, err := ParseResolverCounters("go_goroutines 7\n"); err == nil {
@@ -230,11 +232,42 @@ dnsguard_resolver_upstream_queries_total{upstream="10.200.0.1:53"} 52
 	}{
 		{ResolverCounters{Queries: 200, Upstream: 200}, true},
 		{ResolverCounters{Queries: 200, Upstream: 199}, false}, // one answer came from elsewhere
+		{ResolverCounters{Queries: 200, Upstream: 190, Coalesced: 10}, true},
+		{ResolverCounters{Queries: 200, Upstream: 100}, false}, // AAAA never forwarded
 		{ResolverCounters{Queries: 200, Upstream: 200, CacheHits: 1}, false},
 		{ResolverCounters{Queries: 150, Upstream: 200}, false}, // lookups went around it
 	} {
 		if got := CheckForwarded("row", tc.c, 100); got.OK != tc.want {
 			t.Errorf("CheckForwarded(%+v) = %v, want %v: %s", tc.c, got.OK, tc.want, got.Text)
 		}
+	}
+}
+
+func TestCheckAnswers(t *testing.T) {
+	want := []string{"10.200.9.9", "fd00:200::9"}
+	ok := func(addrs ...string) Lookup { return Lookup{MS: 1, OK: true, Addrs: addrs} }
+	for _, tc := range []struct {
+		name string
+		ls   []Lookup
+		pass bool
+	}{
+		{"both, either order", []Lookup{ok("10.200.9.9", "fd00:200::9"), ok("fd00:200::9", "10.200.9.9")}, true},
+		{"a failure is not an answer", []Lookup{ok("10.200.9.9", "fd00:200::9"), {MS: 2000}}, true},
+		{"AAAA missing (NODATA)", []Lookup{ok("10.200.9.9", "fd00:200::9"), ok("10.200.9.9")}, false},
+		{"address rewritten", []Lookup{ok("10.200.9.8", "fd00:200::9")}, false},
+		{"duplicate", []Lookup{ok("10.200.9.9", "10.200.9.9", "fd00:200::9")}, false},
+		{"old client without addresses", []Lookup{ok()}, false},
+		{"nothing answered", []Lookup{{MS: 2000}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := CheckAnswers("row", tc.ls, want)
+			if c.OK != tc.pass {
+				t.Errorf("OK = %v, want %v: %s", c.OK, tc.pass, c.Text)
+			}
+		})
+	}
+	ls, _ := ParseLookups("1.5 ok 2 10.200.9.9 fd00:200::9\n")
+	if len(ls) != 1 || !slices.Equal(ls[0].Addrs, want) {
+		t.Errorf("parsed %+v", ls)
 	}
 }

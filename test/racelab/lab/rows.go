@@ -13,6 +13,8 @@ type Lookup struct {
 	MS float64
 	// OK is false when the C library returned an error.
 	OK bool
+	// Addrs are the addresses an OK lookup returned, as printed.
+	Addrs []string
 }
 
 // Row is one libc × configuration run with its node-side counters.
@@ -43,7 +45,7 @@ type Stats struct {
 	P50, P99, Max       float64
 }
 
-// ParseLookups parses the clients' "<ms> ok <n>" / "<ms> fail <why>"
+// ParseLookups parses the clients' "<ms> ok <n> <address>..." / "<ms> fail <why>"
 // lines. Lines of any other shape are returned apart: a client's stderr
 // (the cluster reads it from the pod log, merged) is no lookup, and the
 // netns backend, which keeps stdout alone, treats any as an error.
@@ -58,7 +60,11 @@ func ParseLookups(text string) (ls []Lookup, other []string) {
 		case len(f) < 2 || err != nil || ms < 0 || math.IsNaN(ms):
 			other = append(other, line)
 		case f[1] == "ok":
-			ls = append(ls, Lookup{MS: ms, OK: true})
+			l := Lookup{MS: ms, OK: true}
+			if len(f) > 3 {
+				l.Addrs = f[3:]
+			}
+			ls = append(ls, l)
 		case f[1] == "fail":
 			ls = append(ls, Lookup{MS: ms})
 		default:

@@ -44,6 +44,7 @@ func (b *backend) Modes() []lab.Mode {
 		{Name: "dnsconfig", Label: "b dnsconfig", Clients: all, How: "webhook `/explain` for `dnsguard.io/mode: dnsconfig`"},
 		{Name: "sidecar", Label: "c sidecar", Clients: all, How: "webhook `/explain` for `dnsguard.io/mode: sidecar`; `bin/resolver` on 127.0.0.1:53 in the pod"},
 		{Name: "sidecar-nofallback", Label: "c′ sidecar, fallback off", Clients: []string{"glibc-gai", "musl-gai"}, How: "webhook started with `--sidecar-fallback=false`, mode sidecar"},
+		{Name: "sidecar-control", Label: "c✗ sidecar, upstream blackholed (negative control)", Clients: []string{"glibc-gai", "musl-gai"}, How: "webhook `/explain` for `dnsguard.io/mode: sidecar`; `bin/resolver` on 127.0.0.1:53 in the pod with `--upstream=" + blackhole + ":53`, every packet from the pod to " + blackhole + " dropped by the lab's table: the sidecar never gets an answer to forward"},
 		{Name: "nodelocal", Label: "d node-local", Clients: all, How: "webhook started with `--node-local-address=169.254.20.10`, mode dnsconfig; `bin/resolver --node-local` in the node namespace"},
 	}
 }
@@ -53,8 +54,23 @@ func (b *backend) Modes() []lab.Mode {
 // the fallback nameserver costs musl), --node-local-address (8445).
 var explainFrom = map[string]struct{ port, mode string }{
 	"off": {"8443", "off"}, "dnsconfig": {"8443", "dnsconfig"}, "sidecar": {"8443", "sidecar"},
-	"sidecar-nofallback": {"8444", "sidecar"}, "nodelocal": {"8445", "dnsconfig"},
+	"sidecar-nofallback": {"8444", "sidecar"}, "sidecar-control": {"8443", "sidecar"}, "nodelocal": {"8445", "dnsconfig"},
 }
+
+// blackhole is the sidecar control's upstream: an address of TEST-NET-1
+// (RFC 5737) that the lab's table drops, so it never answers. The control
+// row c✗ (as in the cluster lab) shows that the lab tells a sidecar that
+// cannot answer from one that does: its rows must stall.
+const blackhole = "192.0.2.53"
+
+// The negative control's rows are short: each glibc lookup waits timeout:2
+// for the silent sidecar (8 lookups: 16 s); musl's cost a millisecond unless
+// the emulation dropped one of the fallback's pair, which a row of 24 makes
+// certain (the netns lab collides on nearly every lookup).
+const (
+	controlN     = 8
+	controlMuslN = 24
+)
 
 // pin runs a command on the lab's CPU with SCHED_FIFO priority prio.
 //
@@ -201,9 +217,12 @@ func (b *backend) RunMode(ctx context.Context, l *lab.Lab, m lab.Mode, clients [
 	}
 	var server *harness.Proc
 	var err error
+	control := m.Name == "sidecar-control"
 	switch m.Name {
 	case "sidecar", "sidecar-nofallback":
-		server, err = b.startSidecar(ctx, m.Name)
+		server, err = b.startSidecar(ctx, m.Name, svcIP+":53")
+	case "sidecar-control":
+		server, err = b.startSidecar(ctx, m.Name, blackhole+":53")
 	case "nodelocal":
 		server, err = b.startNodeCache(ctx, m.Name)
 	}
@@ -213,29 +232,22 @@ func (b *backend) RunMode(ctx context.Context, l *lab.Lab, m lab.Mode, clients [
 		return nil
 	}
 	var rows []lab.Row
+	lookups := 0
 	for _, c := range clients {
-		rows = append(rows, b.row(ctx, l, m, c))
+		n := l.Opts.N
+		if control && c.Libc == "musl" {
+			n = min(n, controlMuslN)
+		} else if control {
+			n = min(n, controlN)
+		}
+		r := b.row(ctx, l, m, c, n)
+		rows = append(rows, r)
+		lookups += len(r.Lookups)
 	}
 	if server == nil {
 		return rows
 	}
-	// TTL 0 and no cache hits: every sidecar lookup must have crossed the
-	// node (and the emulation) — the rows are clean because of how the
-	// resolver talks upstream, not because it answered from memory.
-	metrics := in(b.t.pod, "curl", "-s", "http://127.0.0.1:8053/metrics")
-	if m.Name == "nodelocal" {
-		metrics = in(b.t.node, "curl", "-s", "http://"+nodeHealth+"/metrics")
-	}
-	out, _ := run(ctx, metrics...)
-	upstream := 0.0
-	for _, line := range strings.Split(out, "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && strings.HasPrefix(f[0], "dnsguard_resolver_upstream_queries_total") {
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			upstream += v
-		}
-	}
-	lookups := l.Opts.N * len(clients)
-	l.Check(int(upstream) >= lookups, "%s: bin/resolver sent %.0f queries upstream through the node for %d lookups (fewer: a cache hid the path)", m.Name, upstream, lookups)
+	b.checkCounters(ctx, l, m, lookups, control)
 	stop(server)
 	if m.Name == "nodelocal" {
 		_, err := run(ctx, in(b.t.node, "ip", "link", "show", "dnsguard0")...)
@@ -247,9 +259,52 @@ func (b *backend) RunMode(ctx context.Context, l *lab.Lab, m lab.Mode, clients [
 	return rows
 }
 
-// row runs one client in the pod with a fresh emulation table.
-func (b *backend) row(ctx context.Context, l *lab.Lab, m lab.Mode, c lab.Client) lab.Row {
-	r := lab.Row{Mode: m.Name, Label: m.Label, Client: c.Name}
+// checkCounters: TTL 0 and no cache hits — every lookup must have crossed
+// the node (and the emulation), A and AAAA alike: the rows are clean
+// because of how the resolver talks upstream, not because it answered from
+// memory or left a type out. A control's counters are reported only (its
+// upstream never answers; its assertion is its stalls).
+//
+// This lab keeps one fixed name with TTL 0 rather than a name per lookup
+// (the cluster lab's): a resolver that cached what it must not (a TTL 0
+// answer kept, a wrong TTL) shows here as cache hits, where a name per
+// lookup would never be asked twice.
+//
+// Negative control (issue 19, make race-lab with a throwaway resolver): a
+// node cache that answered every AAAA NODATA itself (and slept 600 ms
+// before each forward) sent 301 queries upstream for 400 lookups and failed
+// here; its rows failed the answers check (glibc 0 of 100 right, musl 20)
+// and glibc's the 500 ms bound (max 607–649 ms).
+func (b *backend) checkCounters(ctx context.Context, l *lab.Lab, m lab.Mode, lookups int, control bool) {
+	metrics := in(b.t.pod, "curl", "-sf", "http://127.0.0.1:8053/metrics")
+	if m.Name == "nodelocal" {
+		metrics = in(b.t.node, "curl", "-sf", "http://"+nodeHealth+"/metrics")
+	}
+	scope := fmt.Sprintf("%s: bin/resolver's own counters over the rows", m.Label)
+	out, err := run(ctx, metrics...)
+	if err != nil {
+		l.Fail("%s: %v", scope, err)
+		return
+	}
+	got, err := lab.ParseResolverCounters(out)
+	if err != nil {
+		l.Fail("%s: %v", scope, err)
+		return
+	}
+	ch := lab.CheckForwarded(scope, got, lookups)
+	l.Counters = append(l.Counters, ch.Text)
+	if control {
+		l.Log("%s", ch.Text)
+		return
+	}
+	l.Check(ch.OK, "%s", ch.Text)
+}
+
+// row runs n lookups of one client in the pod with a fresh emulation table
+// (and, for the node cache, the emulation on its own queries upstream; for
+// the control, the rule that blackholes the sidecar's upstream).
+func (b *backend) row(ctx context.Context, l *lab.Lab, m lab.Mode, c lab.Client, n int) lab.Row {
+	r := lab.Row{Mode: m.Name, Label: m.Label, Client: c.Name, Asked: n}
 	if err := l.Emulation.Reset(ctx); err != nil {
 		l.Fail("row %s × %s: %v", m.Name, c.Name, err)
 		return r
@@ -258,11 +313,31 @@ func (b *backend) row(ctx context.Context, l *lab.Lab, m lab.Mode, c lab.Client)
 		l.Fail("row %s × %s: %v", m.Name, c.Name, err)
 		return r
 	}
-	l.Log("row %s × %s: %d lookups of %q", m.Label, c.Name, l.Opts.N, lookupName)
+	switch m.Name {
+	case "nodelocal":
+		// The node cache's own queries cross the same emulation, so "0
+		// collisions" is earned. Here they go to the cluster DNS over TCP
+		// (the lab's name is in the cluster domain), which cannot collide:
+		// the check guards against a cache that switched to UDP; the
+		// cluster lab, whose names go to the node's resolver over UDP, is
+		// where a cache sending a pair from one socket was caught.
+		if err := l.Emulation.AddHost(ctx, []string{svcIP}); err != nil {
+			l.Fail("row %s × %s: %v", m.Name, c.Name, err)
+			return r
+		}
+	case "sidecar-control":
+		// The sidecar's upstream is routed through the node; dropped there,
+		// silently, it never answers.
+		if err := l.Emulation.Block(ctx, 0, podIP, blackhole); err != nil {
+			l.Fail("row %s × %s: %v", m.Name, c.Name, err)
+			return r
+		}
+	}
+	l.Log("row %s × %s: %d lookups of %q", m.Label, c.Name, n, lookupName)
 	t0 := time.Now()
 	// timeout --foreground keeps the client in our process group, so a
 	// terminal's Ctrl-C reaches it too; the context ends it on SIGTERM.
-	argv := in(b.t.pod, append(append([]string{"timeout", "--foreground", strconv.Itoa(lab.RowLimit(l.Opts.N) + 10)}, b.pin("10")...), b.clients.Argv(c, l.Opts.N, lookupName)...)...)
+	argv := in(b.t.pod, append(append([]string{"timeout", "--foreground", strconv.Itoa(lab.RowLimit(l.Opts.N) + 10)}, b.pin("10")...), b.clients.Argv(c, n, lookupName)...)...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -277,6 +352,21 @@ func (b *backend) row(ctx context.Context, l *lab.Lab, m lab.Mode, c lab.Client)
 	var err error
 	if r.Collisions, r.Drops, err = l.Emulation.Counters(ctx, 0); err != nil {
 		l.Fail("row %s × %s: %v", m.Name, c.Name, err)
+	}
+	switch m.Name {
+	case "nodelocal":
+		coll, drops, err := l.Emulation.HostCounters(ctx)
+		if err != nil {
+			l.Fail("row %s × %s: %v", m.Name, c.Name, err)
+		} else {
+			text := fmt.Sprintf("%s × %s: the node cache's own queries to %s (output hook) had %d colliding packets, %d dropped by the emulation", m.Label, c.Name, svcIP, coll, drops)
+			l.Counters = append(l.Counters, text)
+			l.Check(coll == 0, "%s (want 0: one socket per query)", text)
+		}
+	case "sidecar-control":
+		if r.Blocked, err = l.Emulation.Blocked(ctx, 0); err != nil {
+			l.Fail("row %s × %s: %v", m.Name, c.Name, err)
+		}
 	}
 	l.RuleListing(ctx)
 	l.WriteRow(r, out.String())

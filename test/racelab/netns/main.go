@@ -88,6 +88,7 @@ func runLab(ctx context.Context) int {
 		Node:    lab.Node{Prefix: []string{"ip", "netns", "exec", b.t.node}},
 		Log:     logf,
 		Name:    lookupName,
+		Addrs:   []string{addr4, addr6},
 		Machine: lab.Machine(ctx, "dnsmasq "+dnsmasq),
 		Resolv:  map[string]string{},
 	}

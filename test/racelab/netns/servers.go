@@ -108,9 +108,9 @@ func (b *backend) explain(ctx context.Context, port, mode string) (string, error
 }
 
 // startSidecar runs bin/resolver as the pod's sidecar on 127.0.0.1:53,
-// asking the Service IP.
-func (b *backend) startSidecar(ctx context.Context, mode string) (*harness.Proc, error) {
-	argv := in(b.t.pod, "chrt", "-f", "5", filepath.Join(b.bin, "resolver"), "--listen=127.0.0.1:53", "--upstream="+svcIP+":53", "--health-listen=127.0.0.1:8053")
+// asking upstream (the Service IP; the blackhole in the control).
+func (b *backend) startSidecar(ctx context.Context, mode, upstream string) (*harness.Proc, error) {
+	argv := in(b.t.pod, "chrt", "-f", "5", filepath.Join(b.bin, "resolver"), "--listen=127.0.0.1:53", "--upstream="+upstream, "--health-listen=127.0.0.1:8053")
 	p, err := start("resolver."+mode, b.logs, argv...)
 	if err != nil {
 		return nil, err
