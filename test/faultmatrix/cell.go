@@ -25,13 +25,14 @@ type Fault struct {
 type Cell struct {
 	Fault, Mode, Client string
 	Lookups             []lab.Lookup
-	// Upstream counts packets the node's upstream (10.200.0.1:53) received
-	// while the cell's mode ran alone; -1 when the mode shared the upstream
-	// with others (only fault c runs the modes one after the other).
+	// Upstream counts packets sent to the node's upstream (10.200.0.1:53)
+	// during the window the cell ran in; -1 when not counted. Fault c runs
+	// each mode and C library in a window of its own; the other faults run
+	// every mode at once, so their cells share one count.
 	Upstream int
-	// ModeLookups is the number of lookups of every cell of the mode that
-	// ran alone with this one (the denominator of Upstream).
-	ModeLookups int
+	// WindowLookups is the number of lookups of every cell of that window
+	// (the denominator of Upstream).
+	WindowLookups int
 	// Err is why the cell could not measure (pod not ready, exec failed).
 	Err string
 }
@@ -58,8 +59,8 @@ func Summarize(ls []lab.Lookup) Stats { return lab.Summarize(ls) }
 
 // PerLookup is upstream packets per lookup, NaN when not attributable.
 func (c Cell) PerLookup() float64 {
-	if c.Upstream < 0 || c.ModeLookups == 0 {
+	if c.Upstream < 0 || c.WindowLookups == 0 {
 		return math.NaN()
 	}
-	return float64(c.Upstream) / float64(c.ModeLookups)
+	return float64(c.Upstream) / float64(c.WindowLookups)
 }
