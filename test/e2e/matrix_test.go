@@ -31,11 +31,19 @@ import (
 // Negative control: FAULT_NEGATIVE=1 runs the same matrix with dnsguard
 // broken on purpose — the sidecar's and node cache's per-try timeout a
 // fixed 10 s (--timeout=10s --min-timeout=10s --total-timeout=20s: the
-// timeout adapts to the RTT between the two) and no --serve-stale, and the node
-// cache DaemonSet's handover disabled (maxSurge 0, maxUnavailable 1: the
-// old pod goes before the new one starts). Its sidecar and node-local cells
-// must turn red in (b), (d), (e) and (f); see the report of the change that
-// added this test for the run.
+// timeout adapts to the RTT between the two) and no --serve-stale, the
+// node's search domain in the webhook's search path (extraSearchDomains,
+// as ClusterFirst has it), and the node cache DaemonSet's handover
+// disabled (maxSurge 0, maxUnavailable 1: the old pod goes before the new
+// one starts). Seen at d36229f+dirty (16 checks red, matrix 358 s): (b)
+// all four glibc sidecar and node-local cells (max 2012 to 8034 ms), (c)
+// per the comment of faultmatrix.Promises (its glibc windows at 4.04 and
+// 4.13 packets per lookup against the default's 4.22, max 2016 to
+// 2044 ms), (d) both glibc sidecar cells (2008, 2009 ms), (e) both glibc
+// node-local cells (2010, 2011 ms), (f) all eight cells (1 to 6 of 24
+// failed). The musl cells stay green in (b), (d), (e): musl asks every
+// nameserver at once, so the fallback 10.96.0.10 answers while the
+// sidecar or node cache waits.
 //
 // Order: go test runs top-level tests file by file in name order, and
 // TestE2E (main_test.go) must come first, since c0 is the suite's first

@@ -45,13 +45,11 @@ type Stats = lab.Stats
 // healthy lookup on this node.
 const StallMS = 1000
 
-// RetryMS bounds the guarded modes' lookups in faults b, d and e: the C
-// library's own retry (timeout:2 in the pods dnsguard patches). A lookup
-// that reaches it waited for the stub to give up on the sidecar or node
-// cache, which is what dnsguard exists to prevent. It is not StallMS: the
-// resolver's per-try timeout (--timeout, 1 s) makes a query whose packet
-// was lost cost 1 s and a few ms by design, so "none over 1 s" cannot
-// hold under loss; those lookups show in the "> 1 s" column.
+// RetryMS is the C library's own retry (timeout:2 in the pods dnsguard
+// patches): a lookup that reaches it waited for the stub to give up on the
+// sidecar or node cache, which is what dnsguard exists to prevent. Fault
+// c's glibc windows are bounded by it (Promises); (b), (d) and (e) by
+// StallMS, now that the resolver's per-try timeout adapts to the RTT.
 const RetryMS = 2000
 
 // Summarize computes a cell's columns.

@@ -38,16 +38,21 @@ func (c Check) Mark() string {
 //     off);
 //   - c (1,024 packets/s on the upstream, a name of its own per lookup
 //     through the ndots:5 search path; a mode's two clients of one C
-//     library run together, so each check is one per window): a smaller
-//     share of lookups failed or over 1 s than the Kubernetes default's
-//     with the same C library; and, for glibc, fewer upstream packets per
-//     lookup. Not for musl: it asks every nameserver of resolv.conf at
-//     once, so in sidecar and node-local mode the fallback 10.96.0.10 (and
-//     CoreDNS's forward behind it) gets every query too; measured at
-//     69aaa72+dirty: musl node-local 4.52 packets per lookup, the musl
-//     default 4.37 (sidecar 3.59), glibc 2.01-2.05 against 4.20.
-//     Seen failing: the negative control's extraSearchDomains (the node's
-//     search domain kept, as ClusterFirst has it) …
+//     library run together, so each check is one per window), glibc
+//     windows: at most three quarters of the Kubernetes default's upstream
+//     packets per lookup (the default also asks the node's search domain
+//     upstream, which the webhook's search path leaves out: 4 packets a
+//     lookup against 2, plus retries), and none failed or waited for the C
+//     library's retry (RetryMS). Measured at 69aaa72+dirty: sidecar 2.01
+//     and node-local 2.05 packets per lookup against the default's 4.20,
+//     max 1034 ms; the negative control (FAULT_NEGATIVE=1, d36229f+dirty:
+//     the node's search domain kept, per-try timeout 10 s) turned all four
+//     checks red: 4.04 and 4.13 against 4.22, max 2016 to 2044 ms. Not
+//     asserted for musl, reported only: it asks every nameserver of
+//     resolv.conf at once, so the fallback 10.96.0.10 and CoreDNS's forward
+//     behind it get every query too (node-local 4.52 packets per lookup,
+//     the default 4.37), and it never waits for a stub retry of 2 s (the
+//     negative control's musl cells stayed under 1.4 s).
 //
 // Every cell, asserted or not, must have measured something: a cell with an
 // error or no lookup fails, so no promise passes on an empty row.
@@ -76,35 +81,25 @@ func Promises(cells []Cell, want map[string]int) []Check {
 			add(s.Failures == 0, "%s: %d of %d lookups failed while the upstream was unreachable; want 0 (serve-stale)", name, s.Failures, s.N)
 		case "c":
 			key := c.Mode + " × " + libc(c.Client)
-			if cDone[key] {
+			if libc(c.Client) != "glibc" || cDone[key] {
 				continue
 			}
 			cDone[key] = true
-			w, d := windows[key], windows["off × "+libc(c.Client)]
-			add(d.n > 0 && w.badShare() < d.badShare(),
-				"(c) %s: %d of %d lookups failed or over 1 s (%.1f %%), the Kubernetes default %d of %d (%.1f %%); want a smaller share", key, w.bad, w.n, 100*w.badShare(), d.bad, d.n, 100*d.badShare())
-			if libc(c.Client) == "glibc" {
-				got, def := c.PerLookup(), d.perLookup
-				add(!math.IsNaN(got) && !math.IsNaN(def) && got < def,
-					"(c) %s: %.2f upstream packets per lookup, the Kubernetes default %.2f; want fewer", key, got, def)
-			}
+			w, d := windows[key], windows["off × glibc"]
+			add(w.n > 0 && w.failed == 0 && w.max < RetryMS,
+				"(c) %s: %d lookups, %d failed, max %.0f ms (%d over 1 s; the Kubernetes default %d of %d failed or over 1 s); want 0 failed, max < %d ms", key, w.n, w.failed, w.max, w.over, d.failed+d.over, d.n, RetryMS)
+			add(!math.IsNaN(w.perLookup) && !math.IsNaN(d.perLookup) && w.perLookup <= 0.75*d.perLookup,
+				"(c) %s: %.2f upstream packets per lookup, the Kubernetes default %.2f; want at most three quarters of it", key, w.perLookup, d.perLookup)
 		}
 	}
 	return out
 }
 
-// window is one mode and C library of fault c: the lookups of its cells,
-// those failed or over StallMS, and its upstream packets per lookup.
+// window is one mode and C library of fault c: its cells' lookups
+// together, and its upstream packets per lookup.
 type window struct {
-	n, bad    int
-	perLookup float64
-}
-
-func (w window) badShare() float64 {
-	if w.n == 0 {
-		return math.NaN()
-	}
-	return float64(w.bad) / float64(w.n)
+	n, failed, over int // over: OK but over StallMS
+	max, perLookup  float64
 }
 
 // cWindows sums fault c's cells per "mode × libc".
@@ -119,8 +114,12 @@ func cWindows(cells []Cell) map[string]window {
 		w.perLookup = c.PerLookup()
 		for _, l := range c.Lookups {
 			w.n++
-			if !l.OK || l.MS > StallMS {
-				w.bad++
+			w.max = max(w.max, l.MS)
+			switch {
+			case !l.OK:
+				w.failed++
+			case l.MS > StallMS:
+				w.over++
 			}
 		}
 		out[key] = w
