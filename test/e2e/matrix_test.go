@@ -37,7 +37,7 @@ import (
 // disabled (maxSurge 0, maxUnavailable 1: the old pod goes before the new
 // one starts). Seen at d36229f+dirty (16 checks red, matrix 358 s): (b)
 // all four glibc sidecar and node-local cells (max 2012 to 8034 ms), (c)
-// per the comment of faultmatrix.Promises (its glibc windows at 4.04 and
+// by the bounds of faultmatrix.Promises (its glibc windows at 4.04 and
 // 4.13 packets per lookup against the default's 4.22, max 2016 to
 // 2044 ms), (d) both glibc sidecar cells (2008, 2009 ms), (e) both glibc
 // node-local cells (2010, 2011 ms), (f) all eight cells (1 to 6 of 24

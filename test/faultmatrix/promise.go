@@ -46,8 +46,9 @@ func (c Check) Mark() string {
 //     library's retry (RetryMS). Measured at 69aaa72+dirty: sidecar 2.01
 //     and node-local 2.05 packets per lookup against the default's 4.20,
 //     max 1034 ms; the negative control (FAULT_NEGATIVE=1, d36229f+dirty:
-//     the node's search domain kept, per-try timeout 10 s) turned all four
-//     checks red: 4.04 and 4.13 against 4.22, max 2016 to 2044 ms. Not
+//     the node's search domain kept, per-try timeout 10 s, measured under
+//     the first version of this check) gave 4.04 and 4.13 against 4.22 and
+//     max 2016 to 2044 ms, all four checks red by these bounds. Not
 //     asserted for musl, reported only: it asks every nameserver of
 //     resolv.conf at once, so the fallback 10.96.0.10 and CoreDNS's forward
 //     behind it get every query too (node-local 4.52 packets per lookup,
