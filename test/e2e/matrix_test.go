@@ -35,12 +35,12 @@ import (
 // node's search domain in the webhook's search path (extraSearchDomains,
 // as ClusterFirst has it), and the node cache DaemonSet's handover
 // disabled (maxSurge 0, maxUnavailable 1: the old pod goes before the new
-// one starts). Seen at d36229f+dirty (16 checks red, matrix 358 s): (b)
-// all four glibc sidecar and node-local cells (max 2012 to 8034 ms), (c)
-// by the bounds of faultmatrix.Promises (its glibc windows at 4.04 and
-// 4.13 packets per lookup against the default's 4.22, max 2016 to
-// 2044 ms), (d) both glibc sidecar cells (2008, 2009 ms), (e) both glibc
-// node-local cells (2010, 2011 ms), (f) all eight cells (1 to 6 of 24
+// one starts). Seen at dcdfbe1 (19 checks red, matrix 401 s; the positive
+// run 281 s): (b) all four glibc sidecar and node-local cells (max 2012 to
+// 2018 ms), (c) all four checks of the glibc windows (4.04 and 4.10
+// packets per lookup against the default's 4.35, max 2028 and 4026 ms),
+// (d) both glibc sidecar cells (2008, 2010 ms), (e) both glibc node-local
+// cells (2011 ms), (f) seven of eight cells (1 to 7 of 24 lookups
 // failed). The musl cells stay green in (b), (d), (e): musl asks every
 // nameserver at once, so the fallback 10.96.0.10 answers while the
 // sidecar or node cache waits.

@@ -43,16 +43,15 @@ func (c Check) Mark() string {
 //     packets per lookup (the default also asks the node's search domain
 //     upstream, which the webhook's search path leaves out: 4 packets a
 //     lookup against 2, plus retries), and none failed or waited for the C
-//     library's retry (RetryMS). Measured at 69aaa72+dirty: sidecar 2.01
-//     and node-local 2.05 packets per lookup against the default's 4.20,
-//     max 1034 ms; the negative control (FAULT_NEGATIVE=1, d36229f+dirty:
-//     the node's search domain kept, per-try timeout 10 s, measured under
-//     the first version of this check) gave 4.04 and 4.13 against 4.22 and
-//     max 2016 to 2044 ms, all four checks red by these bounds. Not
-//     asserted for musl, reported only: it asks every nameserver of
-//     resolv.conf at once, so the fallback 10.96.0.10 and CoreDNS's forward
-//     behind it get every query too (node-local 4.52 packets per lookup,
-//     the default 4.37), and it never waits for a stub retry of 2 s (the
+//     library's retry (RetryMS). Measured at dcdfbe1: sidecar 2.02 and
+//     node-local 2.14 packets per lookup against the default's 4.07, max
+//     183 and 464 ms; its negative control (FAULT_NEGATIVE=1: the node's
+//     search domain kept, per-try timeout 10 s) turned all four checks red:
+//     4.04 and 4.10 against 4.35, max 2028 and 4026 ms. Not asserted for
+//     musl, reported only: it asks every nameserver of resolv.conf at once,
+//     so the fallback 10.96.0.10 and CoreDNS's forward behind it get every
+//     query too (node-local 4.45 packets per lookup, the default 4.18;
+//     sidecar 3.59), and it never waits for a stub retry of 2 s (the
 //     negative control's musl cells stayed under 1.4 s).
 //
 // Every cell, asserted or not, must have measured something: a cell with an
