@@ -49,16 +49,17 @@ func fmModeNS(mode string) (ns, annotation string) {
 	}
 }
 
-// createFaultPods creates the two pods of mode (glibc, musl), waits until
-// they are Ready and checks the nameservers the mode promises.
-func createFaultPods(ctx context.Context, mode string) ([]fmPod, error) {
+// createFaultPods creates the two pods of mode (glibc, musl), named with
+// the run's ID, waits until they are Ready and checks the nameservers the
+// mode promises.
+func createFaultPods(ctx context.Context, mode, runID string) ([]fmPod, error) {
 	ns, annotation := fmModeNS(mode)
 	var pods []fmPod
 	for _, libc := range []string{"glibc", "musl"} {
 		p := clientSpec(clientImage(libc))
 		// Idles for the whole run: numeric lookups ask no DNS server.
 		p.Containers[0].Command = []string{"/gailoop", "-n", "3600", "-i", "1000", "-t", "3600", "127.0.0.1"}
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "fm-" + mode + "-" + libc, Labels: map[string]string{"dnsguard-faultmatrix": mode}}, Spec: p}
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "fm-" + mode + "-" + libc + "-" + runID, Labels: map[string]string{"dnsguard-faultmatrix": mode}}, Spec: p}
 		if annotation != "" {
 			pod.Annotations = map[string]string{modeAnnotation: annotation}
 		}
@@ -107,25 +108,26 @@ func checkModeSpec(mode string, p *corev1.Pod) error {
 	return nil
 }
 
-// cellRun is one fault's load: n lookups every interval, bounded by limit.
+// cellRun is one fault's load: n lookups every interval, bounded by limit,
+// in procs gailoop processes per client at once (0: one).
 type cellRun struct {
 	fault    string
 	n        int
 	interval time.Duration
 	limit    time.Duration
-	// name of the cell's lookups; each cell has its own, so no cell is
-	// answered from a cache another cell filled.
-	name func(mode, client string) string
+	procs    int
+	// args are gailoop's name arguments for a pod, client and process: a
+	// name of the run's own (fmState.unique), so no cache an earlier cell
+	// filled answers.
+	args func(p fmPod, client string, proc int) []string
 }
 
 // runCells runs r in every client of every pod at once and returns one
-// cell each. TODO(issue 19 item 1): a unique name per lookup once gailoop
-// has it; until then each cell repeats its own name and caches answer part
-// of it, as they would for an application.
+// cell each (a client's processes' lookups together).
 func runCells(ctx context.Context, r cellRun, pods []fmPod) []faultmatrix.Cell {
 	var (
 		mu    sync.Mutex
-		cells []faultmatrix.Cell
+		cells = map[[2]string]*faultmatrix.Cell{}
 		wg    sync.WaitGroup
 	)
 	for _, p := range pods {
@@ -134,37 +136,57 @@ func runCells(ctx context.Context, r cellRun, pods []fmPod) []faultmatrix.Cell {
 			if cl.Libc != p.libc {
 				continue
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				argv := []string{"/gailoop", "-n", strconv.Itoa(r.n), "-i", strconv.Itoa(int(r.interval / time.Millisecond)), "-t", strconv.Itoa(int(r.limit / time.Second))}
-				if cl.Fork {
-					argv = append(argv, "-f")
-				}
-				argv = append(argv, r.name(p.mode, cn))
-				// The exec gets the gailoop bound plus a minute.
-				ectx, cancel := context.WithTimeout(ctx, r.limit+time.Minute)
-				defer cancel()
-				out, err := execIn(ectx, p.ns, p.name, "app", argv...)
-				ls, _ := lab.ParseLookups(out)
-				c := faultmatrix.Cell{Fault: r.fault, Mode: p.mode, Client: cn, Lookups: ls, Upstream: -1}
-				// gailoop exits 3 at its time limit: a cell that stalled
-				// too long to finish, reported with the lookups it did.
-				if err != nil && !strings.Contains(err.Error(), "gailoop: time limit") {
-					c.Err = err.Error()
-				}
-				mu.Lock()
-				cells = append(cells, c)
-				mu.Unlock()
-			}()
+			cells[[2]string{p.mode, cn}] = &faultmatrix.Cell{Fault: r.fault, Mode: p.mode, Client: cn, Upstream: -1}
+			for k := range max(r.procs, 1) {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					argv := []string{"/gailoop", "-n", strconv.Itoa(r.n), "-i", strconv.Itoa(int(r.interval / time.Millisecond)), "-t", strconv.Itoa(int(r.limit / time.Second))}
+					if cl.Fork {
+						argv = append(argv, "-f")
+					}
+					argv = append(argv, r.args(p, cn, k)...)
+					// The exec gets the gailoop bound plus a minute.
+					ectx, cancel := context.WithTimeout(ctx, r.limit+time.Minute)
+					defer cancel()
+					out, err := execIn(ectx, p.ns, p.name, "app", argv...)
+					ls, _ := lab.ParseLookups(out)
+					mu.Lock()
+					defer mu.Unlock()
+					c := cells[[2]string{p.mode, cn}]
+					c.Lookups = append(c.Lookups, ls...)
+					// gailoop exits 3 at its time limit: a cell that stalled
+					// too long to finish, reported with the lookups it did.
+					if err != nil && !strings.Contains(err.Error(), "gailoop: time limit") && c.Err == "" {
+						c.Err = err.Error()
+					}
+				}()
+			}
 		}
 	}
 	wg.Wait()
-	slices.SortFunc(cells, func(a, b faultmatrix.Cell) int {
+	out := make([]faultmatrix.Cell, 0, len(cells))
+	for _, c := range cells {
+		out = append(out, *c)
+	}
+	slices.SortFunc(out, func(a, b faultmatrix.Cell) int {
 		if d := slices.Index(fmModes, a.Mode) - slices.Index(fmModes, b.Mode); d != 0 {
 			return d
 		}
 		return slices.Index(fmClients, a.Client) - slices.Index(fmClients, b.Client)
 	})
-	return cells
+	return out
+}
+
+// setWindow gives every cell the upstream packets of the window they ran
+// in together and the window's lookups (the per-lookup denominator).
+func setWindow(cells []faultmatrix.Cell, upstream int) int {
+	n := 0
+	for _, c := range cells {
+		n += len(c.Lookups)
+	}
+	for i := range cells {
+		cells[i].Upstream, cells[i].WindowLookups = upstream, n
+	}
+	return n
 }

@@ -25,13 +25,14 @@ type Fault struct {
 type Cell struct {
 	Fault, Mode, Client string
 	Lookups             []lab.Lookup
-	// Upstream counts packets the node's upstream (10.200.0.1:53) received
-	// while the cell's mode ran alone; -1 when the mode shared the upstream
-	// with others (only fault c runs the modes one after the other).
+	// Upstream counts packets sent to the node's upstream (10.200.0.1:53)
+	// during the window the cell ran in; -1 when not counted. Fault c runs
+	// each mode and C library in a window of its own; the other faults run
+	// every mode at once, so their cells share one count.
 	Upstream int
-	// ModeLookups is the number of lookups of every cell of the mode that
-	// ran alone with this one (the denominator of Upstream).
-	ModeLookups int
+	// WindowLookups is the number of lookups of every cell of that window
+	// (the denominator of Upstream).
+	WindowLookups int
 	// Err is why the cell could not measure (pod not ready, exec failed).
 	Err string
 }
@@ -44,13 +45,11 @@ type Stats = lab.Stats
 // healthy lookup on this node.
 const StallMS = 1000
 
-// RetryMS bounds the guarded modes' lookups in faults b, d and e: the C
-// library's own retry (timeout:2 in the pods dnsguard patches). A lookup
-// that reaches it waited for the stub to give up on the sidecar or node
-// cache, which is what dnsguard exists to prevent. It is not StallMS: the
-// resolver's per-try timeout (--timeout, 1 s) makes a query whose packet
-// was lost cost 1 s and a few ms by design, so "none over 1 s" cannot
-// hold under loss; those lookups show in the "> 1 s" column.
+// RetryMS is the C library's own retry (timeout:2 in the pods dnsguard
+// patches): a lookup that reaches it waited for the stub to give up on the
+// sidecar or node cache, which is what dnsguard exists to prevent. Fault
+// c's glibc windows are bounded by it (Promises); (b), (d) and (e) by
+// StallMS, now that the resolver's per-try timeout adapts to the RTT.
 const RetryMS = 2000
 
 // Summarize computes a cell's columns.
@@ -58,8 +57,8 @@ func Summarize(ls []lab.Lookup) Stats { return lab.Summarize(ls) }
 
 // PerLookup is upstream packets per lookup, NaN when not attributable.
 func (c Cell) PerLookup() float64 {
-	if c.Upstream < 0 || c.ModeLookups == 0 {
+	if c.Upstream < 0 || c.WindowLookups == 0 {
 		return math.NaN()
 	}
-	return float64(c.Upstream) / float64(c.ModeLookups)
+	return float64(c.Upstream) / float64(c.WindowLookups)
 }

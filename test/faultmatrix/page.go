@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/dnsguard/dnsguard/test/racelab/lab"
 )
 
 // Mode is a configuration as the page describes it.
@@ -124,7 +126,7 @@ func (r Run) Markdown(svg string) string {
 	}
 	w("**%d checks passed, %d failed** (listed under *Assertions*). Fault (a), the A/AAAA conntrack insert race, is the race lab's: [race-lab-cluster.md](race-lab-cluster.md).\n\n", pass, fail)
 	w("![latency of every lookup per cell](%s)\n\n", svg)
-	w("Columns: latency is per `getaddrinfo` call as the client measured it inside its pod, failed lookups included; *> 1 s* counts lookups over %d ms; the guarded modes' bound in (b), (d) and (e) is %d ms, the C library's own retry (`timeout:2`). *upstream pkts / lookup* is measured in (c) only, where each mode runs alone; elsewhere the modes share CoreDNS and the upstream at once. A cell with fewer lookups than asked (%s) stopped at gailoop's time limit.\n\n", StallMS, RetryMS, r.wantText())
+	w("Columns: latency is per `getaddrinfo` call as the client measured it inside its pod, failed lookups included; *> 1 s* counts lookups over %[1]d ms; the guarded modes' bound in (b), (d) and (e) is max < %[1]d ms (the resolver's per-try timeout adapts to the round-trip time, `--timeout` is its ceiling). *upstream pkts / lookup* is the packets sent to the node's upstream (10.200.0.1:53, an nft counter in the node's namespace) during the cell's window over that window's lookups: in (c) each mode and C library has a window of its own (its two clients together); in (b), (d), (e) and (f) every mode runs in one window, so the figure is one per fault, shared by its cells. A cell with fewer lookups than asked (%[2]s) stopped at gailoop's time limit.\n\n", StallMS, r.wantText())
 	for _, f := range r.Faults {
 		w("## (%s) %s\n\n", f.ID, f.Title)
 		w("%s\n\n", f.How)
@@ -168,4 +170,19 @@ func (r Run) wantText() string {
 		parts = append(parts, fmt.Sprintf("%d in (%s)", r.Want[f.ID], f.ID))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// SVG is the page's plot (lab.PlotSVG, the race lab's): a heading per
+// fault, a strip per cell.
+func (r Run) SVG() string {
+	var strips []lab.Strip
+	for _, f := range r.Faults {
+		strips = append(strips, lab.Strip{Heading: fmt.Sprintf("(%s) %s", f.ID, f.Title)})
+		for _, c := range r.Cells {
+			if c.Fault == f.ID {
+				strips = append(strips, lab.Strip{Label: r.label(c.Mode) + " — " + c.Client, Glibc: strings.HasPrefix(c.Client, "glibc"), Lookups: c.Lookups})
+			}
+		}
+	}
+	return lab.PlotSVG("dnsguard fault matrix on a real node ("+r.Commit+")", strips)
 }

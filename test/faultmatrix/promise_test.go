@@ -2,6 +2,7 @@ package faultmatrix
 
 import (
 	"encoding/xml"
+	"slices"
 	"strings"
 	"testing"
 
@@ -62,26 +63,29 @@ func TestPromises(t *testing.T) {
 	}
 }
 
-// TestPromiseUpstream: fault c compares each guarded mode's packets per
-// lookup with the default's, once per mode.
+// TestPromiseUpstream: fault c checks each guarded glibc window (mode ×
+// C library) against the default's: no failure and no lookup at the stub's
+// retry, and at most three quarters of its upstream packets per lookup;
+// musl windows are reported only.
 func TestPromiseUpstream(t *testing.T) {
-	cell := func(mode, client string, up, n int) Cell {
-		return Cell{Fault: "c", Mode: mode, Client: client, Lookups: lookups(1), Upstream: up, ModeLookups: n}
+	cell := func(mode, client string, up int, ms ...float64) Cell {
+		return Cell{Fault: "c", Mode: mode, Client: client, Lookups: lookups(ms...), Upstream: up, WindowLookups: 4}
 	}
+	def := []Cell{cell("off", "glibc-gai", 16, 1, 5000), cell("off", "glibc-gai-loop", 16, 1, 1),
+		cell("off", "musl-gai", 18, 1, 1, 1, -2)}
 	for _, tt := range []struct {
 		name     string
-		sidecar  int
-		nodeloc  int
-		wantPass []bool
+		cells    []Cell
+		wantPass []bool // per glibc window: stalls, then packets
 	}{
-		{"both fewer", 100, 50, []bool{true, true}},
-		{"node cache as many", 100, 400, []bool{true, false}},
+		{"half the packets, no stall", []Cell{cell("sidecar", "glibc-gai", 8, 1, 1), cell("sidecar", "glibc-gai-loop", 8, 1, 1030)}, []bool{true, true}},
+		{"node search domain kept: 0.94 of the default's packets", []Cell{cell("nodelocal", "glibc-gai", 15, 1, 1)}, []bool{true, false}},
+		{"a lookup at the stub's retry", []Cell{cell("nodelocal", "glibc-gai", 8, 1, 2016), cell("nodelocal", "glibc-gai-loop", 8, 1, 1)}, []bool{false, true}},
+		{"a failure", []Cell{cell("sidecar", "glibc-gai", 8, 1, -3)}, []bool{false, true}},
+		{"musl is reported only", []Cell{cell("sidecar", "musl-gai", 30, 1, -2500, 1, 1)}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			cells := []Cell{cell("off", "glibc-gai", 400, 100), cell("off", "musl-gai", 400, 100),
-				cell("sidecar", "glibc-gai", tt.sidecar, 100), cell("sidecar", "musl-gai", tt.sidecar, 100),
-				cell("nodelocal", "glibc-gai", tt.nodeloc, 100)}
-			got := Promises(cells, nil)
+			got := Promises(append(slices.Clone(def), tt.cells...), nil)
 			if len(got) != len(tt.wantPass) {
 				t.Fatalf("checks %v, want %d", got, len(tt.wantPass))
 			}

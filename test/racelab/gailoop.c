@@ -10,7 +10,7 @@
  * resolver (both send the A and the AAAA query in parallel from one UDP
  * socket, which is what conntrack's insert_failed drops).
  *
- * Usage: gailoop [-n COUNT] [-t SECONDS] [-i MILLISECONDS] [-w MILLISECONDS] [-f] [-u PREFIX] NAME
+ * Usage: gailoop [-n COUNT] [-t SECONDS] [-i MILLISECONDS] [-w MILLISECONDS] [-f] [-u PREFIX [-s]] NAME
  *   -n COUNT    lookups to do (default 100)
  *   -t SECONDS  stop early once this much wall time has passed (default 300),
  *               so a broken network can never make the lab run unbounded
@@ -28,6 +28,11 @@
  *               to the server authoritative for NAME. PREFIX must be unique
  *               per run and client: pods have their own PID namespaces, so
  *               the process ID would repeat across them.
+ *   -s          with -u: the name of its own is relative, "<i>.PREFIX.NAME"
+ *               without the trailing dot (NAME must have none), so the C
+ *               library walks the search path first when it has fewer dots
+ *               than ndots: what an application's external lookups cost
+ *               under Kubernetes' ndots:5 (the fault matrix's fault c).
  *   -w MS       after the last lookup, wait this long before exiting, so the
  *               harness can read a sidecar's counters while the pod still runs
  *
@@ -104,17 +109,17 @@ static void sleep_ms(long ms)
 		;
 }
 
-#define USAGE "usage: %s [-n COUNT] [-t SECONDS] [-i MS] [-w MS] [-f] [-u PREFIX] NAME\n"
+#define USAGE "usage: %s [-n COUNT] [-t SECONDS] [-i MS] [-w MS] [-f] [-u PREFIX [-s]] NAME\n"
 
 int main(int argc, char **argv)
 {
 	long count = 100, limit_s = 300, interval_ms = 0, linger_ms = 0;
-	int fork_each = 0, opt;
+	int fork_each = 0, relative = 0, opt;
 	const char *prefix = NULL;
 	char name[256];
 	double start;
 
-	while ((opt = getopt(argc, argv, "n:t:i:w:fu:")) != -1) {
+	while ((opt = getopt(argc, argv, "n:t:i:w:fu:s")) != -1) {
 		switch (opt) {
 		case 'n':
 			count = strtol(optarg, NULL, 10);
@@ -134,13 +139,17 @@ int main(int argc, char **argv)
 		case 'u':
 			prefix = optarg;
 			break;
+		case 's':
+			relative = 1;
+			break;
 		default:
 			fprintf(stderr, USAGE, argv[0]);
 			return 2;
 		}
 	}
 	if (optind != argc - 1 || count <= 0 || limit_s <= 0 || interval_ms < 0 || linger_ms < 0 ||
-	    (prefix != NULL && (prefix[0] == '\0' || strlen(prefix) + strlen(argv[optind]) > 200))) {
+	    (prefix != NULL && (prefix[0] == '\0' || strlen(prefix) + strlen(argv[optind]) > 200)) ||
+	    (relative && (prefix == NULL || argv[optind][strlen(argv[optind]) - 1] == '.'))) {
 		fprintf(stderr, USAGE, argv[0]);
 		return 2;
 	}
@@ -156,7 +165,7 @@ int main(int argc, char **argv)
 		if (prefix == NULL) {
 			snprintf(name, sizeof name, "%s", argv[optind]);
 		} else {
-			const char *dot = argv[optind][strlen(argv[optind]) - 1] == '.' ? "" : ".";
+			const char *dot = relative || argv[optind][strlen(argv[optind]) - 1] == '.' ? "" : ".";
 			snprintf(name, sizeof name, "%ld.%s.%s%s", i, prefix, argv[optind], dot);
 		}
 		if (!fork_each) {
