@@ -59,6 +59,7 @@ type try struct {
 
 	timedOut  bool // outlived its per-try timeout; a late reply is still taken
 	outcome   bool // handled and counted (settle skips it)
+	answered  bool // its upstream replied on it
 	delivered atomic.Bool
 }
 

@@ -96,7 +96,8 @@ func (st *exState) timeout(f *Forwarder, t *try) {
 // exchange that failed, is a timeout (counted with reason "timeout"), and
 // a failure of its upstream unless that upstream answered another try of
 // this exchange (then a packet was lost, and the upstream is alive). A
-// try answered by another one before its own timeout is not counted.
+// try answered by another one before its own timeout, or sent after a try
+// its upstream answered, is not counted.
 // Results already queued but not handled count as what they are.
 func (st *exState) settle(f *Forwarder, ex *exchange, failed bool) {
 	if ex.results != nil {
@@ -114,8 +115,8 @@ func (st *exState) settle(f *Forwarder, ex *exchange, failed bool) {
 	ex.mu.Lock()
 	tries := ex.tries
 	ex.mu.Unlock()
-	for _, t := range tries {
-		if t.outcome || !t.timedOut && !failed {
+	for i, t := range tries {
+		if t.outcome || !t.timedOut && !failed || answeredEarlier(tries[:i], t.idx) {
 			continue
 		}
 		t.u.countErr("timeout")
@@ -123,6 +124,21 @@ func (st *exState) settle(f *Forwarder, ex *exchange, failed bool) {
 			f.markFail(t.u, fmt.Errorf("%s: %w", t.u.name, errTimeout))
 		}
 	}
+}
+
+// answeredEarlier reports whether one of the earlier tries (in the order
+// they were sent) was answered by upstream idx. A try sent after an
+// answered one is not a loss, whatever its timer said: it was a
+// retransmission to an upstream slower than its timeout, and the answer to
+// it would have come after the one taken. A try sent before an answered
+// one that got nothing is a lost packet.
+func answeredEarlier(earlier []*try, idx int) bool {
+	for _, e := range earlier {
+		if e.idx == idx && e.answered {
+			return true
+		}
+	}
+	return false
 }
 
 // handle processes one try's outcome; fin means reply is the answer.
@@ -154,6 +170,7 @@ func (st *exState) handle(f *Forwarder, r result) (reply []byte, fin bool) {
 	st.quickFails = 0
 	f.markOK(t.u)
 	st.alive[t.idx] = true
+	t.answered = true
 	// Unambiguous even for a retransmitted-over try (Karn's rule holds:
 	// the answer came on this try's own socket, with its own ID).
 	rtt := time.Since(t.start)

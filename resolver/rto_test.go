@@ -57,8 +57,10 @@ func TestRTOEstimator(t *testing.T) {
 	}
 }
 
-// TestBackoff: each timed-out try of an exchange doubles the next one's
-// timeout, never past the ceiling.
+// TestBackoff: the second try waits as long as the first; from the third
+// on each timed-out try doubles the next one's timeout, never past the
+// ceiling. Negative control: the plain doubling (150, 300, 600 ms) fails
+// the n=1 and n=2 rows.
 func TestBackoff(t *testing.T) {
 	ms := time.Millisecond
 	for _, tt := range []struct {
@@ -67,9 +69,10 @@ func TestBackoff(t *testing.T) {
 		want time.Duration
 	}{
 		{150 * ms, 0, 150 * ms},
-		{150 * ms, 1, 300 * ms},
-		{150 * ms, 2, 600 * ms},
-		{150 * ms, 3, time.Second},
+		{150 * ms, 1, 150 * ms},
+		{150 * ms, 2, 300 * ms},
+		{150 * ms, 3, 600 * ms},
+		{150 * ms, 4, time.Second},
 		{150 * ms, 40, time.Second}, // no overflow
 		{time.Second, 1, time.Second},
 	} {
