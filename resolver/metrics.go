@@ -239,7 +239,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	// dead upstream), counted when the resolution ends; a try answered
 	// late is a retransmit only. The other reasons are answers or errors
 	// that failed the try at once.
-	p(ns+"upstream_errors_total", "counter", "Failed upstream tries, by upstream and reason (timeout: no answer at all while the resolution lasted).")
+	p(ns+"upstream_errors_total", "counter", "Failed upstream tries, by upstream and reason (timeout: no answer at all while the resolution lasted, and not sent after a try its upstream answered).")
 	for _, u := range ups {
 		s := u.errs.snapshot()
 		for _, k := range sortedKeys(s) {
