@@ -57,10 +57,10 @@ func TestRTOEstimator(t *testing.T) {
 	}
 }
 
-// TestBackoff: the second try waits as long as the first; from the third
+// TestBackoff: the first four tries wait the base timeout; from the fifth
 // on each timed-out try doubles the next one's timeout, never past the
 // ceiling. Negative control: the plain doubling (150, 300, 600 ms) fails
-// the n=1 and n=2 rows.
+// the n=1..3 rows.
 func TestBackoff(t *testing.T) {
 	ms := time.Millisecond
 	for _, tt := range []struct {
@@ -70,9 +70,11 @@ func TestBackoff(t *testing.T) {
 	}{
 		{150 * ms, 0, 150 * ms},
 		{150 * ms, 1, 150 * ms},
-		{150 * ms, 2, 300 * ms},
-		{150 * ms, 3, 600 * ms},
-		{150 * ms, 4, time.Second},
+		{150 * ms, 2, 150 * ms},
+		{150 * ms, 3, 150 * ms},
+		{150 * ms, 4, 300 * ms},
+		{150 * ms, 5, 600 * ms},
+		{150 * ms, 6, time.Second},
 		{150 * ms, 40, time.Second}, // no overflow
 		{time.Second, 1, time.Second},
 	} {

@@ -153,8 +153,8 @@ func TestSlowSteadyUpstreamNotRetransmitted(t *testing.T) {
 }
 
 // TestTriesBackOff: an upstream that never answers is asked at the
-// learned timeout twice, then at twice it, four times it, capped by
-// --timeout: after the first retry the gaps between the queries it
+// learned timeout, four times, then at twice it, four times it, capped
+// by --timeout: after the fourth retry the gaps between the queries it
 // receives double.
 func TestTriesBackOff(t *testing.T) {
 	up := newFakeUpstream(t, zoneAnswer(t, 300, nil))
@@ -172,9 +172,10 @@ func TestTriesBackOff(t *testing.T) {
 			at = append(at, q.at)
 		}
 	}
-	// Tries at 0, ~150, ~300, ~600, ~1200 ms; the next would be at
-	// ~2400, after the 2 s budget.
-	want := []time.Duration{150 * time.Millisecond, 150 * time.Millisecond, 300 * time.Millisecond, 600 * time.Millisecond}
+	// Tries at 0, ~150, ~300, ~450, ~600, ~900, ~1500 ms; the next would
+	// be at ~2500, after the 2 s budget.
+	ms := time.Millisecond
+	want := []time.Duration{150 * ms, 150 * ms, 150 * ms, 150 * ms, 300 * ms, 600 * ms}
 	if len(at) != len(want)+1 {
 		t.Fatalf("%d tries, want %d", len(at), len(want)+1)
 	}
@@ -183,12 +184,12 @@ func TestTriesBackOff(t *testing.T) {
 			t.Fatalf("gap %d: %v, want about %v", i, gap, w)
 		}
 	}
-	// Four tries outlived their timeouts; the fifth ran into the budget.
-	// All five got nothing: five timeouts, and the upstream is down.
-	if re, to := upstreamCounters(s); re != 4 || to != 5 {
-		t.Fatalf("retransmits %v, timeouts %v; want 4 and 5", re, to)
+	// Six tries outlived their timeouts; the seventh ran into the budget.
+	// All seven got nothing: seven timeouts, and the upstream is down.
+	if re, to := upstreamCounters(s); re != 6 || to != 7 {
+		t.Fatalf("retransmits %v, timeouts %v; want 6 and 7", re, to)
 	}
 	if s.fwd.Healthy() != 0 {
-		t.Fatal("an upstream that answered none of five tries is still healthy")
+		t.Fatal("an upstream that answered none of seven tries is still healthy")
 	}
 }
