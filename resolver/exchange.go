@@ -44,11 +44,14 @@ type exchange struct {
 
 // try is one query sent to one upstream.
 type try struct {
-	ex    *exchange
-	u     *upstream
-	idx   int // position in the exchange's upstream order
-	edns  bool
-	tcp   bool
+	ex   *exchange
+	u    *upstream
+	idx  int // position in the exchange's upstream order
+	edns bool
+	tcp  bool
+	// fresh: a retry after a timeout, sent from a new socket (see
+	// upstream.dropIdle).
+	fresh bool
 	start time.Time
 	// UDP: the socket and the query as sent (with its ID).
 	sock *udpSock
@@ -164,7 +167,7 @@ func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uin
 			break
 		}
 		tryEnd := earlier(time.Now().Add(f.tryTimeout(st.order[spec.idx], st.timeouts)), deadline)
-		t := &try{ex: ex, u: st.order[spec.idx], idx: spec.idx, edns: spec.edns, tcp: spec.tcp, start: time.Now()}
+		t := &try{ex: ex, u: st.order[spec.idx], idx: spec.idx, edns: spec.edns, tcp: spec.tcp, fresh: st.timeouts > 0, start: time.Now()}
 		// The first UDP try runs on this goroutine: most queries are
 		// answered within it, and then no other goroutine is involved.
 		inline := st.outstanding == 0 && !t.tcp

@@ -89,6 +89,9 @@ func (st *exState) timeout(f *Forwarder, t *try) {
 	st.timeouts++
 	st.lastErr = fmt.Errorf("%s: %w", t.u.name, errTimeout)
 	t.u.countRetransmit()
+	if !t.tcp {
+		t.u.dropIdle()
+	}
 }
 
 // settle runs when the exchange ends: each try that got nothing at all

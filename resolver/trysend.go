@@ -23,7 +23,11 @@ func (ex *exchange) start(t *try, tryEnd time.Time) error {
 		ex.background()
 		return t.u.tcp.send(t.u, t, tryEnd)
 	}
-	s, err := t.u.getSock(ex.f.reuse)
+	reuse := ex.f.reuse
+	if t.fresh {
+		reuse = 1
+	}
+	s, err := t.u.getSock(reuse)
 	if err != nil {
 		return err
 	}
