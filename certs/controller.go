@@ -358,7 +358,13 @@ func servedCA(serving map[string][]byte, now time.Time) *x509.Certificate {
 	if err != nil {
 		return nil
 	}
-	for _, c := range parseCertificates(serving[SecretKeyCA]) {
+	return signerIn(serving[SecretKeyCA], leaf, now)
+}
+
+// signerIn returns the CA certificate in bundle that signed leaf and is
+// valid at now, or nil.
+func signerIn(bundle []byte, leaf *x509.Certificate, now time.Time) *x509.Certificate {
+	for _, c := range parseCertificates(bundle) {
 		if c.IsCA && now.Before(c.NotAfter) && leaf.CheckSignatureFrom(c) == nil {
 			return c
 		}

@@ -41,14 +41,7 @@ func (c *Controller) Trusted(ctx context.Context) error {
 	now := c.cfg.Now()
 	var errs []error
 	for _, w := range mwc.Webhooks {
-		ok := false
-		for _, ca := range parseCertificates(w.ClientConfig.CABundle) {
-			if ca.IsCA && !now.After(ca.NotAfter) && leaf.CheckSignatureFrom(ca) == nil {
-				ok = true
-				break
-			}
-		}
-		if !ok {
+		if signerIn(w.ClientConfig.CABundle, leaf, now) == nil {
 			errs = append(errs, fmt.Errorf("webhook %s: caBundle holds no CA of the serving certificate (serial %s)", w.Name, leaf.SerialNumber))
 		}
 	}

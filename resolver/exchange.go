@@ -122,7 +122,7 @@ func (ex *exchange) finish() {
 // timeout passes (at once after an error or an unusable reply) while
 // earlier tries keep listening, until the total budget is spent. The
 // per-try timeout adapts to the upstream's measured round-trip time and
-// doubles with each timed-out try of the exchange (rto.go). With
+// backs off after the first timed-out tries of the exchange (rto.go). With
 // serialization on, the first try of an A or AAAA query waits until the
 // other type's try for that name has its answer or passed that timeout.
 func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uint16, do, cd bool) (_ []byte, err error) {
@@ -145,10 +145,10 @@ func (f *Forwarder) Exchange(ctx context.Context, name []byte, qtype, qclass uin
 		skey = string(name) + string([]byte{byte(qclass >> 8), byte(qclass)})
 	}
 	st := exState{order: f.order(), lastErr: ErrNoUpstream}
-	// The three per-upstream flags in one allocation.
+	// The two per-upstream flags in one allocation.
 	n := len(st.order)
-	flags := make([]bool, 3*n)
-	st.useless, st.noEDNS, st.alive = flags[:n:n], flags[n:2*n:2*n], flags[2*n:]
+	flags := make([]bool, 2*n)
+	st.useless, st.noEDNS = flags[:n:n], flags[n:]
 	// Before finish (deferred first, so run last): a try that got no
 	// answer while the exchange lasted is a timeout for health.
 	defer func() { st.settle(f, ex, err != nil) }()

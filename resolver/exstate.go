@@ -22,7 +22,6 @@ type exState struct {
 	next        int
 	useless     []bool // upstream gave an answer the client cannot use
 	noEDNS      []bool // upstream said FORMERR to EDNS
-	alive       []bool // upstream answered a try of this exchange
 	timeouts    int    // tries that outlived their per-try timeout
 	forced      *trySpec
 	outstanding int
@@ -119,24 +118,22 @@ func (st *exState) settle(f *Forwarder, ex *exchange, failed bool) {
 	tries := ex.tries
 	ex.mu.Unlock()
 	for i, t := range tries {
-		if t.outcome || !t.timedOut && !failed || answeredEarlier(tries[:i], t.idx) {
+		// A try sent after an answered one is not a loss, whatever its
+		// timer said: it was a retransmission to an upstream slower than
+		// its timeout, and its answer would have come after the one taken.
+		if t.outcome || !t.timedOut && !failed || answeredBy(tries[:i], t.idx) {
 			continue
 		}
 		t.u.countErr("timeout")
-		if !st.alive[t.idx] {
+		if !answeredBy(tries, t.idx) {
 			f.markFail(t.u, fmt.Errorf("%s: %w", t.u.name, errTimeout))
 		}
 	}
 }
 
-// answeredEarlier reports whether one of the earlier tries (in the order
-// they were sent) was answered by upstream idx. A try sent after an
-// answered one is not a loss, whatever its timer said: it was a
-// retransmission to an upstream slower than its timeout, and the answer to
-// it would have come after the one taken. A try sent before an answered
-// one that got nothing is a lost packet.
-func answeredEarlier(earlier []*try, idx int) bool {
-	for _, e := range earlier {
+// answeredBy reports whether upstream idx answered one of tries.
+func answeredBy(tries []*try, idx int) bool {
+	for _, e := range tries {
 		if e.idx == idx && e.answered {
 			return true
 		}
@@ -172,7 +169,6 @@ func (st *exState) handle(f *Forwarder, r result) (reply []byte, fin bool) {
 	}
 	st.quickFails = 0
 	f.markOK(t.u)
-	st.alive[t.idx] = true
 	t.answered = true
 	// Unambiguous even for a retransmitted-over try (Karn's rule holds:
 	// the answer came on this try's own socket, with its own ID).

@@ -20,8 +20,9 @@ import (
 // sampled too: they are what teaches the estimator that an upstream got
 // slow.
 //
-// Within one exchange each try after a timeout waits twice as long as the
-// one before (capped by --timeout), and earlier tries keep listening
+// Within one exchange the first tries wait that timeout and later ones
+// twice as long as the one before (backoff, capped by --timeout); earlier
+// tries keep listening
 // (listenLate), so a slow but alive upstream's answer still wins. The
 // estimate itself is not backed off on a timeout (unbound doubles its
 // server RTO): under random loss a lost datagram says nothing about the
@@ -39,8 +40,8 @@ const (
 	// CoreDNS and the spread of its cache misses (single milliseconds on
 	// the node, tens when it forwards to a VPC resolver), so a timely
 	// answer is not retransmitted over; and low enough that one loss
-	// costs about 150 ms and two in a row (150 + 300 ms) still stay below
-	// 500 ms, the race lab's bound for the sidecar rows. A slower answer
+	// costs about 150 ms and three in a row (150 ms each, see backoff) still
+	// stay below 500 ms, the race lab's bound for the sidecar rows. A slower answer
 	// (a recursive miss behind CoreDNS) costs one more query upstream,
 	// never a failure: the first try keeps listening and its late answer
 	// counts for health and teaches the estimator.
