@@ -108,7 +108,8 @@ func NewController(client kubernetes.Interface, cfg ControllerConfig) (*Controll
 	}
 	c := &Controller{client: client, cfg: cfg, bundleSeen: map[string]time.Time{}}
 	if cfg.SecretName != "" {
-		c.store = &secretStore{client: client, namespace: cfg.Namespace, names: [2]string{caObject: cfg.CASecretName, servingObject: cfg.SecretName}}
+		c.store = &secretStore{client: client, namespace: cfg.Namespace, names: [2]string{caObject: cfg.CASecretName, servingObject: cfg.SecretName},
+			ownedOnly: cfg.WebhookConfigName != ""}
 	} else {
 		c.store = &fileStore{dir: cfg.OutDir}
 	}

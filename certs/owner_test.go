@@ -9,8 +9,10 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 // TestReconcileCreatesOnlyForAnExistingConfig is the uninstall race: Helm's
@@ -203,5 +205,44 @@ func TestTrusted(t *testing.T) {
 				t.Errorf("Trusted = %v, want error: %v", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestNoSecretCreatedWhenConfigVanishesMidReconcile is the race e2e c8 hit
+// once: the configuration is already gone but both Secrets are still there
+// when Reconcile looks, and the uninstall hook deletes the CA Secret
+// before ensureCA reads it. No Secret may be created then: it would have
+// no owner and outlive the release. Negative control: without the
+// ownedOnly check in secretStore.save, Reconcile created a new CA Secret
+// and this test failed.
+func TestNoSecretCreatedWhenConfigVanishesMidReconcile(t *testing.T) {
+	ctx := context.Background()
+	c, client, _ := newTestController(t)
+	if _, err := c.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, "dnsguard", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The CA Secret's first read (ownCertificates) finds it; the hook
+	// deletes it before the next (ensureCA).
+	caReads := 0
+	client.PrependReactor("get", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.(k8stesting.GetAction).GetName() != "dnsguard-ca" {
+			return false, nil, nil
+		}
+		if caReads++; caReads == 2 {
+			if err := client.Tracker().Delete(a.GetResource(), "dg", "dnsguard-ca"); err != nil {
+				t.Error(err)
+			}
+		}
+		return false, nil, nil
+	})
+	_, err := c.Reconcile(ctx)
+	if !errors.Is(err, ErrNoWebhookConfig) {
+		t.Errorf("Reconcile err = %v, want ErrNoWebhookConfig", err)
+	}
+	if _, err := client.CoreV1().Secrets("dg").Get(ctx, "dnsguard-ca", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("CA Secret re-created without a configuration (err %v)", err)
 	}
 }

@@ -71,8 +71,13 @@ type secretStore struct {
 	namespace string
 	names     [2]string // by object
 	// owner, set by each Reconcile while the webhook configuration exists,
-	// goes into every Secret saved (see ownCertificates).
-	owner *metav1.OwnerReference
+	// goes into every Secret saved (see ownCertificates). With ownedOnly, a
+	// Secret is never created without one: the configuration can vanish
+	// between ownCertificates' look and a create later in the same
+	// Reconcile (the uninstall hook deletes it, then the Secrets), and a
+	// Secret created then, with no owner, outlived the release (e2e c8).
+	owner     *metav1.OwnerReference
+	ownedOnly bool
 }
 
 func (s *secretStore) name(o object) string { return s.namespace + "/" + s.names[o] }
@@ -107,6 +112,9 @@ func (s *secretStore) save(ctx context.Context, o object, data map[string][]byte
 			ObjectMeta: metav1.ObjectMeta{Name: s.names[o], Namespace: s.namespace, Labels: map[string]string{managedByLabel: managedByValue}},
 			Type:       typ,
 			Data:       data,
+		}
+		if s.ownedOnly && s.owner == nil {
+			return fmt.Errorf("create secret %s: %w", s.name(o), ErrNoWebhookConfig)
 		}
 		setOwner(sec, s.owner)
 		if _, err := api.Create(ctx, sec, metav1.CreateOptions{}); err != nil {
