@@ -8,6 +8,8 @@ import (
 	"os"
 	"time"
 
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -15,7 +17,7 @@ import (
 
 func init() {
 	subcommands["cleanup"] = subcommand{
-		"delete the webhook configuration, then the certificate Secrets (Helm pre-delete hook)",
+		"delete the webhook configuration, stop the certificate controller, then delete its Secrets and Lease (Helm pre-delete hook)",
 		runCleanup,
 	}
 }
@@ -27,12 +29,25 @@ func init() {
 // the selected namespaces. Deleting the configuration first closes that
 // window. The Secrets the certificate controller created are not Helm's
 // objects, so Helm would leave them (and the CA key) behind.
+//
+// The controller is stopped (scaled to 0) before its Secrets and Lease go,
+// and the hook waits until it has released its Lease: Helm removes the
+// controller's Role together with its Deployment, so a controller stopped
+// by Helm could no longer release the Lease, and a reinstall's controller
+// then waited for it to expire (lease duration plus a retry) before it wrote
+// a certificate; the webhook pods' Secret volume backed off meanwhile, and
+// helm install --wait returned 35-45 s after the command (e2e c8 and u1 at
+// 3b45f80; 2.5 s once the hook stops the controller, c8 at 4128241). A controller that is not stopped could
+// also write a Secret after the hook deleted it.
 func runCleanup(args []string) error {
 	fs := flag.NewFlagSet("certs cleanup", flag.ContinueOnError)
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file; empty uses the in-cluster ServiceAccount (or $KUBECONFIG)")
 	namespace := fs.String("namespace", "", "namespace of the Secrets (default: the pod's namespace)")
 	webhookConfig := fs.String("webhook-config-name", "", "MutatingWebhookConfiguration to delete first (required)")
 	secrets := fs.String("secret-names", "", "comma-separated Secrets to delete afterwards (the serving and CA Secrets the controller created)")
+	deployment := fs.String("controller-deployment", "", "the certificate controller's Deployment, scaled to 0 before its Secrets are deleted (empty: none)")
+	lease := fs.String("lease-name", "", "the controller's leader election Lease: waited for until released (or expired), then deleted (empty: none)")
+	leaseWait := fs.Duration("lease-wait", 30*time.Second, "longest wait for the controller to release its Lease; the hook goes on after it (the Lease is deleted anyway)")
 	timeout := fs.Duration("timeout", time.Minute, "overall deadline")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -48,7 +63,7 @@ func runCleanup(args []string) error {
 		ns = podNamespace()
 	}
 	names := splitList(*secrets)
-	if len(names) > 0 && ns == "" {
+	if (len(names) > 0 || *deployment != "" || *lease != "") && ns == "" {
 		return fmt.Errorf("--namespace is required outside a pod")
 	}
 	restCfg, err := restConfig(*kubeconfig)
@@ -62,12 +77,27 @@ func runCleanup(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	return cleanup(ctx, client, *webhookConfig, ns, names, slog.New(slog.NewJSONHandler(os.Stderr, nil)))
+	return cleanup(ctx, client, cleanupTargets{
+		webhookConfig: *webhookConfig, namespace: ns, secrets: names,
+		deployment: *deployment, lease: *lease, leaseWait: *leaseWait,
+	}, slog.New(slog.NewJSONHandler(os.Stderr, nil)))
 }
 
-// cleanup deletes the webhook configuration, then the Secrets; objects that
-// are already gone are fine (a retried hook, or another mode's release).
-func cleanup(ctx context.Context, client kubernetes.Interface, mwc, ns string, secrets []string, log *slog.Logger) error {
+// cleanupTargets names what the hook removes; empty names are skipped.
+type cleanupTargets struct {
+	webhookConfig string
+	namespace     string
+	secrets       []string
+	deployment    string
+	lease         string
+	leaseWait     time.Duration
+}
+
+// cleanup deletes the webhook configuration, stops the controller and waits
+// for its Lease, then deletes the Secrets and the Lease; objects that are
+// already gone are fine (a retried hook, or another mode's release).
+func cleanup(ctx context.Context, client kubernetes.Interface, t cleanupTargets, log *slog.Logger) error {
+	mwc, ns := t.webhookConfig, t.namespace
 	err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, mwc, metav1.DeleteOptions{})
 	switch {
 	case err == nil:
@@ -77,7 +107,15 @@ func cleanup(ctx context.Context, client kubernetes.Interface, mwc, ns string, s
 	default:
 		return fmt.Errorf("delete mutatingwebhookconfiguration %s: %w", mwc, err)
 	}
-	for _, s := range secrets {
+	if t.deployment != "" {
+		if err := stopController(ctx, client, ns, t.deployment, log); err != nil {
+			return err
+		}
+	}
+	if t.lease != "" {
+		waitLeaseReleased(ctx, client, ns, t.lease, t.leaseWait, log)
+	}
+	for _, s := range t.secrets {
 		err := client.CoreV1().Secrets(ns).Delete(ctx, s, metav1.DeleteOptions{})
 		switch {
 		case err == nil:
@@ -87,5 +125,74 @@ func cleanup(ctx context.Context, client kubernetes.Interface, mwc, ns string, s
 			return fmt.Errorf("delete secret %s/%s: %w", ns, s, err)
 		}
 	}
+	if t.lease != "" {
+		err := client.CoordinationV1().Leases(ns).Delete(ctx, t.lease, metav1.DeleteOptions{})
+		switch {
+		case err == nil:
+			log.Info("deleted lease", "lease", ns+"/"+t.lease)
+		case apierrors.IsNotFound(err):
+		default:
+			return fmt.Errorf("delete lease %s/%s: %w", ns, t.lease, err)
+		}
+	}
 	return nil
+}
+
+// stopController scales the controller's Deployment to 0 through its scale
+// subresource (RBAC: update on deployments/scale of that one name; the scale
+// subresource takes an update without a resourceVersion); its pods release
+// the Lease on SIGTERM while their Role still exists.
+func stopController(ctx context.Context, client kubernetes.Interface, ns, name string, log *slog.Logger) error {
+	_, err := client.AppsV1().Deployments(ns).UpdateScale(ctx, name, &autoscalingv1.Scale{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec:       autoscalingv1.ScaleSpec{Replicas: 0},
+	}, metav1.UpdateOptions{})
+	switch {
+	case err == nil:
+		log.Info("scaled the certificate controller to 0", "deployment", ns+"/"+name)
+	case apierrors.IsNotFound(err):
+		log.Info("certificate controller already gone", "deployment", ns+"/"+name)
+	default:
+		return fmt.Errorf("scale deployment %s/%s to 0: %w", ns, name, err)
+	}
+	return nil
+}
+
+// waitLeaseReleased polls the Lease until no one holds it (released,
+// expired or gone) or wait has passed. It never fails the hook: a Lease
+// left held only costs the next install its expiry.
+func waitLeaseReleased(ctx context.Context, client kubernetes.Interface, ns, name string, wait time.Duration, log *slog.Logger) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		l, err := client.CoordinationV1().Leases(ns).Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			log.Info("lease gone", "lease", ns+"/"+name, "after", time.Since(start).String())
+			return
+		case err == nil && leaseFree(l, time.Now()):
+			log.Info("lease released", "lease", ns+"/"+name, "after", time.Since(start).String())
+			return
+		}
+		select {
+		case <-ctx.Done():
+			log.Warn("lease still held; deleting it anyway", "lease", ns+"/"+name, "waited", wait.String(), "err", err)
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// leaseFree: nobody holds l, or its holder stopped renewing it.
+func leaseFree(l *coordinationv1.Lease, now time.Time) bool {
+	if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" {
+		return true
+	}
+	if l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds == nil {
+		return false
+	}
+	return now.After(l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second))
 }
