@@ -37,5 +37,14 @@ func NewControllerMetrics(reg prometheus.Registerer) *ControllerMetrics {
 			Help: "1 while this process holds the leader lease."}),
 	}
 	reg.MustRegister(m.ServingExpiry, m.CAExpiry, m.Renewals, m.Errors, m.LastSuccess, m.Leader)
+	// Every label value at 0 from the start: a vector without children is
+	// absent from /metrics, and rate() of a counter needs its 0 to see the
+	// first increment.
+	for _, k := range []string{"serving", "ca"} {
+		m.Renewals.WithLabelValues(k)
+	}
+	for _, st := range []string{"ca", "cabundle", "serving"} {
+		m.Errors.WithLabelValues(st)
+	}
 	return m
 }

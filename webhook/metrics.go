@@ -1,6 +1,9 @@
 package webhook
 
 import (
+	"net/http"
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -84,5 +87,48 @@ func NewMetrics(reg prometheus.Registerer, nameserversKnown func() float64) *Met
 			Name: "dnsguard_webhook_nameservers_known",
 			Help: "1 when the cluster DNS nameservers are known (configured or discovered), else 0.",
 		}, nameserversKnown))
+	m.initChildren()
 	return m
+}
+
+// httpErrorCodes are the statuses httpError can count (body.go, budget,
+// recovered panics).
+var httpErrorCodes = []int{
+	http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusRequestTimeout, http.StatusRequestEntityTooLarge,
+	http.StatusUnsupportedMediaType, http.StatusTooManyRequests, http.StatusInternalServerError,
+}
+
+// skipReasons are every reason counted by dnsguard_webhook_skips_total.
+var skipReasons = []string{
+	SkipAlreadyInjected, SkipMirrorPod, SkipModeOff, SkipWindows, SkipDNSPolicyDefault, SkipDNSPolicyNone,
+	SkipDNSPolicyUnknown, SkipHostNetwork, SkipNoNamespace, SkipNoNameservers, SkipUndecodable,
+	SkipNotPodCreate, SkipInternalError,
+}
+
+// initChildren creates every label combination the webhook can count, at 0:
+// a vector without children is absent from /metrics, so the alerts'
+// rate(...{result="error"}) would have no series until the first error and
+// a ratio would start from nothing instead of from 0. The chart test
+// (test/chart, TestQueriedMetricsExported) relies on these being present
+// in the real binary's /metrics.
+func (m *Metrics) initChildren() {
+	for _, mode := range []string{ModeDNSConfig, ModeSidecar} {
+		m.Reviews.WithLabelValues(ResultPatched, mode)
+	}
+	for _, mode := range []string{ModeOff, ModeDNSConfig, ModeSidecar} {
+		m.Reviews.WithLabelValues(ResultError, mode)
+	}
+	m.Reviews.WithLabelValues(ResultSkipped, ModeOff)
+	for _, r := range skipReasons {
+		m.Skips.WithLabelValues(r)
+	}
+	for _, c := range httpErrorCodes {
+		m.HTTPErrors.WithLabelValues(strconv.Itoa(c))
+	}
+	for _, e := range []string{"mutate", "explain"} {
+		m.Duration.WithLabelValues(e)
+	}
+	for _, r := range []string{"ok", "error"} {
+		m.CertReloads.WithLabelValues(r)
+	}
 }

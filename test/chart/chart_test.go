@@ -88,6 +88,12 @@ func render(t *testing.T, args ...string) *rendered {
 	if err != nil {
 		t.Fatalf("helm template %v: %v\n%s", args, err, stderr)
 	}
+	return decode(t, out)
+}
+
+// decode decodes the documents of a helm template output.
+func decode(t *testing.T, out string) *rendered {
+	t.Helper()
 	r := &rendered{raw: out}
 	for i, doc := range splitDocs(out) {
 		js, err := yaml.YAMLToJSONStrict([]byte(doc)) // duplicate keys are errors
@@ -153,25 +159,43 @@ func one[T runtime.Object](t *testing.T, r *rendered) T {
 	return xs[0]
 }
 
-// webhookDeployments are the webhook's Deployments (not the certificate
-// controller's).
-func webhookDeployments(r *rendered) []*appsv1.Deployment {
-	var out []*appsv1.Deployment
-	for _, d := range all[*appsv1.Deployment](r) {
-		if d.Labels["dnsguard.io/component"] == "webhook" {
-			out = append(out, d)
+// ofWebhook keeps the objects of the webhook component (not the certificate
+// controller's Deployment or metrics Service).
+func ofWebhook[T metav1.Object](objs []T) []T {
+	var out []T
+	for _, o := range objs {
+		if o.GetLabels()["dnsguard.io/component"] == "webhook" {
+			out = append(out, o)
 		}
 	}
 	return out
 }
 
+// onlyOne is the single object of objs, or a fatal error naming what.
+func onlyOne[T any](t *testing.T, what string, objs []T) T {
+	t.Helper()
+	if len(objs) != 1 {
+		t.Fatalf("want exactly one %s, got %d", what, len(objs))
+	}
+	return objs[0]
+}
+
+func webhookDeployments(r *rendered) []*appsv1.Deployment {
+	return ofWebhook(all[*appsv1.Deployment](r))
+}
+
 func webhookDeployment(t *testing.T, r *rendered) *appsv1.Deployment {
 	t.Helper()
-	ds := webhookDeployments(r)
-	if len(ds) != 1 {
-		t.Fatalf("want exactly one webhook Deployment, got %d", len(ds))
-	}
-	return ds[0]
+	return onlyOne(t, "webhook Deployment", webhookDeployments(r))
+}
+
+func webhookServices(r *rendered) []*corev1.Service {
+	return ofWebhook(all[*corev1.Service](r))
+}
+
+func webhookService(t *testing.T, r *rendered) *corev1.Service {
+	t.Helper()
+	return onlyOne(t, "webhook Service", webhookServices(r))
 }
 
 // certsDeployment is the certificate controller's Deployment, or nil.
@@ -351,7 +375,7 @@ func checkSelection(t *testing.T, w admissionregistrationv1.MutatingWebhook, set
 		{"kube-system even when labelled", app, "kube-system", nsLabels("kube-system", optIn), false},
 		{"release namespace even when labelled", app, namespace, nsLabels(namespace, optIn), false},
 		{"webhook's own pod", plainPod("webhook", map[string]string{"dnsguard.io/component": "webhook", "app.kubernetes.io/name": "dnsguard"}), "team-a", nsLabels("team-a", optIn), false},
-		{"certificate job pod", plainPod("certs", map[string]string{"dnsguard.io/component": "certs"}), "team-a", nsLabels("team-a", optIn), false},
+		{"certificate controller pod", plainPod("certs", map[string]string{"dnsguard.io/component": "certs"}), "team-a", nsLabels("team-a", optIn), false},
 		{"helm test pod", plainPod("test", map[string]string{"dnsguard.io/component": "test", "app.kubernetes.io/name": "dnsguard"}), "team-a", nsLabels("team-a", optIn), true},
 	}
 	hostDefault := plainPod("hostnet", nil)
@@ -425,7 +449,7 @@ func TestDefaultsRenderEveryPart(t *testing.T) {
 	if !selector(t, dep.Spec.Selector).Matches(labels.Set(dep.Spec.Template.Labels)) {
 		t.Error("Deployment selector does not select its own pods")
 	}
-	svc := one[*corev1.Service](t, r)
+	svc := webhookService(t, r)
 	if !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(dep.Spec.Template.Labels)) {
 		t.Error("Service does not select the webhook pods")
 	}
@@ -458,7 +482,7 @@ func TestDefaultsRenderEveryPart(t *testing.T) {
 	if c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
 		t.Errorf("probe paths %s %s, want /healthz /readyz", c.LivenessProbe.HTTPGet.Path, c.ReadinessProbe.HTTPGet.Path)
 	}
-	// The TLS volume is the Secret the cert Job manages.
+	// The TLS volume is the Secret the certificate controller manages.
 	var secretVol string
 	for _, v := range ps.Volumes {
 		if v.Secret != nil {
@@ -865,7 +889,7 @@ func TestCertificateModes(t *testing.T) {
 		if cc.URL == nil || *cc.URL != "https://127.0.0.1:8443/mutate" || cc.Service != nil {
 			t.Errorf("clientConfig %+v, want URL only", cc)
 		}
-		if n := len(webhookDeployments(r)) + len(all[*corev1.Service](r)) + len(all[*policyv1.PodDisruptionBudget](r)); n != 0 {
+		if n := len(webhookDeployments(r)) + len(webhookServices(r)) + len(all[*policyv1.PodDisruptionBudget](r)); n != 0 {
 			t.Errorf("URL mode renders %d in-cluster webhook objects", n)
 		}
 		if d := certsDeployment(r); d == nil {
@@ -896,7 +920,7 @@ func TestValuesReachTheManifests(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(one[*corev1.ConfigMap](t, r).Data["config.yaml"]), &cfg); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(cfg.Nameservers, []string{"10.0.0.10"}) || cfg.ClusterDomain != "corp.example" || cfg.DefaultMode != "sidecar" || cfg.LogLevel != "debug" || cfg.Sidecar.Fallback || !strings.HasPrefix(cfg.Sidecar.Image, "dnsguard/resolver:") {
+	if !slices.Equal(cfg.Nameservers, []string{"10.0.0.10"}) || cfg.ClusterDomain != "corp.example" || cfg.DefaultMode != "sidecar" || cfg.LogLevel != "debug" || cfg.Sidecar.Fallback || !strings.HasPrefix(cfg.Sidecar.Image, "ghcr.io/dnsguard/resolver:") {
 		t.Errorf("config %+v does not carry the values", cfg)
 	}
 	for _, ro := range all[*rbacv1.Role](r) {
@@ -1092,6 +1116,13 @@ func TestUninstallDeletesWebhookConfigurationFirst(t *testing.T) {
 			}
 			if got := strings.Contains(args, "--secret-names="); got != (tc.secrets != "") || (tc.secrets != "" && !strings.Contains(args, "--secret-names="+tc.secrets)) {
 				t.Errorf("cleanup args %q, want secrets %q", args, tc.secrets)
+			}
+			// In controller mode the hook stops the controller and deletes
+			// its Lease (names as deployment-certs.yaml gives them).
+			for _, a := range []string{"--controller-deployment=" + release + "-certs", "--lease-name=" + release + "-certs"} {
+				if strings.Contains(args, a) != (tc.secrets != "") {
+					t.Errorf("cleanup args %q: %s present = %v, want %v", args, a, strings.Contains(args, a), tc.secrets != "")
+				}
 			}
 			sa := job.Spec.Template.Spec.ServiceAccountName
 			var cr *rbacv1.ClusterRole

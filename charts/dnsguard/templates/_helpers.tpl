@@ -49,6 +49,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 dnsguard.io/component: webhook
 {{- end }}
 
+{{/*
+Selector labels of the certificate controller pods (its Deployment's
+selector: immutable, never change them).
+*/}}
+{{- define "dnsguard.certsSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "dnsguard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+dnsguard.io/component: certs
+{{- end }}
+
 {{- define "dnsguard.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "dnsguard.fullname" .) .Values.serviceAccount.name }}
@@ -249,4 +259,37 @@ True when the built-in certificate controller manages the certificates
 */}}
 {{- define "dnsguard.certController" -}}
 {{- if eq .Values.certificates.mode "controller" }}true{{- end }}
+{{- end }}
+
+{{/*
+True when a ServiceMonitor scrapes the webhook replicas (not in URL mode:
+there is no in-cluster webhook to scrape).
+*/}}
+{{- define "dnsguard.webhookScraped" -}}
+{{- if and .Values.metrics.serviceMonitor.enabled (include "dnsguard.inCluster" .) }}true{{- end }}
+{{- end }}
+
+{{/*
+True when a ServiceMonitor scrapes the certificate controller.
+*/}}
+{{- define "dnsguard.certsScraped" -}}
+{{- if and .Values.metrics.serviceMonitor.enabled (include "dnsguard.certController" .) }}true{{- end }}
+{{- end }}
+
+{{/*
+True when a PodMonitor scrapes resolvers (the node cache or the sidecars).
+*/}}
+{{- define "dnsguard.resolverScraped" -}}
+{{- $pm := .Values.metrics.podMonitor }}
+{{- if and $pm.enabled (or (and .Values.nodeCache.enabled .Values.nodeCache.metrics.enabled) (gt (int .Values.sidecar.metricsPort) 0)) }}true{{- end }}
+{{- end }}
+
+{{/*
+Namespace of the node cache (its ServiceAccount and DaemonSet):
+nodeCache.namespace, else the release namespace. The node cache needs the
+"privileged" Pod Security level (hostNetwork, NET_ADMIN, UID 0); a namespace
+of its own lets the release namespace stay "restricted".
+*/}}
+{{- define "dnsguard.nodeCacheNamespace" -}}
+{{- .Values.nodeCache.namespace | default .Release.Namespace }}
 {{- end }}
