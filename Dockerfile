@@ -1,17 +1,18 @@
 # syntax=docker/dockerfile:1
 #
 # Images for dnsguard: static Go binaries on an empty base, run as non-root.
-# No container engine runs in this repository's CI: there `make images` builds
-# the same two images from bin/ with hack/imagebuild (same files, user,
-# entrypoint, port and labels, as image tarballs); with a working docker or
-# podman it uses this file. Two targets:
+# For users with a container engine only: releases (`make release`), `make
+# images` and the test suites never use this file. They build the same two
+# images with hack/imagebuild (product.go: same files, user, entrypoint, port
+# and labels), reproducibly and for linux/amd64 and linux/arm64 without an
+# engine. Keep the two in step. Two targets:
 #
-#   docker build --target webhook  -t dnsguard/webhook:0.1.0  .   # /webhook and /certs
-#   docker build --target resolver -t dnsguard/resolver:0.1.0 .   # /resolver (sidecar)
+#   docker build --target webhook  -t ghcr.io/dnsguard/webhook:0.2.0  .   # /webhook and /certs
+#   docker build --target resolver -t ghcr.io/dnsguard/resolver:0.2.0 .   # /resolver (sidecar, node cache)
 #
-# The chart runs /webhook and the certificate Job's /certs from the webhook
-# image, and injects the resolver image as the sidecar (its exec probes call
-# /resolver probe, so the binary must sit at /resolver).
+# The chart runs /webhook and the certificate controller's /certs from the
+# webhook image, and injects the resolver image as the sidecar (its exec
+# probes call /resolver probe, so the binary must sit at /resolver).
 #
 # BASE defaults to scratch: the binaries are static (CGO_ENABLED=0), need no
 # libc, shell, CA store or /etc/passwd (the user is numeric; in-cluster API
@@ -32,7 +33,7 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
     go build -ldflags='-s -w' -o /out/ ./cmd/webhook ./cmd/resolver ./cmd/certs
 
 FROM ${BASE} AS resolver
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.version=${VERSION} \
       org.opencontainers.image.source=https://github.com/dnsguard/dnsguard \
@@ -46,7 +47,7 @@ USER 65532:65532
 ENTRYPOINT ["/resolver"]
 
 FROM ${BASE} AS webhook
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.version=${VERSION} \
       org.opencontainers.image.source=https://github.com/dnsguard/dnsguard \

@@ -8,6 +8,9 @@
 #   containerd ctr containerd-shim-runc-v2    hack/tools/containerd (v2)
 #   coredns                                   hack/tools/coredns (v1.15.0)
 #   helm                                      go install helm.sh/helm/v3 (see Makefile)
+#   cosign                                    hack/tools/cosign (v2): signs and verifies releases
+#   registry                                  hack/tools/registry (distribution v3): the e2e's loopback registry
+#   promtool                                  hack/tools/promtool (Prometheus): the chart's rule tests
 #
 # The cache ($DNSGUARD_TOOLS_CACHE, default ~/.cache/dnsguard-tools) holds one
 # directory per binary and stamp; the stamp hashes the module's go.mod/go.sum,
@@ -132,4 +135,7 @@ build hack/tools "" "$K8S_LDFLAGS" \
 	kube-proxy=k8s.io/kubernetes/cmd/kube-proxy \
 	kubectl=k8s.io/kubernetes/cmd/kubectl
 build hack/tools/coredns "" "-s -w" coredns=.
+build hack/tools/registry "" "-s -w" registry=github.com/distribution/distribution/v3/cmd/registry
+build hack/tools/promtool "remove_all_sd" "-s -w" promtool=github.com/prometheus/prometheus/cmd/promtool
+build hack/tools/cosign "" "-s -w" cosign=github.com/sigstore/cosign/v2/cmd/cosign
 log "tools ready in $BIN -> $CACHE ($(($(date +%s) - total))s)"

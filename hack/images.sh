@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
-# Container images as tarballs in bin/images/, with or without a container
-# engine. Thin glue around hack/imagebuild (the engine-less builder).
+# Container images as tarballs in bin/images/, without a container engine.
+# Thin glue around hack/imagebuild (the engine-less builder).
 #
 #   hack/images.sh          product images: webhook (with /certs), resolver   (make images)
-#   hack/images.sh all      plus the e2e suite's images: pause, the glibc and   (make test-images)
+#   hack/images.sh test     the e2e suite's images only: pause, the glibc and   (make test-images)
 #                           musl getaddrinfo clients, CoreDNS (if bin/coredns)
 #
-# Product images come from `docker build`/`podman build` of the Dockerfile
-# when an engine really works (`docker info`/`podman info` succeed), else
-# from the static binaries in bin/ through hack/imagebuild; the script says
-# which. Test images always come from hack/imagebuild: they carry this
-# machine's glibc. Every image is written as bin/images/NAME.tar (loadable
-# by `ctr -n k8s.io images import`, `docker load`, `podman load`; pushable
-# with `crane push`), and bin/images/images.txt lists "REFERENCE FILE" per
-# line for the harness.
+# Product images come from the release's builder (`imagebuild product`:
+# the same compile flags, files and labels as `make release`, for this
+# machine's platform only), named as the chart's defaults name them
+# (ghcr.io/dnsguard/NAME:TAG), so a suite that imports tarballs runs the
+# release's images. Test images come from hack/imagebuild too: they carry
+# this machine's glibc. Every image is written as bin/images/NAME.tar
+# (loadable by `ctr -n k8s.io images import`, `docker load`, `podman
+# load`), and bin/images/images.txt lists "REFERENCE FILE" per line for the
+# harness.
 #
-# Environment: IMAGE_TAG (default: the chart's appVersion), IMAGE_REPO
-# (dnsguard), ENGINE (auto|docker|podman|imagebuild), IMAGES_DIR
+# Environment: IMAGE_TAG (default: the chart's appVersion), IMAGES_DIR
 # (bin/images), COREDNS_BIN (bin/coredns), COREDNS_IMAGE
 # (registry.k8s.io/coredns/coredns:v1.15.0), PAUSE_IMAGE
 # (registry.k8s.io/pause:3.10.1), SOURCE_DATE_EPOCH (default: the last
@@ -27,12 +27,12 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 BIN=${BIN:-$ROOT/bin}
 WHAT=${1:-product}
-case $WHAT in product|all) ;; *) echo "usage: $0 [product|all]" >&2; exit 2 ;; esac
+case $WHAT in product|test) ;; *) echo "usage: $0 [product|test]" >&2; exit 2 ;; esac
 
 OUT=${IMAGES_DIR:-$BIN/images}
 TAG=${IMAGE_TAG:-$(sed -n 's/^appVersion: "\(.*\)"/\1/p' charts/dnsguard/Chart.yaml)}
-REPO=${IMAGE_REPO:-dnsguard}
-ENGINE=${ENGINE:-auto}
+# The test images' names; the product images are named by imagebuild.
+REPO=dnsguard
 COREDNS_BIN=${COREDNS_BIN:-$BIN/coredns}
 COREDNS_IMAGE=${COREDNS_IMAGE:-registry.k8s.io/coredns/coredns:v1.15.0}
 PAUSE_IMAGE=${PAUSE_IMAGE:-registry.k8s.io/pause:3.10.1}
@@ -48,14 +48,6 @@ REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 mkdir -p "$OUT"
 LIST=$OUT/images.txt
 : >"$LIST.tmp"
-
-if [ "$ENGINE" = auto ]; then
-  ENGINE=imagebuild
-  for e in docker podman; do
-    if command -v "$e" >/dev/null && "$e" info >/dev/null 2>&1; then ENGINE=$e; break; fi
-  done
-fi
-case $ENGINE in docker|podman|imagebuild) ;; *) die "ENGINE=$ENGINE: want auto, docker, podman or imagebuild" ;; esac
 
 # The builder and pause are small Go programs of their own module; go build's
 # cache makes this a no-op when nothing changed.
@@ -74,30 +66,14 @@ ib() {
   echo "$ref $file" >>"$LIST.tmp"
 }
 
-# ---- product images: the Dockerfile's targets ------------------------------
-if [ "$ENGINE" = imagebuild ]; then
-  log "no working container engine (docker info / podman info fail or are missing): building the Dockerfile's targets with hack/imagebuild from bin/"
-  for b in webhook certs resolver; do
-    [ -x "$BIN/$b" ] || die "missing $BIN/$b (run make build)"
-  done
-  ib webhook "$REPO/webhook:$TAG" --file "$BIN/webhook:/webhook" --file "$BIN/certs:/certs" \
-    --entrypoint /webhook --user 65532:65532 --port 8443/tcp "${labels[@]}" \
-    --label "org.opencontainers.image.title=dnsguard webhook"
-  ib resolver "$REPO/resolver:$TAG" --file "$BIN/resolver:/resolver" \
-    --entrypoint /resolver --user 65532:65532 "${labels[@]}" \
-    --label "org.opencontainers.image.title=dnsguard resolver"
-else
-  log "building the Dockerfile's targets with $ENGINE"
-  for target in webhook resolver; do
-    "$ENGINE" build --target "$target" --build-arg "VERSION=$TAG" --build-arg "REVISION=$REVISION" \
-      -t "$REPO/$target:$TAG" .
-    "$ENGINE" save -o "$OUT/$target.tar" "$REPO/$target:$TAG"
-    echo "$REPO/$target:$TAG $OUT/$target.tar" >>"$LIST.tmp"
-  done
+# ---- product images: the release's, for this platform ---------------------
+if [ "$WHAT" = product ]; then
+  log "building the product images for $PLATFORM with imagebuild product (the release's code)"
+  "$BIN/imagebuild" product --tag "$TAG" --out "$OUT" >>"$LIST.tmp"
 fi
 
 # ---- e2e images ----------------------------------------------------------
-if [ "$WHAT" = all ]; then
+if [ "$WHAT" = test ]; then
   log "building the e2e images with hack/imagebuild (pause, glibc and musl clients, CoreDNS)"
   for t in gcc musl-gcc ldd getent; do
     command -v "$t" >/dev/null || die "missing $t (run make deps)"

@@ -1,8 +1,14 @@
-// Command imagebuild builds a single-layer container image from files on
-// this machine and writes it as an image tarball, without a container
-// engine: the same images as the Dockerfile's targets (static binaries on an
-// empty base), the e2e suite's test client images (a dynamic glibc client
-// with the libraries ldd lists) and helper images (pause, CoreDNS).
+// Command imagebuild builds container images without a container engine.
+//
+//   - imagebuild release: dnsguard's releases (make release): the product
+//     images for linux/amd64 and linux/arm64 as OCI image indexes, SBOMs,
+//     cosign signatures and attestations, the chart pinned to them
+//     (release.go); imagebuild publish pushes one into a registry.
+//   - imagebuild product: the same product images for this machine's
+//     platform as tarballs, for suites that import images (hack/images.sh).
+//   - imagebuild --name ...: a single-layer image from files on this
+//     machine: the e2e suite's test client images (a dynamic glibc client
+//     with the libraries ldd lists) and helper images (pause, CoreDNS).
 //
 // The tarball is the layout `docker save` writes since Docker 25 (OCI image
 // layout plus manifest.json), accepted by `ctr images import`, `docker
@@ -25,6 +31,9 @@ const usage = `imagebuild: build a one-layer container image tarball from local 
 
 Usage:
   imagebuild --name REF --out FILE --file SRC:DST[:MODE]... [options]
+  imagebuild release --version X.Y.Z [--dist DIR] ...   (make release; release --help)
+  imagebuild publish RELEASE_DIR HOST:PORT              (hack/release.sh publish)
+  imagebuild product --tag TAG [--out DIR]              (hack/images.sh)
 
 Example (the Dockerfile's webhook target):
   imagebuild --name dnsguard/webhook:0.1.0 --out bin/images/webhook.tar \
@@ -48,7 +57,18 @@ func (m *multi) String() string     { return strings.Join(*m, ",") }
 func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	var err error
+	switch {
+	case len(os.Args) > 1 && os.Args[1] == "release":
+		err = runRelease(os.Args[2:], os.Stderr)
+	case len(os.Args) > 1 && os.Args[1] == "publish":
+		err = runPublish(os.Args[2:], os.Stderr)
+	case len(os.Args) > 1 && os.Args[1] == "product":
+		err = runProduct(os.Args[2:], os.Stdout, os.Stderr)
+	default:
+		err = run(os.Args[1:], os.Stdout, os.Stderr)
+	}
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
@@ -58,9 +78,18 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
-	s, ref, err := parseFlags(args, stderr)
+	s, _, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	return writeSpec(s, stdout)
+}
+
+// writeSpec builds the image s describes and writes it to s.Out.
+func writeSpec(s Spec, stdout io.Writer) error {
+	ref, err := name.NewTag(s.Name)
+	if err != nil {
+		return fmt.Errorf("--name %q: %w", s.Name, err)
 	}
 	img, err := Build(s)
 	if err != nil {
