@@ -13,7 +13,7 @@ export GOFLAGS ?= -mod=mod
 LDFLAGS_STATIC   := -s -w
 CMDS             := webhook resolver certs
 
-.PHONY: all build run test deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab race-lab-cluster race-lab-docs fault-matrix fault-matrix-docs bench soak sidecar-resources quota-test fuzz clean tools helm images test-images
+.PHONY: all build run test deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab race-lab-cluster race-lab-docs fault-matrix fault-matrix-docs bench soak sidecar-resources quota-test fuzz clean tools helm images test-images release release-test
 
 all: build
 
@@ -31,7 +31,7 @@ run: build
 	./hack/run.sh
 
 ## test: lint, unit/golden/fuzz-seed tests, curl tests, chart checks, e2e, race lab
-test: deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test quota-test e2e race-lab
+test: deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test quota-test release-test e2e race-lab
 	@echo "make test: all suites passed"
 
 ## deps: Debian packages the tests need (skipped when present)
@@ -63,8 +63,8 @@ faults-test: build
 nodelocal-test: build
 	./test/nodelocal/run.sh
 
-## chart-test: helm lint/template and Go checks of the rendered manifests
-chart-test: $(BIN)/helm
+## chart-test: helm lint/template, Go checks of the rendered manifests, the binaries' /metrics against the rules and dashboard, promtool rule tests
+chart-test: $(BIN)/helm $(BIN)/promtool
 	./hack/chart-test.sh
 
 ## e2e: a real single-node Kubernetes (kubelet, containerd, kube-proxy, CoreDNS) in a network namespace; the chart installed with helm; scenarios in running pods
@@ -124,16 +124,28 @@ fuzz:
 $(BIN)/helm:
 	./hack/build-tools.sh helm
 
+$(BIN)/promtool:
+	./hack/build-tools.sh promtool
+
 ## helm: build ./bin/helm (also made on demand by chart-test and e2e)
 helm: $(BIN)/helm
 
-## images: webhook and resolver images as bin/images/*.tar: docker/podman build when an engine works, else hack/imagebuild from bin/ (says which)
-images: build
+## images: webhook and resolver images for this machine's platform as bin/images/*.tar (the release's builder, hack/imagebuild; multi-arch and signed: make release)
+images:
 	./hack/images.sh product
 
-## test-images: the images above plus the e2e suite's: pause, glibc and musl getaddrinfo clients, CoreDNS (bin/coredns); list in bin/images/images.txt
+## test-images: the e2e suite's images: pause, glibc and musl getaddrinfo clients, busybox, CoreDNS (bin/coredns); list in bin/images/images.txt
 test-images: build
-	./hack/images.sh all
+	./hack/images.sh test
+
+## release: VERSION=X.Y.Z [DIST=dist]: multi-arch signed images with SBOMs, the chart pinned to them, checksums and notes in DIST/X.Y.Z (README "Releases"); ALLOW_DIRTY=1 for a trial from a modified tree
+DIST ?= dist
+release:
+	./hack/release.sh build "$(VERSION)" "$(DIST)"
+
+## release-test: make release twice (same digests), then the release inspected, published to a loopback registry and verified with cosign, negative controls included (run under the net lock)
+release-test:
+	cd hack/imagebuild && GOFLAGS= $(GO) test -tags releasetest -count=1 -v -timeout 20m ./releasetest
 
 clean:
 	rm -rf $(BIN)/webhook $(BIN)/resolver $(BIN)/certs

@@ -4,12 +4,18 @@
 #   1. hack/build-tools.sh: control plane, kubelet, kube-proxy, kubectl,
 #      containerd v2, CoreDNS, helm from the Go module proxy, cached outside
 #      the clone (~/.cache/dnsguard-tools, keyed by version and Go version);
-#   2. make build + hack/images.sh all: the dnsguard images and the test
-#      images (pause, CoreDNS, glibc and musl clients, busybox) as tarballs;
+#   2. the release under test: make release VERSION=<the tree's chart
+#      version> DIST=.cache/e2e/dist (signed multi-arch images, the chart
+#      pinned to their digests; the suite pushes it into the node's registry
+#      and installs from there); the previous release of CHANGELOG.md built
+#      from its commit (test/prevrelease, cached by commit in the tool
+#      cache); the test images (pause, CoreDNS, glibc and musl clients,
+#      busybox) as tarballs in .cache/e2e/images, imported at start;
 #   3. dgcluster run (test/cluster): the node in a network namespace of its
-#      own, the scenarios (test/e2e, go test -tags e2e) and then the race lab
-#      on the node (TestRaceLab, report in .cache/e2e/logs/racelab) inside it, then a
-#      teardown that must leave nothing behind.
+#      own with an OCI registry on its loopback, the scenarios (test/e2e, go
+#      test -tags e2e) and then the race lab on the node (TestRaceLab, report
+#      in .cache/e2e/logs/racelab) inside it, then a teardown that must leave
+#      nothing behind.
 #
 # E2E_RUN=regexp picks scenarios (go test -run syntax, e.g. 'TestE2E/c[01]$';
 # c0 installs; '^TestRaceLab$' is make race-lab-cluster). E2E_KEEP=1 keeps the run directory. The report is printed and
@@ -29,10 +35,18 @@ export NO_PROXY='*' no_proxy='*'
 
 log "step 1/3: tools (cached in ${DNSGUARD_TOOLS_CACHE:-~/.cache/dnsguard-tools}; cold: ~15 min on an idle 2-core machine)"
 ./hack/build-tools.sh
-log "step 2/3: dnsguard binaries, images, test binaries"
+VERSION=$(sed -n 's/^version: *"\{0,1\}\([^" ]*\)"\{0,1\} *$/\1/p' charts/dnsguard/Chart.yaml)
+[[ -n $VERSION ]] || die "no version in charts/dnsguard/Chart.yaml"
+log "step 2/3: the release under test ($VERSION), the previous release, test images, test binaries"
 make -s build
-./hack/images.sh all
-mkdir -p "$OUT"
+# The working tree is what is tested, committed or not.
+ALLOW_DIRTY=1 make -s release VERSION="$VERSION" DIST="$OUT/dist"
+# dnsguard's own images reach the node only through its registry, from the
+# release; the directory holds the test images only.
+rm -rf "$OUT/images"
+IMAGES_DIR=$OUT/images ./hack/images.sh test
+go build -o "$BIN/prevrelease" ./test/prevrelease
+PREV=$("$BIN/prevrelease" --repo "$ROOT" --helm "$BIN/helm")
 go build -o "$BIN/dgcluster" ./test/cluster/dgcluster
 go test -c -tags e2e -o "$BIN/e2e.test" ./test/e2e
 BUILD_S=$(($(date +%s) - T0))
@@ -41,7 +55,8 @@ log "step 3/3: cluster up, scenarios, teardown"
 rm -rf "$OUT/logs"
 set +e
 E2E_ROOT=$ROOT E2E_BIN=$BIN E2E_LOGS=$OUT/logs E2E_REPORT=$OUT/scenarios.txt \
-	"$BIN/dgcluster" run --bin "$BIN" --images "$BIN/images" --log-dir "$OUT/cluster-logs" ${E2E_KEEP:+--keep} -- \
+	E2E_RELEASE_DIR=$OUT/dist/$VERSION E2E_PREV_RELEASE=$PREV \
+	"$BIN/dgcluster" run --bin "$BIN" --images "$OUT/images" --log-dir "$OUT/cluster-logs" ${E2E_KEEP:+--keep} -- \
 	"$BIN/e2e.test" -test.v -test.count=1 -test.timeout=25m ${E2E_RUN:+-test.run="$E2E_RUN"} 2>&1 | tee "$OUT/run.log"
 RC=${PIPESTATUS[0]}
 set -e
@@ -50,7 +65,7 @@ set -e
 	echo "Kubernetes v1.37.2 (kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy iptables), etcd v3.7.3,"
 	echo "containerd v2.2.9 + runc $(runc --version 2>/dev/null | head -1 | awk '{print $3}') + CNI bridge, CoreDNS v1.15.0; one node in its own network namespace"
 	grep -E '^\[cluster .*(cluster up in|done in|cluster down in)' "$OUT/run.log" | sed 's/^/  /' || true
-	echo "tools and images: ${BUILD_S}s"
+	echo "release $VERSION ($(git rev-parse --short HEAD)$(git diff --quiet HEAD -- 2>/dev/null || echo +dirty)), previous release $(basename "$PREV" | cut -c1-12): tools, releases and images ${BUILD_S}s"
 	echo
 	if [[ -s $OUT/scenarios.txt ]]; then cat "$OUT/scenarios.txt"; else echo "(no scenario report: the run stopped before the scenarios)"; fi
 	echo

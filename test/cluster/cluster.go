@@ -121,6 +121,7 @@ func Up(ctx context.Context, cfg Config) (c *Cluster, err error) {
 			}
 			return c.waitAPI(ctx, 120*time.Second)
 		}, false},
+		{"registry (" + RegistryAddr + ")", func() error { return c.startRegistry(ctx) }, true},
 		{"controller manager, scheduler, containerd", func() error {
 			for name, args := range map[string][]string{
 				"kube-controller-manager": c.controllerManagerArgs(),
@@ -191,7 +192,12 @@ func (c *Cluster) startNetns() error {
 // startProc starts a component in the namespace and records it in the state
 // file before anything else happens.
 func (c *Cluster) startProc(_ context.Context, name string, argv []string) error {
-	env := []string{"PATH=" + c.cfg.Bin + ":" + os.Getenv("PATH")}
+	return c.startProcEnv(name, nil, argv)
+}
+
+// startProcEnv is startProc with extra environment.
+func (c *Cluster) startProcEnv(name string, env []string, argv []string) error {
+	env = append([]string{"PATH=" + c.cfg.Bin + ":" + os.Getenv("PATH")}, env...)
 	p, err := start(name, c.netns, c.cfg.path("logs", name+".log"), env, argv...)
 	if err != nil {
 		return err
@@ -252,6 +258,13 @@ func (c *Cluster) Client() kubernetes.Interface { return c.client }
 
 // Netns is the /proc path of the node's network namespace.
 func (c *Cluster) Netns() string { return c.netns }
+
+// Registry is the address of the node's OCI registry (plain HTTP, inside
+// the node namespace).
+func (c *Cluster) Registry() string { return RegistryAddr }
+
+// ContainerdSock is containerd's socket (for ctr, inside the node namespace).
+func (c *Cluster) ContainerdSock() string { return c.containerdSock() }
 
 // RunDir is this run's directory.
 func (c *Cluster) RunDir() string { return c.cfg.RunDir }

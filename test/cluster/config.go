@@ -22,7 +22,15 @@ const (
 	// TestZone is answered by the node upstream; everything else is REFUSED
 	// so no lookup can leave the machine.
 	TestZone = "dnsguard.test"
+	// RegistryAddr is the node's OCI registry (plain HTTP, on the
+	// namespace's loopback: containerd and the suite reach it, pods do not).
+	RegistryAddr = "127.0.0.1:5000"
 )
+
+// MirroredRegistries are the registries containerd resolves through the
+// node's registry instead: the chart's images (ghcr.io/dnsguard/...) come
+// from what the suite pushed, and no pull ever leaves the machine.
+var MirroredRegistries = []string{"ghcr.io"}
 
 // Config says where the binaries are and where a run keeps its files.
 type Config struct {
@@ -30,7 +38,9 @@ type Config struct {
 	// tool cache, made by hack/build-tools.sh).
 	Bin string
 	// Images lists OCI image tarballs imported into containerd's k8s.io
-	// namespace before the node starts (pause, CoreDNS, dnsguard, clients).
+	// namespace before the node starts: the test images (pause, CoreDNS,
+	// clients). dnsguard's own images are not among them: pods pull them
+	// from the node's registry (registry.go).
 	Images []string
 	// RunDir is this run's directory (PKI, configs, containerd and kubelet
 	// state, logs). Created by Up, removed by Down unless Keep.
@@ -62,7 +72,7 @@ func (c *Config) validate() error {
 	bins := []string{"etcd", "kube-apiserver"}
 	if !c.ControlPlaneOnly {
 		bins = append(bins, "kube-controller-manager", "kube-scheduler",
-			"kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr")
+			"kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr", "registry")
 	}
 	for _, b := range bins {
 		if _, err := os.Stat(filepath.Join(c.Bin, b)); err != nil {

@@ -8,7 +8,10 @@
 // cni0 bridge and kube-proxy's chains vanish with the namespace. CoreDNS runs
 // as the usual kube-system/kube-dns Deployment (2 replicas, Service 10.96.0.10)
 // and forwards to a dnsmasq "node upstream" inside the namespace that answers
-// only the test zone, so no query ever leaves the machine.
+// only the test zone, so no query ever leaves the machine. An OCI registry
+// (distribution) listens on the namespace's loopback, and containerd pulls
+// every ghcr.io image from it, so the chart's released images come from
+// what the suite pushed there.
 //
 // What kubelet changes outside the namespace is put back: the kernel settings
 // it rewrites (saved before start, restored on every exit path and by the
@@ -22,5 +25,6 @@
 //
 // The layout follows one job per file: config.go (addresses, paths),
 // lock.go (lock and state), sysctl.go, process.go, netns.go, pki.go,
-// controlplane.go, node.go, addons.go, images.go, teardown.go, cluster.go.
+// controlplane.go, node.go, registry.go, addons.go, images.go, teardown.go,
+// cluster.go.
 package cluster

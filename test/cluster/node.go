@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 )
@@ -30,6 +31,9 @@ state = %q
   address = %q
 [plugins.'io.containerd.cri.v1.images'.pinned_images]
   sandbox = 'registry.k8s.io/pause:3.10.1'
+[plugins.'io.containerd.cri.v1.images'.registry]
+  # hosts.toml per registry (registry.go): ghcr.io from the node's registry.
+  config_path = %q
 [plugins.'io.containerd.cri.v1.runtime']
   restrict_oom_score_adj = true
   # Pod network namespaces under the run directory, not /var/run/netns
@@ -43,7 +47,7 @@ state = %q
 [plugins.'io.containerd.grpc.v1.cri']
   stream_server_address = '127.0.0.1'
 `, c.cfg.path("containerd", "root"), c.cfg.path("containerd", "state"), c.containerdSock(),
-			c.cfg.path("containerd", "containerd.sock.ttrpc"), cni),
+			c.cfg.path("containerd", "containerd.sock.ttrpc"), c.registryHostsDir(), cni),
 		// One bridge network; host-local keeps its leases in the run
 		// directory, not in the host's /var/lib/cni/networks.
 		filepath.Join(cni, "10-dgnet.conflist"): fmt.Sprintf(`{
@@ -148,6 +152,7 @@ host-record=api.%s,10.200.9.11,fd00:200::11
 local=/%s/
 `, UpstreamIP, "wildcard."+TestZone, "wildcard."+TestZone, TestZone, TestZone, TestZone),
 	}
+	maps.Copy(files, c.registryHosts())
 	for p, content := range files {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err

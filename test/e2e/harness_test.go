@@ -35,7 +35,7 @@ import (
 // where the repository, the binaries and the report are.
 type env struct {
 	kubeconfig string
-	root       string // repository root (charts/)
+	root       string // repository root (charts/, hack/release.sh)
 	bin        string // ./bin with helm, kubectl
 	logs       string // where helm/kubectl output of the run goes
 	report     string
@@ -69,6 +69,13 @@ func loadEnv() error {
 	}
 	tag := string(m[1])
 	glibcImage, muslImage, busyboxImage = "dnsguard/test-client-glibc:"+tag, "dnsguard/test-client-musl:"+tag, "dnsguard/test-busybox:"+tag
+	v := regexp.MustCompile(`(?m)^version: "?([^"\s]+)"?`).FindSubmatch(chart)
+	if v == nil {
+		return errors.New("no version in Chart.yaml")
+	}
+	if err := loadRelease(string(v[1])); err != nil {
+		return err
+	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", e2e.kubeconfig)
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)

@@ -5,7 +5,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -17,17 +16,36 @@ import (
 
 // installArgs are the only values the suite sets: the test image of `helm
 // test` (busybox from Debian, imported into containerd). Everything else is
-// the chart's defaults, images included (dnsguard/webhook and
-// dnsguard/resolver at the chart's appVersion, imported under those names).
+// the released chart's defaults: the chart comes from the node's registry
+// (oci://, --version), its images are ghcr.io/dnsguard/... pinned by the
+// release's digests and pulled from that registry too.
 func installArgs(verb string) []string {
-	return []string{verb, release, filepath.Join(e2e.root, chartDir),
-		"--namespace", releaseNS, "--set", "tests.image=" + busyboxImage,
-		"--wait", "--timeout", "4m"}
+	return append(append([]string{verb, release}, chartArgs()...),
+		"--namespace", releaseNS, "--set", "tests.image="+busyboxImage,
+		"--wait", "--timeout", "4m")
 }
 
+// c0Install installs as users do: the release pushed to a registry, its
+// signatures verified with the release's key (a failure stops here), then
+// `helm install oci://... --version X.Y.Z` with nothing of dnsguard on the
+// node beforehand. Negative control (once, at 9ea5627+dirty): the release
+// directory with another key's cosign.pub; c0 failed at cosign verify
+// ("no matching signatures: invalid signature when validating ASN.1
+// encoded signature", exit 12) and installed nothing.
 func c0Install(ctx context.Context, t *testing.T) {
+	// No dnsguard image preloaded: whatever runs below was pulled.
+	refs, err := containerdImages(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range refs {
+		if strings.Contains(r, "dnsguard/webhook") || strings.Contains(r, "dnsguard/resolver") {
+			t.Fatalf("containerd holds %s before the install: dnsguard's images must come from the registry", r)
+		}
+	}
+	publishRelease(ctx, t)
 	if _, err := tool(ctx, "helm", append(installArgs("install"), "--create-namespace")...); err != nil {
-		t.Fatalf("helm install (with hooks): %v%s", err, diagnose(ctx, releaseNS))
+		t.Fatalf("helm install %s --version %s (with hooks): %v%s", chartRef(), rel.version, err, diagnose(ctx, releaseNS))
 	}
 	// The certificate controller (its own Deployment and ServiceAccount)
 	// created the serving Secret and patched the caBundle with its CA.
@@ -60,11 +78,13 @@ func c0Install(ctx context.Context, t *testing.T) {
 	// The webhook runs from its image under the chart's ServiceAccount, with
 	// no credentials but that account's token and its serving certificate.
 	pods := waitReady(ctx, t, releaseNS, webhookSelector, 2, 60*time.Second)
+	certPods, err := e2e.client.CoreV1().Pods(releaseNS).List(ctx, metav1.ListOptions{LabelSelector: certsSelector})
+	if err != nil || len(certPods.Items) == 0 {
+		t.Errorf("certificate controller pods (%s): %v, %d found", certsSelector, err, len(certPods.Items))
+	} else {
+		checkReleasedImages(t, append(append([]corev1.Pod{}, pods...), certPods.Items...), "webhook")
+	}
 	for _, p := range pods {
-		c := p.Spec.Containers[0]
-		if !strings.HasPrefix(c.Image, "dnsguard/webhook:") {
-			t.Errorf("pod %s runs image %q, want the chart's dnsguard/webhook", p.Name, c.Image)
-		}
 		if p.Spec.ServiceAccountName != fullname {
 			t.Errorf("pod %s: serviceAccountName %q, want %q", p.Name, p.Spec.ServiceAccountName, fullname)
 		}
@@ -115,6 +135,17 @@ func c0Install(ctx context.Context, t *testing.T) {
 		t.Fatalf("no patched admission 30s after helm install --wait returned%s", diagnose(ctx, releaseNS))
 	}
 	t.Logf("first patched admission %.1fs after helm install --wait returned", time.Since(start).Seconds())
+	// The sidecar the webhook injects is the released resolver, by digest
+	// (c2 runs such pods, pulling it from the registry).
+	sc, err := e2e.client.CoreV1().Pods(nsEnabled).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "install-sidecar-probe", Annotations: map[string]string{modeAnnotation: "sidecar"}},
+		Spec:       clientSpec(glibcImage),
+	}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	if err != nil {
+		t.Errorf("dry-run sidecar pod: %v", err)
+	} else if got := containerImage(sc, sidecarName); !isReleased(got, "resolver") {
+		t.Errorf("injected resolver image %q, want ghcr.io/dnsguard/resolver pinned to the release's %s", got, rel.images["resolver"].Digest)
+	}
 	// helm test: the chart's own test pod in an opted-in namespace reads
 	// the resolv.conf kubelet rendered and resolves a Service name; it exits
 	// non-zero unless both hold. (No --logs: the hook-succeeded delete
@@ -148,4 +179,48 @@ func createEchoService(ctx context.Context, t *testing.T) {
 			t.Fatalf("create Service %s/echo: %v", ns, err)
 		}
 	}
+}
+
+// certsSelector selects the certificate controller's pods.
+const certsSelector = "app.kubernetes.io/instance=" + release + ",dnsguard.io/component=certs"
+
+// isReleased reports whether ref is the released image name as the chart
+// references it: ghcr.io/dnsguard/NAME (with or without the tag) pinned by
+// the release's digest.
+func isReleased(ref, name string) bool {
+	return strings.HasPrefix(ref, "ghcr.io/dnsguard/"+name) && strings.HasSuffix(ref, "@"+rel.images[name].Digest)
+}
+
+// checkReleasedImages fails unless every container of pods runs the
+// released image name: the chart's reference (ghcr.io/dnsguard/NAME, by
+// the release's digest) and, what the node actually pulled, an imageID
+// with that digest.
+func checkReleasedImages(t *testing.T, pods []corev1.Pod, name string) {
+	t.Helper()
+	want := rel.images[name].Digest
+	for _, p := range pods {
+		for _, c := range p.Spec.Containers {
+			if !isReleased(c.Image, name) {
+				t.Errorf("pod %s container %s: image %q, want ghcr.io/dnsguard/%s pinned to %s", p.Name, c.Name, c.Image, name, want)
+			}
+		}
+		for _, cs := range p.Status.ContainerStatuses {
+			if got := imageDigest(cs.ImageID); got != want {
+				t.Errorf("pod %s container %s: imageID %s, want the release's %s", p.Name, cs.Name, cs.ImageID, want)
+			}
+		}
+	}
+	if len(pods) > 0 {
+		t.Logf("%d pods run ghcr.io/dnsguard/%s@%s, pulled from the node's registry", len(pods), name, want)
+	}
+}
+
+// containerImage is the image of the (init) container named name.
+func containerImage(p *corev1.Pod, name string) string {
+	for _, c := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
+		if c.Name == name {
+			return c.Image
+		}
+	}
+	return ""
 }

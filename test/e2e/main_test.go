@@ -2,8 +2,10 @@
 
 // Package e2e runs dnsguard on a real single-node Kubernetes started by
 // test/cluster (dgcluster run): kubelet, containerd, kube-proxy and CoreDNS,
-// the chart installed with helm as users install it (hooks, the certificate
-// Job, the webhook Deployment behind its Service, the chart's RBAC), and
+// the release under test (make release) pushed to a registry on the node
+// and installed from it with helm as users install it (hooks, the
+// certificate controller, the webhook Deployment behind its Service, the
+// chart's RBAC), upgraded from the previous release, and
 // scenarios asserted inside running pods. The binary runs inside the node's
 // network namespace, so Service and pod IPs are reachable directly.
 package e2e
@@ -40,7 +42,7 @@ var glibcImage, muslImage, busyboxImage string
 
 // scenarios in run order, for the report when a run stops early.
 var scenarioTitles = []struct{ id, title string }{
-	{"c0", "helm install with hooks: certificate controller, webhook Deployment behind its Service, chart RBAC; helm test"},
+	{"c0", "the release pushed to the node's registry, cosign verify, helm install oci:// --version: hooks, certificate controller, webhook, RBAC; helm test"},
 	{"c1", "dnsconfig mode: glibc and musl Deployment pods, resolv.conf = /explain, short/FQDN/other-namespace names resolve"},
 	{"c2", "sidecar mode under Pod Security restricted: Ready, sidecar first, probes, lookups via 127.0.0.1, app stops first"},
 	{"c3", "admission: unlabelled and kube-system untouched; mode off, hostNetwork, Default/None; server dry-run"},
@@ -49,6 +51,7 @@ var scenarioTitles = []struct{ id, title string }{
 	{"c6", "node-local cache: DaemonSet, 169.254.20.10 answers, pods use it first and it answers their lookups (metrics); its rolling update under load is fault (e) of m1"},
 	{"c7", "helm upgrade keeps pods patched; helm uninstall leaves nothing the README does not mention"},
 	{"c8", "helm install right after helm uninstall: no certificate Secret left behind, pods patched from the moment install --wait returns"},
+	{"u1", "upgrade from the previous release (CHANGELOG.md, built from its commit) under pod creation and node-cache lookups, then helm rollback: 0 unpatched, CA kept, 0 failed lookups"},
 	{"m1", "fault matrix on the node: 2 % loss, upstream 1,024 pkt/s, CoreDNS and node cache rollouts, upstream outage; four modes × glibc/musl × per-lookup/long-lived (docs/fault-matrix.md)"},
 	{"r1", "race lab on the node: emulated insert_failed on kube-proxy's DNAT to CoreDNS, glibc/musl pods in each mode (docs/race-lab-cluster.md)"},
 }
@@ -80,7 +83,8 @@ func title(id string) string {
 }
 
 // TestE2E runs the scenarios in order: later ones use the installation made
-// by c0, c7 uninstalls it, and c8 installs and uninstalls it again.
+// by c0, c7 uninstalls it, c8 installs and uninstalls it again, and u1
+// installs the previous release, upgrades, rolls back and uninstalls.
 func TestE2E(t *testing.T) {
 	ctx := t.Context()
 	run := func(id string, fn func(t *testing.T)) bool { return scenario(t, id, title(id), fn) }
@@ -96,4 +100,8 @@ func TestE2E(t *testing.T) {
 	if run("c7", func(t *testing.T) { c7UpgradeUninstall(ctx, t) }) {
 		run("c8", func(t *testing.T) { c8Reinstall(ctx, t) })
 	}
+	// Last: it installs the previous release from nothing (as c8 leaves
+	// the cluster) and uninstalls at the end, so no other scenario needs an
+	// install of its own for it.
+	run("u1", func(t *testing.T) { u1Upgrade(ctx, t) })
 }

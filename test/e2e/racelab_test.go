@@ -214,6 +214,7 @@ func (c *clusterLab) ensureInstalled(ctx context.Context, t *testing.T) bool {
 		c.l.Pass("chart already installed (release %s in %s): reused", release, releaseNS)
 		return false
 	}
+	publishRelease(ctx, t) // done by c0 unless this runs alone
 	if _, err := tool(ctx, "helm", append(installArgs("install"), "--create-namespace")...); err != nil {
 		t.Fatalf("helm install: %v%s", err, diagnose(ctx, releaseNS))
 	}

@@ -56,6 +56,7 @@ func TestSidecarResources(t *testing.T) {
 	}
 
 	if _, err := tool(ctx, "helm", "status", release, "-n", releaseNS); err != nil {
+		publishRelease(ctx, t)
 		if _, err := tool(ctx, "helm", append(installArgs("install"), "--create-namespace")...); err != nil {
 			t.Fatalf("helm install: %v%s", err, diagnose(ctx, releaseNS))
 		}

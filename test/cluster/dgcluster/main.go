@@ -5,7 +5,9 @@
 //	dgcluster up [flags]                     up, then wait for Ctrl-C, then down
 //	dgcluster cleanup                        clean up after a run that was killed
 //
-// CMD gets KUBECONFIG (admin), CLUSTER_RUN_DIR and CLUSTER_NETNS; its exit
+// CMD gets KUBECONFIG (admin), CLUSTER_RUN_DIR, CLUSTER_NETNS,
+// CLUSTER_REGISTRY (the node's OCI registry, host:port) and
+// CLUSTER_CONTAINERD_SOCK; its exit
 // code becomes dgcluster's. A teardown that leaves anything behind (a
 // process, a cgroup, a mount, a changed kernel setting) fails the run.
 package main
@@ -47,7 +49,7 @@ func run(args []string) (int, error) {
 	}
 	fs := flag.NewFlagSet("dgcluster "+args[0], flag.ContinueOnError)
 	bin := fs.String("bin", "bin", "directory with kube-apiserver, kubelet, containerd, ... (hack/build-tools.sh)")
-	images := fs.String("images", "bin/images", "directory of image tarballs (*.tar) to import into containerd")
+	images := fs.String("images", "bin/images", "directory of the test image tarballs (*.tar) to import into containerd (dnsguard's own images come from the node's registry)")
 	keep := fs.Bool("keep", false, "keep the run directory (logs, PKI, etcd data) after teardown")
 	logDir := fs.String("log-dir", ".cache/e2e/cluster-logs", "where the component logs of the run are copied")
 	stateDir := fs.String("state-dir", cluster.DefaultStateDir, "machine-wide lock and state of the running cluster")
@@ -94,7 +96,8 @@ func run(args []string) (int, error) {
 			code = 2
 			break
 		}
-		env := []string{"CLUSTER_RUN_DIR=" + c.RunDir(), "CLUSTER_NETNS=" + c.Netns(), "CLUSTER_TIMINGS=" + timings(c)}
+		env := []string{"CLUSTER_RUN_DIR=" + c.RunDir(), "CLUSTER_NETNS=" + c.Netns(), "CLUSTER_TIMINGS=" + timings(c),
+			"CLUSTER_REGISTRY=" + c.Registry(), "CLUSTER_CONTAINERD_SOCK=" + c.ContainerdSock()}
 		code, runErr = c.Exec(ctx, env, cmd...)
 	case "up":
 		logf("cluster is up: KUBECONFIG=%s; enter the node with: nsenter --net=%s -- bash; Ctrl-C to tear down", c.AdminKubeconfig(), c.Netns())
