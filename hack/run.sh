@@ -35,7 +35,8 @@ trap cleanup EXIT INT TERM
 echo "run: starting webhook on https://$LISTEN (nameservers $NAMESERVERS)"
 bin/webhook --listen="$LISTEN" \
   --tls-cert-file="$CERTS/tls.crt" --tls-key-file="$CERTS/tls.key" \
-  --nameservers="$NAMESERVERS" --log-level="${WEBHOOK_LOG_LEVEL:-info}" &
+  --nameservers="$NAMESERVERS" --log-level="${WEBHOOK_LOG_LEVEL:-info}" \
+  --native-sidecars=on &  # no API server to ask locally
 pids+=($!)
 
 if [ -x bin/resolver ]; then

@@ -91,7 +91,10 @@ func (s *Server) admit(req *admissionv1.AdmissionRequest) (resp *admissionv1.Adm
 		pt := admissionv1.PatchTypeJSONPatch
 		resp.Patch, resp.PatchType = patch, &pt
 		s.metrics.Reviews.WithLabelValues(ResultPatched, ev.decision.Mode).Inc()
-		log.Info("pod patched", "reason", ev.decision.Reason, "operations", len(ev.ops), "warnings", len(resp.Warnings))
+		if ev.decision.Fallback != "" {
+			s.metrics.SidecarFallbacks.WithLabelValues(ev.decision.Fallback).Inc()
+		}
+		log.Info("pod patched", "fallback", ev.decision.Fallback, "reason", ev.decision.Reason, "operations", len(ev.ops), "warnings", len(resp.Warnings))
 	}
 	return resp
 }
@@ -150,7 +153,7 @@ func (s *Server) evaluate(raw []byte, namespace string) evaluation {
 	if ev.namespace == "" {
 		ev.namespace = namespace
 	}
-	env := Env{Namespace: ev.namespace, Nameservers: s.ns.Nameservers()}
+	env := Env{Namespace: ev.namespace, Nameservers: s.ns.Nameservers(), NativeSidecarsUnavailable: s.native.NativeSidecarsUnavailable()}
 	if s.nsModes != nil && ev.namespace != "" {
 		env.NamespaceDefaultMode = s.nsModes.DefaultMode(ev.namespace)
 		if na, ok := s.nsModes.(NamespaceAnnotationSource); ok {

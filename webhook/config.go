@@ -173,6 +173,18 @@ type Config struct {
 	// the API, so a renewed certificate is served within a second rather
 	// than after the kubelet's volume refresh; empty: the files only.
 	TLSSecret string `json:"tlsSecret,omitempty"`
+	// NativeSidecars says whether sidecar mode may inject the resolver as a
+	// native sidecar (an init container with restartPolicy Always): auto
+	// asks the API server (NativeSidecarDetector), on assumes it, off never
+	// injects it (sidecar mode gives dnsconfig mode, with a warning).
+	NativeSidecars string `json:"nativeSidecars"`
+	// NativeSidecarRefresh is how often auto asks again (an API server or
+	// node upgrade changes the answer).
+	NativeSidecarRefresh time.Duration `json:"nativeSidecarRefresh"`
+	// NativeSidecarProbeNamespace is where auto dry-runs its probe pod on
+	// API servers 1.28-1.32; empty: the webhook's own namespace (the
+	// service account's), else "default".
+	NativeSidecarProbeNamespace string `json:"nativeSidecarProbeNamespace,omitempty"`
 }
 
 // MinRequestBudget is the smallest requestBudgetBytes that still admits a
@@ -232,14 +244,16 @@ func DefaultConfig() Config {
 				},
 			},
 		},
-		LogLevel:           "info",
-		MaxRequestBytes:    DefaultMaxRequestBytes,
-		RequestBudgetBytes: DefaultRequestBudgetBytes,
-		BodyReadTimeout:    DefaultBodyReadTimeout,
-		RecheckInterval:    DefaultRecheck,
-		NamespaceDefaults:  true,
-		ShutdownDelay:      DefaultShutdownDelay,
-		ShutdownTimeout:    DefaultShutdownTimeout,
+		LogLevel:             "info",
+		MaxRequestBytes:      DefaultMaxRequestBytes,
+		RequestBudgetBytes:   DefaultRequestBudgetBytes,
+		BodyReadTimeout:      DefaultBodyReadTimeout,
+		RecheckInterval:      DefaultRecheck,
+		NamespaceDefaults:    true,
+		ShutdownDelay:        DefaultShutdownDelay,
+		ShutdownTimeout:      DefaultShutdownTimeout,
+		NativeSidecars:       NativeSidecarsAuto,
+		NativeSidecarRefresh: DefaultNativeSidecarRefresh,
 	}
 }
 
@@ -375,10 +389,21 @@ func (cfg Config) Validate(checkFiles bool) error {
 		{"body-read-timeout", "bodyReadTimeout", c.BodyReadTimeout},
 		{"recheck-interval", "recheckInterval", c.RecheckInterval},
 		{"shutdown-timeout", "shutdownTimeout", c.ShutdownTimeout},
+		{"native-sidecar-refresh", "nativeSidecarRefresh", c.NativeSidecarRefresh},
 	}
 	for _, p := range positive {
 		if p.d <= 0 {
 			bad(p.flag, p.key, p.d, "must be positive")
+		}
+	}
+	switch c.NativeSidecars {
+	case NativeSidecarsAuto, NativeSidecarsOn, NativeSidecarsOff:
+	default:
+		bad("native-sidecars", "nativeSidecars", strconv.Quote(c.NativeSidecars), "want auto, on or off")
+	}
+	if ns := c.NativeSidecarProbeNamespace; ns != "" {
+		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+			bad("native-sidecar-probe-namespace", "nativeSidecarProbeNamespace", ns, strings.Join(msgs, "; "))
 		}
 	}
 	if c.ShutdownDelay < 0 {

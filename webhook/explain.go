@@ -29,6 +29,9 @@ type ExplainResponse struct {
 	// kubelet's rendering of its dnsPolicy); what the webhook cannot know,
 	// like the node's search domains, is said in comment lines.
 	Before string `json:"before"`
+	// NativeSidecars is "available", or why sidecar mode cannot inject
+	// native sidecars now (then it gives dnsconfig mode).
+	NativeSidecars string `json:"nativeSidecars"`
 }
 
 // serveExplain shows, without side effects or metrics of admissions, what
@@ -78,12 +81,16 @@ func (s *Server) serveExplain(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := ExplainResponse{
-		Mode:      ev.decision.Mode,
-		Reason:    ev.decision.Reason,
-		Skip:      ev.decision.Skip,
-		Namespace: ev.namespace,
-		Patch:     ev.ops,
-		Warnings:  append(extra, ev.decision.Warnings...),
+		Mode:           ev.decision.Mode,
+		Reason:         ev.decision.Reason,
+		Skip:           ev.decision.Skip,
+		Namespace:      ev.namespace,
+		Patch:          ev.ops,
+		Warnings:       append(extra, ev.decision.Warnings...),
+		NativeSidecars: "available",
+	}
+	if why := s.native.NativeSidecarsUnavailable(); why != "" {
+		out.NativeSidecars = why
 	}
 	if out.Patch == nil {
 		out.Patch = []jsonpatch.Operation{}

@@ -36,6 +36,9 @@ func testConfig() Config {
 	c := DefaultConfig()
 	c.Nameservers = []string{"10.96.0.10"}
 	c.TLSCertFile, c.TLSKeyFile = "unused.crt", "unused.key"
+	// No API server here to ask (auto would count native sidecars as
+	// unknown); sidecar-native-sidecars-off covers the other answer.
+	c.NativeSidecars = NativeSidecarsOn
 	return c
 }
 
@@ -214,7 +217,7 @@ func TestGolden(t *testing.T) {
 			// The patch must give the pod the decision means.
 			var orig corev1.Pod
 			if review.Request.Kind.Kind == "Pod" && json.Unmarshal(raw, &orig) == nil && len(resp.Patch) > 0 {
-				d := Decide(&orig, Env{Namespace: review.Request.Namespace, Nameservers: srv.cfg.Nameservers}, &srv.cfg)
+				d := Decide(&orig, Env{Namespace: review.Request.Namespace, Nameservers: srv.cfg.Nameservers, NativeSidecarsUnavailable: srv.native.NativeSidecarsUnavailable()}, &srv.cfg)
 				applyDecision(&orig, d)
 				var got corev1.Pod
 				if err := json.Unmarshal(patched, &got); err != nil {

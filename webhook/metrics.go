@@ -35,6 +35,9 @@ type Metrics struct {
 	Panics prometheus.Counter
 	// CertReloads counts certificate reloads by result (ok, error).
 	CertReloads *prometheus.CounterVec
+	// SidecarFallbacks counts pods that asked for sidecar mode and got
+	// dnsconfig mode, by reason.
+	SidecarFallbacks *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them on reg; nameserversKnown
@@ -80,9 +83,13 @@ func NewMetrics(reg prometheus.Registerer, nameserversKnown func() float64) *Met
 			Name: "dnsguard_webhook_cert_reloads_total",
 			Help: "Serving certificate reloads from disk, by result (ok, error).",
 		}, []string{"result"}),
+		SidecarFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsguard_webhook_sidecar_fallbacks_total",
+			Help: "Pods that asked for sidecar mode and were patched in dnsconfig mode instead, by reason (native-sidecars-unavailable, host-network, name-taken, port-53, sysctl, health-port).",
+		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.Reviews, m.Duration, m.PatchErrors, m.Skips, m.Warnings,
-		m.HTTPErrors, m.Shed, m.Panics, m.CertReloads,
+		m.HTTPErrors, m.Shed, m.Panics, m.CertReloads, m.SidecarFallbacks,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "dnsguard_webhook_nameservers_known",
 			Help: "1 when the cluster DNS nameservers are known (configured or discovered), else 0.",
@@ -130,5 +137,8 @@ func (m *Metrics) initChildren() {
 	}
 	for _, r := range []string{"ok", "error"} {
 		m.CertReloads.WithLabelValues(r)
+	}
+	for _, r := range fallbackReasons {
+		m.SidecarFallbacks.WithLabelValues(r)
 	}
 }

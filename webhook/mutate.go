@@ -45,6 +45,9 @@ type Env struct {
 	// NamespaceAnnotations are the namespace's annotations, for the
 	// per-namespace sidecar resource annotations (nil when unknown).
 	NamespaceAnnotations map[string]string
+	// NativeSidecarsUnavailable says why native sidecars cannot be
+	// injected ("" when they can; see NativeSidecarSource).
+	NativeSidecarsUnavailable string
 }
 
 // Decision is what the webhook does to one pod. It is computed without side
@@ -69,6 +72,9 @@ type Decision struct {
 	// PullSecrets are appended to spec.imagePullSecrets (sidecar mode: the
 	// configured sidecar.imagePullSecrets the pod lacks).
 	PullSecrets []corev1.LocalObjectReference
+	// Fallback is why a pod asking for sidecar mode got dnsconfig mode (a
+	// Fallback* reason, the metric label), or "".
+	Fallback string
 }
 
 // Mutates reports whether the decision changes the pod.
@@ -101,8 +107,9 @@ func skip(d Decision, reason, why string) Decision {
 //  5. dnsPolicy Default or None: the user chose DNS explicitly, left alone;
 //     hostNetwork with ClusterFirst behaves like Default, left alone;
 //     ClusterFirstWithHostNet on hostNetwork is tuned, in dnsconfig mode only;
-//  6. sidecar mode falls back to dnsconfig (with a warning) where the sidecar
-//     cannot bind 127.0.0.1:53: hostNetwork, a container declaring port 53,
+//  6. sidecar mode falls back to dnsconfig (with a warning) where native
+//     sidecars are not available (or not known to be: env), and where the
+//     sidecar cannot bind 127.0.0.1:53: hostNetwork, a container declaring port 53,
 //     a pod sysctl ip_unprivileged_port_start above 53, or a container
 //     already named dnsguard-resolver; a container declaring the health
 //     port 8053 moves the resolver's health listener to the next free port
@@ -158,7 +165,10 @@ func Decide(pod *corev1.Pod, env Env, cfg *Config) Decision {
 	healthPort := int32(sidecarHealthPort)
 	metricsPort := cfg.Sidecar.MetricsPort
 	if mode == ModeSidecar {
-		why := sidecarBlocker(pod)
+		reason, why := FallbackNativeSidecars, env.NativeSidecarsUnavailable
+		if why == "" {
+			reason, why = sidecarBlocker(pod)
+		}
 		if why == "" && metricsPort > 0 {
 			if mwhy := metricsPortBlocker(pod, metricsPort); mwhy != "" {
 				d.warnf("%s, the resolver's metrics port; the sidecar is injected without metrics (not scraped)", mwhy)
@@ -169,6 +179,7 @@ func Decide(pod *corev1.Pod, env Env, cfg *Config) Decision {
 			port, moved, ok := healthPortFor(pod, metricsPort)
 			switch {
 			case !ok:
+				reason = FallbackHealthPort
 				why = fmt.Sprintf("%s and ports %d-%d are declared too, so the resolver's health listener has no free port", moved, sidecarHealthPort+1, sidecarHealthPortMax)
 			case moved != "":
 				d.warnf("%s, which the resolver's health listener uses; moved it to 127.0.0.1:%d", moved, port)
@@ -178,6 +189,7 @@ func Decide(pod *corev1.Pod, env Env, cfg *Config) Decision {
 		if why != "" {
 			d.warnf("sidecar mode not possible (%s); using dnsconfig mode instead", why)
 			mode = ModeDNSConfig
+			d.Fallback = reason
 			source += "; sidecar impossible: " + why
 		}
 	}

@@ -38,6 +38,10 @@ type Options struct {
 	Nameservers NameserverSource
 	// Namespaces give per-namespace default modes; none when nil.
 	Namespaces NamespaceModeSource
+	// NativeSidecars says whether native sidecars may be injected; when
+	// nil, cfg.NativeSidecars decides (auto without a source counts them as
+	// unknown, so sidecar mode gives dnsconfig mode).
+	NativeSidecars NativeSidecarSource
 }
 
 // Server is the webhook's HTTP handler: /mutate, /explain, /healthz,
@@ -50,6 +54,7 @@ type Server struct {
 	metrics  *Metrics
 	ns       NameserverSource
 	nsModes  NamespaceModeSource
+	native   NativeSidecarSource
 	mux      *http.ServeMux
 	opsMux   *http.ServeMux // nil unless cfg.MetricsListen is set
 	budget   *byteBudget
@@ -70,6 +75,10 @@ func NewServer(cfg Config, opts Options) *Server {
 	if s.ns == nil {
 		s.ns = StaticNameservers(cfg.Nameservers)
 	}
+	s.native = opts.NativeSidecars
+	if s.native == nil {
+		s.native = StaticNativeSidecars(staticNativeSidecars(cfg.NativeSidecars))
+	}
 	budget := cfg.RequestBudgetBytes
 	if budget <= 0 {
 		budget = DefaultRequestBudgetBytes
@@ -82,6 +91,15 @@ func NewServer(cfg Config, opts Options) *Server {
 		return 0
 	})
 	s.mutateDuration = s.metrics.Duration.WithLabelValues("mutate")
+	s.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dnsguard_webhook_native_sidecars",
+		Help: "1 when sidecar mode may inject native sidecars (--native-sidecars, detected from the API server with auto), else 0: sidecar-mode pods then get dnsconfig mode.",
+	}, func() float64 {
+		if s.native.NativeSidecarsUnavailable() == "" {
+			return 1
+		}
+		return 0
+	}))
 	s.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "dnsguard_webhook_request_budget_used_bytes",
 		Help: "Bytes of the request body budget charged by requests in flight (see requestBudgetBytes).",

@@ -105,21 +105,36 @@ func validateMetricsPort(p int32) error {
 	return nil
 }
 
-// sidecarBlocker returns why the resolver cannot be injected into pod, or "".
-func sidecarBlocker(pod *corev1.Pod) string {
+// Reasons a pod asking for sidecar mode gets dnsconfig mode instead (label
+// "reason" of dnsguard_webhook_sidecar_fallbacks_total; FallbackNativeSidecars
+// is in nativesidecar.go).
+const (
+	FallbackHostNetwork = "host-network"
+	FallbackNameTaken   = "name-taken"
+	FallbackPort53      = "port-53"
+	FallbackSysctl      = "sysctl"
+	FallbackHealthPort  = "health-port"
+)
+
+// fallbackReasons are every value of the fallbacks counter's label.
+var fallbackReasons = []string{FallbackNativeSidecars, FallbackHostNetwork, FallbackNameTaken, FallbackPort53, FallbackSysctl, FallbackHealthPort}
+
+// sidecarBlocker returns why the resolver cannot be injected into pod (a
+// Fallback* reason and the words for the warning), or "", "".
+func sidecarBlocker(pod *corev1.Pod) (reason, why string) {
 	if pod.Spec.HostNetwork {
 		// The sidecar would bind the node's 127.0.0.1:53 and the sysctl is
 		// not allowed in the host network namespace.
-		return "hostNetwork pod"
+		return FallbackHostNetwork, "hostNetwork pod"
 	}
 	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for _, c := range cs {
 			if c.Name == SidecarName {
-				return fmt.Sprintf("a container is already named %s", SidecarName)
+				return FallbackNameTaken, fmt.Sprintf("a container is already named %s", SidecarName)
 			}
 			for _, p := range c.Ports {
 				if p.ContainerPort == 53 {
-					return fmt.Sprintf("container %s declares port 53", c.Name)
+					return FallbackPort53, fmt.Sprintf("container %s declares port 53", c.Name)
 				}
 			}
 		}
@@ -127,13 +142,13 @@ func sidecarBlocker(pod *corev1.Pod) string {
 	if v, ok := sysctlValue(pod, sysctlUnprivilegedMin); ok {
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			return fmt.Sprintf("pod sysctl %s=%q is not a number", sysctlUnprivilegedMin, v)
+			return FallbackSysctl, fmt.Sprintf("pod sysctl %s=%q is not a number", sysctlUnprivilegedMin, v)
 		}
 		if n > 53 {
-			return fmt.Sprintf("pod sysctl %s=%d keeps port 53 privileged", sysctlUnprivilegedMin, n)
+			return FallbackSysctl, fmt.Sprintf("pod sysctl %s=%d keeps port 53 privileged", sysctlUnprivilegedMin, n)
 		}
 	}
-	return ""
+	return "", ""
 }
 
 func sysctlValue(pod *corev1.Pod, name string) (string, bool) {

@@ -94,26 +94,31 @@ func newLogger(level string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
 }
 
-// kubeClient returns a client from --kubeconfig or the in-cluster config.
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+// kubeClient returns a client from --kubeconfig or the in-cluster config,
+// and one with a request timeout for calls that take no context (the
+// server version); the first serves watches, which a timeout would cut.
+func kubeClient(kubeconfig string) (client, timed kubernetes.Interface, err error) {
 	var rc *rest.Config
-	var err error
 	if kubeconfig != "" {
 		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
 	} else {
 		rc, err = rest.InClusterConfig()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client configuration: %w", err)
+		return nil, nil, fmt.Errorf("kubernetes client configuration: %w", err)
 	}
 	rc.UserAgent = "dnsguard-webhook"
 	// Discovery and one informer: keep the load on the API server small.
 	rc.QPS, rc.Burst = 5, 10
-	c, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+	if client, err = kubernetes.NewForConfig(rc); err != nil {
+		return nil, nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	return c, nil
+	rt := rest.CopyConfig(rc)
+	rt.Timeout = 15 * time.Second
+	if timed, err = kubernetes.NewForConfig(rt); err != nil {
+		return nil, nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return client, timed, nil
 }
 
 func run(cfg webhook.Config) error {
@@ -123,16 +128,16 @@ func run(cfg webhook.Config) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	var client kubernetes.Interface
+	var client, timed kubernetes.Interface
 	var err error
-	needClient := len(cfg.Nameservers) == 0 || cfg.NamespaceDefaults || cfg.TLSSecret != ""
+	needClient := len(cfg.Nameservers) == 0 || cfg.NamespaceDefaults || cfg.TLSSecret != "" || cfg.NativeSidecars == webhook.NativeSidecarsAuto
 	if needClient {
-		client, err = kubeClient(cfg.Kubeconfig)
+		client, timed, err = kubeClient(cfg.Kubeconfig)
 		if err != nil {
 			if len(cfg.Nameservers) == 0 {
 				return fmt.Errorf("--nameservers is empty, so the cluster DNS must be discovered, but: %w", err)
 			}
-			log.Info("no API server access; namespace default modes disabled (the flag default applies)", "reason", err.Error())
+			log.Info("no API server access; namespace default modes disabled (the flag default applies), native sidecar support unknown (sidecar mode gives dnsconfig mode unless --native-sidecars=on)", "reason", err.Error())
 			client = nil
 		}
 	}
@@ -155,6 +160,12 @@ func run(cfg webhook.Config) error {
 			}
 		}()
 		opts.Namespaces = nm
+	}
+
+	if client != nil && cfg.NativeSidecars == webhook.NativeSidecarsAuto {
+		d := webhook.NewNativeSidecarDetector(timed, webhook.ProbeNamespace(cfg.NativeSidecarProbeNamespace), cfg.Sidecar.Image, cfg.NativeSidecarRefresh, log)
+		d.Start(ctx)
+		opts.NativeSidecars = d
 	}
 
 	srv := webhook.NewServer(cfg, opts)

@@ -128,13 +128,13 @@ wait_healthy() { # NAME
 PORT[default]=$("$HELPER" freeport)
 start default --listen="127.0.0.1:${PORT[default]}" \
   --tls-cert-file="$WORK/pki/tls.crt" --tls-key-file="$WORK/pki/tls.key" \
-  --nameservers=$CLUSTER_DNS
+  --nameservers=$CLUSTER_DNS --native-sidecars=on
 
 PORT[sidecar]=$("$HELPER" freeport)
 start sidecar --listen="127.0.0.1:${PORT[sidecar]}" \
   --tls-cert-file="$SECRET/tls.crt" --tls-key-file="$SECRET/tls.key" \
   --nameservers=$CLUSTER_DNS --cluster-domain=cluster.local \
-  --default-mode=sidecar --sidecar-image=$SIDECAR_IMAGE
+  --default-mode=sidecar --sidecar-image=$SIDECAR_IMAGE --native-sidecars=on
 
 PORT[config]=$("$HELPER" freeport)
 cat >"$WORK/config.yaml" <<EOF
@@ -147,6 +147,7 @@ nameservers:
   - 10.96.0.11
 clusterDomain: cluster.example
 defaultMode: sidecar
+nativeSidecars: "on"
 dnsOptions:
   - name: ndots
     value: "3"
@@ -255,11 +256,13 @@ corpus_case() {
 }
 
 # A case with <case>.config.yaml gets an instance of its own: that file, plus
-# the nameserver golden_test.go's testConfig sets when the file names none.
+# the nameserver and native sidecars golden_test.go's testConfig sets when
+# the file names none.
 corpus_instance() { # CASE
   local case=$1 cfg=$CORPUS/$1.config.yaml args=()
   PORT[$case]=$("$HELPER" freeport)
   grep -q '^nameservers:' "$cfg" || args+=("--nameservers=$CLUSTER_DNS")
+  grep -q '^nativeSidecars:' "$cfg" || args+=("--native-sidecars=on")
   start "$case" --config="$cfg" --listen="127.0.0.1:${PORT[$case]}" \
     --tls-cert-file="$WORK/pki/tls.crt" --tls-key-file="$WORK/pki/tls.key" "${args[@]}"
   wait_healthy "$case"

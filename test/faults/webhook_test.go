@@ -58,7 +58,7 @@ func startWebhook(t *testing.T) *webhookProc {
 		"--listen="+addr,
 		"--tls-cert-file="+filepath.Join(dir, "tls.crt"),
 		"--tls-key-file="+filepath.Join(dir, "tls.key"),
-		"--nameservers="+clusterDNS,
+		"--nameservers="+clusterDNS, "--native-sidecars=on",
 		"--namespace-defaults=false",
 		"--log-level=warn")
 	c := w.client(true)

@@ -197,6 +197,7 @@ recheckInterval: {{ .Values.dnsRecheckInterval | quote }}
 clusterDomain: {{ .Values.clusterDomain | quote }}
 defaultMode: {{ .Values.defaultMode | quote }}
 namespaceDefaults: {{ .Values.namespaceDefaults }}
+nativeSidecars: {{ .Values.nativeSidecars | quote }}
 dnsOptions:
 {{- range .Values.dnsOptions }}
   - name: {{ .name | quote }}

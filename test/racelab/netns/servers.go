@@ -71,7 +71,9 @@ func (b *backend) dig(ctx context.Context, server, name, qtype string) string {
 func (b *backend) startWebhook(ctx context.Context, port string, extra ...string) (*harness.Proc, error) {
 	argv := in(b.t.node, append([]string{filepath.Join(b.bin, "webhook"), "--listen=127.0.0.1:" + port,
 		"--tls-cert-file=" + filepath.Join(b.work, "certs", "tls.crt"), "--tls-key-file=" + filepath.Join(b.work, "certs", "tls.key"),
-		"--nameservers=" + svcIP, "--cluster-domain=cluster.local", "--shutdown-delay=0s"}, extra...)...)
+		"--nameservers=" + svcIP, "--cluster-domain=cluster.local", "--shutdown-delay=0s",
+		// No API server in the lab to ask whether native sidecars exist.
+		"--native-sidecars=on"}, extra...)...)
 	p, err := start("webhook."+port, b.logs, argv...)
 	if err != nil {
 		return nil, err
