@@ -196,7 +196,11 @@ func Decide(pod *corev1.Pod, env Env, cfg *Config) Decision {
 	d.Mode = mode
 	d.Reason = mode + " mode (" + source + ")"
 
-	servers := cfg.NodeLocal.upstreams(env.Nameservers)
+	upstreams, skipped := cfg.NodeLocal.upstreams(env.Nameservers)
+	if skipped != "" {
+		d.warnf("%s", skipped)
+	}
+	servers := upstreams
 	if mode == ModeSidecar {
 		servers = []string{"127.0.0.1"}
 		if cfg.Sidecar.Fallback {
@@ -205,7 +209,7 @@ func Decide(pod *corev1.Pod, env Env, cfg *Config) Decision {
 	}
 	d.DNSConfig = buildDNSConfig(pod, ns, servers, cfg, &d)
 	if mode == ModeSidecar {
-		c := sidecarContainer(cfg, cfg.NodeLocal.upstreams(env.Nameservers), healthPort, metricsPort)
+		c := sidecarContainer(cfg, upstreams, healthPort, metricsPort)
 		c.Resources = sidecarResources(pod, env.NamespaceAnnotations, cfg, &d)
 		d.Sidecar = &c
 		d.PullSecrets = sidecarPullSecrets(pod, cfg)

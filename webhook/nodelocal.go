@@ -3,6 +3,7 @@ package webhook
 import (
 	"fmt"
 	"net"
+	"strings"
 )
 
 // DefaultNodeLocalAddress is the link-local address the node-local cache
@@ -18,7 +19,11 @@ const DefaultNodeLocalAddress = "169.254.20.10"
 type NodeLocalConfig struct {
 	// Enabled turns node-local nameservers on.
 	Enabled bool `json:"enabled"`
-	// Address is the node cache's IP; empty means DefaultNodeLocalAddress.
+	// Address is the node cache's IP, or one IPv4 and one IPv6 address
+	// comma separated (dual-stack and IPv6 clusters: the resolver's
+	// --node-local-address takes the same list); empty means
+	// DefaultNodeLocalAddress. Pods get the one of the cluster DNS's
+	// primary family (localFor).
 	Address string `json:"address,omitempty"`
 	// Existing says the node cache is NodeLocal DNSCache (or another)
 	// that the kubelets already give ClusterFirst pods as their only
@@ -41,31 +46,70 @@ func (n *NodeLocalConfig) normalize() {
 	}
 }
 
-// validate checks a normalized configuration's address.
+// validate checks a normalized configuration's addresses.
 func (n NodeLocalConfig) validate() error {
 	if !n.Enabled {
 		return nil
 	}
-	if ip := net.ParseIP(n.Address); ip == nil || ip.IsUnspecified() || ip.IsLoopback() {
-		return fmt.Errorf("nodeLocal address %q: want the node cache's IP (not loopback or unspecified)", n.Address)
+	seen := map[bool]string{}
+	for _, a := range strings.Split(n.Address, ",") {
+		a = strings.TrimSpace(a)
+		ip := net.ParseIP(a)
+		if ip == nil || ip.IsUnspecified() || ip.IsLoopback() {
+			return fmt.Errorf("nodeLocal address %q: %q is not the node cache's IP; want one IP, or one IPv4 and one IPv6 address comma separated (not loopback or unspecified)", n.Address, a)
+		}
+		v4 := ip.To4() != nil
+		if prev, dup := seen[v4]; dup {
+			return fmt.Errorf("nodeLocal address %q: %s and %s are of one family; give at most one IPv4 and one IPv6 address", n.Address, prev, a)
+		}
+		seen[v4] = a
 	}
 	return nil
 }
 
-// upstreams returns the servers pods (dnsconfig) or sidecars (sidecar
-// mode) should ask: the node cache first when enabled, then the cluster
-// DNS. The cluster DNS stays so a node whose cache is down still resolves.
-func (n NodeLocalConfig) upstreams(cluster []string) []string {
-	if !n.Enabled {
-		return cluster
+// localFor returns the node cache address pods should ask first: the one
+// of the family of the first cluster DNS address that has one (the
+// Service's clusterIPs list its primary family first). A second local
+// address of the other family would add no resilience, the same process
+// answers on both, and would take one of the pod's three nameservers from
+// the cluster DNS fallback. "" when the node cache has no address of any
+// family the cluster DNS has: an IPv6-only pod cannot reach an IPv4
+// link-local address, and every lookup would first wait out a timeout.
+func (n NodeLocalConfig) localFor(cluster []string) string {
+	local := map[bool]string{}
+	for _, a := range strings.Split(n.Address, ",") {
+		if ip := net.ParseIP(strings.TrimSpace(a)); ip != nil {
+			local[ip.To4() != nil] = strings.TrimSpace(a)
+		}
 	}
-	out := []string{n.Address}
 	for _, c := range cluster {
-		if c != n.Address {
+		if ip := net.ParseIP(c); ip != nil && local[ip.To4() != nil] != "" {
+			return local[ip.To4() != nil]
+		}
+	}
+	return ""
+}
+
+// upstreams returns the servers pods (dnsconfig) or sidecars (sidecar
+// mode) should ask: the node cache first when enabled and reachable in the
+// cluster DNS's families, then the cluster DNS. The cluster DNS stays so a
+// node whose cache is down still resolves. skipped says why the node cache
+// was left out ("" when it was not).
+func (n NodeLocalConfig) upstreams(cluster []string) (servers []string, skipped string) {
+	if !n.Enabled {
+		return cluster, ""
+	}
+	local := n.localFor(cluster)
+	if local == "" {
+		return cluster, fmt.Sprintf("the node cache (%s) has no address of the cluster DNS's family (%s), so pods could not reach it; give nodeLocal.address an IPv4 and an IPv6 address (chart: nodeCache.ipv6Address)", n.Address, strings.Join(cluster, ", "))
+	}
+	out := []string{local}
+	for _, c := range cluster {
+		if c != local {
 			out = append(out, c)
 		}
 	}
-	return out
+	return out, ""
 }
 
 // clusterFirstServers are the nameservers the kubelet gives a ClusterFirst
@@ -73,7 +117,10 @@ func (n NodeLocalConfig) upstreams(cluster []string) []string {
 // else (as far as the webhook knows) the cluster DNS Service.
 func (n NodeLocalConfig) clusterFirstServers(cluster []string) []string {
 	if n.Enabled && n.Existing {
-		return []string{n.Address}
+		if local := n.localFor(cluster); local != "" {
+			return []string{local}
+		}
+		return []string{strings.TrimSpace(strings.Split(n.Address, ",")[0])}
 	}
 	return cluster
 }

@@ -237,7 +237,7 @@ extraSearchDomains: {{ toJson . }}
 {{- if .Values.nodeCache.enabled }}
 nodeLocal:
   enabled: true
-  address: {{ .Values.nodeCache.address | quote }}
+  address: {{ include "dnsguard.nodeCacheAddresses" . | quote }}
 {{- else if .Values.nodeLocalDNSCache.enabled }}
 nodeLocal:
   enabled: true
@@ -293,4 +293,12 @@ of its own lets the release namespace stay "restricted".
 */}}
 {{- define "dnsguard.nodeCacheNamespace" -}}
 {{- .Values.nodeCache.namespace | default .Release.Namespace }}
+{{- end }}
+
+{{/* The node cache's addresses: nodeCache.address, and nodeCache.ipv6Address
+when set, comma separated as the resolver's --node-local-address and the
+webhook's nodeLocal.address take them. */}}
+{{- define "dnsguard.nodeCacheAddresses" -}}
+{{- .Values.nodeCache.address -}}
+{{- with .Values.nodeCache.ipv6Address }},{{ . }}{{ end -}}
 {{- end }}
