@@ -176,3 +176,49 @@ func TestNoTrackKeepsDNSOutOfConntrack(t *testing.T) {
 		t.Fatalf("DNS flow to the cache was tracked despite NOTRACK:\n%s", out)
 	}
 }
+
+// An IPv6 node cache address must be usable the moment Apply returns: the
+// resolver binds it right after. Negative control (run once on 2026-12-07):
+// without IFA_F_NODAD in addAddr, the bind fails with "cannot assign
+// requested address" (the address is tentative during DAD), as the node
+// cache's start did in test/nodelocal before the fix.
+func TestIPv6AddressBindableAtOnce(t *testing.T) {
+	ns, name := newNS(t)
+	inNS(t, name, "ip", "link", "set", "lo", "up")
+	cfg := Config{Addresses: []netip.Addr{netip.MustParseAddr("169.254.20.10"), netip.MustParseAddr("fd00::10")}, NoTrack: true, NetNS: ns}
+	ap, err := Apply(cfg)
+	if err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	defer func() { _ = ap.Remove() }()
+	// Bind inside the namespace, as the resolver does right after Apply.
+	if err := bindIn(ns, "[fd00::10]:53"); err != nil {
+		t.Fatalf("bind right after Apply: %v", err)
+	}
+	rules := inNS(t, name, "nft", "list", "table", "inet", DefaultTable)
+	for _, want := range []string{"ip6 daddr fd00::10 udp dport 53", "ip6 saddr fd00::10 tcp sport 53"} {
+		if !strings.Contains(rules, want) {
+			t.Errorf("ruleset lacks %q:\n%s", want, rules)
+		}
+	}
+}
+
+// bindIn binds a UDP socket to addr inside ns from a locked thread.
+func bindIn(ns netns.NsHandle, addr string) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	if err := netns.Set(ns); err != nil {
+		return err
+	}
+	defer func() { _ = netns.Set(orig) }()
+	c, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}

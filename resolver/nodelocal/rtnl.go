@@ -152,13 +152,18 @@ func (r *rtnl) delLink(l link) error {
 
 // addAddr adds a host address (/32 or /128) to the link.
 func (r *rtnl) addAddr(l link, a netip.Addr) error {
-	family, bits := byte(unix.AF_INET), byte(32)
+	family, bits, flags := byte(unix.AF_INET), byte(32), byte(0)
 	if a.Is6() {
-		family, bits = unix.AF_INET6, 128
+		// Without NODAD an IPv6 address stays tentative for about a
+		// second of duplicate address detection, and binding it fails
+		// with EADDRNOTAVAIL: the node cache would not start. The
+		// address is the node's own on a dummy interface; there is no
+		// link to detect duplicates on.
+		family, bits, flags = unix.AF_INET6, 128, unix.IFA_F_NODAD
 	}
 	// struct ifaddrmsg: family, prefixlen, flags, scope, index.
 	hdr := make([]byte, 8)
-	hdr[0], hdr[1], hdr[3] = family, bits, unix.RT_SCOPE_UNIVERSE
+	hdr[0], hdr[1], hdr[2], hdr[3] = family, bits, flags, unix.RT_SCOPE_UNIVERSE
 	binary.NativeEndian.PutUint32(hdr[4:], uint32(l.index))
 	ae := netlink.NewAttributeEncoder()
 	ae.Bytes(unix.IFA_LOCAL, a.AsSlice())

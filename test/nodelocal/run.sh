@@ -2,8 +2,9 @@
 # Node-local mode, end to end in network namespaces (needs root):
 #
 #   dg-nl-pod1 ─┐                                  ┌─ dg-nl-dns: dnsmasq 10.251.1.2
-#   dg-nl-pod2 ─┴─ dg-nl-node: bin/resolver --node-local ─┘  (cluster.local + example.com,
-#                  dnsguard0 169.254.20.10, NOTRACK table      UDP and TCP)
+#   dg-nl-pod2 ─┼─ dg-nl-node: bin/resolver --node-local ─┘  (cluster.local + example.com,
+#   dg-nl-pod6 ─┘  dnsguard0 169.254.20.10 + fd00::10,         UDP and TCP)
+#   (IPv6 only)    NOTRACK table (ip and ip6)
 #
 # The pods' resolv.conf is what the webhook writes with nodeLocal enabled:
 # `nameserver 169.254.20.10`, then the cluster DNS as fallback, `options
@@ -12,22 +13,24 @@
 # node cache while it restarts (SIGTERM, start again) and while it is
 # replaced surge-style (new instance first, SO_REUSEPORT, then SIGTERM the
 # old): zero failures, and no lookup longer than the 2 s resolver timeout
-# (plus 0.5 s slack for a loaded machine). Also runs the root tests of
+# (plus 0.5 s slack for a loaded machine). One process serves both
+# families: an IPv6-only pod resolves A and AAAA through fd00::10 with glibc
+# and musl, untracked by conntrack. Also runs the root tests of
 # resolver/nodelocal. Prints "N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BIN=$ROOT/bin/resolver
 P=dg-nl
-NODE=$P-node DNS=$P-dns POD1=$P-pod1 POD2=$P-pod2
-NL=169.254.20.10 DNSIP=10.251.1.2 UPIP=10.251.1.3
+NODE=$P-node DNS=$P-dns POD1=$P-pod1 POD2=$P-pod2 POD6=$P-pod6
+NL=169.254.20.10 NL6=fd00::10 DNSIP=10.251.1.2 UPIP=10.251.1.3
 HEALTH=127.0.0.1:9254
 MAX_MS=${NODELOCAL_MAX_MS:-2500}
 
 . "$ROOT/hack/lib.sh" nodelocal-test
 
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces)"
-for t in ip nft conntrack dnsmasq dig gcc getent curl go timeout; do
+for t in ip nft conntrack dnsmasq dig gcc musl-gcc getent curl go timeout; do
   command -v "$t" >/dev/null || die "$t missing (make deps)"
 done
 [ -x "$BIN" ] || die "$BIN missing (make build)"
@@ -59,8 +62,8 @@ trap 'exit 130' INT TERM
 log "root tests of resolver/nodelocal (go test -tags root)"
 if go test -count=1 -tags root ./resolver/nodelocal; then pass "go test -tags root ./resolver/nodelocal"; else fail "go test -tags root ./resolver/nodelocal"; fi
 
-log "topology: $NODE, $DNS, $POD1, $POD2"
-for ns in $NODE $DNS $POD1 $POD2; do
+log "topology: $NODE, $DNS, $POD1, $POD2, $POD6 (IPv6 only)"
+for ns in $NODE $DNS $POD1 $POD2 $POD6; do
   ip netns add "$ns"
   ip -n "$ns" link set lo up
 done
@@ -77,6 +80,12 @@ veth $NODE nl-pod2 10.251.3.1 $POD2 eth0 10.251.3.2
 ip -n $DNS route add default via 10.251.1.1
 ip -n $POD1 route add default via 10.251.2.1
 ip -n $POD2 route add default via 10.251.3.1
+# The IPv6-only pod: no IPv4 address but loopback, as in a single-stack
+# IPv6 cluster; nodad so the addresses are usable at once.
+ip link add nl-pod6 netns $NODE type veth peer name eth0 netns $POD6
+ip -n $NODE addr add fd00:251:6::1/64 dev nl-pod6 nodad; ip -n $NODE link set nl-pod6 up
+ip -n $POD6 addr add fd00:251:6::2/64 dev eth0 nodad; ip -n $POD6 link set eth0 up
+ip -n $POD6 -6 route add default via fd00:251:6::1
 # Conntrack runs in a namespace only once a rule needs it (as kube-proxy's
 # do on a real node): a ct expression turns it on, so `conntrack -L` below
 # shows what NOTRACK kept out.
@@ -91,6 +100,7 @@ log "cluster DNS: dnsmasq in $DNS on $DNSIP (UDP and TCP)"
 cat >"$WORK/hosts" <<EOF
 10.96.0.1 kubernetes.default.svc.cluster.local
 10.96.5.7 web.shop.svc.cluster.local
+fd00:96::5:7 web6.shop.svc.cluster.local
 192.0.2.80 web.example.com
 2001:db8::80 web.example.com
 EOF
@@ -109,8 +119,14 @@ for ns in $POD1 $POD2; do
   mkdir -p /etc/netns/$ns
   printf 'nameserver %s\nnameserver %s\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:2 attempts:3 single-request-reopen\n' $NL $DNSIP >/etc/netns/$ns/resolv.conf
 done
+# The IPv6-only pod's, as the webhook writes it for an IPv6 cluster with
+# nodeLocal.address=169.254.20.10,fd00::10 (golden case
+# ipv6-cluster-nodelocal); this lab has no IPv6 cluster DNS, so the node
+# cache is its only nameserver.
+mkdir -p /etc/netns/$POD6
+printf 'nameserver %s\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:2 attempts:3 single-request-reopen\n' $NL6 >/etc/netns/$POD6/resolv.conf
 
-RES_ARGS=(--node-local --cluster-upstream=$DNSIP --upstream=$UPIP:53 --health-listen=$HEALTH --drain=1s --log-level=info)
+RES_ARGS=(--node-local --node-local-address=$NL,$NL6 --cluster-upstream=$DNSIP --upstream=$UPIP:53 --health-listen=$HEALTH --drain=1s --log-level=info)
 start_resolver() { # start_resolver NAME: starts bin/resolver in the node, sets RPID
   ip netns exec $NODE "$BIN" "${RES_ARGS[@]}" >>"$WORK/$1.log" 2>&1 &
   RPID=$!
@@ -135,9 +151,12 @@ start_resolver a
 A=$RPID
 check "readyz 200 once listening and the cluster DNS answered" wait_ready
 check "interface dnsguard0 holds $NL" bash -c "ip -n $NODE -br addr show dev dnsguard0 | grep -q '$NL/32'"
+check "interface dnsguard0 holds $NL6" bash -c "ip -n $NODE -br addr show dev dnsguard0 | grep -q '$NL6/128'"
 ip netns exec $NODE nft list table inet dnsguard_nodelocal >"$WORK/nft.txt" 2>&1 || true
 check "NOTRACK table installed (nft list table inet dnsguard_nodelocal)" \
   grep -q "ip daddr $NL udp dport 53 counter packets [0-9]* bytes [0-9]* notrack" "$WORK/nft.txt"
+check "NOTRACK for $NL6 too (ip6 daddr)" \
+  grep -q "ip6 daddr $NL6 udp dport 53 counter packets [0-9]* bytes [0-9]* notrack" "$WORK/nft.txt"
 
 log "answers and routing"
 check "cluster name via the cluster upstream (dig from $POD1)" bash -c \
@@ -151,6 +170,35 @@ check "metrics: both upstream groups used (cluster/$DNSIP:53, $UPIP:53)" bash -c
   "grep -q 'upstream_queries_total{upstream=\"cluster/$DNSIP:53\"} [1-9]' $WORK/metrics.txt && grep -q 'upstream_queries_total{upstream=\"$UPIP:53\"} [1-9]' $WORK/metrics.txt"
 check "getent ahosts (glibc, search path) in $POD1" bash -c \
   "ip netns exec $POD1 getent ahosts web.shop | grep -q '^10.96.5.7 '"
+
+log "IPv6: one process, both families ($POD6 has IPv6 only)"
+check "A over IPv6 (dig @$NL6 from $POD6)" bash -c \
+  "ip netns exec $POD6 dig +short +time=2 +tries=1 @$NL6 web.example.com A | grep -qx 192.0.2.80"
+check "AAAA over IPv6 (dig @$NL6 from $POD6)" bash -c \
+  "ip netns exec $POD6 dig +short +time=2 +tries=1 @$NL6 web.example.com AAAA | grep -qx 2001:db8::80"
+check "cluster name over IPv6 TCP (dig +tcp @$NL6)" bash -c \
+  "ip netns exec $POD6 dig +tcp +short +time=2 +tries=1 @$NL6 kubernetes.default.svc.cluster.local | grep -qx 10.96.0.1"
+# getent ahosts asks with AI_ADDRCONFIG: in a pod without an IPv4 address
+# glibc sends AAAA only, as it would in a real IPv6-only pod.
+check "getent ahosts (glibc, search path) in $POD6" bash -c \
+  "ip netns exec $POD6 getent ahosts web.example.com | grep -q '^2001:db8::80 ' && ip netns exec $POD6 getent ahosts web6.shop | grep -q '^fd00:96::5:7 '"
+gcc -O2 -Wall -Wextra -Werror -o "$WORK/gailoop" test/racelab/gailoop.c
+musl-gcc -O2 -Wall -Wextra -Werror -static -o "$WORK/gailoop-musl" test/racelab/gailoop.c
+for libc in glibc musl; do
+  bin=$WORK/gailoop; [ $libc = musl ] && bin=$WORK/gailoop-musl
+  ip netns exec $POD6 timeout 30 "$bin" -n 200 -t 12 web.example.com. >"$WORK/pod6-$libc.txt" 2>&1 || true
+  read -r n f m _ < <(awk '$2=="ok"||$2=="fail" {n++; if ($2=="fail") f++; if ($1+0>m) m=$1+0} END {printf "%d %d %.1f x\n", n, f+0, m+0}' "$WORK/pod6-$libc.txt")
+  echo "    $libc in $POD6: $n lookups (A and AAAA each), $f failed, max $m ms"
+  check "$libc in the IPv6-only pod: 200 lookups through $NL6, none failed" bash -c "[ $n -eq 200 ] && [ $f -eq 0 ]"
+done
+# Control: a query to the node's own veth address is not NOTRACKed, so
+# IPv6 conntrack is on here and the check below can fail.
+ip netns exec $POD6 dig +short +time=1 +tries=1 @fd00:251:6::1 web.example.com >/dev/null 2>&1 || true
+ctl6=$(ip netns exec $NODE conntrack -L -f ipv6 -d fd00:251:6::1 -p udp --dport 53 2>/dev/null | grep -c . || true)
+ct6=$(ip netns exec $NODE conntrack -L -f ipv6 2>/dev/null | grep -F "$NL6" | grep -cE ' (dport|sport)=53 ' || true)
+echo "    IPv6 conntrack entries: to $NL6: $ct6, control (to fd00:251:6::1): $ctl6"
+check "IPv6 conntrack works in the node (control query tracked)" test "$ctl6" -ge 1
+check "no conntrack entry for the IPv6 pod's queries to $NL6" test "$ct6" -eq 0
 
 log "conntrack: queries to $NL stay untracked"
 ip netns exec $NODE conntrack -F >/dev/null 2>&1 || true
@@ -177,7 +225,6 @@ pkts=$(ip netns exec $NODE nft list table inet dnsguard_nodelocal | awk '/prerou
 check "NOTRACK prerouting rule counted the pods' queries ($pkts packets)" test "${pkts:-0}" -ge 20
 
 log "glibc clients while the node cache restarts"
-gcc -O2 -Wall -Wextra -Werror -o "$WORK/gailoop" test/racelab/gailoop.c
 run_loops() { # run_loops TAG: gailoop in both pods in the background (bounded)
   ip netns exec $POD1 timeout 60 "$WORK/gailoop" -n 20000 -t 12 kubernetes.default.svc.cluster.local. >"$WORK/$1-pod1.txt" 2>&1 &
   L1=$!
