@@ -8,9 +8,12 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/dnsguard/dnsguard/cmd/buildinfo"
 )
 
 // The resolver writes the Prometheus text exposition format itself rather
@@ -259,6 +262,13 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 		v(ns+"upstream_duration_seconds_sum", l, math.Float64frombits(u.lat.sum.Load()))
 		v(ns+"upstream_duration_seconds_count", l, float64(u.lat.count.Load()))
 	}
+	names, values := buildinfo.Labels("resolver")
+	var bl []string
+	for i := range names {
+		bl = append(bl, names[i]+`="`+values[i]+`"`)
+	}
+	p(buildinfo.Metric, "gauge", buildinfo.Help)
+	v(buildinfo.Metric, strings.Join(bl, ","), 1)
 	// The standard Go collector's name, so dashboards and the soak and
 	// fault tests can watch for goroutine leaks without client_golang.
 	p("go_goroutines", "gauge", "Number of goroutines that currently exist.")

@@ -253,6 +253,7 @@ func TestMetricsAndHealth(t *testing.T) {
 		{"dnsguard_resolver_responses_total", map[string]string{"rcode": "NXDOMAIN"}, 1},
 		{"dnsguard_resolver_cache_entries", nil, 2},
 		{"dnsguard_resolver_upstream_duration_seconds", map[string]string{"upstream": up.addr}, 2},
+		{"dnsguard_build_info", map[string]string{"component": "resolver", "version": "dev"}, 1},
 	} {
 		if got := val(c.name, c.labels); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)

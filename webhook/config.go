@@ -12,6 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/dnsguard/dnsguard/cmd/buildinfo"
 )
 
 // Modes a pod can be handled in.
@@ -42,12 +44,23 @@ const (
 // SidecarName is the name of the injected resolver init container.
 const SidecarName = "dnsguard-resolver"
 
+// DefaultSidecarImage is the resolver image of the webhook's own release
+// (ghcr.io/dnsguard/resolver:0.2.0 from a binary built by make release),
+// so a webhook run without the chart injects a resolver of its version;
+// ":latest" from a development build. The chart always sets the image,
+// pinned by digest.
+func DefaultSidecarImage() string {
+	if buildinfo.Released() {
+		return "ghcr.io/dnsguard/resolver:" + buildinfo.Version
+	}
+	return "ghcr.io/dnsguard/resolver:latest"
+}
+
 // Defaults for Config fields.
 const (
 	DefaultListen          = ":8443"
 	DefaultClusterDomain   = "cluster.local"
 	DefaultDNSService      = "kube-system/kube-dns"
-	DefaultSidecarImage    = "dnsguard/resolver:latest"
 	DefaultMaxRequestBytes = 3 << 20
 	DefaultRecheck         = 30 * time.Second
 	// DefaultRequestBudgetBytes keeps the webhook under 128 MiB of RSS with
@@ -220,7 +233,7 @@ func DefaultConfig() Config {
 		DefaultMode:   ModeDNSConfig,
 		DNSOptions:    DefaultDNSOptions(),
 		Sidecar: SidecarConfig{
-			Image:     DefaultSidecarImage,
+			Image:     DefaultSidecarImage(),
 			Fallback:  true,
 			RunAsUser: 65532,
 			// Measured (make sidecar-resources, docs/sidecar-resources.md):

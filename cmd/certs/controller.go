@@ -15,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	buildprom "github.com/dnsguard/dnsguard/cmd/buildinfo/prom"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -190,6 +192,7 @@ func runController(args []string) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildprom.Register(reg, "certs")
 	o.cfg.Metrics = certs.NewControllerMetrics(reg)
 	ctrl, err := certs.NewController(client, o.cfg)
 	if err != nil {

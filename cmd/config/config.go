@@ -20,19 +20,23 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/dnsguard/dnsguard/cmd/buildinfo"
 )
 
 // Load returns defaults() overlaid with the --config file (if args name
 // one) and then with the flags args set explicitly, so a flag always wins
 // over the file and the file over the defaults. bind registers the flags
 // on fs, bound to the fields of c. Help and parse errors are printed to
-// stderr; --help returns flag.ErrHelp. The result is not validated.
+// stderr; --help returns flag.ErrHelp, and so does --version after
+// printing the version to stdout. The result is not validated.
 func Load[T any](name string, args []string, stderr io.Writer, defaults func() T, bind func(c *T, fs *flag.FlagSet), usage func(fs *flag.FlagSet)) (T, error) {
 	newFlags := func(c *T, out io.Writer) (*flag.FlagSet, *string) {
 		fs := flag.NewFlagSet(name, flag.ContinueOnError)
 		fs.SetOutput(out)
 		bind(c, fs)
 		file := fs.String("config", "", "YAML `file` of settings, keys as in [brackets] after each flag; unknown keys are errors; flags given on the command line win over it")
+		fs.Bool("version", false, "print the version and commit to stdout, then exit")
 		if usage != nil {
 			fs.Usage = func() { usage(fs) }
 		}
@@ -42,6 +46,10 @@ func Load[T any](name string, args []string, stderr io.Writer, defaults func() T
 	fs, file := newFlags(&c, stderr)
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if v := fs.Lookup("version"); v != nil && v.Value.String() == "true" {
+		fmt.Fprintln(os.Stdout, buildinfo.String(name))
+		return c, flag.ErrHelp
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))

@@ -24,6 +24,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	buildprom "github.com/dnsguard/dnsguard/cmd/buildinfo/prom"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -144,6 +146,7 @@ func run(cfg webhook.Config) error {
 
 	opts := webhook.Options{Logger: log, Registry: prometheus.NewRegistry()}
 	opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildprom.Register(opts.Registry, "webhook")
 	if len(cfg.Nameservers) == 0 {
 		d, err := webhook.NewDNSDiscovery(client, cfg.DNSService, cfg.RecheckInterval, log)
 		if err != nil {

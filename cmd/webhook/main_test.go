@@ -189,3 +189,12 @@ func TestSidecarMetricsPortFlag(t *testing.T) {
 		t.Errorf("--help does not document --sidecar-metrics-port [sidecar.metricsPort]")
 	}
 }
+
+// --version exits like --help (main returns 0) before any validation, so
+// it works without the TLS files a real start needs.
+func TestVersionFlag(t *testing.T) {
+	_, err := parseConfig([]string{"--version"}, true, io.Discard)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--version: %v, want flag.ErrHelp", err)
+	}
+}

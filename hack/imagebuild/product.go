@@ -59,13 +59,18 @@ func commands() []string {
 // code), and no VCS stamping: go stamps a clone but not a `git worktree`
 // checkout (its .git is a file), and CHANGELOG.md promises that a worktree
 // of a release's commit rebuilds the release's digests. The commit is in
-// the images' revision label and in the SBOM instead.
-func goBuild(root, platform, dir string) error {
+// the images' revision label and in the SBOM instead, and stamped into the
+// binaries for --version and dnsguard_build_info (cmd/buildinfo) with the
+// version; both follow from the commit and VERSION, so the bytes stay
+// reproducible.
+func goBuild(root, platform, dir, version, revision string) error {
 	osName, arch, _, err := parsePlatform(platform)
 	if err != nil {
 		return err
 	}
-	args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", dir + "/"}
+	const pkg = "github.com/dnsguard/dnsguard/cmd/buildinfo"
+	ldflags := "-s -w -X " + pkg + ".Version=" + version + " -X " + pkg + ".Revision=" + revision
+	args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags=" + ldflags, "-o", dir + "/"}
 	for _, c := range commands() {
 		args = append(args, "./cmd/"+c)
 	}

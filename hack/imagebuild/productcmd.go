@@ -44,7 +44,7 @@ func runProduct(args []string, stdout, stderr io.Writer) error {
 	}
 	defer os.RemoveAll(work)
 	platform := "linux/" + runtime.GOARCH
-	if err := goBuild(*root, platform, work); err != nil {
+	if err := goBuild(*root, platform, work, *tag, commit.String()); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {

@@ -225,7 +225,7 @@ func buildImages(root, work, version string, commit Commit) ([]builtImage, error
 	for _, pl := range Platforms {
 		dir := filepath.Join(work, strings.ReplaceAll(pl, "/", "-"))
 		slog.Info("compiling", "platform", pl, "commands", commands())
-		if err := goBuild(root, pl, dir); err != nil {
+		if err := goBuild(root, pl, dir, version, commit.String()); err != nil {
 			return nil, err
 		}
 		binDirs[pl] = dir

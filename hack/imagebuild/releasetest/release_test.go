@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -252,6 +253,9 @@ func checkIndex(t *testing.T, dir, img, listedDigest string) {
 				t.Errorf("%s %s /%s: ELF %s %s, want %s 64-bit", img, desc.Platform, b, ef.Class, ef.Machine, want)
 			}
 			ef.Close()
+			if desc.Platform.Architecture == runtime.GOARCH && b != "certs" {
+				checkVersionStamp(t, data, b)
+			}
 			for _, mod := range goVersionM(t, data) {
 				// Built without VCS stamping, the main module is
 				// "(devel)" to Go; the SBOM names the release's version.
@@ -683,5 +687,28 @@ func tarEntry(t *testing.T, archive, name string) []byte {
 			}
 			return b
 		}
+	}
+}
+
+// checkVersionStamp runs a released binary's --version: it must name the
+// release and the commit it was cut from (cmd/buildinfo, stamped by
+// goBuild). Breaks if goBuild drops the -X flags: the binary says "dev".
+func checkVersionStamp(t *testing.T, data []byte, name string) {
+	t.Helper()
+	head, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(p, "--version").Output()
+	if err != nil {
+		t.Fatalf("/%s --version: %v", name, err)
+	}
+	want := name + " " + version + " (commit " + strings.TrimSpace(string(head))
+	if !strings.HasPrefix(string(out), want) {
+		t.Errorf("/%s --version = %q, want it to start with %q", name, out, want)
 	}
 }
