@@ -186,7 +186,9 @@ func injectSidecar(t *testing.T, cfg webhook.Config, pod *corev1.Pod) *corev1.Po
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := webhook.NewServer(cfg, webhook.Options{Logger: slog.New(slog.DiscardHandler)})
+	// The rendered nativeSidecars: auto asks the API server, which this
+	// test has not; answer as a cluster of the chart's versions would.
+	srv := webhook.NewServer(cfg, webhook.Options{Logger: slog.New(slog.DiscardHandler), NativeSidecars: webhook.StaticNativeSidecars("")})
 	req := httptest.NewRequest(http.MethodPost, "/mutate", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
