@@ -51,8 +51,11 @@ func testChart(t *testing.T, c *cluster.Cluster, s server) {
 		{"nodeCache", []string{"--set", "nodeCache.enabled=true"}},
 	} {
 		t.Run(v.name, func(t *testing.T) {
-			objs := render(t, s.version, v.set...)
-			created, skipped := dryRunCreate(t, c, objs)
+			// A release (and namespace) per rendering: dry-run creates of
+			// the second must not meet what the first created for real.
+			release := "dnsguard-" + strings.ToLower(v.name)
+			objs := render(t, release, s.version, v.set...)
+			created, skipped := dryRunCreate(t, c, release, objs)
 			t.Logf("%d objects accepted by %s; not served, skipped: %v", created, s.name, skipped)
 			// The chart has a dozen kinds the core API serves; fewer
 			// means rendering or the mapper went wrong, not a pass.
@@ -66,10 +69,11 @@ func testChart(t *testing.T, c *cluster.Cluster, s server) {
 	}
 }
 
-// render runs bin/helm template and decodes every document.
-func render(t *testing.T, kubeVersion string, extra ...string) []*unstructured.Unstructured {
+// render runs bin/helm template for release (installed in the namespace of
+// the same name) and decodes every document, test hooks included.
+func render(t *testing.T, release, kubeVersion string, extra ...string) []*unstructured.Unstructured {
 	t.Helper()
-	args := append([]string{"template", "dnsguard", chartDir, "--namespace", releaseNamespace, "--kube-version", kubeVersion}, extra...)
+	args := append([]string{"template", release, chartDir, "--namespace", release, "--kube-version", kubeVersion}, extra...)
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(filepath.Join(binDir, "helm"), args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -98,9 +102,10 @@ func decode(t *testing.T, r io.Reader) []*unstructured.Unstructured {
 }
 
 // dryRunCreate dry-run creates objs (namespaced ones in their namespace,
-// created for real first) and returns how many were accepted and the kinds
-// the server does not serve.
-func dryRunCreate(t *testing.T, c *cluster.Cluster, objs []*unstructured.Unstructured) (int, []string) {
+// default ns, created for real first; Namespace objects before anything
+// else so none meets one created that way) and returns how many were
+// accepted and the kinds the server does not serve.
+func dryRunCreate(t *testing.T, c *cluster.Cluster, ns string, objs []*unstructured.Unstructured) (int, []string) {
 	t.Helper()
 	cfg := c.RESTConfig()
 	var warnings warningLog
@@ -112,6 +117,8 @@ func dryRunCreate(t *testing.T, c *cluster.Cluster, objs []*unstructured.Unstruc
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(c.Client().Discovery()))
 	created := 0
 	skipped := map[string]bool{}
+	objs = append([]*unstructured.Unstructured(nil), objs...)
+	sort.SliceStable(objs, func(i, j int) bool { return objs[i].GetKind() == "Namespace" && objs[j].GetKind() != "Namespace" })
 	for _, o := range objs {
 		gvk := o.GroupVersionKind()
 		what := gvk.Kind + " " + o.GetName()
@@ -124,12 +131,12 @@ func dryRunCreate(t *testing.T, c *cluster.Cluster, objs []*unstructured.Unstruc
 		}
 		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
 		if m.Scope.Name() == meta.RESTScopeNameNamespace {
-			ns := o.GetNamespace()
-			if ns == "" {
-				ns = releaseNamespace
+			objNS := o.GetNamespace()
+			if objNS == "" {
+				objNS = ns
 			}
-			corpus.EnsureNamespace(t, c.Client(), ns, nil)
-			ri = dyn.Resource(m.Resource).Namespace(ns)
+			corpus.EnsureNamespace(t, c.Client(), objNS, nil)
+			ri = dyn.Resource(m.Resource).Namespace(objNS)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		_, err = ri.Create(ctx, o, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}, FieldValidation: "Strict"})
