@@ -165,6 +165,8 @@ func startWebhook(t *testing.T, c *cluster.Cluster, dir, name string, port, metr
 		fmt.Sprintf("--listen=127.0.0.1:%d", port), fmt.Sprintf("--metrics-listen=127.0.0.1:%d", metricsPort),
 		"--tls-cert-file="+filepath.Join(dir, "tls.crt"), "--tls-key-file="+filepath.Join(dir, "tls.key"),
 		"--kubeconfig="+c.AdminKubeconfig(), "--nameservers="+cluster.ClusterDNS,
+		// Nothing routes to it but this API server: no drain delay at the end.
+		"--shutdown-delay=0s",
 		"--native-sidecars="+native)
 	if err != nil {
 		t.Fatal(err)
