@@ -48,7 +48,9 @@ func testChart(t *testing.T, c *cluster.Cluster, s server) {
 		set  []string
 	}{
 		{"defaults", nil},
-		{"nodeCache", []string{"--set", "nodeCache.enabled=true"}},
+		// The node cache needs the cluster DNS IP: helm template has no
+		// cluster to look it up in.
+		{"nodeCache", []string{"--set", "nodeCache.enabled=true", "--set", "nodeCache.clusterDNS=" + cluster.ClusterDNS}},
 	} {
 		t.Run(v.name, func(t *testing.T) {
 			// A release (and namespace) per rendering: dry-run creates of
