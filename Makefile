@@ -13,7 +13,7 @@ export GOFLAGS ?= -mod=mod
 LDFLAGS_STATIC   := -s -w
 CMDS             := webhook resolver certs
 
-.PHONY: all build run test deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab race-lab-cluster race-lab-docs fault-matrix fault-matrix-docs bench soak sidecar-resources quota-test fuzz clean tools helm images test-images release release-test
+.PHONY: all build run test deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab race-lab-cluster race-lab-docs fault-matrix fault-matrix-docs bench soak sidecar-resources quota-test compat-test fuzz clean tools helm images test-images release release-test
 
 all: build
 
@@ -31,7 +31,7 @@ run: build
 	./hack/run.sh
 
 ## test: lint, unit/golden/fuzz-seed tests, curl tests, chart checks, e2e, race lab
-test: deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test quota-test release-test e2e race-lab
+test: deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test quota-test release-test compat-test e2e race-lab
 	@echo "make test: all suites passed"
 
 ## deps: Debian packages the tests need (skipped when present)
@@ -113,6 +113,10 @@ sidecar-resources: $(BIN)/resolver
 ## quota-test: every golden pod of webhook/testdata, and sidecar pods under ResourceQuota/LimitRange, on test/cluster's control plane (bin/kube-apiserver, bin/etcd)
 quota-test:
 	./hack/quota-test.sh
+
+## compat-test: every API server the chart claims (kube-apiserver v1.29.6 with SidecarContainers on and off, v1.37.2): the chart dry-run created, the webhook binary on sidecar-mode pods, the golden pods on v1.29.6
+compat-test:
+	./hack/compat-test.sh
 
 ## fuzz: run every fuzz target for a bounded time (FUZZTIME, default 30s each)
 fuzz:

@@ -5,6 +5,8 @@
 #   etcd                                      hack/tools/etcd
 #   kube-apiserver kube-controller-manager    hack/tools (k8s.io/kubernetes v1.37.2)
 #   kube-scheduler kubelet kube-proxy kubectl
+#   kube-apiserver-1.29                       hack/tools/k8s-oldest (k8s.io/kubernetes v1.29.6):
+#                                             the oldest API server the chart claims, for test/compat
 #   containerd ctr containerd-shim-runc-v2    hack/tools/containerd (v2)
 #   coredns                                   hack/tools/coredns (v1.15.0)
 #   helm                                      go install helm.sh/helm/v3 (see Makefile)
@@ -27,6 +29,11 @@ CACHE="${DNSGUARD_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dnsguard-tools}"
 K8S_VERSION=v1.37.2
 K8S_MAJOR=1
 K8S_MINOR=37
+# The chart's kubeVersion floor (>=1.29): only its API server is built
+# (test/compat runs admission against it; a kubelet would double the cold
+# build for a node nothing here needs).
+K8S_OLDEST_VERSION=v1.29.6
+K8S_OLDEST_MINOR=29
 HELM_VERSION=v3.22.0
 mkdir -p "$BIN" "$CACHE"
 
@@ -37,6 +44,16 @@ K8S_LDFLAGS="-s -w \
  -X k8s.io/component-base/version.gitMajor=${K8S_MAJOR} \
  -X k8s.io/component-base/version.gitMinor=${K8S_MINOR} \
  -X k8s.io/component-base/version.gitTreeState=clean"
+K8S_OLDEST_LDFLAGS="-s -w \
+ -X k8s.io/component-base/version.gitVersion=${K8S_OLDEST_VERSION} \
+ -X k8s.io/component-base/version.gitMajor=1 \
+ -X k8s.io/component-base/version.gitMinor=${K8S_OLDEST_MINOR} \
+ -X k8s.io/component-base/version.gitTreeState=clean"
+# providerless: Kubernetes' own tag that leaves out the in-tree cloud
+# providers; without it v1.29 links k8s.io/legacy-cloud-providers, whose
+# v0.29.6 the module proxy here does not serve (403), and the API server
+# needs no cloud provider.
+K8S_OLDEST_TAGS="providerless"
 # helm's own Makefile sets these; without them it assumes Kubernetes 1.20.
 HELM_LDFLAGS="-s -w \
  -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} \
@@ -58,6 +75,8 @@ link() { ln -sfn "$2/$1" "$BIN/$1"; }
 
 # build MODULE_DIR TAGS LDFLAGS NAME=PKG...: build the binaries of one module
 # that are not cached, in a single `go build` so shared packages compile once.
+# NAME may differ from the command's own name (kube-apiserver-1.29 is
+# k8s.io/kubernetes/cmd/kube-apiserver of another module).
 build() {
 	local dir=$1 tags=$2 ldflags=$3 st names=() pkgs=() pair name
 	shift 3
@@ -90,9 +109,13 @@ build() {
 		log "FAILED building ${names[*]}"
 		return "$rc"
 	fi
-	for name in "${names[@]}"; do
+	local i src
+	for i in "${!names[@]}"; do
+		name=${names[i]}
+		src=$out/$name
+		[[ -e $src ]] || src=$out/$(basename "${pkgs[i]}")
 		mkdir -p "$CACHE/$name/$st"
-		mv -f "$out/$name" "$CACHE/$name/$st/$name"
+		mv -f "$src" "$CACHE/$name/$st/$name"
 		link "$name" "$CACHE/$name/$st"
 	done
 	rm -rf "$out"
@@ -134,6 +157,8 @@ build hack/tools "" "$K8S_LDFLAGS" \
 	kubelet=k8s.io/kubernetes/cmd/kubelet \
 	kube-proxy=k8s.io/kubernetes/cmd/kube-proxy \
 	kubectl=k8s.io/kubernetes/cmd/kubectl
+build hack/tools/k8s-oldest "$K8S_OLDEST_TAGS" "$K8S_OLDEST_LDFLAGS" \
+	kube-apiserver-1.29=k8s.io/kubernetes/cmd/kube-apiserver
 build hack/tools/coredns "" "-s -w" coredns=.
 build hack/tools/registry "" "-s -w" registry=github.com/distribution/distribution/v3/cmd/registry
 build hack/tools/promtool "remove_all_sd" "-s -w" promtool=github.com/prometheus/prometheus/cmd/promtool

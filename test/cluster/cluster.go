@@ -15,6 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/dnsguard/dnsguard/test/internal/harness"
 )
 
 // Cluster is a running single-node cluster.
@@ -342,6 +344,22 @@ func deploymentReady(d *appsv1.Deployment) bool {
 	}
 	return d.Status.ObservedGeneration >= d.Generation && d.Status.ReadyReplicas == want &&
 		d.Status.UpdatedReplicas == want && d.Status.Replicas == want
+}
+
+// Start runs argv in the background inside the node namespace, with the
+// admin kubeconfig in KUBECONFIG and its output in the run's logs/NAME.log.
+// It is recorded in the state file like the components, so Down (or the
+// next run, after a killed one) stops it; the caller may stop it earlier.
+// For processes the API server must reach on the namespace's loopback, such
+// as a webhook (test/compat). name must be unique in the run.
+func (c *Cluster) Start(name string, argv ...string) (*harness.Proc, error) {
+	if _, dup := c.procs[name]; dup {
+		return nil, fmt.Errorf("start %s: a process of that name already runs in this cluster", name)
+	}
+	if err := c.startProcEnv(name, []string{"KUBECONFIG=" + c.AdminKubeconfig()}, argv); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	return c.procs[name].Proc, nil
 }
 
 // Exec runs argv inside the node namespace with the admin kubeconfig in

@@ -1,9 +1,17 @@
 package cluster
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
 )
 
 // Fixed addresses inside the node's network namespace. They exist only
@@ -57,6 +65,14 @@ type Config struct {
 	// full while pods stay Pending. For suites that only need the API
 	// server's verdict on objects (test/quota).
 	ControlPlaneOnly bool
+	// APIServer is the file name, in Bin, of the kube-apiserver binary to
+	// run; default "kube-apiserver". test/compat runs "kube-apiserver-1.29"
+	// (the chart's kubeVersion floor) with the same etcd and flags.
+	APIServer string
+	// FeatureGates are passed to kube-apiserver as --feature-gates=K=V,...
+	// (test/compat turns SidecarContainers off on v1.29). A gate the binary
+	// does not know makes it exit at start; Up then fails with its log.
+	FeatureGates map[string]bool
 	// Log prints progress lines.
 	Log func(format string, args ...any)
 }
@@ -69,7 +85,20 @@ func (c *Config) validate() error {
 	if c.Bin == "" {
 		return fmt.Errorf("config: Bin is empty")
 	}
-	bins := []string{"etcd", "kube-apiserver"}
+	if c.APIServer == "" {
+		c.APIServer = "kube-apiserver"
+	}
+	if c.APIServer != filepath.Base(c.APIServer) || strings.HasPrefix(c.APIServer, ".") {
+		return fmt.Errorf("config: APIServer %q: want a file name in Bin (%s), not a path", c.APIServer, c.Bin)
+	}
+	for name := range c.FeatureGates {
+		// Gate names are CamelCase identifiers; anything else would be
+		// read by kube-apiserver as a different flag syntax.
+		if !featureGateName.MatchString(name) {
+			return fmt.Errorf("config: feature gate %q: not a gate name (want CamelCase letters and digits)", name)
+		}
+	}
+	bins := []string{"etcd", c.APIServer}
 	if !c.ControlPlaneOnly {
 		bins = append(bins, "kube-controller-manager", "kube-scheduler",
 			"kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr", "registry")
@@ -79,6 +108,9 @@ func (c *Config) validate() error {
 			return fmt.Errorf("config: %s missing in %s (hack/build-tools.sh builds it): %w", b, c.Bin, err)
 		}
 	}
+	if err := c.checkFeatureGates(); err != nil {
+		return err
+	}
 	if c.StateDir == "" {
 		c.StateDir = DefaultStateDir
 	}
@@ -86,6 +118,47 @@ func (c *Config) validate() error {
 		c.Log = func(string, ...any) {}
 	}
 	return nil
+}
+
+var featureGateName = regexp.MustCompile(`^[A-Z][A-Za-z0-9]*$`)
+
+// checkFeatureGates asks the API server binary for the gates it knows
+// (--help lists each as "Name=true|false"), so a misspelt or retired gate
+// fails here, naming it, before the lock is taken and etcd started.
+func (c *Config) checkFeatureGates() error {
+	if len(c.FeatureGates) == 0 {
+		return nil
+	}
+	bin := filepath.Join(c.Bin, c.APIServer)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "--help").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("config: %s --help: %w", bin, err)
+	}
+	for name := range c.FeatureGates {
+		if !bytes.Contains(out, []byte(" "+name+"=true|false")) {
+			return fmt.Errorf("config: feature gate %q: %s does not know it (see its --help)", name, c.APIServer)
+		}
+	}
+	return nil
+}
+
+// featureGatesFlag is --feature-gates=A=true,B=false in name order (stable
+// across runs, so logs compare); empty when no gate is set.
+func (c *Config) featureGatesFlag() string {
+	if len(c.FeatureGates) == 0 {
+		return ""
+	}
+	names := make([]string, 0, len(c.FeatureGates))
+	for n := range c.FeatureGates {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for i, n := range names {
+		names[i] = n + "=" + strconv.FormatBool(c.FeatureGates[n])
+	}
+	return "--feature-gates=" + strings.Join(names, ",")
 }
 
 func (c *Config) path(p ...string) string { return filepath.Join(append([]string{c.RunDir}, p...)...) }

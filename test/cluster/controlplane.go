@@ -23,8 +23,8 @@ func (c *Cluster) etcdArgs() []string {
 
 func (c *Cluster) apiserverArgs() []string {
 	pki := c.cfg.path("pki")
-	return []string{
-		filepath.Join(c.cfg.Bin, "kube-apiserver"),
+	args := []string{
+		filepath.Join(c.cfg.Bin, c.cfg.APIServer),
 		"--etcd-servers=http://127.0.0.1:2379",
 		"--bind-address=0.0.0.0", "--advertise-address=" + NodeIP, fmt.Sprintf("--secure-port=%d", APIPort),
 		"--tls-cert-file=" + filepath.Join(pki, "apiserver.crt"),
@@ -43,6 +43,10 @@ func (c *Cluster) apiserverArgs() []string {
 		"--allow-privileged=true",
 		"--profiling=false",
 	}
+	if fg := c.cfg.featureGatesFlag(); fg != "" {
+		args = append(args, fg)
+	}
+	return args
 }
 
 func (c *Cluster) controllerManagerArgs() []string {

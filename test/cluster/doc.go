@@ -23,6 +23,20 @@
 // it waits for it. The state file beside the lock records what a run started,
 // so the next run can clean up after one that was killed.
 //
+// Other API servers: Config.APIServer names another kube-apiserver binary
+// in Bin and Config.FeatureGates its --feature-gates; both are checked
+// before the lock is taken (a gate the binary's --help does not list is
+// refused by name). test/compat runs kube-apiserver v1.29.6, the chart's
+// kubeVersion floor (hack/tools/k8s-oldest, bin/kube-apiserver-1.29), with
+// SidecarContainers on and off, ControlPlaneOnly, and the webhook started
+// with Cluster.Start inside the namespace so the API server calls it on
+// its loopback. Only that API server is built at 1.29, not its kubelet:
+// admission is where a 1.29 cluster differs for dnsguard (whether an init
+// container keeps restartPolicy: Always), and it needs no node; a 1.29
+// node (kubelet, and kube-proxy to match) would add minutes more to a cold
+// make test already near its budget, for the version skew of an old
+// kubelet under a newer API server, which admission cannot see.
+//
 // The layout follows one job per file: config.go (addresses, paths),
 // lock.go (lock and state), sysctl.go, process.go, netns.go, pki.go,
 // controlplane.go, node.go, registry.go, addons.go, images.go, teardown.go,
