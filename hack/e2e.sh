@@ -71,7 +71,7 @@ RC=${PIPESTATUS[0]}
 set -e
 {
 	echo "dnsguard e2e report ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
-	echo "Kubernetes v1.37.2 (kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy $PROXY_MODE; k1 switches it), etcd v3.7.3,"
+	echo "Kubernetes v1.37.2 (kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy in $PROXY_MODE mode at start, each scenario's mode below), etcd v3.7.3,"
 	echo "containerd v2.2.9 + runc $(runc --version 2>/dev/null | head -1 | awk '{print $3}') + CNI bridge, CoreDNS v1.15.0; one node in its own network namespace"
 	grep -E '^\[cluster .*(cluster up in|done in|cluster down in|kube-proxy restarted in)' "$OUT/run.log" | sed 's/^/  /' || true
 	echo "release $VERSION ($(git rev-parse --short HEAD)$(git diff --quiet HEAD -- 2>/dev/null || echo +dirty)), previous release $(basename "$PREV" | cut -c1-12): tools, releases and images ${BUILD_S}s"

@@ -200,14 +200,17 @@ func runIn(ctx context.Context, netns string, argv ...string) (string, error) {
 func ProxyRulesPresent(ctx context.Context, netns string, mode ProxyMode) (string, error) {
 	switch mode {
 	case ProxyIPTables:
-		out, err := runIn(ctx, netns, "iptables-save", "-t", "nat")
-		if err != nil {
-			return "", err
+		var found []string
+		for _, save := range []string{"iptables-save", "ip6tables-save"} {
+			out, err := runIn(ctx, netns, save)
+			if err != nil {
+				return "", err
+			}
+			if regexp.MustCompile(`(?m)^:KUBE-SERVICES `).MatchString(natSection(out)) {
+				found = append(found, "chain KUBE-SERVICES in "+strings.TrimSuffix(save, "-save")+"' nat table")
+			}
 		}
-		if regexp.MustCompile(`(?m)^:KUBE-SERVICES `).MatchString(out) {
-			return "chain KUBE-SERVICES in iptables' nat table", nil
-		}
-		return "", nil
+		return strings.Join(found, ", "), nil
 	case ProxyNFTables:
 		out, err := runIn(ctx, netns, "nft", "list", "tables")
 		if err != nil {
@@ -253,7 +256,8 @@ func (d ServiceDNAT) String() string {
 func ReadServiceDNAT(ctx context.Context, netns string, mode ProxyMode, svcIP, proto string, port int) (ServiceDNAT, error) {
 	switch mode {
 	case ProxyIPTables:
-		out, err := runIn(ctx, netns, "iptables-save", "-t", "nat")
+		// All tables: `-t nat` fails where nothing made the nat table.
+		out, err := runIn(ctx, netns, "iptables-save")
 		if err != nil {
 			return ServiceDNAT{Mode: mode}, err
 		}
@@ -275,7 +279,7 @@ func ReadServiceDNAT(ctx context.Context, netns string, mode ProxyMode, svcIP, p
 func ParseIPTablesDNAT(save, svcIP, proto string, port int) ServiceDNAT {
 	d := ServiceDNAT{Mode: ProxyIPTables}
 	rules := map[string][]string{} // chain → its rules' arguments
-	for _, l := range strings.Split(save, "\n") {
+	for _, l := range strings.Split(natSection(save), "\n") {
 		if f := strings.Fields(l); len(f) >= 3 && f[0] == "-A" {
 			rules[f[1]] = append(rules[f[1]], " "+strings.Join(f[2:], " ")+" ")
 		}
@@ -310,6 +314,19 @@ func ParseIPTablesDNAT(save, svcIP, proto string, port int) ServiceDNAT {
 		}
 	}
 	return d
+}
+
+// natSection is the nat table of iptables-save's output (kube-proxy has a
+// KUBE-SERVICES chain in filter too, for Services without endpoints).
+func natSection(save string) string {
+	_, nat, ok := strings.Cut(save, "\n*nat\n")
+	if !ok {
+		if nat, ok = strings.CutPrefix(save, "*nat\n"); !ok {
+			return ""
+		}
+	}
+	nat, _, _ = strings.Cut(nat, "\nCOMMIT")
+	return nat
 }
 
 var (

@@ -88,14 +88,14 @@ var dnatCases = []dnatCase{
 }
 
 func TestParseIPTablesDNAT(t *testing.T) {
-	checkDNAT(t, ParseIPTablesDNAT, readTestdata(t, "iptables-nat.txt"), dnatCases)
+	checkDNAT(t, ParseIPTablesDNAT, readTestdata(t, "iptables-save.txt"), dnatCases)
 	// Rules of the other mode are not mistaken for these.
 	checkDNAT(t, ParseIPTablesDNAT, readTestdata(t, "nft-kube-proxy.txt"), []dnatCase{{"10.96.0.10", "udp", 53, nil}})
 }
 
 func TestParseNFTablesDNAT(t *testing.T) {
 	checkDNAT(t, ParseNFTablesDNAT, readTestdata(t, "nft-kube-proxy.txt"), dnatCases)
-	checkDNAT(t, ParseNFTablesDNAT, readTestdata(t, "iptables-nat.txt"), []dnatCase{{"10.96.0.10", "udp", 53, nil}})
+	checkDNAT(t, ParseNFTablesDNAT, readTestdata(t, "iptables-save.txt"), []dnatCase{{"10.96.0.10", "udp", 53, nil}})
 }
 
 func TestKubeProxyTables(t *testing.T) {
