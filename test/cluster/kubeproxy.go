@@ -113,7 +113,6 @@ func (c *Cluster) waitKubeProxy(ctx context.Context, timeout time.Duration) (tim
 			return false, err
 		}
 		if got != mode {
-			// Fail at once: kube-proxy runs, in the wrong mode.
 			return false, fmt.Errorf("kube-proxy reports mode %q on %s/proxyMode, configured %q", got, KubeProxyMetrics, mode)
 		}
 		d, err := ReadServiceDNAT(ctx, c.netns, mode, KubernetesSvc, "tcp", 443)
