@@ -332,7 +332,11 @@ var (
 	// An element of kube-proxy's service-ips map: "IP . PROTO . PORT : goto CHAIN".
 	nftServiceElemRE = regexp.MustCompile(`(\d+\.\d+\.\d+\.\d+) \. (\w+) \. (\d+) : goto "?(service-[^\s,}"]+)"?`)
 	nftEndpointRefRE = regexp.MustCompile(`(?:goto|jump) "?(endpoint-[^\s,}"]+)"?`)
-	nftDNATRE        = regexp.MustCompile(`dnat (?:ip )?to (\S+)`)
+	nftDNATRE        = regexp.MustCompile(`dnat (?:ip )?to (\d+\.\d+\.\d+\.\d+:\d+)`)
+	// A DNAT through a numgen map, one element per endpoint: "dnat ip to
+	// numgen random mod 2 map { 0 : 10.244.0.2 . 53, 1 : 10.244.0.3 . 53 }".
+	nftDNATMapRE = regexp.MustCompile(`dnat (?:ip )?to numgen [^{]*\{([^}]*)\}`)
+	nftMapElemRE = regexp.MustCompile(`\d+ : (\d+\.\d+\.\d+\.\d+) \. (\d+)`)
 )
 
 // nftChains splits `nft list table` output into chain bodies by name,
@@ -384,12 +388,30 @@ func ParseNFTablesDNAT(listing, svcIP, proto string, port int) ServiceDNAT {
 		return d
 	}
 	chains := nftChains(listing)
-	for _, ref := range nftEndpointRefRE.FindAllStringSubmatch(chains[d.Chain], -1) {
-		for _, to := range nftDNATRE.FindAllStringSubmatch(chains[ref[1]], -1) {
-			if !slices.Contains(d.Endpoints, to[1]) {
-				d.Endpoints = append(d.Endpoints, to[1])
+	add := func(body string) {
+		var to []string
+		for _, m := range nftDNATRE.FindAllStringSubmatch(body, -1) {
+			to = append(to, m[1])
+		}
+		for _, m := range nftDNATMapRE.FindAllStringSubmatch(body, -1) {
+			for _, e := range nftMapElemRE.FindAllStringSubmatch(m[1], -1) {
+				to = append(to, e[1]+":"+e[2])
 			}
 		}
+		for _, x := range to {
+			if !slices.Contains(d.Endpoints, x) {
+				d.Endpoints = append(d.Endpoints, x)
+			}
+		}
+	}
+	// v1.37.2 DNATs in the service chain itself, to the one endpoint
+	// ("meta l4proto tcp dnat to 10.200.0.2:6443") or through a numgen map
+	// over all of them (testdata/nft-kube-proxy.txt, listed on this
+	// cluster); earlier releases jumped to an endpoint chain per endpoint,
+	// which is followed too.
+	add(chains[d.Chain])
+	for _, ref := range nftEndpointRefRE.FindAllStringSubmatch(chains[d.Chain], -1) {
+		add(chains[ref[1]])
 	}
 	return d
 }
