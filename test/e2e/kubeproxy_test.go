@@ -43,6 +43,12 @@ func checkProxyMode(ctx context.Context) error {
 // mode's rules dispatch the Service IP to exactly ips, and none of the
 // other mode's rules exist (they could DNAT instead). what says what was
 // found, for the report either way.
+//
+// Negative control (same run as c6's, nftables mode): the check told to
+// expect iptables failed before the rows and after them ("kube-proxy
+// reports nftables, want iptables; iptables DNAT of 10.96.0.10:53/udp goes
+// to []; the nftables mode's rules are present: table ip kube-proxy, table
+// ip6 kube-proxy"), so the lab failed although its rows ran.
 func dnsDNAT(ctx context.Context, ips []string) (ok bool, what string) {
 	mode := e2e.proxyMode
 	var problems []string
@@ -70,7 +76,7 @@ func dnsDNAT(ctx context.Context, ips []string) (ok bool, what string) {
 	}
 	how := map[cluster.ProxyMode]string{
 		cluster.ProxyIPTables: "iptables nat KUBE-SERVICES → " + d.Chain + " → KUBE-SEP DNAT",
-		cluster.ProxyNFTables: "nft table ip kube-proxy, map service-ips → " + d.Chain + " → endpoint chains' dnat",
+		cluster.ProxyNFTables: "nft table ip kube-proxy, map service-ips → " + d.Chain + " → its dnat (numgen map over the endpoints)",
 	}[mode]
 	return true, fmt.Sprintf("kube-proxy in %s mode: %s to %v; no %s rules", mode, how, got, mode.Other())
 }
