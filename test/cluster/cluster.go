@@ -141,10 +141,14 @@ func Up(ctx context.Context, cfg Config) (c *Cluster, err error) {
 			if err := c.startProc(ctx, "kubelet", c.kubeletArgs()); err != nil {
 				return err
 			}
-			if err := c.startProc(ctx, "kube-proxy", c.kubeProxyArgs()); err != nil {
+			if err := c.startKubeProxy(ctx); err != nil {
 				return err
 			}
 			return c.waitNodeReady(ctx, 120*time.Second)
+		}, true},
+		{"kube-proxy in " + string(cfg.ProxyMode) + " mode (/proxyMode, the kubernetes Service's DNAT)", func() error {
+			_, err := c.waitKubeProxy(ctx, 60*time.Second)
+			return err
 		}, true},
 		{"CoreDNS (kube-system/kube-dns, 2 replicas)", func() error {
 			if err := c.waitServiceAccount(ctx, "kube-system", 60*time.Second); err != nil {
@@ -185,6 +189,9 @@ func (c *Cluster) startNetns() error {
 	c.procs["netns"] = p
 	c.netns = ns
 	c.state.Procs = append(c.state.Procs, p.ref)
+	if c.state.Netns, err = netnsIdentify(ns); err != nil {
+		return fmt.Errorf("node namespace: %w", err)
+	}
 	if err := c.lock.save(c.state); err != nil {
 		return err
 	}

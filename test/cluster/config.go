@@ -60,6 +60,10 @@ type Config struct {
 	LogDir string
 	// Keep leaves RunDir in place after Down (logs, PKI, etcd data).
 	Keep bool
+	// ProxyMode is kube-proxy's mode: ProxyIPTables (the default, when
+	// empty) or ProxyNFTables. Up checks that kube-proxy reports it on its
+	// metrics endpoint (/proxyMode) and fails otherwise.
+	ProxyMode ProxyMode
 	// ControlPlaneOnly starts etcd and kube-apiserver and nothing else: no
 	// node, so admission (validation, quota, LimitRange, defaulting) runs in
 	// full while pods stay Pending. For suites that only need the API
@@ -110,6 +114,12 @@ func (c *Config) validate() error {
 	}
 	if err := c.checkFeatureGates(); err != nil {
 		return err
+	}
+	if c.ProxyMode == "" {
+		c.ProxyMode = ProxyIPTables
+	}
+	if err := c.ProxyMode.Valid(); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	if c.StateDir == "" {
 		c.StateDir = DefaultStateDir

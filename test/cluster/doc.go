@@ -4,8 +4,11 @@
 // Everything with a non-loopback address lives in a network namespace the
 // package creates (held by one "sleep" process): etcd, kube-apiserver,
 // kube-controller-manager, kube-scheduler, containerd v2 with runc and the CNI
-// bridge, kubelet and kube-proxy in iptables mode. Service and pod IPs, the
-// cni0 bridge and kube-proxy's chains vanish with the namespace. CoreDNS runs
+// bridge, kubelet and kube-proxy in iptables or nftables mode
+// (Config.ProxyMode; kubeproxy.go, which also switches a running cluster to
+// the other mode). Service and pod IPs, the cni0 bridge and kube-proxy's
+// chains or tables vanish with the namespace, and teardown checks that
+// nothing keeps it alive. CoreDNS runs
 // as the usual kube-system/kube-dns Deployment (2 replicas, Service 10.96.0.10)
 // and forwards to a dnsmasq "node upstream" inside the namespace that answers
 // only the test zone, so no query ever leaves the machine. An OCI registry
@@ -39,6 +42,6 @@
 //
 // The layout follows one job per file: config.go (addresses, paths),
 // lock.go (lock and state), sysctl.go, process.go, netns.go, pki.go,
-// controlplane.go, node.go, registry.go, addons.go, images.go, teardown.go,
-// cluster.go.
+// controlplane.go, node.go, kubeproxy.go, registry.go, addons.go, images.go,
+// teardown.go, cluster.go.
 package cluster

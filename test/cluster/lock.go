@@ -27,7 +27,10 @@ type State struct {
 	// Started is when the run began: shim sockets younger than this in
 	// containerd's fixed directory are ours.
 	Started time.Time `json:"started"`
-	Keep    bool      `json:"keep,omitempty"`
+	// Netns is the node's network namespace: teardown must see it freed
+	// (kube-proxy's tables and the rest of the node's rules go with it).
+	Netns NetnsID `json:"netns,omitzero"`
+	Keep  bool    `json:"keep,omitempty"`
 }
 
 // ProcRef identifies one started process across PID reuse.

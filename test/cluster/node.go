@@ -8,7 +8,7 @@ import (
 )
 
 // The node: containerd v2 (CRI) with runc from Debian and the CNI bridge,
-// kubelet, kube-proxy in iptables mode, and a dnsmasq standing in for the
+// kubelet, kube-proxy (kubeproxy.go), and a dnsmasq standing in for the
 // node's upstream resolver. Everything keeps its state under the run
 // directory except the paths kubelet and containerd hard-code (see
 // teardown.go).
@@ -109,25 +109,6 @@ nodeStatusReportFrequency: 10s
 shutdownGracePeriod: 0s
 `, c.containerdSock(), NodeIP, c.cfg.path("pki", "kubelet-serving.crt"), c.cfg.path("pki", "kubelet-serving.key"),
 			c.cfg.path("pki", "ca.crt"), ClusterDNS, ClusterDomain, c.cfg.path("node-resolv.conf"), c.cfg.path("pod-logs")),
-		// conntrack: 0 everywhere so kube-proxy writes no machine-wide
-		// conntrack sysctl (nf_conntrack_max is global).
-		c.cfg.path("kube-proxy.yaml"): fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
-kind: KubeProxyConfiguration
-clientConnection: {kubeconfig: %s}
-mode: iptables
-clusterCIDR: %s
-hostnameOverride: %s
-bindAddress: 0.0.0.0
-metricsBindAddress: 127.0.0.1:10249
-healthzBindAddress: 127.0.0.1:10256
-oomScoreAdj: 0
-conntrack:
-  maxPerCore: 0
-  min: 0
-  tcpEstablishedTimeout: 0s
-  tcpCloseWaitTimeout: 0s
-iptables: {syncPeriod: 10s, minSyncPeriod: 0s}
-`, c.cfg.path("pki", "kube-proxy.kubeconfig"), ClusterCIDR, NodeName),
 		// The node's resolv.conf: what dnsPolicy Default pods (CoreDNS among
 		// them) get. It names the node upstream only.
 		c.cfg.path("node-resolv.conf"): fmt.Sprintf("nameserver %s\nsearch %s\n", UpstreamIP, TestZone),
@@ -178,10 +159,6 @@ func (c *Cluster) kubeletArgs() []string {
 		"--hostname-override=" + NodeName,
 		"--v=1",
 	}
-}
-
-func (c *Cluster) kubeProxyArgs() []string {
-	return []string{filepath.Join(c.cfg.Bin, "kube-proxy"), "--config=" + c.cfg.path("kube-proxy.yaml"), "--v=1"}
 }
 
 func (c *Cluster) dnsmasqArgs() []string {

@@ -295,6 +295,12 @@ func Leftovers(s *State) []string {
 			}
 		}
 	}
+	// The node namespace must be gone: kube-proxy's tables (nftables mode:
+	// table ip/ip6 kube-proxy; iptables mode: its chains) live in it and
+	// nowhere else, so a freed namespace is the proof they are gone.
+	for _, h := range netnsHolders(s.Netns) {
+		left = append(left, fmt.Sprintf("node network namespace (inode %d, with kube-proxy's rules) kept alive: %s", s.Netns.Inode, h))
+	}
 	if n := len(shimPIDs(s.RunDir)); n > 0 {
 		left = append(left, fmt.Sprintf("%d containerd shims", n))
 	}

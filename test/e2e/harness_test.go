@@ -29,6 +29,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/dnsguard/dnsguard/test/cluster"
 )
 
 // env is what dgcluster run hands over: a running cluster (KUBECONFIG) and
@@ -40,6 +42,10 @@ type env struct {
 	logs       string // where helm/kubectl output of the run goes
 	report     string
 	client     kubernetes.Interface
+	// proxyMode is the mode kube-proxy runs in: dgcluster's --proxy-mode
+	// (CLUSTER_PROXY_MODE), until k1 switches it (CLUSTER_CONTROL).
+	proxyMode cluster.ProxyMode
+	control   string
 }
 
 var e2e env
@@ -50,11 +56,15 @@ func loadEnv() error {
 		p *string
 	}{
 		{"KUBECONFIG", &e2e.kubeconfig}, {"E2E_ROOT", &e2e.root}, {"E2E_BIN", &e2e.bin},
-		{"E2E_LOGS", &e2e.logs}, {"E2E_REPORT", &e2e.report},
+		{"E2E_LOGS", &e2e.logs}, {"E2E_REPORT", &e2e.report}, {"CLUSTER_CONTROL", &e2e.control},
 	} {
 		if *f.p = os.Getenv(f.k); *f.p == "" {
 			return fmt.Errorf("%s is not set: run the suite through `make e2e` (dgcluster run)", f.k)
 		}
+	}
+	e2e.proxyMode = cluster.ProxyMode(os.Getenv("CLUSTER_PROXY_MODE"))
+	if err := e2e.proxyMode.Valid(); err != nil {
+		return fmt.Errorf("CLUSTER_PROXY_MODE: %w", err)
 	}
 	if err := os.MkdirAll(e2e.logs, 0o755); err != nil {
 		return err
@@ -91,6 +101,8 @@ type result struct {
 	id, title string
 	status    string // PASS, FAIL, NOT RUN
 	took      time.Duration
+	// proxyMode is kube-proxy's mode the scenario ran in (at its end).
+	proxyMode cluster.ProxyMode
 }
 
 var (
@@ -102,7 +114,14 @@ var (
 func scenario(t *testing.T, id, title string, fn func(t *testing.T)) bool {
 	start := time.Now()
 	ran := false
-	ok := t.Run(id, func(t *testing.T) { ran = true; fn(t) })
+	ok := t.Run(id, func(t *testing.T) {
+		ran = true
+		// A scenario is reported as run in e2e.proxyMode: make sure it is.
+		if err := checkProxyMode(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		fn(t)
+	})
 	if !ran {
 		return true // not selected by -run: reported as NOT RUN
 	}
@@ -110,7 +129,7 @@ func scenario(t *testing.T, id, title string, fn func(t *testing.T)) bool {
 	if !ok {
 		st = "FAIL"
 	}
-	record(result{id: id, title: title, status: st, took: time.Since(start)})
+	record(result{id: id, title: title, status: st, took: time.Since(start), proxyMode: e2e.proxyMode})
 	return ok
 }
 
@@ -126,7 +145,7 @@ func writeReport() error {
 	var b strings.Builder
 	pass, fail, notRun := 0, 0, 0
 	for _, r := range results {
-		fmt.Fprintf(&b, "%-7s %-3s %-100s %6.1fs\n", r.status, r.id, r.title, r.took.Seconds())
+		fmt.Fprintf(&b, "%-7s %-3s %-8s %-100s %6.1fs\n", r.status, r.id, r.proxyMode, r.title, r.took.Seconds())
 		switch r.status {
 		case "PASS":
 			pass++
@@ -206,11 +225,24 @@ func firstNameserverAfterRollout(ctx context.Context, ns string, pod *corev1.Pod
 
 func createNamespace(ctx context.Context, t *testing.T, name string, labels map[string]string) {
 	t.Helper()
-	_, err := e2e.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
-	}, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatalf("create namespace %s: %v", name, err)
+	// A namespace an earlier test deleted may still be terminating (k1
+	// reruns the race lab shortly after r1 deleted its namespaces): wait for
+	// it to go, then create it afresh.
+	err := poll(ctx, 120*time.Second, func(ctx context.Context) (bool, error) {
+		_, err := e2e.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		}, metav1.CreateOptions{})
+		if err == nil {
+			return true, nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return false, fmt.Errorf("create namespace %s: %w", name, err)
+		}
+		cur, err := e2e.client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		return err == nil && cur.DeletionTimestamp == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("namespace %s: %v", name, err)
 	}
 	err = poll(ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
 		_, err := e2e.client.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})

@@ -54,6 +54,7 @@ var scenarioTitles = []struct{ id, title string }{
 	{"u1", "upgrade from the previous release (CHANGELOG.md, built from its commit) under pod creation and node-cache lookups, then helm rollback: 0 unpatched, CA kept, 0 failed lookups"},
 	{"m1", "fault matrix on the node: 2 % loss, upstream 1,024 pkt/s, CoreDNS and node cache rollouts, upstream outage; four modes × glibc/musl × per-lookup/long-lived (docs/fault-matrix.md)"},
 	{"r1", "race lab on the node: emulated insert_failed on kube-proxy's DNAT to CoreDNS, glibc/musl pods in each mode (docs/race-lab-cluster.md)"},
+	{"k1", "kube-proxy switched to the other mode in the same cluster (the old mode's rules gone), then c6 and the race lab's default, dnsconfig, sidecar and node-local rows in it"},
 }
 
 func TestMain(m *testing.M) {

@@ -99,6 +99,11 @@ func (c *clusterLab) RunMode(ctx context.Context, l *lab.Lab, m lab.Mode, client
 		}
 	}
 	c.runJobs(ctx, t, ns, annotation, "rl-"+m.Name, jobs, true)
+	// The rows went through kube-proxy's DNAT only if it is still there,
+	// in the mode the page names, and no other mode's rules could have
+	// DNATed them instead.
+	ok, what := dnsDNAT(ctx, c.coreDNS)
+	l.Check(ok, "%s rows ran behind kube-proxy's %s DNAT: %s", m.Label, e2e.proxyMode, what)
 	l.RuleListing(ctx)
 	var rows []lab.Row
 	lookups := 0

@@ -105,10 +105,13 @@ func clientImage(libc string) string {
 // race-lab-cluster) or after TestE2E (make e2e).
 func TestRaceLab(t *testing.T) {
 	ctx := t.Context()
-	scenario(t, "r1", title("r1"), func(t *testing.T) { raceLabRun(ctx, t) })
+	scenario(t, "r1", title("r1"), func(t *testing.T) { raceLabRun(ctx, t, nil) })
 }
 
-func raceLabRun(ctx context.Context, t *testing.T) {
+// raceLabRun runs the lab; adjust, when not nil, changes the options read
+// from the environment (k1 runs a subset of the rows in the second
+// kube-proxy mode).
+func raceLabRun(ctx context.Context, t *testing.T, adjust func(*lab.Options)) {
 	c := &clusterLab{t: t, podChecked: map[string]bool{}, run: strconv.FormatInt(time.Now().UnixNano()/1e6%(36*36*36*36*36), 36)}
 	command := "make race-lab-cluster (or make e2e, after the scenarios)"
 	if os.Getenv("RACE_DOCS") == "1" {
@@ -117,6 +120,9 @@ func raceLabRun(ctx context.Context, t *testing.T) {
 	o, err := lab.FromEnv(c.Modes(), 200, filepath.Join(e2e.logs, "racelab"), command)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if adjust != nil {
+		adjust(&o)
 	}
 	if err := os.RemoveAll(o.Out); err != nil {
 		t.Fatal(err)

@@ -57,9 +57,15 @@ func (c *clusterLab) checkZone(ctx context.Context) error {
 	return nil
 }
 
+// kubeProxyRulesShown says on the page where each mode's DNAT was read.
+var kubeProxyRulesShown = map[cluster.ProxyMode]string{
+	cluster.ProxyIPTables: "`KUBE-SERVICES` → `KUBE-SVC` → `KUBE-SEP` DNAT rules in `iptables-save -t nat`",
+	cluster.ProxyNFTables: "the `service-ips` map of `nft list table ip kube-proxy` → service chain → endpoint chains' `dnat to`",
+}
+
 // checkKubeDNS checks what the lab relies on: the kube-dns Service on
-// 10.96.0.10 with two ready CoreDNS endpoints, and kube-proxy's DNAT rules
-// to both. It returns the CoreDNS pod IPs.
+// 10.96.0.10 with two ready CoreDNS endpoints, and kube-proxy's DNAT, in
+// the mode it runs in, to both. It returns the CoreDNS pod IPs.
 func (c *clusterLab) checkKubeDNS(ctx context.Context) ([]string, error) {
 	svc, err := e2e.client.CoreV1().Services("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{})
 	if err != nil {
@@ -85,19 +91,10 @@ func (c *clusterLab) checkKubeDNS(ctx context.Context) ([]string, error) {
 		return len(ips) >= 2, nil
 	})
 	c.l.Check(err == nil && len(ips) == 2, "kube-dns: Service %s with %d ready CoreDNS endpoints %v (want 2)", clusterDNSIP, len(ips), ips)
-	// kube-proxy (iptables mode) programs a DNAT per endpoint, commented
-	// with the Service port's name.
-	out, err := exec.CommandContext(ctx, "iptables-save", "-t", "nat").Output()
-	if err != nil {
-		return nil, fmt.Errorf("iptables-save -t nat: %w", err)
-	}
-	var missing []string
-	for _, ip := range ips {
-		if !lab.HasDNAT(string(out), "kube-system/kube-dns:dns", ip+":53") {
-			missing = append(missing, ip)
-		}
-	}
-	c.l.Check(len(ips) > 0 && len(missing) == 0, "kube-proxy: iptables nat has a DNAT of kube-dns:dns (udp) to every CoreDNS pod %v (missing %v)", ips, missing)
+	// The rows count as "behind kube-proxy" only with kube-proxy's own DNAT
+	// of the mode it runs in (checked again after every configuration).
+	ok, what := dnsDNAT(ctx, ips)
+	c.l.Check(ok, "the cluster DNS Service's DNAT is kube-proxy's: %s", what)
 	dep, err := e2e.client.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
 	image, user, replicas := "?", "?", "?"
 	if err == nil && len(dep.Spec.Template.Spec.Containers) > 0 {
@@ -117,7 +114,7 @@ func (c *clusterLab) checkKubeDNS(ctx context.Context) ([]string, error) {
 	}
 	c.l.Real = append(c.l.Real,
 		fmt.Sprintf("**kubelet and the container runtime** (%s; runc; CNI bridge `cni0`): created every client pod and wrote its `/etc/resolv.conf` (below, read from the pod sandbox)", node),
-		fmt.Sprintf("**kube-proxy** in iptables mode: its `KUBE-SEP` DNAT rules for `kube-system/kube-dns:dns` (found in `iptables-save -t nat`) sent each lookup's conntrack entry to one of the CoreDNS pods %s", strings.Join(ips, " and ")),
+		fmt.Sprintf("**kube-proxy** in %s mode: its DNAT for `kube-system/kube-dns:dns` (%s; checked before the rows and after each configuration's) sent each lookup's conntrack entry to one of the CoreDNS pods %s", e2e.proxyMode, kubeProxyRulesShown[e2e.proxyMode], strings.Join(ips, " and ")),
 		fmt.Sprintf("**CoreDNS**, upstream's code but not upstream's image: built here from source (hack/build-tools.sh, `hack/tools/coredns`) and packaged by hack/images.sh as a one-layer image of the static binary, imported under the name `%s` that the standard manifest uses; Deployment `kube-system/coredns`, %s replicas, runAsUser %s, the standard Corefile (test/cluster/addons.go), forwarding the lab's names to the node's dnsmasq", image, replicas, user),
 		"**dnsguard as users install it** (`helm install` with hooks): the webhook behind its Service mutated the b, c and d pods; the resolver sidecar was injected by the webhook and run by kubelet as a native sidecar; the node cache is the chart's DaemonSet",
 		"**glibc and musl**: `getaddrinfo` of the distribution's glibc and of musl (static) in the e2e client images, inside the pods' own network namespaces")

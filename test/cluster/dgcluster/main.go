@@ -6,10 +6,13 @@
 //	dgcluster cleanup                        clean up after a run that was killed
 //
 // CMD gets KUBECONFIG (admin), CLUSTER_RUN_DIR, CLUSTER_NETNS,
-// CLUSTER_REGISTRY (the node's OCI registry, host:port) and
-// CLUSTER_CONTAINERD_SOCK; its exit
-// code becomes dgcluster's. A teardown that leaves anything behind (a
-// process, a cgroup, a mount, a changed kernel setting) fails the run.
+// CLUSTER_REGISTRY (the node's OCI registry, host:port),
+// CLUSTER_CONTAINERD_SOCK, CLUSTER_PROXY_MODE (kube-proxy's mode,
+// --proxy-mode=iptables|nftables) and CLUSTER_CONTROL (control.go: a
+// socket to switch kube-proxy's mode); its exit code becomes dgcluster's.
+// A teardown that leaves anything behind (a process, a cgroup, a mount, a
+// changed kernel setting, the node's network namespace with kube-proxy's
+// rules) fails the run.
 package main
 
 import (
@@ -53,14 +56,19 @@ func run(args []string) (int, error) {
 	keep := fs.Bool("keep", false, "keep the run directory (logs, PKI, etcd data) after teardown")
 	logDir := fs.String("log-dir", ".cache/e2e/cluster-logs", "where the component logs of the run are copied")
 	stateDir := fs.String("state-dir", cluster.DefaultStateDir, "machine-wide lock and state of the running cluster")
+	proxyMode := fs.String("proxy-mode", string(cluster.ProxyIPTables), "kube-proxy's mode: iptables or nftables")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2, err
+	}
+	// Before the lock and anything else: a mistyped mode fails at once.
+	if err := cluster.ProxyMode(*proxyMode).Valid(); err != nil {
+		return 2, fmt.Errorf("--proxy-mode: %w", err)
 	}
 	absBin, err := filepath.Abs(*bin)
 	if err != nil {
 		return 2, err
 	}
-	cfg := cluster.Config{Bin: absBin, Keep: *keep, LogDir: *logDir, StateDir: *stateDir, Log: logf}
+	cfg := cluster.Config{Bin: absBin, Keep: *keep, LogDir: *logDir, StateDir: *stateDir, Log: logf, ProxyMode: cluster.ProxyMode(*proxyMode)}
 
 	switch args[0] {
 	case "cleanup":
@@ -88,6 +96,11 @@ func run(args []string) (int, error) {
 	}
 	var code int
 	var runErr error
+	control, stopControl, err := serveControl(c)
+	if err != nil {
+		code, runErr = 1, err
+		args[0] = "" // straight to teardown
+	}
 	switch args[0] {
 	case "run":
 		cmd := fs.Args()
@@ -97,18 +110,23 @@ func run(args []string) (int, error) {
 			break
 		}
 		env := []string{"CLUSTER_RUN_DIR=" + c.RunDir(), "CLUSTER_NETNS=" + c.Netns(), "CLUSTER_TIMINGS=" + timings(c),
-			"CLUSTER_REGISTRY=" + c.Registry(), "CLUSTER_CONTAINERD_SOCK=" + c.ContainerdSock()}
+			"CLUSTER_REGISTRY=" + c.Registry(), "CLUSTER_CONTAINERD_SOCK=" + c.ContainerdSock(),
+			"CLUSTER_PROXY_MODE=" + string(c.ProxyMode()), "CLUSTER_CONTROL=" + control}
 		code, runErr = c.Exec(ctx, env, cmd...)
 	case "up":
-		logf("cluster is up: KUBECONFIG=%s; enter the node with: nsenter --net=%s -- bash; Ctrl-C to tear down", c.AdminKubeconfig(), c.Netns())
+		logf("cluster is up (kube-proxy in %s mode): KUBECONFIG=%s; enter the node with: nsenter --net=%s -- bash; switch kube-proxy's mode with: curl --unix-socket %s -d nftables http://dgcluster/proxy-mode; Ctrl-C to tear down",
+			c.ProxyMode(), c.AdminKubeconfig(), c.Netns(), control)
 		<-ctx.Done()
+	}
+	if stopControl != nil {
+		stopControl()
 	}
 	signal.Ignore(os.Interrupt, syscall.SIGTERM)
 	t := time.Now()
 	if err := c.Down(); err != nil {
 		return 1, errors.Join(runErr, fmt.Errorf("teardown: %w", err))
 	}
-	logf("cluster down in %.1fs; nothing left behind (processes, cgroups, mounts, kernel settings checked)", time.Since(t).Seconds())
+	logf("cluster down in %.1fs; nothing left behind (processes, cgroups, mounts, kernel settings, the node's network namespace checked)", time.Since(t).Seconds())
 	if ctx.Err() != nil && code == 0 {
 		return 130, errors.New("interrupted")
 	}

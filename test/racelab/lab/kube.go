@@ -39,15 +39,3 @@ func ParseDig(out string) DigAnswer {
 func (a DigAnswer) One(qtype string) bool {
 	return a.Status == "NOERROR" && len(a.Answers) == 1 && a.Answers[0].Type == qtype
 }
-
-// HasDNAT reports whether iptables-save output has kube-proxy's UDP DNAT
-// of the Service port comment (namespace/name:port) to dest.
-func HasDNAT(iptablesSave, comment, dest string) bool {
-	for _, line := range strings.Split(iptablesSave, "\n") {
-		if strings.HasPrefix(line, "-A KUBE-SEP-") && strings.Contains(line, " -p udp ") &&
-			strings.Contains(line, `--comment "`+comment+`"`) && strings.HasSuffix(line, "-j DNAT --to-destination "+dest) {
-			return true
-		}
-	}
-	return false
-}

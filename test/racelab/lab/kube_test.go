@@ -28,22 +28,3 @@ func TestParseDig(t *testing.T) {
 		}
 	}
 }
-
-func TestHasDNAT(t *testing.T) {
-	b, err := os.ReadFile("testdata/iptables-nat.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		comment, dest string
-		want          bool
-	}{
-		{"kube-system/kube-dns:dns", "10.244.0.2:53", true},
-		{"kube-system/kube-dns:dns", "10.244.0.3:53", false},     // no UDP DNAT to it
-		{"kube-system/kube-dns:dns-tcp", "10.244.0.3:53", false}, // TCP only
-	} {
-		if got := HasDNAT(string(b), tc.comment, tc.dest); got != tc.want {
-			t.Errorf("HasDNAT(%s, %s) = %v, want %v", tc.comment, tc.dest, got, tc.want)
-		}
-	}
-}
