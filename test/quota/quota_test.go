@@ -108,7 +108,13 @@ func webhookServer(t *testing.T, res *corev1.ResourceRequirements, ns webhook.Na
 	if err := cfg.Validate(false); err != nil {
 		t.Fatal(err)
 	}
-	return webhook.NewServer(cfg, webhook.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Namespaces: ns})
+	// The webhook asks this API server whether native sidecars exist, as
+	// --native-sidecars=auto does in a cluster.
+	native := webhook.NewNativeSidecarDetector(client, "default", cfg.Sidecar.Image, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := native.Refresh(t.Context()); err != nil {
+		t.Fatalf("native sidecar check against the API server: %v", err)
+	}
+	return webhook.NewServer(cfg, webhook.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Namespaces: ns, NativeSidecars: native})
 }
 
 // patched sends pod through /mutate and returns the patched pod and the
