@@ -86,20 +86,39 @@ func netnsDial(netnsPath string) func(ctx context.Context, network, addr string)
 			err error
 		}
 		ch := make(chan result, 1)
+		// The thread goes back to the original namespace before it is
+		// unlocked. Letting it exit while locked is not enough: a goroutine
+		// that happens to run on the main thread cannot end it, Go wedges
+		// that thread instead, and it would stay inside the node's
+		// namespace, which teardown then rightly reports as kept alive
+		// (seen in make compat-test). Only if switching back fails does the
+		// thread stay locked and go with its goroutine.
 		go func() {
 			runtime.LockOSThread()
+			orig, err := netns.Get()
+			if err != nil {
+				runtime.UnlockOSThread()
+				ch <- result{nil, fmt.Errorf("current namespace: %w", err)}
+				return
+			}
+			defer orig.Close()
 			ns, err := netns.GetFromPath(netnsPath)
 			if err != nil {
+				runtime.UnlockOSThread()
 				ch <- result{nil, fmt.Errorf("open %s: %w", netnsPath, err)}
 				return
 			}
 			defer ns.Close()
 			if err := netns.Set(ns); err != nil {
+				runtime.UnlockOSThread()
 				ch <- result{nil, fmt.Errorf("enter %s: %w", netnsPath, err)}
 				return
 			}
 			var d net.Dialer
 			c, err := d.DialContext(ctx, network, addr)
+			if netns.Set(orig) == nil {
+				runtime.UnlockOSThread()
+			}
 			ch <- result{c, err}
 		}()
 		r := <-ch
