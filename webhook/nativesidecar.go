@@ -191,7 +191,7 @@ func (d *NativeSidecarDetector) detect(ctx context.Context) (string, error) {
 		return fmt.Sprintf("API server %s has no native sidecars (Kubernetes 1.29 and newer have them)", info.GitVersion), nil
 	}
 	if v.LessThan(nativeSidecarsGA) {
-		why, err := d.probe(ctx, info.GitVersion)
+		why, err := d.probe(ctx, info.GitVersion, v)
 		if why != "" || err != nil {
 			return why, err
 		}
@@ -218,8 +218,10 @@ func serverVersion(info *apiversion.Info) (*utilversion.Version, error) {
 
 // probe dry-run creates a pod with a native sidecar: an API server whose
 // SidecarContainers gate is off drops restartPolicy from init containers
-// before admission, so the pod it returns tells. Nothing is stored.
-func (d *NativeSidecarDetector) probe(ctx context.Context, server string) (string, error) {
+// before admission, so the pod it returns tells. Nothing is stored. server
+// is the version as the API server reports it (for messages), v as detect
+// read it.
+func (d *NativeSidecarDetector) probe(ctx context.Context, server string, v *utilversion.Version) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	created, err := d.client.CoreV1().Pods(d.probeNS).Create(ctx, probePod(d.image), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
@@ -230,7 +232,7 @@ func (d *NativeSidecarDetector) probe(ctx context.Context, server string) (strin
 		return "", fmt.Errorf("the dry-run probe pod came back from API server %s without its init container", server)
 	}
 	if rp := created.Spec.InitContainers[0].RestartPolicy; rp == nil || *rp != nativeSidecarsPolicy {
-		if v, _ := utilversion.ParseGeneric(server); v != nil && v.LessThan(nativeSidecarsBeta) {
+		if v.LessThan(nativeSidecarsBeta) {
 			return fmt.Sprintf("API server %s has the SidecarContainers feature gate off (alpha in 1.28)", server), nil
 		}
 		return fmt.Sprintf("API server %s drops restartPolicy from init containers: its SidecarContainers feature gate is off", server), nil

@@ -34,15 +34,36 @@ type NodeLocalConfig struct {
 	// /explain's "before" show the node cache as a ClusterFirst pod's
 	// nameserver.
 	Existing bool `json:"existing,omitempty"`
+
+	// byFamily is Address parsed once by normalize, so an admission looks
+	// its node cache address up instead of re-parsing the setting:
+	// [0] the IPv4 address, [1] the IPv6 one ("" when none).
+	byFamily [2]string
 }
 
-// normalize makes Existing imply Enabled and fills the default address.
+// family indexes byFamily: 0 for IPv4, 1 for IPv6.
+func family(ip net.IP) int {
+	if ip.To4() != nil {
+		return 0
+	}
+	return 1
+}
+
+// normalize makes Existing imply Enabled, fills the default address and
+// parses the address by family (byFamily).
 func (n *NodeLocalConfig) normalize() {
 	if n.Existing {
 		n.Enabled = true
 	}
 	if n.Enabled && n.Address == "" {
 		n.Address = DefaultNodeLocalAddress
+	}
+	n.byFamily = [2]string{}
+	for _, a := range strings.Split(n.Address, ",") {
+		a = strings.TrimSpace(a)
+		if ip := net.ParseIP(a); ip != nil {
+			n.byFamily[family(ip)] = a
+		}
 	}
 }
 
@@ -76,15 +97,9 @@ func (n NodeLocalConfig) validate() error {
 // family the cluster DNS has: an IPv6-only pod cannot reach an IPv4
 // link-local address, and every lookup would first wait out a timeout.
 func (n NodeLocalConfig) localFor(cluster []string) string {
-	local := map[bool]string{}
-	for _, a := range strings.Split(n.Address, ",") {
-		if ip := net.ParseIP(strings.TrimSpace(a)); ip != nil {
-			local[ip.To4() != nil] = strings.TrimSpace(a)
-		}
-	}
 	for _, c := range cluster {
-		if ip := net.ParseIP(c); ip != nil && local[ip.To4() != nil] != "" {
-			return local[ip.To4() != nil]
+		if ip := net.ParseIP(c); ip != nil && n.byFamily[family(ip)] != "" {
+			return n.byFamily[family(ip)]
 		}
 	}
 	return ""

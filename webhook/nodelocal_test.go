@@ -69,6 +69,7 @@ func TestNodeLocalOffLeavesNameserversAlone(t *testing.T) {
 
 func TestNodeLocalCustomAddressAndDedup(t *testing.T) {
 	n := NodeLocalConfig{Enabled: true, Address: "10.96.0.10"}
+	n.normalize()
 	if err := n.validate(); err != nil {
 		t.Fatal(err)
 	}
