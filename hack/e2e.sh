@@ -8,7 +8,7 @@
 #      version> DIST=.cache/e2e/dist (signed multi-arch images, the chart
 #      pinned to their digests; the suite pushes it into the node's registry
 #      and installs from there); the previous release of CHANGELOG.md built
-#      from its commit (test/prevrelease, cached by commit in the tool
+#      from its commit (hack/imagebuild previous, cached by commit in the tool
 #      cache); the test images (pause, CoreDNS, glibc and musl clients,
 #      busybox) as tarballs in .cache/e2e/images, imported at start;
 #   3. dgcluster run (test/cluster): the node in a network namespace of its
@@ -54,8 +54,8 @@ ALLOW_DIRTY=1 make -s release VERSION="$VERSION" DIST="$OUT/dist"
 # release; the directory holds the test images only.
 rm -rf "$OUT/images"
 IMAGES_DIR=$OUT/images ./hack/images.sh test
-go build -o "$BIN/prevrelease" ./test/prevrelease
-PREV=$("$BIN/prevrelease" --repo "$ROOT" --helm "$BIN/helm")
+# make release built bin/imagebuild.
+PREV=$("$BIN/imagebuild" previous --repo "$ROOT" --helm "$BIN/helm")
 go build -o "$BIN/dgcluster" ./test/cluster/dgcluster
 go test -c -tags e2e -o "$BIN/e2e.test" ./test/e2e
 BUILD_S=$(($(date +%s) - T0))

@@ -4,6 +4,8 @@
 //     images for linux/amd64 and linux/arm64 as OCI image indexes, SBOMs,
 //     cosign signatures and attestations, the chart pinned to them
 //     (release.go); imagebuild publish pushes one into a registry.
+//   - imagebuild previous: builds the release CHANGELOG.md records before
+//     the tree's, from its commit, for the upgrade test (previous.go).
 //   - imagebuild product: the same product images for this machine's
 //     platform as tarballs, for suites that import images (hack/images.sh).
 //   - imagebuild --name ...: a single-layer image from files on this
@@ -16,13 +18,17 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"os/signal"
 	"runtime"
 	"strings"
+	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -34,6 +40,7 @@ Usage:
   imagebuild release --version X.Y.Z [--dist DIR] ...   (make release; release --help)
   imagebuild publish RELEASE_DIR HOST:PORT              (hack/release.sh publish)
   imagebuild product --tag TAG [--out DIR]              (hack/images.sh)
+  imagebuild previous [--repo DIR] [--helm BIN] [--cache DIR]  (hack/e2e.sh: the release before the tree's)
 
 Example (the Dockerfile's webhook target):
   imagebuild --name dnsguard/webhook:0.1.0 --out bin/images/webhook.tar \
@@ -65,6 +72,10 @@ func main() {
 		err = runPublish(os.Args[2:], os.Stderr)
 	case len(os.Args) > 1 && os.Args[1] == "product":
 		err = runProduct(os.Args[2:], os.Stdout, os.Stderr)
+	case len(os.Args) > 1 && os.Args[1] == "previous":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err = runPrevious(ctx, os.Args[2:], os.Stdout, slog.New(slog.NewTextHandler(os.Stderr, nil)).With("cmd", "imagebuild previous"))
+		stop()
 	default:
 		err = run(os.Args[1:], os.Stdout, os.Stderr)
 	}

@@ -21,7 +21,7 @@ import (
 	"github.com/dnsguard/dnsguard/test/racelab/lab"
 )
 
-// prevRelease is the release before the tree's, as test/prevrelease built
+// prevRelease is the release before the tree's, as imagebuild previous (hack/imagebuild/previous.go) built
 // it from its commit (E2E_PREV_RELEASE: its release.json, chart, images).
 type prevRelease struct {
 	dir     string
@@ -38,7 +38,7 @@ func loadPrevRelease(t *testing.T) *prevRelease {
 	t.Helper()
 	dir := os.Getenv("E2E_PREV_RELEASE")
 	if dir == "" {
-		t.Fatal("E2E_PREV_RELEASE is not set: hack/e2e.sh builds the previous release (test/prevrelease)")
+		t.Fatal("E2E_PREV_RELEASE is not set: hack/e2e.sh builds the previous release (imagebuild previous)")
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "release.json"))
 	if err != nil {

@@ -34,7 +34,7 @@ func TestPrevious(t *testing.T) {
 				t.Fatal(err)
 			}
 			rs, err := parseChangelog(tc.changelog)
-			var r release
+			var r recorded
 			if err == nil {
 				r, err = previous(rs, tree)
 			}
@@ -60,6 +60,7 @@ func TestTreeVersion(t *testing.T) {
 		{"version: \"1.2.3\"\n", "1.2.3", ""},
 		{"appVersion: \"0.2.0\"\n", "", "no version line"},
 		{"version: v0.2.0\n", "", "want X.Y.Z"},
+		{"version: 0.2.0-rc.1\n", "", "without a pre-release part"},
 	} {
 		v, err := treeVersion(tc.chart)
 		if tc.wantErr != "" {

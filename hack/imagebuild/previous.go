@@ -1,12 +1,26 @@
 package main
 
+// imagebuild previous builds the release before the tree's for the e2e
+// suite's upgrade scenario (u1) and prints the directory that holds it.
+//
+// The previous release is the newest one CHANGELOG.md records with a
+// version below the tree's chart version; CHANGELOG.md names the commit it
+// was cut from. It is built from that commit in a git worktree with the
+// commit's own build (make build, hack/images.sh product: image tarballs
+// under the names its chart's defaults use) and its chart packaged with
+// helm, and kept in the tool cache by commit
+// ($DNSGUARD_TOOLS_CACHE/releases/<commit>/, release.json lists what is
+// there), so a warm run does not rebuild it.
+
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -16,20 +30,68 @@ import (
 	"time"
 )
 
-// manifest is release.json in a cached release directory: what the e2e
+func runPrevious(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
+	fs := flag.NewFlagSet("imagebuild previous", flag.ContinueOnError)
+	repo := fs.String("repo", ".", "the checkout: CHANGELOG.md, charts/dnsguard/Chart.yaml and the history holding the release's commit")
+	helm := fs.String("helm", "bin/helm", "helm, to package the release's chart")
+	cache := fs.String("cache", toolCache(), "tool cache; the build goes to CACHE/releases/<commit>")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %v", fs.Args())
+	}
+	root, err := filepath.Abs(*repo)
+	if err != nil {
+		return err
+	}
+	helmPath, err := filepath.Abs(*helm)
+	if err != nil {
+		return err
+	}
+	changelog, err := os.ReadFile(filepath.Join(root, "CHANGELOG.md"))
+	if err != nil {
+		return err
+	}
+	chart, err := os.ReadFile(filepath.Join(root, "charts", "dnsguard", "Chart.yaml"))
+	if err != nil {
+		return err
+	}
+	tree, err := treeVersion(string(chart))
+	if err != nil {
+		return fmt.Errorf("charts/dnsguard/Chart.yaml: %w", err)
+	}
+	releases, err := parseChangelog(string(changelog))
+	if err != nil {
+		return err
+	}
+	prev, err := previous(releases, tree)
+	if err != nil {
+		return err
+	}
+	log.Info("previous release", "tree", tree.String(), "previous", prev.Version.String(), "commit", prev.Commit)
+	dir, _, err := prevBuilder{repo: root, helm: helmPath, log: log}.ensure(ctx, *cache, prev)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, dir)
+	return err
+}
+
+// prevManifest is release.json in a cached release directory: what the e2e
 // suite installs (the chart) and loads into containerd (the images, under
 // the names the chart's defaults use).
-type manifest struct {
-	Version string  `json:"version"`
-	Commit  string  `json:"commit"`
-	Chart   string  `json:"chart"` // file name in the directory
-	Images  []image `json:"images"`
+type prevManifest struct {
+	Version string      `json:"version"`
+	Commit  string      `json:"commit"`
+	Chart   string      `json:"chart"` // file name in the directory
+	Images  []prevImage `json:"images"`
 	// Built is when and how long the build took (for the log of a warm run).
 	Built   time.Time `json:"built"`
 	BuildMS int64     `json:"buildMs"`
 }
 
-type image struct {
+type prevImage struct {
 	Ref  string `json:"ref"`  // e.g. dnsguard/webhook:0.1.0
 	File string `json:"file"` // tarball, relative to the directory
 }
@@ -37,12 +99,12 @@ type image struct {
 const manifestName = "release.json"
 
 // loadCached returns the manifest of dir when dir holds a complete build.
-func loadCached(dir string) (*manifest, error) {
+func loadCached(dir string) (*prevManifest, error) {
 	b, err := os.ReadFile(filepath.Join(dir, manifestName))
 	if err != nil {
 		return nil, err
 	}
-	var m manifest
+	var m prevManifest
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, manifestName), err)
 	}
@@ -58,10 +120,10 @@ func loadCached(dir string) (*manifest, error) {
 	return &m, nil
 }
 
-// builder builds a release from its commit in a git worktree of repo, with
+// prevBuilder builds a release from its commit in a git worktree of repo, with
 // that commit's own build (make build, hack/images.sh product) and the
 // tree's helm to package its chart.
-type builder struct {
+type prevBuilder struct {
 	repo string // the checkout whose history holds the commit
 	helm string
 	log  *slog.Logger
@@ -69,7 +131,7 @@ type builder struct {
 
 // ensure returns the directory of r's build in cache, building it first
 // unless a complete build is there.
-func (b builder) ensure(ctx context.Context, cache string, r release) (string, *manifest, error) {
+func (b prevBuilder) ensure(ctx context.Context, cache string, r recorded) (string, *prevManifest, error) {
 	dir := filepath.Join(cache, "releases", r.Commit)
 	if m, err := loadCached(dir); err == nil {
 		b.log.Info("previous release cached", "version", m.Version, "dir", dir, "built", m.Built.Format(time.RFC3339))
@@ -109,7 +171,7 @@ func (b builder) ensure(ctx context.Context, cache string, r release) (string, *
 }
 
 // build makes r's images and chart in tmp/out from a worktree in tmp/src.
-func (b builder) build(ctx context.Context, r release, tmp string) (*manifest, error) {
+func (b prevBuilder) build(ctx context.Context, r recorded, tmp string) (*prevManifest, error) {
 	src, out := filepath.Join(tmp, "src"), filepath.Join(tmp, "out")
 	if err := os.MkdirAll(filepath.Join(out, "images"), 0o755); err != nil {
 		return nil, err
@@ -147,18 +209,18 @@ func (b builder) build(ctx context.Context, r release, tmp string) (*manifest, e
 	if _, err := os.Stat(filepath.Join(out, chart)); err != nil {
 		return nil, fmt.Errorf("helm package did not write %s (the commit's Chart.yaml must carry version %s): %w", chart, r.Version, err)
 	}
-	return &manifest{Version: r.Version.String(), Commit: r.Commit, Chart: chart, Images: images}, nil
+	return &prevManifest{Version: r.Version.String(), Commit: r.Commit, Chart: chart, Images: images}, nil
 }
 
 // readImageList reads hack/images.sh's images.txt ("REFERENCE FILE" per
 // line) with the files made relative to base.
-func readImageList(path, base string) ([]image, error) {
+func readImageList(path, base string) ([]prevImage, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var out []image
+	var out []prevImage
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
@@ -172,7 +234,7 @@ func readImageList(path, base string) ([]image, error) {
 		if err != nil || strings.HasPrefix(rel, "..") {
 			return nil, fmt.Errorf("%s: %s is outside %s", path, fields[1], base)
 		}
-		out = append(out, image{Ref: fields[0], File: rel})
+		out = append(out, prevImage{Ref: fields[0], File: rel})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err
@@ -185,7 +247,7 @@ func readImageList(path, base string) ([]image, error) {
 
 // run runs a command in dir; its output goes to the log only when it fails
 // (a cold build is long and quiet otherwise).
-func (b builder) run(ctx context.Context, dir string, env []string, name string, args ...string) error {
+func (b prevBuilder) run(ctx context.Context, dir string, env []string, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
