@@ -253,6 +253,8 @@ func TestMetricsAndHealth(t *testing.T) {
 		{"dnsguard_resolver_responses_total", map[string]string{"rcode": "NXDOMAIN"}, 1},
 		{"dnsguard_resolver_cache_entries", nil, 2},
 		{"dnsguard_resolver_upstream_duration_seconds", map[string]string{"upstream": up.addr}, 2},
+		// Negative control (run 2026-12-07): metrics.go without the
+		// build_info sample fails here with "metric dnsguard_build_info missing".
 		{"dnsguard_build_info", map[string]string{"component": "resolver", "version": "dev"}, 1},
 	} {
 		if got := val(c.name, c.labels); got != c.want {

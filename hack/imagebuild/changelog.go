@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"bufio"
 	"errors"
 	"fmt"
@@ -34,6 +35,59 @@ func changelogSection(changelog, version string) (section, heading string, err e
 		}
 	}
 	return "", "", fmt.Errorf("CHANGELOG.md has neither a %q nor a %q section", "## ["+version+"]", "## [Unreleased]")
+}
+
+// change is one entry of Artifact Hub's artifacthub.io/changes annotation.
+type change struct {
+	Kind, Description string
+}
+
+// changelogKinds maps Keep a Changelog headings to Artifact Hub kinds.
+var changelogKinds = map[string]string{
+	"Added": "added", "Changed": "changed", "Deprecated": "deprecated",
+	"Removed": "removed", "Fixed": "fixed", "Security": "security",
+}
+
+// sectionChanges reads a changelogSection: every bullet under a ### kind
+// heading, its continuation lines joined. A heading of another kind is an
+// error (Artifact Hub knows only these), and so is a section listing
+// nothing: a release's notes say what changed.
+func sectionChanges(section string) ([]change, error) {
+	var out []change
+	kind := ""
+	for _, line := range strings.Split(section, "\n") {
+		switch {
+		case strings.HasPrefix(line, "### "):
+			k, ok := changelogKinds[strings.TrimSpace(line[4:])]
+			if !ok {
+				return nil, fmt.Errorf("CHANGELOG.md: heading %q is not a Keep a Changelog kind (Added, Changed, Deprecated, Removed, Fixed, Security)", line)
+			}
+			kind = k
+		case strings.HasPrefix(line, "- ") && kind != "":
+			out = append(out, change{kind, strings.TrimSpace(line[2:])})
+		case strings.HasPrefix(line, "  ") && len(out) > 0 && kind != "" && strings.TrimSpace(line) != "":
+			out[len(out)-1].Description += " " + strings.TrimSpace(line)
+		case strings.TrimSpace(line) == "":
+		default:
+			kind = "" // prose between lists ends a list
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("CHANGELOG.md: the release's section lists no change under a ### Added/Changed/... heading")
+	}
+	return out, nil
+}
+
+// artifactHubChanges is the annotation's YAML: a list of kind and
+// description, each description a JSON string (a valid YAML double-quoted
+// scalar, whatever backticks, colons or quotes the entry holds).
+func artifactHubChanges(changes []change) string {
+	var b strings.Builder
+	for _, c := range changes {
+		d, _ := json.Marshal(c.Description)
+		fmt.Fprintf(&b, "- kind: %s\n  description: %s\n", c.Kind, d)
+	}
+	return b.String()
 }
 
 // recorded is one release CHANGELOG.md records: a version and the commit it

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -95,4 +96,58 @@ func TestRepositoryChangelog(t *testing.T) {
 		}
 	}
 	t.Errorf("CHANGELOG.md records no 0.1.0 among %v", rs)
+}
+
+func TestSectionChanges(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     []change
+		err      string
+	}{
+		{"bullets with continuations", "## [Unreleased]\n\nprose\n\n### Added\n- a\n  b\n- c\n\n### Fixed\n- d\n",
+			[]change{{"added", "a b"}, {"added", "c"}, {"fixed", "d"}}, ""},
+		{"prose ends a list", "## [0.2.0] - x\n### Added\n- a\nUpgrade notes:\n- not a change\n", []change{{"added", "a"}}, ""},
+		{"unknown heading", "## [Unreleased]\n### Misc\n- a\n", nil, "not a Keep a Changelog kind"},
+		{"empty", "## [Unreleased]\nTo be released.\n", nil, "lists no change"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := sectionChanges(tc.in)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tc.want) {
+				t.Fatalf("got %v, %v; want %v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// The annotation is YAML whatever an entry holds: quotes, colons, a
+// leading backtick or dash. Read back with a YAML parser in the release
+// test (helm show chart); here the quoting itself.
+func TestArtifactHubChangesQuoting(t *testing.T) {
+	got := artifactHubChanges([]change{{"fixed", `"quoted": yes`}, {"added", "`make release` - signed"}})
+	want := "- kind: fixed\n  description: \"\\\"quoted\\\": yes\"\n- kind: added\n  description: \"`make release` - signed\"\n"
+	if got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// The repository's [Unreleased] section is what make release reads for the
+// next release's artifacthub.io/changes.
+func TestRepositoryUnreleasedChanges(t *testing.T) {
+	b, err := os.ReadFile("../../CHANGELOG.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	section, _, err := changelogSection(string(b), "99.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sectionChanges(section); err != nil {
+		t.Fatal(err)
+	}
 }

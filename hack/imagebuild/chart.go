@@ -35,7 +35,7 @@ func (p pinnedImage) ref(version string) string {
 // with version = appVersion = VERSION, every default image pinned by
 // digest, and the Artifact Hub images annotation naming them. The source
 // tree is not modified: a copy is edited and packaged.
-func packageChart(helm, chartDir, dest, version string, images []pinnedImage) (string, error) {
+func packageChart(helm, chartDir, dest, version string, images []pinnedImage, changes []change) (string, error) {
 	tmp, err := os.MkdirTemp("", "dnsguard-chart-")
 	if err != nil {
 		return "", err
@@ -76,7 +76,8 @@ func packageChart(helm, chartDir, dest, version string, images []pinnedImage) (s
 		if s, err = setYAML(s, []string{"appVersion"}, version); err != nil {
 			return "", err
 		}
-		return setAnnotation(s, "artifacthub.io/images", artifactHubImages(version, images)), nil
+		s = setAnnotation(s, "artifacthub.io/images", artifactHubImages(version, images))
+		return setAnnotation(s, "artifacthub.io/changes", artifactHubChanges(changes)), nil
 	})
 	if err != nil {
 		return "", err

@@ -129,6 +129,13 @@ func release(ctx context.Context, c releaseConfig) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// The packaged chart's artifacthub.io/changes: what this release's
+	// notes list, read before anything is built so a malformed section
+	// fails at once.
+	changes, err := sectionChanges(section)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", heading, err)
+	}
 	key, keyEnv, err := releaseKey(cosignBin, c.Cache)
 	if err != nil {
 		return "", err
@@ -182,7 +189,7 @@ func release(ctx context.Context, c releaseConfig) (string, error) {
 		pinned = append(pinned, p)
 		fmt.Fprintln(&list, p.ref(c.Version))
 	}
-	tgz, err := packageChart(helm, filepath.Join(c.Root, "charts", "dnsguard"), out, c.Version, pinned)
+	tgz, err := packageChart(helm, filepath.Join(c.Root, "charts", "dnsguard"), out, c.Version, pinned, changes)
 	if err != nil {
 		return "", err
 	}

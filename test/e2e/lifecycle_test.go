@@ -234,8 +234,12 @@ func releaseObjects(ctx context.Context) ([]string, error) {
 				continue
 			}
 			switch r.Name {
-			case "events", "endpoints", "endpointslices", "leases", "controllerrevisions":
-				continue // bookkeeping the cluster makes and removes on its own
+			case "events", "endpoints", "endpointslices", "controllerrevisions":
+				// Bookkeeping the cluster makes and removes on its own.
+				// Leases are listed: in the release namespace the only one
+				// is the certificate controller's leader Lease, which
+				// nothing but the chart's pre-delete hook removes.
+				continue
 			}
 			res := dyn.Resource(gv.WithResource(r.Name))
 			var items []string

@@ -414,6 +414,27 @@ func checkChart(t *testing.T, e env, dir string, listed map[string]string) {
 			t.Errorf("artifacthub.io/images annotation lacks %q:\n%s", ref, out)
 		}
 	}
+	// artifacthub.io/changes lists every bullet of CHANGELOG.md's
+	// [Unreleased] section (this release has no section of its own), counted
+	// here independently of the release's parser. Breaks if packageChart
+	// stops writing the annotation (0 entries) or drops a kind's list.
+	changelog, err := os.ReadFile(filepath.Join(e.root, "CHANGELOG.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unreleased := string(changelog)[strings.Index(string(changelog), "\n## [Unreleased]")+1:]
+	if end := strings.Index(unreleased[1:], "\n## "); end >= 0 {
+		unreleased = unreleased[:end+1]
+	}
+	bullets := 0
+	for _, l := range strings.Split(unreleased, "\n") {
+		if strings.HasPrefix(l, "- ") {
+			bullets++
+		}
+	}
+	if got := strings.Count(out, "- kind: "); bullets == 0 || got != bullets {
+		t.Errorf("artifacthub.io/changes has %d entries, CHANGELOG.md [Unreleased] %d bullets:\n%s", got, bullets, out)
+	}
 	// Every image of the rendered chart, node cache on so all three
 	// values are used. Breaks if any of image, sidecar.image or
 	// nodeCache.image is left unpinned or pinned to another digest.
