@@ -75,55 +75,62 @@ func setupNetns(netns string) error {
 }
 
 // netnsDial returns a dial function whose sockets are created inside the
-// namespace: the socket() call runs on an OS thread switched into it, and a
-// socket keeps its namespace for life, so the connection then works from any
-// goroutine. The thread is never switched back; it exits with its goroutine
-// (a locked goroutine that returns takes its thread with it).
+// namespace: the socket() call runs on an OS thread switched into it
+// (inNetnsThread), and a socket keeps its namespace for life, so the
+// connection then works from any goroutine.
 func netnsDial(netnsPath string) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		type result struct {
-			c   net.Conn
-			err error
-		}
-		ch := make(chan result, 1)
-		// The thread goes back to the original namespace before it is
-		// unlocked. Letting it exit while locked is not enough: a goroutine
-		// that happens to run on the main thread cannot end it, Go wedges
-		// that thread instead, and it would stay inside the node's
-		// namespace, which teardown then rightly reports as kept alive
-		// (seen in make compat-test). Only if switching back fails does the
-		// thread stay locked and go with its goroutine.
-		go func() {
-			runtime.LockOSThread()
-			orig, err := netns.Get()
-			if err != nil {
-				runtime.UnlockOSThread()
-				ch <- result{nil, fmt.Errorf("current namespace: %w", err)}
-				return
-			}
-			defer orig.Close()
-			ns, err := netns.GetFromPath(netnsPath)
-			if err != nil {
-				runtime.UnlockOSThread()
-				ch <- result{nil, fmt.Errorf("open %s: %w", netnsPath, err)}
-				return
-			}
-			defer ns.Close()
-			if err := netns.Set(ns); err != nil {
-				runtime.UnlockOSThread()
-				ch <- result{nil, fmt.Errorf("enter %s: %w", netnsPath, err)}
-				return
-			}
+		var c net.Conn
+		var derr error
+		if err := inNetnsThread(netnsPath, func() {
 			var d net.Dialer
-			c, err := d.DialContext(ctx, network, addr)
-			if netns.Set(orig) == nil {
-				runtime.UnlockOSThread()
-			}
-			ch <- result{c, err}
-		}()
-		r := <-ch
-		return r.c, r.err
+			c, derr = d.DialContext(ctx, network, addr)
+		}); err != nil {
+			return nil, err
+		}
+		return c, derr
 	}
+}
+
+// inNetnsThread runs f on an OS thread switched into the namespace at
+// netnsPath, and switches the thread back before it unlocks it. Letting
+// the thread exit while locked is not enough: a goroutine that happens to
+// run on the main thread cannot end it, Go wedges that thread instead, and
+// it would stay inside the node's namespace, which teardown then rightly
+// reports as kept alive (seen in make compat-test). Only if switching back
+// fails does the thread stay locked and go with its goroutine. The error
+// is for a failure before f ran.
+func inNetnsThread(netnsPath string, f func()) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		fail := func(err error) {
+			runtime.UnlockOSThread()
+			errc <- err
+		}
+		orig, err := netns.Get()
+		if err != nil {
+			fail(fmt.Errorf("current namespace: %w", err))
+			return
+		}
+		defer orig.Close()
+		ns, err := netns.GetFromPath(netnsPath)
+		if err != nil {
+			fail(fmt.Errorf("open %s: %w", netnsPath, err))
+			return
+		}
+		defer ns.Close()
+		if err := netns.Set(ns); err != nil {
+			fail(fmt.Errorf("enter %s: %w", netnsPath, err))
+			return
+		}
+		f()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- nil
+	}()
+	return <-errc
 }
 
 // NetnsID identifies the node's network namespace across the run and after

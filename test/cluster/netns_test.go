@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestLeftoversSeeTheNodeNamespace: the leftover check reports the node
@@ -80,4 +82,50 @@ func selfComm(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// TestNetnsThreadSwitchesBack: the thread inNetnsThread ran f on is still
+// alive afterwards and back in this process's namespace. Negative control
+// (run 2026-12-07): without the switch back (the thread left locked, to
+// exit with its goroutine, as netnsDial did before 7397a89) the thread is
+// gone and this fails; with the unlock but no switch back it is alive
+// inside the node's namespace and this fails too. The test checks the
+// thread itself, not the rare wedged main thread the bug showed as.
+func TestNetnsThreadSwitchesBack(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: makes a network namespace of its own")
+	}
+	p, path, err := netnsHolder(filepath.Join(t.TempDir(), "netns.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Stop(5 * time.Second) })
+	node, err := netnsIdentify(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := netnsIdentify("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		var tid int
+		var inside NetnsID
+		if err := inNetnsThread(path, func() {
+			tid = unix.Gettid()
+			inside, _ = netnsIdentify(fmt.Sprintf("/proc/self/task/%d/ns/net", tid))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if inside != node {
+			t.Fatalf("round %d: f ran in namespace %+v, want the node's %+v", i, inside, node)
+		}
+		after, err := netnsIdentify(fmt.Sprintf("/proc/self/task/%d/ns/net", tid))
+		if err != nil {
+			t.Fatalf("round %d: thread %d is gone after inNetnsThread: %v (it must be switched back and unlocked, not left to exit)", i, tid, err)
+		}
+		if after != self {
+			t.Fatalf("round %d: thread %d is in namespace %+v after inNetnsThread, want this process's %+v", i, tid, after, self)
+		}
+	}
 }
