@@ -417,7 +417,8 @@ func checkChart(t *testing.T, e env, dir string, listed map[string]string) {
 	// artifacthub.io/changes lists every bullet of CHANGELOG.md's
 	// [Unreleased] section (this release has no section of its own), counted
 	// here independently of the release's parser. Breaks if packageChart
-	// stops writing the annotation (0 entries) or drops a kind's list.
+	// stops writing the annotation (0 entries; negative control run
+	// 2026-12-07: "has 0 entries, ... 22 bullets") or drops a kind's list.
 	changelog, err := os.ReadFile(filepath.Join(e.root, "CHANGELOG.md"))
 	if err != nil {
 		t.Fatal(err)
@@ -713,7 +714,8 @@ func tarEntry(t *testing.T, archive, name string) []byte {
 
 // checkVersionStamp runs a released binary's --version: it must name the
 // release and the commit it was cut from (cmd/buildinfo, stamped by
-// goBuild). Breaks if goBuild drops the -X flags: the binary says "dev".
+// goBuild). Breaks if goBuild drops the -X flags: the binary says "dev"
+// (negative control run 2026-12-07: "webhook dev (commit unknown, ...)").
 func checkVersionStamp(t *testing.T, data []byte, name string) {
 	t.Helper()
 	head, err := exec.Command("git", "rev-parse", "HEAD").Output()
