@@ -91,7 +91,7 @@ func n1Drain(ctx context.Context, t *testing.T) {
 		"--set", "tolerations[0].effect=NoSchedule")...); err != nil {
 		t.Fatalf("helm upgrade (webhook tolerations): %v%s", err, diagnose(ctx, releaseNS))
 	}
-	waitRollouts(ctx, t)
+	waitWebhookRollout(ctx, t)
 	waitGone(ctx, t)
 	byNode, err := webhookPodsByNode(ctx)
 	if err != nil {
@@ -189,7 +189,7 @@ func n1Drain(ctx context.Context, t *testing.T) {
 	drainTook := time.Since(start)
 	secondWG.Wait()
 	if drainErr == nil {
-		waitRollouts(ctx, t)
+		waitWebhookRollout(ctx, t)
 		waitGone(ctx, t)
 	}
 	time.Sleep(3 * time.Second)
@@ -217,6 +217,15 @@ func n1Drain(ctx context.Context, t *testing.T) {
 		if _, err := tool(ctx, "helm", append(installArgs("upgrade"), "--reuse-values")...); err != nil {
 			t.Errorf("helm upgrade (restore the PDB): %v", err)
 		}
+	}
+}
+
+// waitWebhookRollout waits for the webhook Deployment's rollout (c6 left
+// the node cache disabled, so waitRollouts' DaemonSet is not there).
+func waitWebhookRollout(ctx context.Context, t *testing.T) {
+	t.Helper()
+	if _, err := tool(ctx, "kubectl", "rollout", "status", "-n", releaseNS, "deployment/"+fullname, "--timeout=180s"); err != nil {
+		t.Fatalf("webhook rollout: %v%s", err, diagnose(ctx, releaseNS))
 	}
 }
 
