@@ -67,7 +67,7 @@ nodelocal-test: build
 chart-test: $(BIN)/helm $(BIN)/promtool
 	./hack/chart-test.sh
 
-## e2e: a real single-node Kubernetes (kubelet, containerd, kube-proxy, CoreDNS) in a network namespace; the chart installed with helm; scenarios in running pods
+## e2e: a real two-node Kubernetes (kubelet, containerd, kube-proxy, CoreDNS) in network namespaces; the chart installed with helm; scenarios in running pods
 e2e: build
 	./hack/e2e.sh
 

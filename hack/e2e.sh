@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end tests on a real single-node Kubernetes (make e2e): thin glue.
+# End-to-end tests on a real two-node Kubernetes (make e2e): thin glue.
 #
 #   1. hack/build-tools.sh: control plane, kubelet, kube-proxy, kubectl,
 #      containerd v2, CoreDNS, helm from the Go module proxy, cached outside
@@ -11,14 +11,17 @@
 #      from its commit (hack/imagebuild previous, cached by commit in the tool
 #      cache); the test images (pause, CoreDNS, glibc and musl clients,
 #      busybox) as tarballs in .cache/e2e/images, imported at start;
-#   3. dgcluster run (test/cluster): the node in a network namespace of its
-#      own with an OCI registry on its loopback, the scenarios (test/e2e, go
+#   3. dgcluster run --nodes 2 (test/cluster): each node in a network
+#      namespace of its own (the second tainted, so only the two-node
+#      scenarios n1 and n2 and the node cache run there), an OCI registry in
+#      the first, the scenarios (test/e2e, go
 #      test -tags e2e) and then the race lab on the node (TestRaceLab, report
 #      in .cache/e2e/logs/racelab) inside it, then a teardown that must leave
 #      nothing behind.
 #
 # E2E_RUN=regexp picks scenarios (go test -run syntax, e.g. 'TestE2E/c[01]$';
 # c0 installs; '^TestRaceLab$' is make race-lab-cluster). E2E_KEEP=1 keeps the run directory.
+# E2E_NODES=1|2 is the node count (default 2; with 1, n1 and n2 skip).
 # E2E_PROXY_MODE=iptables|nftables is kube-proxy's mode (default iptables);
 # the last scenario of a full run (k1, TestSwitchProxyMode) switches it to
 # the other mode and runs c6 and the race lab's rows again there.
@@ -32,6 +35,7 @@ OUT=$ROOT/.cache/e2e
 T0=$(date +%s)
 . hack/lib.sh e2e
 PROXY_MODE=${E2E_PROXY_MODE:-iptables}
+NODES=${E2E_NODES:-2}
 case $PROXY_MODE in
 iptables | nftables) ;;
 *) die "E2E_PROXY_MODE=$PROXY_MODE: want iptables or nftables" ;;
@@ -65,14 +69,14 @@ rm -rf "$OUT/logs"
 set +e
 E2E_ROOT=$ROOT E2E_BIN=$BIN E2E_LOGS=$OUT/logs E2E_REPORT=$OUT/scenarios.txt \
 	E2E_RELEASE_DIR=$OUT/dist/$VERSION E2E_PREV_RELEASE=$PREV \
-	"$BIN/dgcluster" run --bin "$BIN" --images "$OUT/images" --log-dir "$OUT/cluster-logs" --proxy-mode "$PROXY_MODE" ${E2E_KEEP:+--keep} -- \
+	"$BIN/dgcluster" run --bin "$BIN" --images "$OUT/images" --log-dir "$OUT/cluster-logs" --proxy-mode "$PROXY_MODE" --nodes "$NODES" ${E2E_KEEP:+--keep} -- \
 	"$BIN/e2e.test" -test.v -test.count=1 -test.timeout=25m ${E2E_RUN:+-test.run="$E2E_RUN"} 2>&1 | tee "$OUT/run.log"
 RC=${PIPESTATUS[0]}
 set -e
 {
 	echo "dnsguard e2e report ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
 	echo "Kubernetes v1.37.2 (kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy in $PROXY_MODE mode at start, each scenario's mode below), etcd v3.7.3,"
-	echo "containerd v2.2.9 + runc $(runc --version 2>/dev/null | head -1 | awk '{print $3}') + CNI bridge, CoreDNS v1.15.0; one node in its own network namespace"
+	echo "containerd v2.2.9 + runc $(runc --version 2>/dev/null | head -1 | awk '{print $3}') + CNI bridge, CoreDNS v1.15.0; $NODES node(s), each in its own network namespace"
 	grep -E '^\[cluster .*(cluster up in|done in|cluster down in|kube-proxy restarted in)' "$OUT/run.log" | sed 's/^/  /' || true
 	echo "release $VERSION ($(git rev-parse --short HEAD)$(git diff --quiet HEAD -- 2>/dev/null || echo +dirty)), previous release $(basename "$PREV" | cut -c1-12): tools, releases and images ${BUILD_S}s"
 	echo

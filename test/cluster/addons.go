@@ -124,6 +124,9 @@ func coreDNSDeployment(image string, labels map[string]string) *appsv1.Deploymen
 					ServiceAccountName: "coredns",
 					PriorityClassName:  "system-cluster-critical",
 					DNSPolicy:          corev1.DNSDefault,
+					// On the first node: with two nodes, pods on the second
+					// reach CoreDNS across the link between them.
+					NodeSelector: map[string]string{"kubernetes.io/hostname": NodeName},
 					Containers: []corev1.Container{{
 						Name:            "coredns",
 						Image:           image,

@@ -19,13 +19,16 @@ import (
 	"github.com/dnsguard/dnsguard/test/internal/harness"
 )
 
-// Cluster is a running single-node cluster.
+// Cluster is a running cluster of one or two nodes.
 type Cluster struct {
-	cfg    Config
-	lock   *lock
-	state  *State
-	procs  map[string]*proc
-	netns  string // /proc/PID/ns/net of the namespace holder
+	cfg   Config
+	lock  *lock
+	state *State
+	procs map[string]*proc
+	// nodes[0] is the first node, whose namespace also holds the control
+	// plane, the registry and the upstream DNS.
+	nodes  []*node
+	netns  string // /proc/PID/ns/net of the first node's namespace holder
 	client kubernetes.Interface
 	rest   *rest.Config
 	// Timings of Up, for the report.
@@ -77,6 +80,7 @@ func Up(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	} else if err = os.MkdirAll(c.cfg.RunDir, 0o755); err != nil {
 		return c, err
 	}
+	c.nodes = newNodes(&c.cfg)
 	c.state = &State{RunDir: c.cfg.RunDir, Started: time.Now().Add(-time.Second), Sysctls: saveSysctls(), Keep: cfg.Keep}
 	if err = c.lock.save(c.state); err != nil {
 		return c, err
@@ -98,17 +102,27 @@ func Up(ctx context.Context, cfg Config) (c *Cluster, err error) {
 		return nil
 	}
 	// node marks the steps a ControlPlaneOnly run skips.
-	steps := []struct {
+	type stepT struct {
 		name string
 		f    func() error
 		node bool
-	}{
-		{"node network namespace", c.startNetns, false},
+	}
+	first := c.nodes[0]
+	steps := []stepT{
+		{"node network namespace", func() error { return c.startNetns(first) }, false},
 		{"PKI and configuration", func() error {
-			if err := writePKI(c.cfg.path("pki"), apiServerURL()); err != nil {
+			if err := writePKI(c.cfg.path("pki"), apiServerURL(), c.nodes); err != nil {
 				return err
 			}
-			return c.writeNodeConfigs()
+			if err := c.writeUpstreamConfig(); err != nil {
+				return err
+			}
+			for _, n := range c.nodes {
+				if err := c.writeNodeConfigs(n); err != nil {
+					return err
+				}
+			}
+			return nil
 		}, false},
 		{"node upstream DNS", func() error { return c.startProc(ctx, "dnsmasq", c.dnsmasqArgs()) }, true},
 		{"etcd", func() error {
@@ -128,29 +142,41 @@ func Up(ctx context.Context, cfg Config) (c *Cluster, err error) {
 			for name, args := range map[string][]string{
 				"kube-controller-manager": c.controllerManagerArgs(),
 				"kube-scheduler":          c.schedulerArgs(),
-				"containerd":              c.containerdArgs(),
 			} {
 				if err := c.startProc(ctx, name, args); err != nil {
 					return err
 				}
 			}
-			return c.waitContainerd(ctx, 60*time.Second)
+			return c.startContainerd(ctx, first)
 		}, true},
-		{"image import", func() error { return c.importImages(c.netns) }, true},
-		{"kubelet and kube-proxy (node Ready)", func() error {
-			if err := c.startProc(ctx, "kubelet", c.kubeletArgs()); err != nil {
-				return err
-			}
-			if err := c.startKubeProxy(ctx); err != nil {
-				return err
-			}
-			return c.waitNodeReady(ctx, 120*time.Second)
-		}, true},
-		{"kube-proxy in " + string(cfg.ProxyMode) + " mode (/proxyMode, the kubernetes Service's DNAT)", func() error {
+		{"image import", func() error { return c.importImages(first) }, true},
+		{"kubelet and kube-proxy (node Ready)", func() error { return c.startKubelet(ctx, first) }, true},
+	}
+	if len(c.nodes) > 1 {
+		// The second node comes up after the first, so a failure names it.
+		second := c.nodes[1]
+		steps = append(steps,
+			stepT{"second node " + second.name + ": network namespace, link and routes", func() error {
+				if err := c.startNetns(second); err != nil {
+					return err
+				}
+				return linkNodes(first, second)
+			}, true},
+			stepT{"second node " + second.name + ": containerd, image import", func() error {
+				if err := c.startContainerd(ctx, second); err != nil {
+					return err
+				}
+				return c.importImages(second)
+			}, true},
+			stepT{"second node " + second.name + ": kubelet and kube-proxy (node Ready)", func() error { return c.startKubelet(ctx, second) }, true},
+		)
+	}
+	steps = append(steps,
+		stepT{"kube-proxy in " + string(cfg.ProxyMode) + " mode (/proxyMode, the kubernetes Service's DNAT)", func() error {
 			_, err := c.waitKubeProxy(ctx, 60*time.Second)
 			return err
 		}, true},
-		{"CoreDNS (kube-system/kube-dns, 2 replicas)", func() error {
+		stepT{"CoreDNS (kube-system/kube-dns, 2 replicas, on " + NodeName + ")", func() error {
 			if err := c.waitServiceAccount(ctx, "kube-system", 60*time.Second); err != nil {
 				return err
 			}
@@ -159,7 +185,7 @@ func Up(ctx context.Context, cfg Config) (c *Cluster, err error) {
 			}
 			return c.waitDeployment(ctx, "kube-system", "coredns", 180*time.Second)
 		}, true},
-	}
+	)
 	for _, s := range steps {
 		if s.node && cfg.ControlPlaneOnly {
 			continue
@@ -181,33 +207,85 @@ func (c *Cluster) coreDNSImage() string {
 	return "registry.k8s.io/coredns/coredns:v1.15.0"
 }
 
-func (c *Cluster) startNetns() error {
-	p, ns, err := netnsHolder(c.cfg.path("logs", "netns.log"))
+// startNetns starts the holder of the node's network namespace, records
+// the namespace in the state file (the first node's as Netns, the others'
+// in NodeNetns) and sets it up.
+func (c *Cluster) startNetns(n *node) error {
+	p, ns, err := netnsHolder(c.cfg.path("logs", n.proc("netns")+".log"))
 	if err != nil {
 		return err
 	}
-	c.procs["netns"] = p
-	c.netns = ns
+	c.procs[n.proc("netns")] = p
+	n.netns = ns
 	c.state.Procs = append(c.state.Procs, p.ref)
-	if c.state.Netns, err = netnsIdentify(ns); err != nil {
-		return fmt.Errorf("node namespace: %w", err)
+	id, err := netnsIdentify(ns)
+	if err != nil {
+		return fmt.Errorf("%s namespace: %w", n.name, err)
+	}
+	if n == c.nodes[0] {
+		c.netns = ns
+		c.state.Netns = id
+	} else {
+		c.state.NodeNetns = append(c.state.NodeNetns, id)
 	}
 	if err := c.lock.save(c.state); err != nil {
 		return err
 	}
-	return setupNetns(ns)
+	if n == c.nodes[0] {
+		return setupNetns(ns)
+	}
+	return nil
 }
 
-// startProc starts a component in the namespace and records it in the state
-// file before anything else happens.
+// startContainerd starts the node's containerd and waits for it.
+func (c *Cluster) startContainerd(ctx context.Context, n *node) error {
+	if err := c.startProcIn(n, "containerd", nil, c.containerdArgs(n)); err != nil {
+		return err
+	}
+	return c.waitContainerd(ctx, n, 60*time.Second)
+}
+
+// startKubelet starts the node's kubelet (in its cgroup root) and
+// kube-proxy, and waits until the node is Ready.
+func (c *Cluster) startKubelet(ctx context.Context, n *node) error {
+	if n.cgroupRoot != "/" {
+		c.state.CgroupRoots = append(c.state.CgroupRoots, n.cgroupRoot)
+		if err := c.lock.save(c.state); err != nil {
+			return err
+		}
+		if err := makeCgroupRoot(n); err != nil {
+			return fmt.Errorf("%s: %w", n.name, err)
+		}
+	}
+	if err := c.startProcIn(n, "kubelet", nil, c.kubeletArgs(n)); err != nil {
+		return err
+	}
+	if err := c.startKubeProxy(n); err != nil {
+		return err
+	}
+	return c.waitNodeReady(ctx, n.name, 120*time.Second)
+}
+
+// startProc starts a component in the first node's namespace and records
+// it in the state file before anything else happens.
 func (c *Cluster) startProc(_ context.Context, name string, argv []string) error {
 	return c.startProcEnv(name, nil, argv)
 }
 
 // startProcEnv is startProc with extra environment.
 func (c *Cluster) startProcEnv(name string, env []string, argv []string) error {
+	return c.startNamed(name, c.netns, env, argv)
+}
+
+// startProcIn starts component comp of node n in n's namespace, named
+// n.proc(comp).
+func (c *Cluster) startProcIn(n *node, comp string, env []string, argv []string) error {
+	return c.startNamed(n.proc(comp), n.netns, env, argv)
+}
+
+func (c *Cluster) startNamed(name, netns string, env []string, argv []string) error {
 	env = append([]string{"PATH=" + c.cfg.Bin + ":" + os.Getenv("PATH")}, env...)
-	p, err := start(name, c.netns, c.cfg.path("logs", name+".log"), env, argv...)
+	p, err := start(name, netns, c.cfg.path("logs", name+".log"), env, argv...)
 	if err != nil {
 		return err
 	}
@@ -272,8 +350,18 @@ func (c *Cluster) Netns() string { return c.netns }
 // the node namespace).
 func (c *Cluster) Registry() string { return RegistryAddr }
 
-// ContainerdSock is containerd's socket (for ctr, inside the node namespace).
-func (c *Cluster) ContainerdSock() string { return c.containerdSock() }
+// ContainerdSock is the first node's containerd socket (for ctr, inside
+// its namespace).
+func (c *Cluster) ContainerdSock() string { return c.nodes[0].containerdSock() }
+
+// NodeNames are the cluster's nodes, the first node first.
+func (c *Cluster) NodeNames() []string {
+	var names []string
+	for _, n := range c.nodes {
+		names = append(names, n.name)
+	}
+	return names
+}
 
 // RunDir is this run's directory.
 func (c *Cluster) RunDir() string { return c.cfg.RunDir }
@@ -302,9 +390,9 @@ func (c *Cluster) waitAPI(ctx context.Context, timeout time.Duration) error {
 	})
 }
 
-func (c *Cluster) waitContainerd(ctx context.Context, timeout time.Duration) error {
-	return c.poll(ctx, "containerd", timeout, func(ctx context.Context) (bool, error) {
-		out, err := exec.CommandContext(ctx, "nsenter", "--net="+c.netns, "--", c.cfg.Bin+"/ctr", "--address", c.containerdSock(), "version").CombinedOutput()
+func (c *Cluster) waitContainerd(ctx context.Context, n *node, timeout time.Duration) error {
+	return c.poll(ctx, n.proc("containerd"), timeout, func(ctx context.Context) (bool, error) {
+		out, err := exec.CommandContext(ctx, "nsenter", "--net="+n.netns, "--", c.cfg.Bin+"/ctr", "--address", n.containerdSock(), "version").CombinedOutput()
 		if err != nil {
 			return false, fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
 		}
@@ -312,9 +400,9 @@ func (c *Cluster) waitContainerd(ctx context.Context, timeout time.Duration) err
 	})
 }
 
-func (c *Cluster) waitNodeReady(ctx context.Context, timeout time.Duration) error {
-	return c.poll(ctx, "node "+NodeName+" Ready", timeout, func(ctx context.Context) (bool, error) {
-		n, err := c.client.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
+func (c *Cluster) waitNodeReady(ctx context.Context, name string, timeout time.Duration) error {
+	return c.poll(ctx, "node "+name+" Ready", timeout, func(ctx context.Context) (bool, error) {
+		n, err := c.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, err
 		}

@@ -30,9 +30,27 @@ const (
 	// TestZone is answered by the node upstream; everything else is REFUSED
 	// so no lookup can leave the machine.
 	TestZone = "dnsguard.test"
-	// RegistryAddr is the node's OCI registry (plain HTTP, on the
-	// namespace's loopback: containerd and the suite reach it, pods do not).
+	// RegistryAddr is the node's OCI registry (plain HTTP): the suite and
+	// the first node's containerd use the namespace's loopback; the second
+	// node's containerd reaches it on NodeIP (registry.go).
 	RegistryAddr = "127.0.0.1:5000"
+	RegistryPort = "5000"
+)
+
+// The second node (Config.Nodes = 2): a network namespace of its own,
+// linked to the first node's by a veth pair (node2LinkIP on the first
+// node's end, Node2IP on its own), its pod network routed through it.
+const (
+	Node2Name    = "dgnode2"
+	Node2IP      = "10.200.2.2"
+	node2LinkIP  = "10.200.2.1"
+	Node2PodCIDR = "10.244.1.0/24"
+	// Node2Taint keeps every pod that does not tolerate it off the second
+	// node, so scenarios written for one node (the race lab counts packets
+	// in the first node's namespace, the fault matrix drops them there)
+	// run where they did. The two-node scenarios tolerate it; DaemonSets
+	// that tolerate every taint (the chart's node cache) run on both.
+	Node2Taint = "dnsguard.test/second-node"
 )
 
 // MirroredRegistries are the registries containerd resolves through the
@@ -77,6 +95,11 @@ type Config struct {
 	// (test/compat turns SidecarContainers off on v1.29). A gate the binary
 	// does not know makes it exit at start; Up then fails with its log.
 	FeatureGates map[string]bool
+	// Nodes is how many nodes run: 1 (the default, when 0) or 2. The
+	// second node (Node2Name) has its own network namespace, containerd,
+	// kubelet and kube-proxy, state under RunDir/Node2Name, pods in
+	// Node2PodCIDR, and the taint Node2Taint:NoSchedule.
+	Nodes int
 	// Log prints progress lines.
 	Log func(format string, args ...any)
 }
@@ -101,6 +124,15 @@ func (c *Config) validate() error {
 		if !featureGateName.MatchString(name) {
 			return fmt.Errorf("config: feature gate %q: not a gate name (want CamelCase letters and digits)", name)
 		}
+	}
+	if c.Nodes == 0 {
+		c.Nodes = 1
+	}
+	if c.Nodes < 1 || c.Nodes > 2 {
+		return fmt.Errorf("config: Nodes %d: want 1 or 2", c.Nodes)
+	}
+	if c.ControlPlaneOnly && c.Nodes > 1 {
+		return fmt.Errorf("config: ControlPlaneOnly runs no node, Nodes %d makes no sense with it", c.Nodes)
 	}
 	bins := []string{"etcd", c.APIServer}
 	if !c.ControlPlaneOnly {

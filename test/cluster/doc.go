@@ -1,5 +1,6 @@
-// Package cluster brings up a real single-node Kubernetes for dnsguard's
-// end-to-end tests and tears it down again, whatever way the run ends.
+// Package cluster brings up a real one- or two-node Kubernetes for
+// dnsguard's end-to-end tests and tears it down again, whatever way the run
+// ends.
 //
 // Everything with a non-loopback address lives in a network namespace the
 // package creates (held by one "sleep" process): etcd, kube-apiserver,
@@ -15,6 +16,33 @@
 // (distribution) listens on the namespace's loopback, and containerd pulls
 // every ghcr.io image from it, so the chart's released images come from
 // what the suite pushed there.
+//
+// Two nodes (Config.Nodes = 2, dgcluster --nodes 2, what make e2e runs):
+// the second node (Node2Name) has a network namespace of its own with its
+// own containerd, kubelet and kube-proxy, their state, sockets, CNI
+// configuration and leases, pod logs and kubelet root under
+// RunDir/dgnode2, containerd's NRI socket there too, and kubelet's
+// cgroupRoot /dgnode2 (created by Up in every hierarchy: its kubepods tree
+// is /dgnode2/kubepods, apart from the first node's /kubepods, so neither
+// kubelet sees, or cleans up as orphans, the other's pod cgroups). A veth
+// pair links the namespaces (10.200.2.1 in the first, Node2IP in the
+// second); the first routes Node2PodCIDR (10.244.1.0/24) to it, the second
+// routes everything through the first, where the API server, the registry
+// (listening on every address then; the second containerd pulls from
+// NodeIP:5000) and the upstream DNS are. The CNI bridge's ipMasq hides pod
+// IPs across nodes (masquerade to the link address): nothing in the suite
+// relies on them. The second node is tainted Node2Taint:NoSchedule so
+// scenarios written for one node stay on the first (the race lab and the
+// fault matrix count and drop packets in its namespace); CoreDNS is pinned
+// to the first node, so pods on the second cross the link for it. What
+// both nodes share on the host is harmless: kubelet's device-plugin socket
+// under /var/lib/kubelet (taken over by the second kubelet; no device
+// plugin runs), containerd's shim sockets and runc state under
+// /run/containerd (named per containerd socket and container ID). Teardown
+// kills both kubelets first, then the containers of both cgroup trees,
+// and checks both namespaces freed; the state file records the second
+// namespace (NodeNetns) and cgroup root (CgroupRoots) for the cleanup
+// after a killed run.
 //
 // What kubelet changes outside the namespace is put back: the kernel settings
 // it rewrites (saved before start, restored on every exit path and by the
@@ -42,6 +70,7 @@
 //
 // The layout follows one job per file: config.go (addresses, paths),
 // lock.go (lock and state), sysctl.go, process.go, netns.go, pki.go,
-// controlplane.go, node.go, kubeproxy.go, registry.go, addons.go, images.go,
-// teardown.go, cluster.go.
+// controlplane.go, node.go (the per-node type: namespace, addresses,
+// directories, cgroup root), kubeproxy.go, registry.go, addons.go,
+// images.go, teardown.go, cluster.go.
 package cluster

@@ -59,7 +59,7 @@ const KubeProxyMetrics = "127.0.0.1:10249"
 // everywhere so kube-proxy writes no machine-wide conntrack sysctl
 // (nf_conntrack_max is global). Both modes' sync settings are given; the
 // mode picks its own.
-func (c *Cluster) kubeProxyConfig(mode ProxyMode) string {
+func (c *Cluster) kubeProxyConfig(n *node, mode ProxyMode) string {
 	return fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: %s}
@@ -77,24 +77,24 @@ conntrack:
   tcpCloseWaitTimeout: 0s
 iptables: {syncPeriod: 10s, minSyncPeriod: 0s}
 nftables: {syncPeriod: 10s, minSyncPeriod: 0s}
-`, c.cfg.path("pki", "kube-proxy.kubeconfig"), mode, ClusterCIDR, NodeName, KubeProxyMetrics)
+`, c.cfg.path("pki", "kube-proxy.kubeconfig"), mode, ClusterCIDR, n.name, KubeProxyMetrics)
 }
 
-func (c *Cluster) kubeProxyArgs() []string {
-	return []string{filepath.Join(c.cfg.Bin, "kube-proxy"), "--config=" + c.cfg.path("kube-proxy.yaml"), "--v=1"}
+func (c *Cluster) kubeProxyArgs(n *node) []string {
+	return []string{filepath.Join(c.cfg.Bin, "kube-proxy"), "--config=" + n.path("kube-proxy.yaml"), "--v=1"}
 }
 
 // ProxyMode is the mode kube-proxy runs in now.
 func (c *Cluster) ProxyMode() ProxyMode { return c.cfg.ProxyMode }
 
 // startKubeProxy writes the configuration for c.cfg.ProxyMode and starts
-// kube-proxy.
-func (c *Cluster) startKubeProxy(ctx context.Context) error {
-	p := c.cfg.path("kube-proxy.yaml")
-	if err := os.WriteFile(p, []byte(c.kubeProxyConfig(c.cfg.ProxyMode)), 0o644); err != nil {
+// the node's kube-proxy.
+func (c *Cluster) startKubeProxy(n *node) error {
+	p := n.path("kube-proxy.yaml")
+	if err := os.WriteFile(p, []byte(c.kubeProxyConfig(n, c.cfg.ProxyMode)), 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", p, err)
 	}
-	return c.startProc(ctx, "kube-proxy", c.kubeProxyArgs())
+	return c.startProcIn(n, "kube-proxy", nil, c.kubeProxyArgs(n))
 }
 
 // waitKubeProxy waits until kube-proxy serves the Service the API server
@@ -102,12 +102,22 @@ func (c *Cluster) startKubeProxy(ctx context.Context) error {
 // DNAT is left in the namespace: /proxyMode answers the mode, the
 // kubernetes Service (10.96.0.1:443/tcp) has its DNAT to the API server in
 // that mode's rules, and the other mode's rules are gone (kube-proxy
-// removes them at start). It returns how long it waited.
+// removes them at start). It returns how long it waited. Every node's
+// kube-proxy is checked in its own namespace.
 func (c *Cluster) waitKubeProxy(ctx context.Context, timeout time.Duration) (time.Duration, error) {
 	start := time.Now()
+	for _, n := range c.nodes {
+		if err := c.waitNodeKubeProxy(ctx, n, timeout); err != nil {
+			return time.Since(start), err
+		}
+	}
+	return time.Since(start), nil
+}
+
+func (c *Cluster) waitNodeKubeProxy(ctx context.Context, n *node, timeout time.Duration) error {
 	mode := c.cfg.ProxyMode
-	hc := &http.Client{Transport: &http.Transport{DialContext: netnsDial(c.netns)}, Timeout: 3 * time.Second}
-	err := c.poll(ctx, "kube-proxy in "+string(mode)+" mode", timeout, func(ctx context.Context) (bool, error) {
+	hc := &http.Client{Transport: &http.Transport{DialContext: netnsDial(n.netns)}, Timeout: 3 * time.Second}
+	return c.poll(ctx, n.name+"'s kube-proxy in "+string(mode)+" mode", timeout, func(ctx context.Context) (bool, error) {
 		got, err := ReadProxyMode(ctx, hc)
 		if err != nil {
 			return false, err
@@ -115,19 +125,18 @@ func (c *Cluster) waitKubeProxy(ctx context.Context, timeout time.Duration) (tim
 		if got != mode {
 			return false, fmt.Errorf("kube-proxy reports mode %q on %s/proxyMode, configured %q", got, KubeProxyMetrics, mode)
 		}
-		d, err := ReadServiceDNAT(ctx, c.netns, mode, KubernetesSvc, "tcp", 443)
+		d, err := ReadServiceDNAT(ctx, n.netns, mode, KubernetesSvc, "tcp", 443)
 		if err != nil {
 			return false, err
 		}
 		if !d.Dispatched || !slices.Contains(d.Endpoints, fmt.Sprintf("%s:%d", NodeIP, APIPort)) {
 			return false, fmt.Errorf("no %s DNAT of the kubernetes Service yet: %s", mode, d)
 		}
-		if left, err := ProxyRulesPresent(ctx, c.netns, mode.Other()); err != nil || left != "" {
+		if left, err := ProxyRulesPresent(ctx, n.netns, mode.Other()); err != nil || left != "" {
 			return false, errors.Join(err, fmt.Errorf("the %s mode's rules are still there: %s", mode.Other(), left))
 		}
 		return true, nil
 	})
-	return time.Since(start), err
 }
 
 // SetProxyMode restarts kube-proxy in mode and waits (waitKubeProxy) until
@@ -138,15 +147,19 @@ func (c *Cluster) SetProxyMode(ctx context.Context, mode ProxyMode) (time.Durati
 		return 0, err
 	}
 	start := time.Now()
-	if p := c.procs["kube-proxy"]; p != nil {
-		if err := p.Stop(10 * time.Second); err != nil {
-			c.cfg.Log("stop kube-proxy: %v", err)
+	for _, n := range c.nodes {
+		if p := c.procs[n.proc("kube-proxy")]; p != nil {
+			if err := p.Stop(10 * time.Second); err != nil {
+				c.cfg.Log("stop %s: %v", n.proc("kube-proxy"), err)
+			}
+			delete(c.procs, n.proc("kube-proxy"))
 		}
-		delete(c.procs, "kube-proxy")
 	}
 	c.cfg.ProxyMode = mode
-	if err := c.startKubeProxy(ctx); err != nil {
-		return 0, fmt.Errorf("start kube-proxy in %s mode: %w", mode, err)
+	for _, n := range c.nodes {
+		if err := c.startKubeProxy(n); err != nil {
+			return 0, fmt.Errorf("start %s's kube-proxy in %s mode: %w", n.name, mode, err)
+		}
 	}
 	if _, err := c.waitKubeProxy(ctx, 60*time.Second); err != nil {
 		return 0, err

@@ -45,8 +45,9 @@ func TestConfigRejectsProxyMode(t *testing.T) {
 
 func TestKubeProxyConfigMode(t *testing.T) {
 	c := &Cluster{cfg: Config{RunDir: "/run/x"}}
+	n := newNodes(&c.cfg)[0]
 	for _, m := range []ProxyMode{ProxyIPTables, ProxyNFTables} {
-		if got := c.kubeProxyConfig(m); !strings.Contains(got, "\nmode: "+string(m)+"\n") {
+		if got := c.kubeProxyConfig(n, m); !strings.Contains(got, "\nmode: "+string(m)+"\n") {
 			t.Errorf("%s: config lacks the mode:\n%s", m, got)
 		}
 	}

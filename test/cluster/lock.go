@@ -30,7 +30,13 @@ type State struct {
 	// Netns is the node's network namespace: teardown must see it freed
 	// (kube-proxy's tables and the rest of the node's rules go with it).
 	Netns NetnsID `json:"netns,omitzero"`
-	Keep  bool    `json:"keep,omitempty"`
+	// NodeNetns are the other nodes' namespaces (Config.Nodes > 1), which
+	// teardown must see freed too.
+	NodeNetns []NetnsID `json:"nodeNetns,omitempty"`
+	// CgroupRoots are the kubelet cgroup roots this run created besides
+	// the first node's "/" ("/dgnode2"): removed with what is under them.
+	CgroupRoots []string `json:"cgroupRoots,omitempty"`
+	Keep        bool     `json:"keep,omitempty"`
 }
 
 // ProcRef identifies one started process across PID reuse.

@@ -58,6 +58,11 @@ func setupNetns(netns string) error {
 			return fmt.Errorf("node namespace: %w", err)
 		}
 	}
+	return nodeSysctls(netns)
+}
+
+// nodeSysctls sets what every node's namespace needs.
+func nodeSysctls(netns string) error {
 	// Per-namespace settings: forwarding for pod traffic, bridged pod ->
 	// ClusterIP -> pod traffic through iptables (kube-proxy's DNAT), and
 	// loopback NodePorts off (nothing uses them).
@@ -259,4 +264,36 @@ func netnsHolders(id NetnsID) []string {
 		}
 	}
 	return held
+}
+
+// linkNodes joins the second node's namespace to the first's: a veth pair
+// (dg2 in the first, dg0 in the second) on the link net 10.200.2.0/24,
+// the second node's default route through the first (where the API
+// server, the registry and the upstream DNS are), and a route in the first
+// to the second node's pod network. The first node's pods reach the
+// second's over the first node's default path for 10.244.1.0/24; the
+// second's reach the first's through its default route. Both namespaces
+// forward; the CNI bridge's ipMasq masquerades pod traffic that leaves a
+// node (to the other node's pods too: pod IPs are not kept across nodes,
+// which nothing in the suite relies on).
+func linkNodes(first, second *node) error {
+	holder := strings.TrimSuffix(strings.TrimPrefix(second.netns, "/proc/"), "/ns/net")
+	for _, s := range []struct {
+		netns string
+		argv  []string
+	}{
+		{first.netns, []string{"ip", "link", "add", "dg2", "type", "veth", "peer", "name", "dg0", "netns", holder}},
+		{first.netns, []string{"ip", "addr", "add", node2LinkIP + "/24", "dev", "dg2"}},
+		{first.netns, []string{"ip", "link", "set", "dg2", "up"}},
+		{first.netns, []string{"ip", "route", "add", second.podCIDR, "via", second.ip, "dev", "dg2"}},
+		{second.netns, []string{"ip", "link", "set", "lo", "up"}},
+		{second.netns, []string{"ip", "addr", "add", second.ip + "/24", "dev", "dg0"}},
+		{second.netns, []string{"ip", "link", "set", "dg0", "up"}},
+		{second.netns, []string{"ip", "route", "add", "default", "via", node2LinkIP, "dev", "dg0"}},
+	} {
+		if _, err := inNetns(s.netns, s.argv...); err != nil {
+			return fmt.Errorf("link %s and %s: %w", first.name, second.name, err)
+		}
+	}
+	return nodeSysctls(second.netns)
 }

@@ -5,24 +5,70 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
-// The node: containerd v2 (CRI) with runc from Debian and the CNI bridge,
-// kubelet, kube-proxy (kubeproxy.go), and a dnsmasq standing in for the
-// node's upstream resolver. Everything keeps its state under the run
-// directory except the paths kubelet and containerd hard-code (see
-// teardown.go).
+// A node: containerd v2 (CRI) with runc from Debian and the CNI bridge,
+// kubelet and kube-proxy (kubeproxy.go). The first node also runs the
+// control plane, the registry and a dnsmasq standing in for the nodes'
+// upstream resolver. Everything keeps its state under the run directory
+// except the paths kubelet and containerd hard-code (see teardown.go).
 
-// containerdSock is containerd's gRPC socket for this run.
-func (c *Cluster) containerdSock() string { return c.cfg.path("containerd", "containerd.sock") }
+// node is one node: its network namespace, addresses and directories.
+// Each node's components have their own state, sockets, CNI configuration
+// and leases, pod logs, kubelet root and cgroup root, so two nodes on one
+// machine do not see each other's pods or containers.
+type node struct {
+	name    string
+	ip      string // InternalIP: kubelet, kube-proxy
+	podCIDR string
+	// dir holds the node's files: the run directory itself for the first
+	// node (its paths are what they were before there was a second),
+	// RunDir/NAME for the second.
+	dir string
+	// netns is the /proc/PID/ns/net path of the namespace's holder.
+	netns string
+	// cgroupRoot is kubelet's cgroupRoot: "/" for the first node (pods
+	// under /kubepods), "/NAME" for the second, so each kubelet's pod
+	// cgroups (and its cleanup of cgroups it does not know) stay in a tree
+	// of its own.
+	cgroupRoot string
+	// suffix tells the node's processes apart in the state file and the
+	// logs: "" for the first node ("kubelet"), "-NAME" for the second.
+	suffix string
+	// taints are registered by kubelet (--register-with-taints).
+	taints []string
+	// registry is how this node's containerd reaches the registry.
+	registry string
+}
 
-func (c *Cluster) writeNodeConfigs() error {
-	cni := c.cfg.path("cni", "net.d")
+func (n *node) path(p ...string) string { return filepath.Join(append([]string{n.dir}, p...)...) }
+
+// proc is the name of component comp of this node (state file, logs).
+func (n *node) proc(comp string) string { return comp + n.suffix }
+
+// newNodes lays out the cfg.Nodes nodes of a run.
+func newNodes(cfg *Config) []*node {
+	nodes := []*node{{name: NodeName, ip: NodeIP, podCIDR: PodCIDR, dir: cfg.RunDir, cgroupRoot: "/", registry: RegistryAddr}}
+	if cfg.Nodes > 1 {
+		nodes = append(nodes, &node{name: Node2Name, ip: Node2IP, podCIDR: Node2PodCIDR, dir: cfg.path(Node2Name),
+			cgroupRoot: "/" + Node2Name, suffix: "-" + Node2Name, taints: []string{Node2Taint + "=:NoSchedule"},
+			registry: NodeIP + ":" + RegistryPort})
+	}
+	return nodes
+}
+
+// containerdSock is the node's containerd gRPC socket.
+func (n *node) containerdSock() string { return n.path("containerd", "containerd.sock") }
+
+// writeNodeConfigs writes the node's containerd, CNI and kubelet files.
+func (c *Cluster) writeNodeConfigs(n *node) error {
+	cni := n.path("cni", "net.d")
 	files := map[string]string{
 		// restrict_oom_score_adj: the machine's capability bounding set lacks
 		// CAP_SYS_RESOURCE, so runc cannot lower a container's oom_score_adj
 		// below its own ("can't get final child's PID from pipe: EOF").
-		c.cfg.path("containerd", "config.toml"): fmt.Sprintf(`version = 3
+		n.path("containerd", "config.toml"): fmt.Sprintf(`version = 3
 root = %q
 state = %q
 [grpc]
@@ -46,8 +92,12 @@ state = %q
   conf_dir = %q
 [plugins.'io.containerd.grpc.v1.cri']
   stream_server_address = '127.0.0.1'
-`, c.cfg.path("containerd", "root"), c.cfg.path("containerd", "state"), c.containerdSock(),
-			c.cfg.path("containerd", "containerd.sock.ttrpc"), c.registryHostsDir(), cni),
+# NRI's socket defaults to the fixed /var/run/nri/nri.sock, which a second
+# node's containerd would take over.
+[plugins.'io.containerd.nri.v1.nri']
+  socket_path = %q
+`, n.path("containerd", "root"), n.path("containerd", "state"), n.containerdSock(),
+			n.path("containerd", "containerd.sock.ttrpc"), n.registryHostsDir(), cni, n.path("containerd", "nri.sock")),
 		// One bridge network; host-local keeps its leases in the run
 		// directory, not in the host's /var/lib/cni/networks.
 		filepath.Join(cni, "10-dgnet.conflist"): fmt.Sprintf(`{
@@ -70,8 +120,8 @@ state = %q
     {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }
-`, PodCIDR, c.cfg.path("cni", "ipam")),
-		c.cfg.path("kubelet", "config.yaml"): fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+`, n.podCIDR, n.path("cni", "ipam")),
+		n.path("kubelet", "config.yaml"): fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 # This machine has a cgroup v1 (hybrid) layout, cgroupfs, and no
 # CAP_SYS_RESOURCE in the bounding set (oomScoreAdj 0).
@@ -95,6 +145,7 @@ clusterDNS: [%s]
 clusterDomain: %s
 resolvConf: %s
 podLogsDir: %s
+cgroupRoot: %s
 failSwapOn: false
 protectKernelDefaults: false
 serializeImagePulls: false
@@ -107,8 +158,20 @@ syncFrequency: 10s
 fileCheckFrequency: 10s
 nodeStatusReportFrequency: 10s
 shutdownGracePeriod: 0s
-`, c.containerdSock(), NodeIP, c.cfg.path("pki", "kubelet-serving.crt"), c.cfg.path("pki", "kubelet-serving.key"),
-			c.cfg.path("pki", "ca.crt"), ClusterDNS, ClusterDomain, c.cfg.path("node-resolv.conf"), c.cfg.path("pod-logs")),
+`, n.containerdSock(), n.ip, c.cfg.path("pki", n.pkiName()+"-serving.crt"), c.cfg.path("pki", n.pkiName()+"-serving.key"),
+			c.cfg.path("pki", "ca.crt"), ClusterDNS, ClusterDomain, c.cfg.path("node-resolv.conf"), n.path("pod-logs"), n.cgroupRoot),
+	}
+	maps.Copy(files, n.registryHosts())
+	if err := writeFiles(files); err != nil {
+		return err
+	}
+	return os.MkdirAll(n.path("cni", "ipam"), 0o755)
+}
+
+// writeUpstreamConfig writes what every node shares: the nodes'
+// resolv.conf and the upstream's configuration.
+func (c *Cluster) writeUpstreamConfig() error {
+	return writeFiles(map[string]string{
 		// The node's resolv.conf: what dnsPolicy Default pods (CoreDNS among
 		// them) get. It names the node upstream only.
 		c.cfg.path("node-resolv.conf"): fmt.Sprintf("nameserver %s\nsearch %s\n", UpstreamIP, TestZone),
@@ -132,8 +195,10 @@ host-record=www.%s,10.200.9.10,fd00:200::10
 host-record=api.%s,10.200.9.11,fd00:200::11
 local=/%s/
 `, UpstreamIP, "wildcard."+TestZone, "wildcard."+TestZone, TestZone, TestZone, TestZone),
-	}
-	maps.Copy(files, c.registryHosts())
+	})
+}
+
+func writeFiles(files map[string]string) error {
 	for p, content := range files {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
@@ -142,23 +207,61 @@ local=/%s/
 			return fmt.Errorf("write %s: %w", p, err)
 		}
 	}
-	return os.MkdirAll(c.cfg.path("cni", "ipam"), 0o755)
+	return nil
 }
 
-func (c *Cluster) containerdArgs() []string {
-	return []string{filepath.Join(c.cfg.Bin, "containerd"), "--config=" + c.cfg.path("containerd", "config.toml"), "--log-level=warn"}
+// pkiName is the file name prefix of the node's kubelet credentials
+// (pki.go): "kubelet" for the first node, "kubelet-NAME" for the second.
+func (n *node) pkiName() string { return "kubelet" + n.suffix }
+
+func (c *Cluster) containerdArgs(n *node) []string {
+	return []string{filepath.Join(c.cfg.Bin, "containerd"), "--config=" + n.path("containerd", "config.toml"), "--log-level=warn"}
 }
 
-func (c *Cluster) kubeletArgs() []string {
-	return []string{
+func (c *Cluster) kubeletArgs(n *node) []string {
+	args := []string{
 		filepath.Join(c.cfg.Bin, "kubelet"),
-		"--config=" + c.cfg.path("kubelet", "config.yaml"),
-		"--kubeconfig=" + c.cfg.path("pki", "kubelet.kubeconfig"),
-		"--root-dir=" + c.cfg.path("kubelet", "root"),
-		"--node-ip=" + NodeIP,
-		"--hostname-override=" + NodeName,
+		"--config=" + n.path("kubelet", "config.yaml"),
+		"--kubeconfig=" + c.cfg.path("pki", n.pkiName()+".kubeconfig"),
+		"--root-dir=" + n.path("kubelet", "root"),
+		"--node-ip=" + n.ip,
+		"--hostname-override=" + n.name,
 		"--v=1",
 	}
+	if len(n.taints) > 0 {
+		args = append(args, "--register-with-taints="+strings.Join(n.taints, ","))
+	}
+	return args
+}
+
+// makeCgroupRoot creates the node's cgroupRoot in every hierarchy:
+// kubelet refuses to start when it does not exist ("cgroup-root doesn't
+// exist"). cpuset gets its parent's CPUs and memory nodes (an empty cpuset
+// admits no task). The first node's root is "/": nothing to do. Teardown
+// removes it (cgroupRoots).
+func makeCgroupRoot(n *node) error {
+	if n.cgroupRoot == "/" {
+		return nil
+	}
+	ents, err := os.ReadDir("/sys/fs/cgroup")
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		base := filepath.Join("/sys/fs/cgroup", e.Name())
+		d := filepath.Join(base, n.cgroupRoot)
+		if err := os.Mkdir(d, 0o755); err != nil && !os.IsExist(err) {
+			return fmt.Errorf("cgroup root: %w", err)
+		}
+		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+			if v, err := os.ReadFile(filepath.Join(base, f)); err == nil {
+				if err := os.WriteFile(filepath.Join(d, f), v, 0o644); err != nil {
+					return fmt.Errorf("cgroup root %s: %w", f, err)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func (c *Cluster) dnsmasqArgs() []string {

@@ -27,9 +27,11 @@ type identity struct {
 	groups []string
 }
 
+// identities are the components' client identities; each node's kubelet
+// is added by writePKI (system:node:NAME, what the Node authorizer and
+// NodeRestriction check).
 var identities = []identity{
 	{"admin", "dnsguard-e2e-admin", []string{"system:masters"}},
-	{"kubelet", "system:node:" + NodeName, []string{"system:nodes"}},
 	{"kube-proxy", "system:kube-proxy", nil},
 	{"kube-scheduler", "system:kube-scheduler", nil},
 	{"kube-controller-manager", "system:kube-controller-manager", nil},
@@ -37,8 +39,9 @@ var identities = []identity{
 
 // writePKI creates, with the project's own certs package for the CA and the
 // serving certificates, everything the components need under dir, and one
-// kubeconfig per identity pointing at server.
-func writePKI(dir, server string) error {
+// kubeconfig per identity pointing at server, and each node's kubelet
+// client and serving credentials.
+func writePKI(dir, server string, nodes []*node) error {
 	const validity = 24 * time.Hour
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -56,12 +59,16 @@ func writePKI(dir, server string) error {
 		return fmt.Errorf("apiserver certificate: %w", err)
 	}
 	files["apiserver.crt"], files["apiserver.key"] = apiCert, apiKey
-	kubeletCert, kubeletKey, err := ca.IssueServing([]string{NodeIP, NodeName}, validity)
-	if err != nil {
-		return fmt.Errorf("kubelet serving certificate: %w", err)
+	ids := identities
+	for _, n := range nodes {
+		kubeletCert, kubeletKey, err := ca.IssueServing([]string{n.ip, n.name}, validity)
+		if err != nil {
+			return fmt.Errorf("%s kubelet serving certificate: %w", n.name, err)
+		}
+		files[n.pkiName()+"-serving.crt"], files[n.pkiName()+"-serving.key"] = kubeletCert, kubeletKey
+		ids = append(ids, identity{n.pkiName(), "system:node:" + n.name, []string{"system:nodes"}})
 	}
-	files["kubelet-serving.crt"], files["kubelet-serving.key"] = kubeletCert, kubeletKey
-	for _, id := range identities {
+	for _, id := range ids {
 		c, k, err := issueClient(ca, id.cn, id.groups, validity)
 		if err != nil {
 			return fmt.Errorf("%s client certificate: %w", id.file, err)

@@ -14,7 +14,9 @@ import (
 // through it (registry host configuration, hosts.toml with server = the
 // loopback), so the chart's images, ghcr.io/dnsguard/... pinned by digest,
 // are pulled from what the suite pushed and nothing is ever asked of the
-// real registry.
+// real registry. With a second node the registry listens on every address
+// of the first node's namespace, and the second node's containerd pulls
+// from NodeIP:5000 (routed over the link between the nodes).
 
 // registryConfig is distribution's configuration: plain HTTP on loopback,
 // blobs and manifests under the run directory (removed with it), deletes
@@ -32,22 +34,31 @@ storage:
     enabled: true
 http:
   addr: %s
-`, c.cfg.path("registry", "storage"), RegistryAddr)
+`, c.cfg.path("registry", "storage"), c.registryListen())
+}
+
+// registryListen is the registry's listen address: the namespace's
+// loopback for one node; every address when the second node pulls too.
+func (c *Cluster) registryListen() string {
+	if len(c.nodes) > 1 {
+		return ":" + RegistryPort
+	}
+	return RegistryAddr
 }
 
 // registryHosts are containerd's registry host files (config_path): one
 // directory per mirrored registry, whose only server is the node's
 // registry. With server set and no [host] entries, containerd never tries
 // the registry's own address.
-func (c *Cluster) registryHosts() map[string]string {
+func (n *node) registryHosts() map[string]string {
 	files := map[string]string{}
 	for _, name := range MirroredRegistries {
-		files[filepath.Join(c.registryHostsDir(), name, "hosts.toml")] = fmt.Sprintf("server = %q\n", "http://"+RegistryAddr)
+		files[filepath.Join(n.registryHostsDir(), name, "hosts.toml")] = fmt.Sprintf("server = %q\n", "http://"+n.registry)
 	}
 	return files
 }
 
-func (c *Cluster) registryHostsDir() string { return c.cfg.path("containerd", "certs.d") }
+func (n *node) registryHostsDir() string { return n.path("containerd", "certs.d") }
 
 // startRegistry runs the registry in the node namespace and waits until it
 // answers the OCI distribution API's base endpoint.

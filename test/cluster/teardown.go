@@ -32,13 +32,13 @@ func cleanup(s *State, logf func(string, ...any)) error {
 	// 1. Processes we started, newest first, so kubelet does not restart
 	// containers while they are being killed.
 	for i := len(s.Procs) - 1; i >= 0; i-- {
-		if s.Procs[i].Name == "kubelet" {
+		if strings.HasPrefix(s.Procs[i].Name, "kubelet") {
 			killRef(s.Procs[i], 5*time.Second)
 		}
 	}
 	// 2. Every container and shim: the processes in kubelet's cgroups, and
 	// the runc shims (daemonized, so not in any of our process groups).
-	killed := killCgroupProcs()
+	killed := killCgroupProcs(s.CgroupRoots)
 	killed += killShims(s.RunDir)
 	if killed > 0 {
 		logf("killed %d container and shim processes", killed)
@@ -54,7 +54,7 @@ func cleanup(s *State, logf func(string, ...any)) error {
 		logf("unmounted %d mounts under %s", n, s.RunDir)
 	}
 	// 4. kubelet's cgroups.
-	if err := removeCgroups(); err != nil {
+	if err := removeCgroups(s.CgroupRoots); err != nil {
 		errs = append(errs, err)
 	}
 	// 5. Files in the hard-coded host paths.
@@ -74,28 +74,38 @@ func cleanup(s *State, logf func(string, ...any)) error {
 }
 
 // cgroupRoots are kubelet's top cgroups (cgroupsPerQOS with cgroupfs) in
-// each v1 hierarchy and in the unified one.
-func cgroupRoots() []string {
+// each v1 hierarchy and in the unified one: the first node's kubepods and
+// the other nodes' cgroup roots (extra, "/dgnode2"), which hold their
+// kubepods.
+func cgroupRoots(extra []string) []string {
 	var roots []string
+	names := append([]string{"kubepods"}, extra...)
 	ents, _ := os.ReadDir("/sys/fs/cgroup")
-	for _, e := range ents {
-		p := filepath.Join("/sys/fs/cgroup", e.Name(), "kubepods")
-		if st, err := os.Stat(p); err == nil && st.IsDir() {
+	for _, name := range names {
+		for _, e := range ents {
+			p := filepath.Join("/sys/fs/cgroup", e.Name(), name)
+			if st, err := os.Stat(p); err == nil && st.IsDir() {
+				roots = append(roots, p)
+			}
+		}
+		if p := filepath.Join("/sys/fs/cgroup", name); dirExists(p) {
 			roots = append(roots, p)
 		}
-	}
-	if st, err := os.Stat("/sys/fs/cgroup/kubepods"); err == nil && st.IsDir() {
-		roots = append(roots, "/sys/fs/cgroup/kubepods")
 	}
 	return roots
 }
 
+func dirExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
+}
+
 // killCgroupProcs SIGKILLs every process in kubelet's cgroups (containers and
 // pause processes) and returns how many it signalled.
-func killCgroupProcs() int {
+func killCgroupProcs(extra []string) int {
 	seen := map[int]bool{}
 	for round := 0; round < 3; round++ {
-		for _, root := range cgroupRoots() {
+		for _, root := range cgroupRoots(extra) {
 			_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 				if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
 					return nil
@@ -206,9 +216,9 @@ func unescapeMount(s string) string {
 
 // removeCgroups removes kubelet's cgroup trees bottom-up (rmdir only works
 // on empty cgroups, which they are once their processes are gone).
-func removeCgroups() error {
+func removeCgroups(extra []string) error {
 	var errs []error
-	for _, root := range cgroupRoots() {
+	for _, root := range cgroupRoots(extra) {
 		var dirs []string
 		_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
@@ -270,7 +280,7 @@ func Leftovers(s *State) []string {
 			left = append(left, fmt.Sprintf("process %s (pid %d)", p.Name, p.PID))
 		}
 	}
-	for _, r := range cgroupRoots() {
+	for _, r := range cgroupRoots(s.CgroupRoots) {
 		left = append(left, "cgroup "+r)
 	}
 	if s.RunDir != "" {
@@ -300,6 +310,11 @@ func Leftovers(s *State) []string {
 	// nowhere else, so a freed namespace is the proof they are gone.
 	for _, h := range netnsHolders(s.Netns) {
 		left = append(left, fmt.Sprintf("node network namespace (inode %d, with kube-proxy's rules) kept alive: %s", s.Netns.Inode, h))
+	}
+	for _, id := range s.NodeNetns {
+		for _, h := range netnsHolders(id) {
+			left = append(left, fmt.Sprintf("second node's network namespace (inode %d, with its kube-proxy's rules) kept alive: %s", id.Inode, h))
+		}
 	}
 	if n := len(shimPIDs(s.RunDir)); n > 0 {
 		left = append(left, fmt.Sprintf("%d containerd shims", n))

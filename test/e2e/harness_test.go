@@ -46,6 +46,9 @@ type env struct {
 	// (CLUSTER_PROXY_MODE), until k1 switches it (CLUSTER_CONTROL).
 	proxyMode cluster.ProxyMode
 	control   string
+	// nodes are the cluster's node names, the first node (where this
+	// binary runs) first (CLUSTER_NODES).
+	nodes []string
 }
 
 var e2e env
@@ -61,6 +64,10 @@ func loadEnv() error {
 		if *f.p = os.Getenv(f.k); *f.p == "" {
 			return fmt.Errorf("%s is not set: run the suite through `make e2e` (dgcluster run)", f.k)
 		}
+	}
+	e2e.nodes = strings.Split(os.Getenv("CLUSTER_NODES"), ",")
+	if e2e.nodes[0] != cluster.NodeName {
+		return fmt.Errorf("CLUSTER_NODES=%q: want %s first", os.Getenv("CLUSTER_NODES"), cluster.NodeName)
 	}
 	e2e.proxyMode = cluster.ProxyMode(os.Getenv("CLUSTER_PROXY_MODE"))
 	if err := e2e.proxyMode.Valid(); err != nil {

@@ -1,7 +1,8 @@
 //go:build e2e
 
-// Package e2e runs dnsguard on a real single-node Kubernetes started by
-// test/cluster (dgcluster run): kubelet, containerd, kube-proxy and CoreDNS,
+// Package e2e runs dnsguard on a real two-node Kubernetes started by
+// test/cluster (dgcluster run --nodes 2; the scenarios other than n1 and n2
+// keep to the first node): kubelet, containerd, kube-proxy and CoreDNS,
 // the release under test (make release) pushed to a registry on the node
 // and installed from it with helm as users install it (hooks, the
 // certificate controller, the webhook Deployment behind its Service, the
@@ -49,6 +50,8 @@ var scenarioTitles = []struct{ id, title string }{
 	{"c4", "failure policy: webhook scaled to 0 -> pods created unpatched and Running; scaled back -> patched"},
 	{"c5", "certificate controller: 30 s leaves and a 75 s CA renewed while a pod is created every 200 ms: no failed admission, no unpatched pod"},
 	{"c6", "node-local cache: DaemonSet, 169.254.20.10 answers, pods use it first and it answers their lookups (metrics); its rolling update under load is fault (e) of m1"},
+	{"n1", "two nodes: kubectl drain of the node with one webhook replica (one per node) while pods are created at 20/s and a second eviction is tried: 0 unpatched, 0 failed, the PDB refuses, never both replicas down"},
+	{"n2", "two nodes: the node cache's rolling update on both nodes under lookups from pods on each node (CoreDNS and the upstream on the first): 0 failed, p99 within 250 ms"},
 	{"c7", "helm upgrade keeps pods patched; helm uninstall leaves nothing the README does not mention"},
 	{"c8", "helm install right after helm uninstall: no certificate Secret left behind, pods patched from the moment install --wait returns"},
 	{"u1", "upgrade from the previous release (CHANGELOG.md, built from its commit) under pod creation and node-cache lookups, then helm rollback: 0 unpatched, CA kept, 0 failed lookups"},
@@ -98,6 +101,8 @@ func TestE2E(t *testing.T) {
 	run("c4", func(t *testing.T) { c4WebhookDown(ctx, t) })
 	run("c5", func(t *testing.T) { c5Renewal(ctx, t) })
 	run("c6", func(t *testing.T) { c6NodeLocal(ctx, t) })
+	run("n1", func(t *testing.T) { n1Drain(ctx, t) })
+	run("n2", func(t *testing.T) { n2NodeCacheRollout(ctx, t) })
 	if run("c7", func(t *testing.T) { c7UpgradeUninstall(ctx, t) }) {
 		run("c8", func(t *testing.T) { c8Reinstall(ctx, t) })
 	}

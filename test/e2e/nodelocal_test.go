@@ -14,6 +14,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dnsguard/dnsguard/test/cluster"
 )
 
 const nodeLocalIP = "169.254.20.10"
@@ -23,20 +25,19 @@ const nodeLocalIP = "169.254.20.10"
 // value is honoured).
 const nodeCacheMetricsPort = 9263
 
-// nodeInternalIP is the InternalIP of the (single) node.
+// nodeInternalIP is the InternalIP of the first node, where c6's pods run
+// (the second node's taint keeps them off it).
 func nodeInternalIP(ctx context.Context) (string, error) {
-	nodes, err := e2e.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	n, err := e2e.client.CoreV1().Nodes().Get(ctx, cluster.NodeName, metav1.GetOptions{})
 	if err != nil {
 		return "", err
 	}
-	for _, n := range nodes.Items {
-		for _, a := range n.Status.Addresses {
-			if a.Type == corev1.NodeInternalIP {
-				return a.Address, nil
-			}
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			return a.Address, nil
 		}
 	}
-	return "", fmt.Errorf("no node with an InternalIP among %d nodes", len(nodes.Items))
+	return "", fmt.Errorf("node %s has no InternalIP", cluster.NodeName)
 }
 
 // c6NodeLocal: with nodeCache.enabled the DaemonSet runs on the node, the

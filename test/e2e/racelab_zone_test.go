@@ -108,8 +108,9 @@ func (c *clusterLab) checkKubeDNS(ctx context.Context) ([]string, error) {
 		}
 	}
 	node := "?"
-	if nl, err := e2e.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil && len(nl.Items) == 1 {
-		ni := nl.Items[0].Status.NodeInfo
+	// The lab's pods run on the first node (the second is tainted).
+	if n, err := e2e.client.CoreV1().Nodes().Get(ctx, cluster.NodeName, metav1.GetOptions{}); err == nil {
+		ni := n.Status.NodeInfo
 		node = fmt.Sprintf("kubelet %s, %s, kernel %s", ni.KubeletVersion, ni.ContainerRuntimeVersion, ni.KernelVersion)
 	}
 	c.l.Real = append(c.l.Real,
