@@ -195,7 +195,7 @@ func (c *Cluster) startNetns() error {
 	if err := c.lock.save(c.state); err != nil {
 		return err
 	}
-	return setupNetns(ns)
+	return setupNetns(ns, c.cfg.DualStack)
 }
 
 // startProc starts a component in the namespace and records it in the state

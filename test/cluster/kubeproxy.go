@@ -77,7 +77,7 @@ conntrack:
   tcpCloseWaitTimeout: 0s
 iptables: {syncPeriod: 10s, minSyncPeriod: 0s}
 nftables: {syncPeriod: 10s, minSyncPeriod: 0s}
-`, c.cfg.path("pki", "kube-proxy.kubeconfig"), mode, ClusterCIDR, NodeName, KubeProxyMetrics)
+`, c.cfg.path("pki", "kube-proxy.kubeconfig"), mode, c.cfg.clusterCIDRs(), NodeName, KubeProxyMetrics)
 }
 
 func (c *Cluster) kubeProxyArgs() []string {

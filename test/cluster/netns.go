@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -42,8 +43,30 @@ func inNetns(netns string, argv ...string) (string, error) {
 // settings a node needs. Two veth ends, both inside: dg0 carries the node IP
 // (kubelet, API server, kube-proxy), dg1 the node's upstream DNS; the
 // default route points at dg1 so kubelet and kube-proxy find a "host
-// interface" without any path out of the namespace.
-func setupNetns(netns string) error {
+// interface" without any path out of the namespace. dualStack adds the
+// IPv6 half (ipfamily.go).
+func setupNetns(netns string, dualStack bool) error {
+	var v6Steps [][]string
+	sysctls := map[string]string{
+		"net.ipv4.ip_forward":                 "1",
+		"net.bridge.bridge-nf-call-iptables":  "1",
+		"net.bridge.bridge-nf-call-ip6tables": "1",
+		"net.ipv4.conf.all.rp_filter":         "0",
+	}
+	if dualStack {
+		var v6Sysctls map[string]string
+		v6Steps, v6Sysctls = ipv6NetnsSteps()
+		maps.Copy(sysctls, v6Sysctls)
+	}
+	// Per-namespace settings first (IPv6 must be on before its addresses
+	// go on): forwarding for pod traffic, bridged pod -> ClusterIP -> pod
+	// traffic through iptables and ip6tables (kube-proxy's DNAT), and
+	// loopback NodePorts off (nothing uses them).
+	for k, v := range sysctls {
+		if _, err := inNetns(netns, "sh", "-c", fmt.Sprintf("echo %s > %s", v, sysctlPath(k))); err != nil {
+			return fmt.Errorf("node namespace sysctl %s: %w", k, err)
+		}
+	}
 	steps := [][]string{
 		{"ip", "link", "set", "lo", "up"},
 		{"ip", "link", "add", "dg0", "type", "veth", "peer", "name", "dg1"},
@@ -53,22 +76,9 @@ func setupNetns(netns string) error {
 		{"ip", "link", "set", "dg1", "up"},
 		{"ip", "route", "add", "default", "via", UpstreamIP, "dev", "dg0", "metric", "100"},
 	}
-	for _, s := range steps {
+	for _, s := range append(steps, v6Steps...) {
 		if _, err := inNetns(netns, s...); err != nil {
 			return fmt.Errorf("node namespace: %w", err)
-		}
-	}
-	// Per-namespace settings: forwarding for pod traffic, bridged pod ->
-	// ClusterIP -> pod traffic through iptables (kube-proxy's DNAT), and
-	// loopback NodePorts off (nothing uses them).
-	for k, v := range map[string]string{
-		"net.ipv4.ip_forward":                 "1",
-		"net.bridge.bridge-nf-call-iptables":  "1",
-		"net.bridge.bridge-nf-call-ip6tables": "1",
-		"net.ipv4.conf.all.rp_filter":         "0",
-	} {
-		if _, err := inNetns(netns, "sh", "-c", fmt.Sprintf("echo %s > %s", v, sysctlPath(k))); err != nil {
-			return fmt.Errorf("node namespace sysctl %s: %w", k, err)
 		}
 	}
 	return nil

@@ -48,7 +48,8 @@ state = %q
   stream_server_address = '127.0.0.1'
 `, c.cfg.path("containerd", "root"), c.cfg.path("containerd", "state"), c.containerdSock(),
 			c.cfg.path("containerd", "containerd.sock.ttrpc"), c.registryHostsDir(), cni),
-		// One bridge network; host-local keeps its leases in the run
+		// One bridge network (a range and a default route per IP family);
+		// host-local keeps its leases in the run
 		// directory, not in the host's /var/lib/cni/networks.
 		filepath.Join(cni, "10-dgnet.conflist"): fmt.Sprintf(`{
   "cniVersion": "1.0.0",
@@ -62,15 +63,15 @@ state = %q
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{"subnet": %q}]],
-        "routes": [{"dst": "0.0.0.0/0"}],
+        "ranges": %s,
+        "routes": %s,
         "dataDir": %q
       }
     },
     {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }
-`, PodCIDR, c.cfg.path("cni", "ipam")),
+`, c.cfg.cniRanges(), c.cfg.cniRoutes(), c.cfg.path("cni", "ipam")),
 		c.cfg.path("kubelet", "config.yaml"): fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 # This machine has a cgroup v1 (hybrid) layout, cgroupfs, and no
@@ -131,7 +132,7 @@ address=/%s/fd00:200::9
 host-record=www.%s,10.200.9.10,fd00:200::10
 host-record=api.%s,10.200.9.11,fd00:200::11
 local=/%s/
-`, UpstreamIP, "wildcard."+TestZone, "wildcard."+TestZone, TestZone, TestZone, TestZone),
+`, c.cfg.upstreamAddrs(), "wildcard."+TestZone, "wildcard."+TestZone, TestZone, TestZone, TestZone),
 	}
 	maps.Copy(files, c.registryHosts())
 	for p, content := range files {
@@ -155,7 +156,7 @@ func (c *Cluster) kubeletArgs() []string {
 		"--config=" + c.cfg.path("kubelet", "config.yaml"),
 		"--kubeconfig=" + c.cfg.path("pki", "kubelet.kubeconfig"),
 		"--root-dir=" + c.cfg.path("kubelet", "root"),
-		"--node-ip=" + NodeIP,
+		"--node-ip=" + c.cfg.nodeIPs(),
 		"--hostname-override=" + NodeName,
 		"--v=1",
 	}

@@ -8,8 +8,9 @@
 // CMD gets KUBECONFIG (admin), CLUSTER_RUN_DIR, CLUSTER_NETNS,
 // CLUSTER_REGISTRY (the node's OCI registry, host:port),
 // CLUSTER_CONTAINERD_SOCK, CLUSTER_PROXY_MODE (kube-proxy's mode,
-// --proxy-mode=iptables|nftables) and CLUSTER_CONTROL (control.go: a
-// socket to switch kube-proxy's mode); its exit code becomes dgcluster's.
+// --proxy-mode=iptables|nftables), CLUSTER_DUAL_STACK (true with
+// --dual-stack) and CLUSTER_CONTROL (control.go: a socket to switch
+// kube-proxy's mode); its exit code becomes dgcluster's.
 // A teardown that leaves anything behind (a process, a cgroup, a mount, a
 // changed kernel setting, the node's network namespace with kube-proxy's
 // rules) fails the run.
@@ -24,6 +25,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -57,6 +59,7 @@ func run(args []string) (int, error) {
 	logDir := fs.String("log-dir", ".cache/e2e/cluster-logs", "where the component logs of the run are copied")
 	stateDir := fs.String("state-dir", cluster.DefaultStateDir, "machine-wide lock and state of the running cluster")
 	proxyMode := fs.String("proxy-mode", string(cluster.ProxyIPTables), "kube-proxy's mode: iptables or nftables")
+	dualStack := fs.Bool("dual-stack", false, "IPv4+IPv6 (IPv4 primary): Service and pod ranges, node addresses of both families")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2, err
 	}
@@ -68,7 +71,7 @@ func run(args []string) (int, error) {
 	if err != nil {
 		return 2, err
 	}
-	cfg := cluster.Config{Bin: absBin, Keep: *keep, LogDir: *logDir, StateDir: *stateDir, Log: logf, ProxyMode: cluster.ProxyMode(*proxyMode)}
+	cfg := cluster.Config{Bin: absBin, Keep: *keep, LogDir: *logDir, StateDir: *stateDir, Log: logf, ProxyMode: cluster.ProxyMode(*proxyMode), DualStack: *dualStack}
 
 	switch args[0] {
 	case "cleanup":
@@ -111,11 +114,12 @@ func run(args []string) (int, error) {
 		}
 		env := []string{"CLUSTER_RUN_DIR=" + c.RunDir(), "CLUSTER_NETNS=" + c.Netns(), "CLUSTER_TIMINGS=" + timings(c),
 			"CLUSTER_REGISTRY=" + c.Registry(), "CLUSTER_CONTAINERD_SOCK=" + c.ContainerdSock(),
-			"CLUSTER_PROXY_MODE=" + string(c.ProxyMode()), "CLUSTER_CONTROL=" + control}
+			"CLUSTER_PROXY_MODE=" + string(c.ProxyMode()), "CLUSTER_CONTROL=" + control,
+			"CLUSTER_DUAL_STACK=" + strconv.FormatBool(c.DualStack())}
 		code, runErr = c.Exec(ctx, env, cmd...)
 	case "up":
-		logf("cluster is up (kube-proxy in %s mode): KUBECONFIG=%s; enter the node with: nsenter --net=%s -- bash; switch kube-proxy's mode with: curl --unix-socket %s -d nftables http://dgcluster/proxy-mode; Ctrl-C to tear down",
-			c.ProxyMode(), c.AdminKubeconfig(), c.Netns(), control)
+		logf("cluster is up (kube-proxy in %s mode, dual-stack %v): KUBECONFIG=%s; enter the node with: nsenter --net=%s -- bash; switch kube-proxy's mode with: curl --unix-socket %s -d nftables http://dgcluster/proxy-mode; Ctrl-C to tear down",
+			c.ProxyMode(), c.DualStack(), c.AdminKubeconfig(), c.Netns(), control)
 		<-ctx.Done()
 	}
 	if stopControl != nil {
