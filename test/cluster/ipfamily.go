@@ -70,14 +70,15 @@ func (c *Config) cniRoutes() string {
 // IPv6 off) and the node and upstream addresses beside the IPv4 ones.
 // nodad: duplicate address detection would keep each address tentative
 // (unusable, and dnsmasq could not bind it) for a second or two, on a link
-// that holds no other host anyway. The IPv6 default route through dg1
-// mirrors the IPv4 one: kubelet and kube-proxy look up the "host
-// interface" of each family through it.
+// that holds no other host anyway. The IPv6 default route on dg0 mirrors
+// the IPv4 one (kubelet and kube-proxy look up the "host interface" of
+// each family through it) without a gateway: IPv6 refuses a gateway that
+// is a local address, as fd00:200::1 is (both veth ends are inside).
 func ipv6NetnsSteps() (steps [][]string, sysctls map[string]string) {
 	return [][]string{
 			{"ip", "-6", "addr", "add", NodeIPv6 + nodeSubnetV6Len, "dev", "dg0", "nodad"},
 			{"ip", "-6", "addr", "add", UpstreamIPv6 + nodeSubnetV6Len, "dev", "dg1", "nodad"},
-			{"ip", "-6", "route", "add", "default", "via", UpstreamIPv6, "dev", "dg0", "metric", "100"},
+			{"ip", "-6", "route", "add", "default", "dev", "dg0", "metric", "100"},
 		}, map[string]string{
 			"net.ipv6.conf.all.disable_ipv6":     "0",
 			"net.ipv6.conf.default.disable_ipv6": "0",
