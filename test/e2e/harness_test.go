@@ -46,6 +46,8 @@ type env struct {
 	// (CLUSTER_PROXY_MODE), until k1 switches it (CLUSTER_CONTROL).
 	proxyMode cluster.ProxyMode
 	control   string
+	// dualStack: the cluster runs IPv4 and IPv6 (CLUSTER_DUAL_STACK).
+	dualStack bool
 }
 
 var e2e env
@@ -66,6 +68,7 @@ func loadEnv() error {
 	if err := e2e.proxyMode.Valid(); err != nil {
 		return fmt.Errorf("CLUSTER_PROXY_MODE: %w", err)
 	}
+	e2e.dualStack = os.Getenv("CLUSTER_DUAL_STACK") == "true"
 	if err := os.MkdirAll(e2e.logs, 0o755); err != nil {
 		return err
 	}

@@ -49,6 +49,7 @@ var scenarioTitles = []struct{ id, title string }{
 	{"c4", "failure policy: webhook scaled to 0 -> pods created unpatched and Running; scaled back -> patched"},
 	{"c5", "certificate controller: 30 s leaves and a 75 s CA renewed while a pod is created every 200 ms: no failed admission, no unpatched pod"},
 	{"c6", "node-local cache: DaemonSet, 169.254.20.10 answers, pods use it first and it answers their lookups (metrics); its rolling update under load is fault (e) of m1"},
+	{"d1", "dual-stack: kube-dns dual-stack in place, then IPv6 only; the webhook's nameservers from its clusterIPs, the sidecar on 127.0.0.1, the node cache on 169.254.20.10 and fd00::10 in one process, glibc and musl A+AAAA through default, dnsconfig, sidecar and node-local with IPv6 nameservers"},
 	{"c7", "helm upgrade keeps pods patched; helm uninstall leaves nothing the README does not mention"},
 	{"c8", "helm install right after helm uninstall: no certificate Secret left behind, pods patched from the moment install --wait returns"},
 	{"u1", "upgrade from the previous release (CHANGELOG.md, built from its commit) under pod creation and node-cache lookups, then helm rollback: 0 unpatched, CA kept, 0 failed lookups"},
@@ -98,6 +99,7 @@ func TestE2E(t *testing.T) {
 	run("c4", func(t *testing.T) { c4WebhookDown(ctx, t) })
 	run("c5", func(t *testing.T) { c5Renewal(ctx, t) })
 	run("c6", func(t *testing.T) { c6NodeLocal(ctx, t) })
+	run("d1", func(t *testing.T) { d1DualStack(ctx, t) })
 	if run("c7", func(t *testing.T) { c7UpgradeUninstall(ctx, t) }) {
 		run("c8", func(t *testing.T) { c8Reinstall(ctx, t) })
 	}
