@@ -52,11 +52,11 @@ import (
 //     kubelet's search path and ndots:5), since the node's kubelet keeps
 //     clusterDNS 10.96.0.10 for every other scenario.
 //
-// Negative controls: E2E_D1_CONTROL=ipv4-nameserver (the webhook told to
-// write 10.96.0.10 only: chart nameservers={10.96.0.10}) and
-// E2E_D1_CONTROL=no-v6-cache (the node cache's IPv6 address removed from
-// its interface right after its rollout); what each turned red is written
-// at the check it tests.
+// Negative controls: E2E_D1_CONTROL=ipv4-nameserver (from the IPv6-only
+// step on, the webhook told to write 10.96.0.10 only: chart
+// nameservers={10.96.0.10}) and E2E_D1_CONTROL=no-v6-cache (the node
+// cache's IPv6 address removed from its interface right after its
+// rollout); what each turned red is written at the check it tests.
 
 const (
 	nsDual        = "e2e-dual"
@@ -85,10 +85,6 @@ func d1DualStack(ctx context.Context, t *testing.T) {
 	createNamespace(ctx, t, nsDual, map[string]string{enabledLabel: "true"})
 	echoIPs := createDualService(ctx, t)
 	t.Cleanup(func() { d1Restore(t) })
-	if control == "ipv4-nameserver" {
-		t.Logf("NEGATIVE CONTROL ipv4-nameserver: the webhook is told nameservers={%s}", clusterDNSIP)
-		helmUpgrade(ctx, t, "--set", "nameservers={"+clusterDNSIP+"}")
-	}
 
 	// 1. kube-dns dual-stack, in place.
 	dual := setKubeDNSFamilies(ctx, t, true)
@@ -117,6 +113,10 @@ func d1DualStack(ctx context.Context, t *testing.T) {
 	v6 := createKubeDNSv6(ctx, t)
 	t.Logf("kube-system/%s: clusterIPs %v", kubeDNSv6, v6)
 	helmUpgrade(ctx, t, "--set", "dnsService=kube-system/"+kubeDNSv6)
+	if control == "ipv4-nameserver" {
+		t.Logf("NEGATIVE CONTROL ipv4-nameserver: the webhook is told nameservers={%s}", clusterDNSIP)
+		helmUpgrade(ctx, t, "--set", "nameservers={"+clusterDNSIP+"}")
+	}
 	nodeLocalV6 := append([]string{nodeCacheIPv6}, v6...)
 	waitNameservers(ctx, t, nodeLocalV6, 60*time.Second)
 	d1Modes(ctx, t, "ipv6", v6, echoIPs, []d1Mode{{name: "nodelocal", annotation: "dnsconfig", want: nodeLocalV6, nodeCache: true}})
@@ -256,7 +256,10 @@ func waitNameservers(ctx context.Context, t *testing.T, want []string, timeout t
 		return slices.Equal(got, want), nil
 	})
 	if err != nil {
-		t.Fatalf("the webhook does not give dnsconfig pods nameservers %v within %s (last: %v)", want, timeout, got)
+		// Not fatal: the pods' own checks say what the wrong nameservers
+		// did (the negative control shows both).
+		t.Errorf("the webhook does not give dnsconfig pods nameservers %v within %s (last: %v)", want, timeout, got)
+		return
 	}
 	t.Logf("the webhook gives dnsconfig pods %v (%.1fs)", want, time.Since(start).Seconds())
 }
