@@ -32,3 +32,21 @@ func TestValidateRejectsBadNames(t *testing.T) {
 		}
 	}
 }
+
+// The IPv4-only cluster keeps exactly its former settings; dual-stack adds
+// the IPv6 twin after the IPv4 one (the primary family comes first).
+func TestIPFamilies(t *testing.T) {
+	v4, dual := Config{}, Config{DualStack: true}
+	for _, tc := range []struct{ name, v4, dual, wantV4, wantDual string }{
+		{"service CIDRs", v4.serviceCIDRs(), dual.serviceCIDRs(), "10.96.0.0/16", "10.96.0.0/16,fd00:10:96::/112"},
+		{"cluster CIDRs", v4.clusterCIDRs(), dual.clusterCIDRs(), "10.244.0.0/16", "10.244.0.0/16,fd00:10:244::/56"},
+		{"node IPs", v4.nodeIPs(), dual.nodeIPs(), "10.200.0.2", "10.200.0.2,fd00:200::2"},
+		{"upstream", v4.upstreamAddrs(), dual.upstreamAddrs(), "10.200.0.1", "10.200.0.1,fd00:200::1"},
+		{"CNI ranges", v4.cniRanges(), dual.cniRanges(), `[[{"subnet": "10.244.0.0/24"}]]`, `[[{"subnet": "10.244.0.0/24"}], [{"subnet": "fd00:10:244::/64"}]]`},
+		{"CNI routes", v4.cniRoutes(), dual.cniRoutes(), `[{"dst": "0.0.0.0/0"}]`, `[{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]`},
+	} {
+		if tc.v4 != tc.wantV4 || tc.dual != tc.wantDual {
+			t.Errorf("%s: IPv4 %q dual %q, want %q and %q", tc.name, tc.v4, tc.dual, tc.wantV4, tc.wantDual)
+		}
+	}
+}
