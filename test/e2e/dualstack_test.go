@@ -211,19 +211,26 @@ func createKubeDNSv6(ctx context.Context, t *testing.T) []string {
 	return svc.Spec.ClusterIPs
 }
 
-// d1Restore puts back what d1 changed: the chart's dnsService, nameservers
-// and node cache, kube-dns SingleStack IPv4, no kube-dns-v6, no e2e-dual.
+// d1Restore puts back what d1 changed: kube-dns SingleStack IPv4, no
+// kube-dns-v6, the chart's dnsService, nameservers and node cache, and
+// waits until the webhook gives pods 10.96.0.10 alone again (what the
+// later scenarios expect). kube-dns first: the webhook's new pods read it
+// at start, and would otherwise keep its IPv6 address for a re-check.
 func d1Restore(t *testing.T) {
 	ctx := context.Background()
-	if _, err := tool(ctx, "helm", append(installArgs("upgrade"), "--reuse-values", "--set", "dnsService=kube-system/kube-dns",
-		"--set", "nameservers=null", "--set", "nodeCache.enabled=false", "--set", "nodeCache.ipv6Address=")...); err != nil {
-		t.Errorf("helm upgrade back to the defaults after d1: %v", err)
-	}
 	if _, err := e2e.client.CoreV1().Services("kube-system").Patch(ctx, "kube-dns", types.StrategicMergePatchType,
 		[]byte(`{"spec":{"ipFamilyPolicy":"SingleStack","ipFamilies":["IPv4"],"clusterIPs":["`+clusterDNSIP+`"]}}`), metav1.PatchOptions{}); err != nil {
 		t.Errorf("kube-dns back to SingleStack IPv4: %v", err)
 	}
 	_ = e2e.client.CoreV1().Services("kube-system").Delete(ctx, kubeDNSv6, metav1.DeleteOptions{})
+	// nameservers back to the chart's default, []: with "=null" Helm
+	// keeps a null in the release's values, which the next
+	// --reuse-values upgrade (c7's) fails the schema with.
+	if _, err := tool(ctx, "helm", append(installArgs("upgrade"), "--reuse-values", "--set", "dnsService=kube-system/kube-dns",
+		"--set-json", "nameservers=[]", "--set", "nodeCache.enabled=false", "--set", "nodeCache.ipv6Address=")...); err != nil {
+		t.Errorf("helm upgrade back to the defaults after d1: %v", err)
+	}
+	waitNameservers(ctx, t, []string{clusterDNSIP}, 60*time.Second)
 	_ = e2e.client.CoreV1().Namespaces().Delete(ctx, nsDual, metav1.DeleteOptions{})
 }
 
