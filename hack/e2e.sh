@@ -22,6 +22,7 @@
 # E2E_RUN=regexp picks scenarios (go test -run syntax, e.g. 'TestE2E/c[01]$';
 # c0 installs; '^TestRaceLab$' is make race-lab-cluster). E2E_KEEP=1 keeps the run directory.
 # E2E_NODES=1|2 is the node count (default 2; with 1, n1 and n2 skip).
+# E2E_IP_FAMILIES=dual|ipv4: a dual-stack (default) or IPv4-only cluster.
 # E2E_PROXY_MODE=iptables|nftables is kube-proxy's mode (default iptables);
 # the last scenario of a full run (k1, TestSwitchProxyMode) switches it to
 # the other mode and runs c6 and the race lab's rows again there.
@@ -39,6 +40,14 @@ NODES=${E2E_NODES:-2}
 case $PROXY_MODE in
 iptables | nftables) ;;
 *) die "E2E_PROXY_MODE=$PROXY_MODE: want iptables or nftables" ;;
+esac
+# E2E_IP_FAMILIES=dual (default): IPv4+IPv6, IPv4 primary (d1 needs it);
+# ipv4: IPv4 only (d1 fails, saying so).
+IP_FAMILIES=${E2E_IP_FAMILIES:-dual}
+case $IP_FAMILIES in
+dual) DUAL_FLAG=--dual-stack ;;
+ipv4) DUAL_FLAG=--dual-stack=false ;;
+*) die "E2E_IP_FAMILIES=$IP_FAMILIES: want dual or ipv4" ;;
 esac
 
 # Everything the suite talks to is inside the node namespace; a proxy from
@@ -69,13 +78,13 @@ rm -rf "$OUT/logs"
 set +e
 E2E_ROOT=$ROOT E2E_BIN=$BIN E2E_LOGS=$OUT/logs E2E_REPORT=$OUT/scenarios.txt \
 	E2E_RELEASE_DIR=$OUT/dist/$VERSION E2E_PREV_RELEASE=$PREV \
-	"$BIN/dgcluster" run --bin "$BIN" --images "$OUT/images" --log-dir "$OUT/cluster-logs" --proxy-mode "$PROXY_MODE" --nodes "$NODES" ${E2E_KEEP:+--keep} -- \
+	"$BIN/dgcluster" run --bin "$BIN" --images "$OUT/images" --log-dir "$OUT/cluster-logs" --proxy-mode "$PROXY_MODE" --nodes "$NODES" "$DUAL_FLAG" ${E2E_KEEP:+--keep} -- \
 	"$BIN/e2e.test" -test.v -test.count=1 -test.timeout=25m ${E2E_RUN:+-test.run="$E2E_RUN"} 2>&1 | tee "$OUT/run.log"
 RC=${PIPESTATUS[0]}
 set -e
 {
 	echo "dnsguard e2e report ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
-	echo "Kubernetes v1.37.2 (kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy in $PROXY_MODE mode at start, each scenario's mode below), etcd v3.7.3,"
+	echo "Kubernetes v1.37.2 (kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy in $PROXY_MODE mode at start, each scenario's mode below), IP families: $IP_FAMILIES, etcd v3.7.3,"
 	echo "containerd v2.2.9 + runc $(runc --version 2>/dev/null | head -1 | awk '{print $3}') + CNI bridge, CoreDNS v1.15.0; $NODES node(s), each in its own network namespace"
 	grep -E '^\[cluster .*(cluster up in|done in|cluster down in|kube-proxy restarted in)' "$OUT/run.log" | sed 's/^/  /' || true
 	echo "release $VERSION ($(git rev-parse --short HEAD)$(git diff --quiet HEAD -- 2>/dev/null || echo +dirty)), previous release $(basename "$PREV" | cut -c1-12): tools, releases and images ${BUILD_S}s"

@@ -160,7 +160,7 @@ func Up(ctx context.Context, cfg Config) (c *Cluster, err error) {
 				if err := c.startNetns(second); err != nil {
 					return err
 				}
-				return linkNodes(first, second)
+				return linkNodes(first, second, c.cfg.DualStack)
 			}, true},
 			stepT{"second node " + second.name + ": containerd, image import", func() error {
 				if err := c.startContainerd(ctx, second); err != nil {
@@ -232,7 +232,7 @@ func (c *Cluster) startNetns(n *node) error {
 		return err
 	}
 	if n == c.nodes[0] {
-		return setupNetns(ns)
+		return setupNetns(ns, c.cfg.DualStack)
 	}
 	return nil
 }

@@ -82,6 +82,10 @@ type Config struct {
 	// empty) or ProxyNFTables. Up checks that kube-proxy reports it on its
 	// metrics endpoint (/proxyMode) and fails otherwise.
 	ProxyMode ProxyMode
+	// DualStack makes the cluster IPv4+IPv6, IPv4 primary (ipfamily.go):
+	// Service and pod ranges, node and upstream addresses of both
+	// families; kube-dns stays SingleStack IPv4 as kubeadm creates it.
+	DualStack bool
 	// ControlPlaneOnly starts etcd and kube-apiserver and nothing else: no
 	// node, so admission (validation, quota, LimitRange, defaulting) runs in
 	// full while pods stay Pending. For suites that only need the API

@@ -54,6 +54,23 @@
 // it waits for it. The state file beside the lock records what a run started,
 // so the next run can clean up after one that was killed.
 //
+// IP families: IPv4 only, or dual-stack with Config.DualStack (dgcluster
+// --dual-stack; hack/e2e.sh makes it by default, E2E_IP_FAMILIES=ipv4 to
+// turn it off), IPv4 primary as kubeadm builds one (ipfamily.go): Service
+// ranges 10.96.0.0/16 and fd00:10:96::/112, pod ranges 10.244.0.0/24 and
+// fd00:10:244::/64 (the CNI bridge's host-local IPAM, a range and a
+// default route per family), kubelet --node-ip 10.200.0.2,fd00:200::2,
+// kube-proxy's clusterCIDR of both families, IPv6 forwarding and
+// bridge-nf-call-ip6tables in the namespace, the node upstream answering on
+// fd00:200::1 too (addresses nodad). With two nodes the second has
+// fd00:200:2::2 on the link (fd00:200:2::1 the first node's end, its IPv6
+// gateway) and pods in fd00:10:244:1::/64, routed like the IPv4 ones.
+// kube-dns stays SingleStack IPv4, as
+// kubeadm creates it; the e2e scenario d1 switches it to RequireDualStack
+// in place and adds an IPv6-only kube-dns-v6 beside it. The controller
+// manager allocates no node CIDRs (the CNI configuration names the node's
+// ranges). An IPv6-primary or IPv6-only cluster does not run.
+//
 // Other API servers: Config.APIServer names another kube-apiserver binary
 // in Bin and Config.FeatureGates its --feature-gates; both are checked
 // before the lock is taken (a gate the binary's --help does not list is
@@ -71,6 +88,6 @@
 // The layout follows one job per file: config.go (addresses, paths),
 // lock.go (lock and state), sysctl.go, process.go, netns.go, pki.go,
 // controlplane.go, node.go (the per-node type: namespace, addresses,
-// directories, cgroup root), kubeproxy.go, registry.go, addons.go,
-// images.go, teardown.go, cluster.go.
+// directories, cgroup root), kubeproxy.go, ipfamily.go, registry.go,
+// addons.go, images.go, teardown.go, cluster.go.
 package cluster

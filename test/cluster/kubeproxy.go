@@ -77,7 +77,7 @@ conntrack:
   tcpCloseWaitTimeout: 0s
 iptables: {syncPeriod: 10s, minSyncPeriod: 0s}
 nftables: {syncPeriod: 10s, minSyncPeriod: 0s}
-`, c.cfg.path("pki", "kube-proxy.kubeconfig"), mode, ClusterCIDR, n.name, KubeProxyMetrics)
+`, c.cfg.path("pki", "kube-proxy.kubeconfig"), mode, c.cfg.clusterCIDRs(), n.name, KubeProxyMetrics)
 }
 
 func (c *Cluster) kubeProxyArgs(n *node) []string {

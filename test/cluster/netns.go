@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -42,8 +43,13 @@ func inNetns(netns string, argv ...string) (string, error) {
 // settings a node needs. Two veth ends, both inside: dg0 carries the node IP
 // (kubelet, API server, kube-proxy), dg1 the node's upstream DNS; the
 // default route points at dg1 so kubelet and kube-proxy find a "host
-// interface" without any path out of the namespace.
-func setupNetns(netns string) error {
+// interface" without any path out of the namespace. dualStack adds the
+// IPv6 half (ipfamily.go).
+func setupNetns(netns string, dualStack bool) error {
+	// The settings first: IPv6 must be on before its addresses go on.
+	if err := nodeSysctls(netns, dualStack); err != nil {
+		return err
+	}
 	steps := [][]string{
 		{"ip", "link", "set", "lo", "up"},
 		{"ip", "link", "add", "dg0", "type", "veth", "peer", "name", "dg1"},
@@ -53,25 +59,32 @@ func setupNetns(netns string) error {
 		{"ip", "link", "set", "dg1", "up"},
 		{"ip", "route", "add", "default", "via", UpstreamIP, "dev", "dg0", "metric", "100"},
 	}
+	if dualStack {
+		steps = append(steps, ipv6NetnsSteps()...)
+	}
 	for _, s := range steps {
 		if _, err := inNetns(netns, s...); err != nil {
 			return fmt.Errorf("node namespace: %w", err)
 		}
 	}
-	return nodeSysctls(netns)
+	return nil
 }
 
-// nodeSysctls sets what every node's namespace needs.
-func nodeSysctls(netns string) error {
-	// Per-namespace settings: forwarding for pod traffic, bridged pod ->
-	// ClusterIP -> pod traffic through iptables (kube-proxy's DNAT), and
-	// loopback NodePorts off (nothing uses them).
-	for k, v := range map[string]string{
+// nodeSysctls sets what every node's namespace needs: forwarding for pod
+// traffic, bridged pod -> ClusterIP -> pod traffic through iptables and
+// ip6tables (kube-proxy's DNAT), and, dual-stack, IPv6 on (a new namespace
+// takes its IPv6 defaults from the host's, which may have it off).
+func nodeSysctls(netns string, dualStack bool) error {
+	sysctls := map[string]string{
 		"net.ipv4.ip_forward":                 "1",
 		"net.bridge.bridge-nf-call-iptables":  "1",
 		"net.bridge.bridge-nf-call-ip6tables": "1",
 		"net.ipv4.conf.all.rp_filter":         "0",
-	} {
+	}
+	if dualStack {
+		maps.Copy(sysctls, ipv6Sysctls)
+	}
+	for k, v := range sysctls {
 		if _, err := inNetns(netns, "sh", "-c", fmt.Sprintf("echo %s > %s", v, sysctlPath(k))); err != nil {
 			return fmt.Errorf("node namespace sysctl %s: %w", k, err)
 		}
@@ -276,12 +289,16 @@ func netnsHolders(id NetnsID) []string {
 // forward; the CNI bridge's ipMasq masquerades pod traffic that leaves a
 // node (to the other node's pods too: pod IPs are not kept across nodes,
 // which nothing in the suite relies on).
-func linkNodes(first, second *node) error {
+func linkNodes(first, second *node, dualStack bool) error {
+	if err := nodeSysctls(second.netns, dualStack); err != nil {
+		return err
+	}
 	holder := strings.TrimSuffix(strings.TrimPrefix(second.netns, "/proc/"), "/ns/net")
-	for _, s := range []struct {
+	type step struct {
 		netns string
 		argv  []string
-	}{
+	}
+	steps := []step{
 		{first.netns, []string{"ip", "link", "add", "dg2", "type", "veth", "peer", "name", "dg0", "netns", holder}},
 		{first.netns, []string{"ip", "addr", "add", node2LinkIP + "/24", "dev", "dg2"}},
 		{first.netns, []string{"ip", "link", "set", "dg2", "up"}},
@@ -290,10 +307,20 @@ func linkNodes(first, second *node) error {
 		{second.netns, []string{"ip", "addr", "add", second.ip + "/24", "dev", "dg0"}},
 		{second.netns, []string{"ip", "link", "set", "dg0", "up"}},
 		{second.netns, []string{"ip", "route", "add", "default", "via", node2LinkIP, "dev", "dg0"}},
-	} {
+	}
+	if dualStack {
+		// The same for IPv6 (nodad as in ipv6NetnsSteps); the gateway
+		// node2LinkIPv6 is the first node's, not local to the second.
+		steps = append(steps,
+			step{first.netns, []string{"ip", "-6", "addr", "add", node2LinkIPv6 + nodeSubnetV6Len, "dev", "dg2", "nodad"}},
+			step{first.netns, []string{"ip", "-6", "route", "add", second.podCIDRv6, "via", second.ipv6, "dev", "dg2"}},
+			step{second.netns, []string{"ip", "-6", "addr", "add", second.ipv6 + nodeSubnetV6Len, "dev", "dg0", "nodad"}},
+			step{second.netns, []string{"ip", "-6", "route", "add", "default", "via", node2LinkIPv6, "dev", "dg0"}})
+	}
+	for _, s := range steps {
 		if _, err := inNetns(s.netns, s.argv...); err != nil {
 			return fmt.Errorf("link %s and %s: %w", first.name, second.name, err)
 		}
 	}
-	return nodeSysctls(second.netns)
+	return nil
 }

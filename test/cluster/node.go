@@ -22,6 +22,9 @@ type node struct {
 	name    string
 	ip      string // InternalIP: kubelet, kube-proxy
 	podCIDR string
+	// ipv6 and podCIDRv6 are the node's IPv6 twins, used when the cluster
+	// is dual-stack (ipfamily.go).
+	ipv6, podCIDRv6 string
 	// dir holds the node's files: the run directory itself for the first
 	// node (its paths are what they were before there was a second),
 	// RunDir/NAME for the second.
@@ -49,9 +52,11 @@ func (n *node) proc(comp string) string { return comp + n.suffix }
 
 // newNodes lays out the cfg.Nodes nodes of a run.
 func newNodes(cfg *Config) []*node {
-	nodes := []*node{{name: NodeName, ip: NodeIP, podCIDR: PodCIDR, dir: cfg.RunDir, cgroupRoot: "/", registry: RegistryAddr}}
+	nodes := []*node{{name: NodeName, ip: NodeIP, podCIDR: PodCIDR, ipv6: NodeIPv6, podCIDRv6: PodCIDRv6,
+		dir: cfg.RunDir, cgroupRoot: "/", registry: RegistryAddr}}
 	if cfg.Nodes > 1 {
-		nodes = append(nodes, &node{name: Node2Name, ip: Node2IP, podCIDR: Node2PodCIDR, dir: cfg.path(Node2Name),
+		nodes = append(nodes, &node{name: Node2Name, ip: Node2IP, podCIDR: Node2PodCIDR, ipv6: Node2IPv6, podCIDRv6: Node2PodCIDRv6,
+			dir:        cfg.path(Node2Name),
 			cgroupRoot: "/" + Node2Name, suffix: "-" + Node2Name, taints: []string{Node2Taint + "=:NoSchedule"},
 			registry: NodeIP + ":" + RegistryPort})
 	}
@@ -98,7 +103,8 @@ state = %q
   socket_path = %q
 `, n.path("containerd", "root"), n.path("containerd", "state"), n.containerdSock(),
 			n.path("containerd", "containerd.sock.ttrpc"), n.registryHostsDir(), cni, n.path("containerd", "nri.sock")),
-		// One bridge network; host-local keeps its leases in the run
+		// One bridge network (a range and a default route per IP family);
+		// host-local keeps its leases in the run
 		// directory, not in the host's /var/lib/cni/networks.
 		filepath.Join(cni, "10-dgnet.conflist"): fmt.Sprintf(`{
   "cniVersion": "1.0.0",
@@ -112,15 +118,15 @@ state = %q
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{"subnet": %q}]],
-        "routes": [{"dst": "0.0.0.0/0"}],
+        "ranges": %s,
+        "routes": %s,
         "dataDir": %q
       }
     },
     {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }
-`, n.podCIDR, n.path("cni", "ipam")),
+`, c.cfg.cniRanges(n), c.cfg.cniRoutes(), n.path("cni", "ipam")),
 		n.path("kubelet", "config.yaml"): fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 # This machine has a cgroup v1 (hybrid) layout, cgroupfs, and no
@@ -194,7 +200,7 @@ address=/%s/fd00:200::9
 host-record=www.%s,10.200.9.10,fd00:200::10
 host-record=api.%s,10.200.9.11,fd00:200::11
 local=/%s/
-`, UpstreamIP, "wildcard."+TestZone, "wildcard."+TestZone, TestZone, TestZone, TestZone),
+`, c.cfg.upstreamAddrs(), "wildcard."+TestZone, "wildcard."+TestZone, TestZone, TestZone, TestZone),
 	})
 }
 
@@ -224,7 +230,7 @@ func (c *Cluster) kubeletArgs(n *node) []string {
 		"--config=" + n.path("kubelet", "config.yaml"),
 		"--kubeconfig=" + c.cfg.path("pki", n.pkiName()+".kubeconfig"),
 		"--root-dir=" + n.path("kubelet", "root"),
-		"--node-ip=" + n.ip,
+		"--node-ip=" + c.cfg.nodeIPs(n),
 		"--hostname-override=" + n.name,
 		"--v=1",
 	}

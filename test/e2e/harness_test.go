@@ -49,6 +49,8 @@ type env struct {
 	// nodes are the cluster's node names, the first node (where this
 	// binary runs) first (CLUSTER_NODES).
 	nodes []string
+	// dualStack: the cluster runs IPv4 and IPv6 (CLUSTER_DUAL_STACK).
+	dualStack bool
 }
 
 var e2e env
@@ -73,6 +75,7 @@ func loadEnv() error {
 	if err := e2e.proxyMode.Valid(); err != nil {
 		return fmt.Errorf("CLUSTER_PROXY_MODE: %w", err)
 	}
+	e2e.dualStack = os.Getenv("CLUSTER_DUAL_STACK") == "true"
 	if err := os.MkdirAll(e2e.logs, 0o755); err != nil {
 		return err
 	}

@@ -8,10 +8,10 @@
 // CMD gets KUBECONFIG (admin), CLUSTER_RUN_DIR, CLUSTER_NETNS,
 // CLUSTER_REGISTRY (the node's OCI registry, host:port),
 // CLUSTER_CONTAINERD_SOCK, CLUSTER_PROXY_MODE (kube-proxy's mode,
-// --proxy-mode=iptables|nftables), CLUSTER_CONTROL (control.go: a
-// socket to switch kube-proxy's mode) and CLUSTER_NODES (the node names,
-// comma-separated, the first node, where CMD runs, first); its exit code
-// becomes dgcluster's.
+// --proxy-mode=iptables|nftables), CLUSTER_DUAL_STACK (true with
+// --dual-stack), CLUSTER_CONTROL (control.go: a socket to switch
+// kube-proxy's mode) and CLUSTER_NODES (the node names, comma-separated,
+// the first node, where CMD runs, first); its exit code becomes dgcluster's.
 // A teardown that leaves anything behind (a process, a cgroup, a mount, a
 // changed kernel setting, the node's network namespace with kube-proxy's
 // rules) fails the run.
@@ -26,6 +26,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -60,6 +61,7 @@ func run(args []string) (int, error) {
 	stateDir := fs.String("state-dir", cluster.DefaultStateDir, "machine-wide lock and state of the running cluster")
 	proxyMode := fs.String("proxy-mode", string(cluster.ProxyIPTables), "kube-proxy's mode: iptables or nftables")
 	nodes := fs.Int("nodes", 1, "how many nodes: 1 or 2 (the second in a network namespace of its own, tainted "+cluster.Node2Taint+":NoSchedule)")
+	dualStack := fs.Bool("dual-stack", false, "IPv4+IPv6 (IPv4 primary): Service and pod ranges, node addresses of both families")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2, err
 	}
@@ -71,7 +73,7 @@ func run(args []string) (int, error) {
 	if err != nil {
 		return 2, err
 	}
-	cfg := cluster.Config{Bin: absBin, Keep: *keep, LogDir: *logDir, StateDir: *stateDir, Log: logf, ProxyMode: cluster.ProxyMode(*proxyMode), Nodes: *nodes}
+	cfg := cluster.Config{Bin: absBin, Keep: *keep, LogDir: *logDir, StateDir: *stateDir, Log: logf, ProxyMode: cluster.ProxyMode(*proxyMode), Nodes: *nodes, DualStack: *dualStack}
 
 	switch args[0] {
 	case "cleanup":
@@ -115,11 +117,12 @@ func run(args []string) (int, error) {
 		env := []string{"CLUSTER_RUN_DIR=" + c.RunDir(), "CLUSTER_NETNS=" + c.Netns(), "CLUSTER_TIMINGS=" + timings(c),
 			"CLUSTER_REGISTRY=" + c.Registry(), "CLUSTER_CONTAINERD_SOCK=" + c.ContainerdSock(),
 			"CLUSTER_PROXY_MODE=" + string(c.ProxyMode()), "CLUSTER_CONTROL=" + control,
+			"CLUSTER_DUAL_STACK=" + strconv.FormatBool(c.DualStack()),
 			"CLUSTER_NODES=" + strings.Join(c.NodeNames(), ",")}
 		code, runErr = c.Exec(ctx, env, cmd...)
 	case "up":
-		logf("cluster is up (kube-proxy in %s mode): KUBECONFIG=%s; enter the node with: nsenter --net=%s -- bash; switch kube-proxy's mode with: curl --unix-socket %s -d nftables http://dgcluster/proxy-mode; Ctrl-C to tear down",
-			c.ProxyMode(), c.AdminKubeconfig(), c.Netns(), control)
+		logf("cluster is up (kube-proxy in %s mode, dual-stack %v): KUBECONFIG=%s; enter the node with: nsenter --net=%s -- bash; switch kube-proxy's mode with: curl --unix-socket %s -d nftables http://dgcluster/proxy-mode; Ctrl-C to tear down",
+			c.ProxyMode(), c.DualStack(), c.AdminKubeconfig(), c.Netns(), control)
 		<-ctx.Done()
 	}
 	if stopControl != nil {
