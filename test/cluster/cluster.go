@@ -354,6 +354,17 @@ func (c *Cluster) Registry() string { return RegistryAddr }
 // its namespace).
 func (c *Cluster) ContainerdSock() string { return c.nodes[0].containerdSock() }
 
+// ContainerdSocks are every node's containerd socket, the first node's
+// first. A unix socket is reached by its path from any network namespace,
+// so ctr needs no nsenter for them.
+func (c *Cluster) ContainerdSocks() []string {
+	var socks []string
+	for _, n := range c.nodes {
+		socks = append(socks, n.containerdSock())
+	}
+	return socks
+}
+
 // NodeNames are the cluster's nodes, the first node first.
 func (c *Cluster) NodeNames() []string {
 	var names []string

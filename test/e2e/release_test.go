@@ -194,11 +194,18 @@ func containerdImages(ctx context.Context) ([]string, error) {
 	return refs, nil
 }
 
-// importImage loads an image tarball into containerd's k8s.io namespace
-// (what test/cluster does for the test images at start).
+// importImage loads an image tarball into every node's containerd, k8s.io
+// namespace (what test/cluster does for the test images at start): a
+// DaemonSet that tolerates the second node's taint (the node cache of the
+// previous release in u1) runs there too, and its containerd would
+// otherwise try the image's own registry.
 func importImage(ctx context.Context, file string) error {
-	_, err := command(ctx, "ctr", filepath.Join(e2e.bin, "ctr"), "--address", os.Getenv("CLUSTER_CONTAINERD_SOCK"), "-n", "k8s.io", "images", "import", file)
-	return err
+	for _, sock := range strings.Split(os.Getenv("CLUSTER_CONTAINERD_SOCKS"), ",") {
+		if _, err := command(ctx, "ctr", filepath.Join(e2e.bin, "ctr"), "--address", sock, "-n", "k8s.io", "images", "import", file); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // imageDigest is the digest part of a container status's imageID

@@ -10,8 +10,10 @@
 // CLUSTER_CONTAINERD_SOCK, CLUSTER_PROXY_MODE (kube-proxy's mode,
 // --proxy-mode=iptables|nftables), CLUSTER_DUAL_STACK (true with
 // --dual-stack), CLUSTER_CONTROL (control.go: a socket to switch
-// kube-proxy's mode) and CLUSTER_NODES (the node names, comma-separated,
-// the first node, where CMD runs, first); its exit code becomes dgcluster's.
+// kube-proxy's mode), CLUSTER_NODES (the node names, comma-separated, the
+// first node, where CMD runs, first) and CLUSTER_CONTAINERD_SOCKS (every
+// node's containerd socket, in that order); its exit code becomes
+// dgcluster's.
 // A teardown that leaves anything behind (a process, a cgroup, a mount, a
 // changed kernel setting, the node's network namespace with kube-proxy's
 // rules) fails the run.
@@ -118,7 +120,8 @@ func run(args []string) (int, error) {
 			"CLUSTER_REGISTRY=" + c.Registry(), "CLUSTER_CONTAINERD_SOCK=" + c.ContainerdSock(),
 			"CLUSTER_PROXY_MODE=" + string(c.ProxyMode()), "CLUSTER_CONTROL=" + control,
 			"CLUSTER_DUAL_STACK=" + strconv.FormatBool(c.DualStack()),
-			"CLUSTER_NODES=" + strings.Join(c.NodeNames(), ",")}
+			"CLUSTER_NODES=" + strings.Join(c.NodeNames(), ","),
+			"CLUSTER_CONTAINERD_SOCKS=" + strings.Join(c.ContainerdSocks(), ",")}
 		code, runErr = c.Exec(ctx, env, cmd...)
 	case "up":
 		logf("cluster is up (kube-proxy in %s mode, dual-stack %v): KUBECONFIG=%s; enter the node with: nsenter --net=%s -- bash; switch kube-proxy's mode with: curl --unix-socket %s -d nftables http://dgcluster/proxy-mode; Ctrl-C to tear down",
