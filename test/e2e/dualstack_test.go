@@ -498,12 +498,15 @@ func waitPodReady(ctx context.Context, t *testing.T, ns, name string) *corev1.Po
 // and AAAA) and this failed; 169.254.20.10 still answered both.
 func checkNodeCacheBothFamilies(ctx context.Context, t *testing.T) {
 	t.Helper()
-	pods, err := e2e.client.CoreV1().Pods(releaseNS).List(ctx, metav1.ListOptions{LabelSelector: "dnsguard.io/component=node-cache"})
+	// On the first node, where the queries below are asked: a second node
+	// runs its own node cache pod (the DaemonSet's).
+	pods, err := e2e.client.CoreV1().Pods(releaseNS).List(ctx, metav1.ListOptions{
+		LabelSelector: "dnsguard.io/component=node-cache", FieldSelector: "spec.nodeName=" + cluster.NodeName})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(pods.Items) != 1 || len(pods.Items[0].Spec.Containers) != 1 {
-		t.Errorf("node cache: %d pods, want one with one container (one process for both families)", len(pods.Items))
+		t.Errorf("node cache on %s: %d pods, want one with one container (one process for both families)", cluster.NodeName, len(pods.Items))
 	}
 	for _, addr := range []string{nodeLocalIP, nodeCacheIPv6} {
 		before := scrapeQueries(t, "http://"+nodeCacheHealth+"/metrics")
