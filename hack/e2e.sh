@@ -79,7 +79,7 @@ set +e
 E2E_ROOT=$ROOT E2E_BIN=$BIN E2E_LOGS=$OUT/logs E2E_REPORT=$OUT/scenarios.txt \
 	E2E_RELEASE_DIR=$OUT/dist/$VERSION E2E_PREV_RELEASE=$PREV \
 	"$BIN/dgcluster" run --bin "$BIN" --images "$OUT/images" --log-dir "$OUT/cluster-logs" --proxy-mode "$PROXY_MODE" --nodes "$NODES" "$DUAL_FLAG" ${E2E_KEEP:+--keep} -- \
-	"$BIN/e2e.test" -test.v -test.count=1 -test.timeout=25m ${E2E_RUN:+-test.run="$E2E_RUN"} 2>&1 | tee "$OUT/run.log"
+	"$BIN/e2e.test" -test.v -test.count=1 -test.timeout=40m ${E2E_RUN:+-test.run="$E2E_RUN"} 2>&1 | tee "$OUT/run.log"
 RC=${PIPESTATUS[0]}
 set -e
 {
