@@ -19,14 +19,7 @@ import (
 // when nothing does is it gone. A namespace with the same inode and another
 // cookie (the kernel reuses inodes) is not taken for it.
 func TestLeftoversSeeTheNodeNamespace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: makes a network namespace of its own")
-	}
-	p, path, err := netnsHolder(filepath.Join(t.TempDir(), "netns.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Stop(5 * time.Second) })
+	p, path := testNetns(t)
 	id, err := netnsIdentify(path)
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +69,22 @@ func TestLeftoversSeeTheNodeNamespace(t *testing.T) {
 	want("nothing holds it")
 }
 
+// testNetns makes a network namespace of the test's own (its holder is
+// stopped at cleanup) and returns the holder and the namespace's path;
+// it skips the test unless it runs as root.
+func testNetns(t *testing.T) (*proc, string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: makes a network namespace of its own")
+	}
+	p, path, err := netnsHolder(filepath.Join(t.TempDir(), "netns.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Stop(5 * time.Second) })
+	return p, path
+}
+
 func selfComm(t *testing.T) string {
 	b, err := os.ReadFile("/proc/self/comm")
 	if err != nil {
@@ -92,14 +101,7 @@ func selfComm(t *testing.T) string {
 // inside the node's namespace and this fails too. The test checks the
 // thread itself, not the rare wedged main thread the bug showed as.
 func TestNetnsThreadSwitchesBack(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: makes a network namespace of its own")
-	}
-	p, path, err := netnsHolder(filepath.Join(t.TempDir(), "netns.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Stop(5 * time.Second) })
+	_, path := testNetns(t)
 	node, err := netnsIdentify(path)
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/dnsguard/dnsguard/test/cluster"
-	"github.com/dnsguard/dnsguard/test/racelab/lab"
 )
 
 // The two-node scenarios (n1, n2) need the second node (dgcluster
@@ -385,36 +384,19 @@ func startPinnedLookups(ctx context.Context, t *testing.T, name, node string, ar
 // and the loop spans the window [start, end].
 func checkPinnedLookups(ctx context.Context, t *testing.T, pod string, start, end time.Time) {
 	t.Helper()
-	log, err := logs(ctx, nsPlain, pod, "app")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = e2e.client.CoreV1().Pods(nsPlain).Delete(ctx, pod, metav1.DeleteOptions{GracePeriodSeconds: ptr[int64](0)})
 	var first, last time.Time
 	var ms []float64
 	failed := 0
-	for _, line := range strings.Split(log, "\n") {
-		ts, rest, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		at, err := time.Parse(time.RFC3339Nano, ts)
-		if err != nil {
-			continue
-		}
-		ls, _ := lab.ParseLookups(rest)
-		if len(ls) != 1 {
-			continue
-		}
+	for _, l := range podLookups(ctx, t, pod) {
 		if first.IsZero() {
-			first = at
+			first = l.At
 		}
-		last = at
-		if at.Before(start) || at.After(end) {
+		last = l.At
+		if l.At.Before(start) || l.At.After(end) {
 			continue
 		}
-		ms = append(ms, ls[0].MS)
-		if !ls[0].OK {
+		ms = append(ms, l.MS)
+		if !l.OK {
 			failed++
 		}
 	}

@@ -334,18 +334,23 @@ func startNodeCacheLookups(ctx context.Context, t *testing.T, name string) *node
 	return &nodeCacheLookups{pod: name}
 }
 
-// check reads the pod's lookups and fails on any failed one, on a wrong
-// answer, or when the loop did not span the window [start, end].
-func (n *nodeCacheLookups) check(ctx context.Context, t *testing.T, start, end time.Time) {
+// timedLookup is one lookup of a looping client pod, stamped with the
+// time its log line was written (kubectl logs --timestamps).
+type timedLookup struct {
+	At time.Time
+	lab.Lookup
+}
+
+// podLookups reads the lookups of a looping client pod (one per log line;
+// gailoop's own messages are skipped) and deletes the pod.
+func podLookups(ctx context.Context, t *testing.T, pod string) []timedLookup {
 	t.Helper()
-	log, err := logs(ctx, nsPlain, n.pod, "app")
+	log, err := logs(ctx, nsPlain, pod, "app")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = e2e.client.CoreV1().Pods(nsPlain).Delete(ctx, n.pod, metav1.DeleteOptions{GracePeriodSeconds: ptr[int64](0)})
-	var first, last time.Time
-	var total, failed, wrong, inWindow int
-	var maxMS float64
+	_ = e2e.client.CoreV1().Pods(nsPlain).Delete(ctx, pod, metav1.DeleteOptions{GracePeriodSeconds: ptr[int64](0)})
+	var out []timedLookup
 	for _, line := range strings.Split(log, "\n") {
 		ts, rest, ok := strings.Cut(line, " ")
 		if !ok {
@@ -355,11 +360,22 @@ func (n *nodeCacheLookups) check(ctx context.Context, t *testing.T, start, end t
 		if err != nil {
 			continue
 		}
-		ls, _ := lab.ParseLookups(rest)
-		if len(ls) != 1 {
-			continue // gailoop's own messages
+		if ls, _ := lab.ParseLookups(rest); len(ls) == 1 {
+			out = append(out, timedLookup{at, ls[0]})
 		}
-		l := ls[0]
+	}
+	return out
+}
+
+// check reads the pod's lookups and fails on any failed one, on a wrong
+// answer, or when the loop did not span the window [start, end].
+func (n *nodeCacheLookups) check(ctx context.Context, t *testing.T, start, end time.Time) {
+	t.Helper()
+	var first, last time.Time
+	var total, failed, wrong, inWindow int
+	var maxMS float64
+	for _, l := range podLookups(ctx, t, n.pod) {
+		at := l.At
 		if first.IsZero() {
 			first = at
 		}
