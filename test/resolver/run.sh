@@ -188,16 +188,25 @@ size=$(stat -c %s "$BIN")
 echo "    binary: $size bytes ($(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1048576 }') MiB)"
 check "stripped static binary <= 7 MiB" test "$size" -le $((7 * 1048576))
 check "binary is static" bash -c "! ldd '$BIN' >/dev/null 2>&1"
+# wakeups PID: context switches of all its threads (voluntary and not), so
+# a timer on any goroutine's thread counts.
+wakeups() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
 sleep 1
 read -r ut0 st0 < <(awk '{print $14, $15}' /proc/$RES_PID/stat)
-cs0=$(awk '/^voluntary_ctxt_switches/ {print $2}' /proc/$RES_PID/status)
+cs0=$(wakeups "$RES_PID")
 sleep 3
 read -r ut1 st1 < <(awk '{print $14, $15}' /proc/$RES_PID/stat)
-cs1=$(awk '/^voluntary_ctxt_switches/ {print $2}' /proc/$RES_PID/status)
+cs1=$(wakeups "$RES_PID")
 rss=$(awk '/^VmRSS/ {print $2}' /proc/$RES_PID/status)
-echo "    idle 3 s: $((ut1 + st1 - ut0 - st0)) CPU ticks, $((cs1 - cs0)) context switches; VmRSS ${rss} kB"
+echo "    idle 3 s: $((ut1 + st1 - ut0 - st0)) CPU ticks, $((cs1 - cs0)) context switches (all threads); VmRSS ${rss} kB"
 check "idle RSS <= 8 MiB (${rss} kB)" test "$rss" -le 8192
-check "no busy timers when idle (<= 1 CPU tick in 3 s)" test $((ut1 + st1 - ut0 - st0)) -le 1
+# A busy timer wakes a thread on every tick: even a 10 Hz one is 30 wakeups
+# in 3 s (negative control: `wakeups` of `bash -c 'while sleep 0.1; do :;
+# done'` over 3 s counted 40, one wait per tick). CPU ticks are
+# sampled (10 ms each), so one late GC or scavenger pass after the load
+# above can show 2 with no timer at all: the bound on them only catches
+# spinning.
+check "no busy timers when idle (<= 10 wakeups and <= 5 CPU ticks in 3 s)" test $((cs1 - cs0)) -le 10 -a $((ut1 + st1 - ut0 - st0)) -le 5
 
 log "upstream failure: serve-stale and SERVFAIL within the budget"
 kill "$DNSMASQ_PID"; wait "$DNSMASQ_PID" 2>/dev/null || true; DNSMASQ_PID=""
