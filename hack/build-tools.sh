@@ -78,21 +78,38 @@ link() { ln -sfn "$2/$1" "$BIN/$1"; }
 # NAME may differ from the command's own name (kube-apiserver-1.29 is
 # k8s.io/kubernetes/cmd/kube-apiserver of another module).
 build() {
-	local dir=$1 tags=$2 ldflags=$3 st names=() pkgs=() pair name
+	local dir=$1 tags=$2 ldflags=$3 st names=() pkgs=() pair name lock
 	shift 3
 	st=$(stamp "$(cat "$dir/go.mod" "$dir/go.sum")" "$tags" "$ldflags")
-	for pair in "$@"; do
-		name=${pair%%=*}
-		if [[ -n ${WANT[$name]:-} || ${#WANT[@]} -eq 0 ]]; then
-			if [[ -x $CACHE/$name/$st/$name ]]; then
-				link "$name" "$CACHE/$name/$st"
-			else
-				names+=("$name")
-				pkgs+=("${pair#*=}")
+	missing() {
+		names=() pkgs=()
+		for pair in "$@"; do
+			name=${pair%%=*}
+			if [[ -n ${WANT[$name]:-} || ${#WANT[@]} -eq 0 ]]; then
+				if [[ -x $CACHE/$name/$st/$name ]]; then
+					link "$name" "$CACHE/$name/$st"
+				else
+					names+=("$name")
+					pkgs+=("${pair#*=}")
+				fi
 			fi
-		fi
-	done
+		done
+	}
+	missing "$@"
 	((${#names[@]})) || return 0
+	# make test builds the tools in the background (SCHED_IDLE) while the
+	# suites before the e2e run, and those suites ask for some of them: the
+	# second caller waits for the first one's build instead of repeating it.
+	exec {lock}>"$CACHE/.lock-$st"
+	if ! flock -n "$lock"; then
+		log "waiting for another build of ${names[*]} (${st})"
+		flock "$lock"
+	fi
+	missing "$@"
+	if ((${#names[@]} == 0)); then
+		exec {lock}>&-
+		return 0
+	fi
 	log "building ${names[*]} from $dir into $CACHE (cold: minutes on 2 cores; a line every 100 packages)"
 	local start out rc
 	start=$(date +%s)
@@ -106,6 +123,7 @@ build() {
 	set -e
 	if ((rc != 0)); then
 		rm -rf "$out"
+		exec {lock}>&-
 		log "FAILED building ${names[*]}"
 		return "$rc"
 	fi
@@ -119,6 +137,7 @@ build() {
 		link "$name" "$CACHE/$name/$st"
 	done
 	rm -rf "$out"
+	exec {lock}>&-
 	log "built ${names[*]} in $(($(date +%s) - start))s"
 }
 
@@ -128,10 +147,20 @@ build_helm() {
 	st=$(stamp "helm $HELM_VERSION" "$HELM_LDFLAGS")
 	dir=$CACHE/helm/$st
 	if [[ ! -x $dir/helm ]]; then
-		log "building helm $HELM_VERSION (about a minute cold)"
-		mkdir -p "$dir"
-		GOBIN="$dir" GOFLAGS= GOWORK=off CGO_ENABLED=0 go install -trimpath -ldflags "$HELM_LDFLAGS" \
-			"helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+		local lock
+		exec {lock}>"$CACHE/.lock-$st"
+		flock "$lock"
+		if [[ ! -x $dir/helm ]]; then
+			log "building helm $HELM_VERSION (about a minute cold)"
+			mkdir -p "$dir/.tmp"
+			# Installed beside, then moved: a waiting caller never links a
+			# half-written binary.
+			GOBIN="$dir/.tmp" GOFLAGS= GOWORK=off CGO_ENABLED=0 go install -trimpath -ldflags "$HELM_LDFLAGS" \
+				"helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+			mv -f "$dir/.tmp/helm" "$dir/helm"
+			rm -rf "$dir/.tmp"
+		fi
+		exec {lock}>&-
 	fi
 	link helm "$dir"
 }
@@ -140,27 +169,31 @@ declare -A WANT=()
 for n in "$@"; do WANT[$n]=1; done
 
 total=$(date +%s)
+# In the order the suites of make test first need them: chart-test (helm,
+# promtool), quota-test (etcd, the API server), release-test (cosign,
+# registry), compat-test (the oldest API server), then what only the e2e
+# runs.
 build_helm
+build hack/tools/promtool "remove_all_sd" "-s -w" promtool=github.com/prometheus/prometheus/cmd/promtool
 build hack/tools/etcd "" "-s -w" etcd=.
+# The API server before the other components: most of what they need is
+# compiled by then.
+build hack/tools "" "$K8S_LDFLAGS" kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver
+build hack/tools/cosign "" "-s -w" cosign=github.com/sigstore/cosign/v2/cmd/cosign
+build hack/tools/registry "" "-s -w" registry=github.com/distribution/distribution/v3/cmd/registry
+build hack/tools/k8s-oldest "$K8S_OLDEST_TAGS" "$K8S_OLDEST_LDFLAGS" \
+	kube-apiserver-1.29=k8s.io/kubernetes/cmd/kube-apiserver
 build hack/tools/containerd "$CONTAINERD_TAGS" "-s -w" \
 	containerd=github.com/containerd/containerd/v2/cmd/containerd \
 	ctr=github.com/containerd/containerd/v2/cmd/ctr
 # The shim is built without gRPC (ttrpc only), as containerd's own Makefile does.
 build hack/tools/containerd "no_grpc" "-s -w" \
 	containerd-shim-runc-v2=github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
-# The API server first: it is usable sooner, and most of what the other
-# components need is compiled by then.
-build hack/tools "" "$K8S_LDFLAGS" kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver
 build hack/tools "" "$K8S_LDFLAGS" \
 	kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
 	kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler \
 	kubelet=k8s.io/kubernetes/cmd/kubelet \
 	kube-proxy=k8s.io/kubernetes/cmd/kube-proxy \
 	kubectl=k8s.io/kubernetes/cmd/kubectl
-build hack/tools/k8s-oldest "$K8S_OLDEST_TAGS" "$K8S_OLDEST_LDFLAGS" \
-	kube-apiserver-1.29=k8s.io/kubernetes/cmd/kube-apiserver
 build hack/tools/coredns "" "-s -w" coredns=.
-build hack/tools/registry "" "-s -w" registry=github.com/distribution/distribution/v3/cmd/registry
-build hack/tools/promtool "remove_all_sd" "-s -w" promtool=github.com/prometheus/prometheus/cmd/promtool
-build hack/tools/cosign "" "-s -w" cosign=github.com/sigstore/cosign/v2/cmd/cosign
 log "tools ready in $BIN -> $CACHE ($(($(date +%s) - total))s)"
