@@ -13,7 +13,7 @@ export GOFLAGS ?= -mod=mod
 LDFLAGS_STATIC   := -s -w
 CMDS             := webhook resolver certs
 
-.PHONY: all build run test tools-idle checks-before-e2e clockless-checks deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab race-lab-cluster race-lab-docs fault-matrix fault-matrix-docs bench soak sidecar-resources quota-test compat-test fuzz clean tools helm images test-images release release-test
+.PHONY: all build run test tools-idle checks-before-e2e clockless-checks e2e-prepare deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab race-lab-cluster race-lab-docs fault-matrix fault-matrix-docs bench soak sidecar-resources quota-test compat-test fuzz clean tools helm images test-images release release-test
 
 all: build
 
@@ -38,8 +38,8 @@ run: build
 # no suite's latencies change; a suite that needs a tool first waits for it
 # (the tool cache's lock). Warm, the builder only links the cached tools.
 test: deps
-	$(MAKE) --no-print-directory -j3 --output-sync=target tools-idle checks-before-e2e
-	$(MAKE) --no-print-directory e2e
+	$(MAKE) --no-print-directory -j4 --output-sync=target tools-idle checks-before-e2e
+	$(MAKE) --no-print-directory e2e E2E_PHASE=run
 	@echo "make test: all suites passed"
 
 # tools-idle: the tools, built with only idle CPU (make test).
@@ -50,17 +50,22 @@ tools-idle:
 # it spends most of its three minutes waiting out the clients' 5 s
 # timeouts, pinned to one CPU at real-time priority (its clients and servers
 # preempt everything else there, which keeps its latencies clean on a busy
-# machine), so the checks that assert no latency (curl, chart, quota,
-# release, compat: HTTP answers, rendering, builds, API servers; their only
-# clocks are timeouts of 10 s and more) run beside it.
+# machine), so the checks that assert no latency run beside it, curl-test
+# and the others in two lines (curl, chart, quota, release, compat: HTTP
+# answers, rendering, builds, API servers; their only clocks are timeouts
+# of 10 s and more).
 SERIAL = for t in $(1); do $(MAKE) --no-print-directory $$t || exit 1; done
 checks-before-e2e:
 	+$(call SERIAL,lint unit resolver-test faults-test nodelocal-test)
-	$(MAKE) --no-print-directory race-lab clockless-checks
+	$(MAKE) --no-print-directory race-lab curl-test clockless-checks
 
-# clockless-checks: one after another, beside the race lab (make test).
+# clockless-checks: one after another, beside the race lab and curl-test
+# (make test); the last builds what the e2e runs (hack/e2e.sh prepare).
 clockless-checks:
-	+$(call SERIAL,curl-test chart-test quota-test release-test compat-test)
+	+$(call SERIAL,chart-test quota-test release-test compat-test e2e-prepare)
+
+e2e-prepare:
+	./hack/e2e.sh prepare
 
 ## deps: Debian packages the tests need (skipped when present)
 deps:
@@ -97,7 +102,7 @@ chart-test: $(BIN)/helm $(BIN)/promtool
 
 ## e2e: a real two-node Kubernetes (kubelet, containerd, kube-proxy, CoreDNS) in network namespaces; the chart installed with helm; scenarios in running pods
 e2e: build
-	./hack/e2e.sh
+	./hack/e2e.sh $(E2E_PHASE)
 
 ## tools: build the cluster's tools (Kubernetes v1.37.2, etcd, containerd v2, CoreDNS, helm) into the tool cache
 tools:

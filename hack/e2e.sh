@@ -28,6 +28,10 @@
 # the other mode and runs c6 and the race lab's rows again there.
 # The report is printed and written to .cache/e2e/report.txt, the logs of
 # the last run to .cache/e2e/.
+#
+# Usage: hack/e2e.sh [prepare|run]: steps 1-2 only, or step 3 only on what
+# prepare left in .cache/e2e (make test prepares beside the race lab, which
+# needs no cluster; the default is both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -35,6 +39,11 @@ BIN=$ROOT/bin
 OUT=$ROOT/.cache/e2e
 T0=$(date +%s)
 . hack/lib.sh e2e
+PHASE=${1:-all}
+case $PHASE in
+all | prepare | run) ;;
+*) die "hack/e2e.sh $PHASE: want prepare, run or nothing" ;;
+esac
 PROXY_MODE=${E2E_PROXY_MODE:-iptables}
 NODES=${E2E_NODES:-2}
 case $PROXY_MODE in
@@ -55,23 +64,44 @@ esac
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY || true
 export NO_PROXY='*' no_proxy='*'
 
-log "step 1/3: tools (cached in ${DNSGUARD_TOOLS_CACHE:-~/.cache/dnsguard-tools}; cold: ~15 min on an idle 2-core machine)"
-./hack/build-tools.sh
 VERSION=$(sed -n 's/^version: *"\{0,1\}\([^" ]*\)"\{0,1\} *$/\1/p' charts/dnsguard/Chart.yaml)
 [[ -n $VERSION ]] || die "no version in charts/dnsguard/Chart.yaml"
-log "step 2/3: the release under test ($VERSION), the previous release, test images, test binaries"
-make -s build
-# The working tree is what is tested, committed or not.
-ALLOW_DIRTY=1 make -s release VERSION="$VERSION" DIST="$OUT/dist"
-# dnsguard's own images reach the node only through its registry, from the
-# release; the directory holds the test images only.
-rm -rf "$OUT/images"
-IMAGES_DIR=$OUT/images ./hack/images.sh test
-# make release built bin/imagebuild.
-PREV=$("$BIN/imagebuild" previous --repo "$ROOT" --helm "$BIN/helm")
-go build -o "$BIN/dgcluster" ./test/cluster/dgcluster
-go test -c -tags e2e -o "$BIN/e2e.test" ./test/e2e
-BUILD_S=$(($(date +%s) - T0))
+# prepare: steps 1 and 2; the previous release's directory goes to
+# $OUT/prepared for the run.
+prepare() {
+	log "step 1/3: tools (cached in ${DNSGUARD_TOOLS_CACHE:-~/.cache/dnsguard-tools}; cold: ~15 min on an idle 2-core machine)"
+	./hack/build-tools.sh
+	log "step 2/3: the release under test ($VERSION), the previous release, test images, test binaries"
+	rm -f "$OUT/prepared"
+	# make test built bin/ before preparing beside the race lab and
+	# curl-test, which run those binaries: rebuilding them there is what
+	# prepare must not do.
+	[[ $PHASE == prepare ]] || make -s build
+	# The working tree is what is tested, committed or not.
+	ALLOW_DIRTY=1 make -s release VERSION="$VERSION" DIST="$OUT/dist"
+	# dnsguard's own images reach the node only through its registry, from
+	# the release; the directory holds the test images only.
+	rm -rf "$OUT/images"
+	IMAGES_DIR=$OUT/images ./hack/images.sh test
+	# make release built bin/imagebuild.
+	"$BIN/imagebuild" previous --repo "$ROOT" --helm "$BIN/helm" >"$OUT/prepared.tmp"
+	go build -o "$BIN/dgcluster" ./test/cluster/dgcluster
+	go test -c -tags e2e -o "$BIN/e2e.test" ./test/e2e
+	mv "$OUT/prepared.tmp" "$OUT/prepared"
+}
+
+mkdir -p "$OUT"
+if [[ $PHASE == run ]]; then
+	BUILD_S="prepared before"
+else
+	prepare
+	BUILD_S="$(($(date +%s) - T0))s"
+	if [[ $PHASE == prepare ]]; then
+		log "prepared in $BUILD_S"
+		exit 0
+	fi
+fi
+PREV=$(cat "$OUT/prepared" 2>/dev/null) || die "nothing prepared in $OUT: run hack/e2e.sh prepare first"
 
 log "step 3/3: cluster up, scenarios, teardown"
 rm -rf "$OUT/logs"
@@ -87,7 +117,7 @@ set -e
 	echo "Kubernetes v1.37.2 (kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy in $PROXY_MODE mode at start, each scenario's mode below), IP families: $IP_FAMILIES, etcd v3.7.3,"
 	echo "containerd v2.2.9 + runc $(runc --version 2>/dev/null | head -1 | awk '{print $3}') + CNI bridge, CoreDNS v1.15.0; $NODES node(s), each in its own network namespace"
 	grep -E '^\[cluster .*(cluster up in|done in|cluster down in|kube-proxy restarted in)' "$OUT/run.log" | sed 's/^/  /' || true
-	echo "release $VERSION ($(git rev-parse --short HEAD)$(git diff --quiet HEAD -- 2>/dev/null || echo +dirty)), previous release $(basename "$PREV" | cut -c1-12): tools, releases and images ${BUILD_S}s"
+	echo "release $VERSION ($(git rev-parse --short HEAD)$(git diff --quiet HEAD -- 2>/dev/null || echo +dirty)), previous release $(basename "$PREV" | cut -c1-12): tools, releases and images ${BUILD_S}"
 	echo
 	if [[ -s $OUT/scenarios.txt ]]; then cat "$OUT/scenarios.txt"; else echo "(no scenario report: the run stopped before the scenarios)"; fi
 	echo
