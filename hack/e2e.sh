@@ -13,7 +13,8 @@
 #      busybox) as tarballs in .cache/e2e/images, imported at start;
 #   3. dgcluster run --nodes 2 (test/cluster): each node in a network
 #      namespace of its own (the second tainted, so only the two-node
-#      scenarios n1 and n2 and the node cache run there), an OCI registry in
+#      scenario n1, fault (e) of the fault matrix and the node cache run
+#      there), an OCI registry in
 #      the first, the scenarios (test/e2e, go
 #      test -tags e2e) and then the race lab on the node (TestRaceLab, report
 #      in .cache/e2e/logs/racelab) inside it, then a teardown that must leave
@@ -21,7 +22,7 @@
 #
 # E2E_RUN=regexp picks scenarios (go test -run syntax, e.g. 'TestE2E/c[01]$';
 # c0 installs; '^TestRaceLab$' is make race-lab-cluster). E2E_KEEP=1 keeps the run directory.
-# E2E_NODES=1|2 is the node count (default 2; with 1, n1 and n2 skip).
+# E2E_NODES=1|2 is the node count (default 2; with 1, n1 skips).
 # E2E_IP_FAMILIES=dual|ipv4: a dual-stack (default) or IPv4-only cluster.
 # E2E_PROXY_MODE=iptables|nftables is kube-proxy's mode (default iptables);
 # the last scenario of a full run (k1, TestSwitchProxyMode) switches it to

@@ -69,7 +69,7 @@ var fmFaults = []faultmatrix.Fault{
 	{ID: "b", Title: "2 % random loss between pods and their DNS server", How: "nftables in the node's namespace, `numgen random mod 100 < 2 drop` on UDP port 53 from client pods to 10.96.0.10 and on CoreDNS's replies to client pods (raw priority, before kube-proxy's NAT), and on the node cache's UDP packets to and from the node's upstream 10.200.0.1 (the node-local pods' path for names outside the cluster domain). Every mode runs at once; every lookup asks a name of its own, `<i>.<cell>.wildcard.dnsguard.test.` (fully qualified: one A and one AAAA query, which no cache has seen, so every lookup crosses CoreDNS or the node cache to the upstream)."},
 	{ID: "c", Title: "1,024 packets/s on the node's upstream, external names through the ndots:5 search path", How: "nftables on the node's input: every packet to 10.200.0.1:53 counted, UDP over `limit rate 1024/second` dropped. Each mode and C library runs alone (its two clients, " + strconv.Itoa(fmRateProcs) + " gailoop processes each, no pause between lookups), so the counter divided by the window's lookups is the upstream packets per lookup of that mode and C library. Every lookup asks a relative name of its own, `<i>.<cell>-p<k>.wildcard.dnsguard.test` (four dots, fewer than ndots:5), so the C library walks the pod's search path before it asks the name itself, and no cache on the way has seen any of them. The search paths differ per mode (read from the pods' /etc/resolv.conf, below): the cluster's three domains CoreDNS answers itself; kubelet appends the node's own search domain to ClusterFirst pods' list, and that expansion goes to the upstream; the webhook's list (dnsconfig, sidecar, node-local) has only the cluster's domains unless the chart's `extraSearchDomains` is set. The caches on the way (CoreDNS's `cache 30`, the sidecar's, the node cache's) cannot answer a name asked once; musl asks every nameserver of resolv.conf at once, so its sidecar and node-local lookups also reach CoreDNS through the fallback 10.96.0.10."},
 	{ID: "d", Title: "CoreDNS `kubectl rollout restart` under load", How: "`kubectl rollout restart deployment/coredns -n kube-system` a few seconds into the load, then `rollout status`; every mode runs at once, every lookup a name of its own as in (b)."},
-	{ID: "e", Title: "the node cache's rolling update under load", How: "`kubectl rollout restart daemonset/dnsguard-node-cache` a few seconds into the load (the chart's surge update: the new pod binds beside the old one before the old one drains); node-local cells only — no other mode uses the node cache; every lookup a name of its own as in (b)."},
+	{ID: "e", Title: "the node cache's rolling update under load", How: "`kubectl rollout restart daemonset/dnsguard-node-cache` a few seconds into the load (the chart's surge update: the new pod binds beside the old one before the old one drains); node-local cells only — no other mode uses the node cache; every lookup a name of its own as in (b). On two nodes the DaemonSet runs on both and updates node by node; beside the cells, a glibc pod on each node whose only nameserver is the node cache (no fallback, one 2 s try) looks up a name of its own in the upstream's zone and the kubernetes Service's name every 100 ms: 0 of them may fail and each pod's p99 must stay within 250 ms (a lookup the update lost would cost the whole 2 s try)."},
 	{ID: "f", Title: "the upstream behind CoreDNS unreachable for 10 s after the names were cached", How: "Each cell looks up a name of its own, `<cell>.wildcard.dnsguard.test.`, 6 times (cached: the node upstream answers with TTL 30), waits 32 s until every cache's entry has expired, then nftables drops every packet to 10.200.0.1:53 (UDP and TCP) for 10 s while the cell's lookups of the same name run (every 0.5 s; the last ones after the outage). The run sets `--serve-stale` for the sidecar and the node cache (`sidecar.extraArgs`, `nodeCache.extraArgs`): it is off in the chart's defaults (resolver/flags.go, charts/dnsguard/values.yaml)."},
 }
 
@@ -382,8 +382,9 @@ func (s *fmState) rateLimit(ctx context.Context) {
 	s.check(defLimited > 0, "(c) the Kubernetes default's load reached the 1,024 packets/s limit (%d packets dropped)", defLimited)
 }
 
-// rollout restarts what under the load of pods and reports what changed.
-func (s *fmState) rollout(ctx context.Context, fault, ns, what, selector string, pods []fmPod) {
+// rollout restarts what under the load of pods and reports what changed;
+// the window it returns runs from the restart to the cells' last lookup.
+func (s *fmState) rollout(ctx context.Context, fault, ns, what, selector string, pods []fmPod) (start, end time.Time) {
 	before := podNames(ctx, ns, selector)
 	var (
 		cells []faultmatrix.Cell
@@ -397,13 +398,14 @@ func (s *fmState) rollout(ctx context.Context, fault, ns, what, selector string,
 			cells = runCells(ctx, cellRun{fault: fault, n: fmWant[fault], interval: 200 * time.Millisecond, limit: 120 * time.Second, args: s.perLookupName(fault)}, pods)
 		}()
 		time.Sleep(4 * time.Second)
-		t0 := time.Now()
+		start = time.Now()
 		_, err = tool(ctx, "kubectl", "rollout", "restart", "-n", ns, what)
 		if err == nil {
 			_, err = tool(ctx, "kubectl", "rollout", "status", "-n", ns, what, "--timeout=120s")
 		}
-		took = time.Since(t0)
+		took = time.Since(start)
 		<-done
+		end = time.Now()
 	})
 	n := setWindow(cells, got["upstream"])
 	s.run.Cells = append(s.run.Cells, cells...)
@@ -411,6 +413,7 @@ func (s *fmState) rollout(ctx context.Context, fault, ns, what, selector string,
 	replaced := len(before) > 0 && len(after) > 0 && !slices.ContainsFunc(after, func(n string) bool { return slices.Contains(before, n) })
 	s.check(err == nil && replaced, "(%s) kubectl rollout restart %s finished in %.1fs; pods %v → %v (%v)", fault, what, took.Seconds(), before, after, err)
 	s.evidence(fault, "`kubectl rollout restart %s` to `rollout status` complete: %.1f s; pods %s → %s; %d packets to the upstream for %d lookups", what, took.Seconds(), strings.Join(before, ", "), strings.Join(after, ", "), got["upstream"], n)
+	return start, end
 }
 
 func (s *fmState) coreDNSRollout(ctx context.Context) {
@@ -426,7 +429,9 @@ func (s *fmState) nodeCacheRollout(ctx context.Context) {
 			s.check(false, "(e) negative control: patch the DaemonSet: %v", err)
 		}
 	}
-	s.rollout(ctx, "e", releaseNS, "daemonset/"+ds, "dnsguard.io/component=node-cache", s.podsOf("nodelocal"))
+	pinned := s.startNodePinned(ctx)
+	start, end := s.rollout(ctx, "e", releaseNS, "daemonset/"+ds, "dnsguard.io/component=node-cache", s.podsOf("nodelocal"))
+	s.checkNodePinned(ctx, pinned, start, end)
 }
 
 func (s *fmState) outage(ctx context.Context) {

@@ -6,9 +6,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"slices"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,12 +19,12 @@ import (
 	"github.com/dnsguard/dnsguard/test/cluster"
 )
 
-// The two-node scenarios (n1, n2) need the second node (dgcluster
-// --nodes 2, what hack/e2e.sh starts). The second node is tainted
-// (cluster.Node2Taint) so every other scenario's pods stay on the first
-// node, where their checks look (the race lab's and the fault matrix's
-// nftables and conntrack live in the first node's namespace); these two
-// tolerate it where they need the second node. CoreDNS is pinned to the
+// What needs the second node (dgcluster --nodes 2, what hack/e2e.sh
+// starts): n1, and fault (e) of the fault matrix (matrix_nodes_test.go).
+// The second node is tainted (cluster.Node2Taint) so every other
+// scenario's pods stay on the first node, where their checks look (the race
+// lab's and the fault matrix's nftables and conntrack live in the first
+// node's namespace); those two tolerate it where they need the second node. CoreDNS is pinned to the
 // first node (test/cluster), so lookups from the second cross the link
 // between the nodes.
 
@@ -239,183 +236,5 @@ func waitWebhookRollout(ctx context.Context, t *testing.T) {
 	t.Helper()
 	if _, err := tool(ctx, "kubectl", "rollout", "status", "-n", releaseNS, "deployment/"+fullname, "--timeout=180s"); err != nil {
 		t.Fatalf("webhook rollout: %v%s", err, diagnose(ctx, releaseNS))
-	}
-}
-
-// n2Bound is the p99 latency bound of a lookup through the node cache
-// during its rolling update. A lookup the update lost would take the
-// client's whole 2 s try and fail (timeout:2, attempts:1); lookups on this
-// shared 2-core machine take 1 to 20 ms, with scheduling hiccups of a
-// few tens of ms while containers start. 250 ms is an order of magnitude
-// below a lost query and above that noise.
-const n2Bound = 250 * time.Millisecond
-
-// n2NodeCacheRollout: the node cache DaemonSet (nodeCache.enabled) runs
-// on both nodes; `kubectl rollout restart` updates it node by node (the
-// chart's surge handover: maxSurge 1, maxUnavailable 0) while client pods
-// on each node look up names every 100 ms with the node cache as their
-// only nameserver (no fallback, one 2 s try): a name of their own each
-// time in the upstream's zone (crossing to the upstream in the first
-// node's namespace: from the second node over the link) and the
-// kubernetes Service's name (answered by CoreDNS on the first node).
-// Checks: both nodes' node cache pods replaced, 0 failed lookups, p99 per
-// client within n2Bound.
-//
-// Negative control: E2E_N2_NEGATIVE=1 patches the DaemonSet to maxSurge 0,
-// maxUnavailable 1 before the restart (the old pod stops before the new
-// one starts, no handover): lookups fail during each node's gap. Seen once
-// (at 3ded6fa, E2E_RUN='TestE2E/(c0|n1|n2)$'): 1 or 2 failed
-// lookups (2001-2002 ms, the whole try) in 3 of the 4 clients, on both
-// nodes; the cached kubernetes name on the second node saw none. The
-// positive run (at 5539c08): 0 failed, p99 11-25 ms, max 65 ms, 8 s for both nodes.
-func n2NodeCacheRollout(ctx context.Context, t *testing.T) {
-	node := secondNode()
-	if node == "" {
-		t.Skip("one node: n2 needs dgcluster --nodes 2")
-	}
-	negative := os.Getenv("E2E_N2_NEGATIVE") == "1"
-	if _, err := tool(ctx, "helm", append(installArgs("upgrade"), "--reuse-values",
-		"--set", "nodeCache.enabled=true", "--set", "nodeCache.clusterDNS="+clusterDNSIP)...); err != nil {
-		t.Fatalf("helm upgrade --set nodeCache.enabled=true: %v%s", err, diagnose(ctx, releaseNS))
-	}
-	defer func() {
-		if _, err := tool(context.Background(), "helm", append(installArgs("upgrade"), "--reuse-values", "--set", "nodeCache.enabled=false")...); err != nil {
-			t.Errorf("helm upgrade --set nodeCache.enabled=false: %v", err)
-		}
-	}()
-	waitRollouts(ctx, t)
-	ds := fullname + "-node-cache"
-	before := nodeCachePods(ctx, t)
-	if len(before) != 2 {
-		t.Fatalf("node cache pods by node: %v, want one on each of %v", before, e2e.nodes)
-	}
-	if negative {
-		patch := `{"spec":{"updateStrategy":{"rollingUpdate":{"maxSurge":0,"maxUnavailable":1}}}}`
-		if _, err := tool(ctx, "kubectl", "patch", "daemonset", ds, "-n", releaseNS, "--type=merge", "-p", patch); err != nil {
-			t.Fatalf("negative control: patch the DaemonSet: %v", err)
-		}
-		t.Log("negative control: DaemonSet patched to maxSurge 0, maxUnavailable 1")
-	}
-	stamp := time.Now().Format("150405")
-	var clients []string
-	for _, n := range e2e.nodes[:2] {
-		short := "n1"
-		if n != cluster.NodeName {
-			short = "n2"
-		}
-		clients = append(clients,
-			startPinnedLookups(ctx, t, "n2-ext-"+short, n, []string{"-u", "n2-" + short + "-" + stamp, fmZone + "."}),
-			startPinnedLookups(ctx, t, "n2-svc-"+short, n, []string{"kubernetes.default.svc.cluster.local."}))
-	}
-	start := time.Now()
-	if _, err := tool(ctx, "kubectl", "rollout", "restart", "-n", releaseNS, "daemonset/"+ds); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tool(ctx, "kubectl", "rollout", "status", "-n", releaseNS, "daemonset/"+ds, "--timeout=180s"); err != nil {
-		t.Fatalf("node cache rollout: %v%s", err, diagnose(ctx, releaseNS))
-	}
-	waitGone(ctx, t)
-	time.Sleep(3 * time.Second)
-	end := time.Now()
-	t.Logf("node cache rolled out on %d nodes in %.1fs", len(before), end.Sub(start).Seconds()-3)
-	after := nodeCachePods(ctx, t)
-	for n, p := range before {
-		if after[n] == "" || after[n] == p {
-			t.Errorf("node %s: node cache pod %q before, %q after the restart: not replaced", n, p, after[n])
-		}
-	}
-	for _, c := range clients {
-		checkPinnedLookups(ctx, t, c, start, end)
-	}
-}
-
-// nodeCachePods maps node name to its Ready, not terminating node cache pod.
-func nodeCachePods(ctx context.Context, t *testing.T) map[string]string {
-	t.Helper()
-	l, err := e2e.client.CoreV1().Pods(releaseNS).List(ctx, metav1.ListOptions{LabelSelector: nodeCacheSelector})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := map[string]string{}
-	for _, p := range l.Items {
-		if p.DeletionTimestamp == nil && podReady(&p) {
-			m[p.Spec.NodeName] = p.Name
-		}
-	}
-	return m
-}
-
-// startPinnedLookups starts a pod on node whose only nameserver is the
-// node cache (one 2 s try: a lookup the node cache drops fails instead of
-// falling back), running gailoop with args every 100 ms (bounded: 3,000
-// lookups or 300 s), and waits for its first answer. nsPlain is not opted
-// in, so the webhook leaves it as written.
-func startPinnedLookups(ctx context.Context, t *testing.T, name, node string, args []string) string {
-	t.Helper()
-	spec := clientSpec(glibcImage)
-	spec.RestartPolicy = corev1.RestartPolicyNever
-	spec.NodeSelector = map[string]string{"kubernetes.io/hostname": node}
-	spec.Tolerations = []corev1.Toleration{tolerateSecondNode}
-	spec.DNSPolicy = corev1.DNSNone
-	spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{nodeLocalIP},
-		Options: []corev1.PodDNSConfigOption{{Name: "timeout", Value: ptr("2")}, {Name: "attempts", Value: ptr("1")}}}
-	spec.Containers[0].Command = append([]string{"/gailoop", "-n", "3000", "-t", "300", "-i", "100"}, args...)
-	_ = e2e.client.CoreV1().Pods(nsPlain).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr[int64](0)})
-	err := poll(ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
-		_, err := e2e.client.CoreV1().Pods(nsPlain).Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"e2e": "n2-dns"}}, Spec: spec,
-		}, metav1.CreateOptions{})
-		return err == nil, nil
-	})
-	if err != nil {
-		t.Fatalf("create %s: %v", name, err)
-	}
-	err = poll(ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
-		l, err := logs(ctx, nsPlain, name, "app")
-		return err == nil && strings.Contains(l, " ok "), nil
-	})
-	if err != nil {
-		t.Fatalf("lookup pod %s on %s: no answer within 60s%s", name, node, diagnose(ctx, nsPlain))
-	}
-	return name
-}
-
-// checkPinnedLookups reads the pod's lookups: 0 failed, p99 within n2Bound,
-// and the loop spans the window [start, end].
-func checkPinnedLookups(ctx context.Context, t *testing.T, pod string, start, end time.Time) {
-	t.Helper()
-	var first, last time.Time
-	var ms []float64
-	failed := 0
-	for _, l := range podLookups(ctx, t, pod) {
-		if first.IsZero() {
-			first = l.At
-		}
-		last = l.At
-		if l.At.Before(start) || l.At.After(end) {
-			continue
-		}
-		ms = append(ms, l.MS)
-		if !l.OK {
-			failed++
-		}
-	}
-	if len(ms) == 0 {
-		t.Errorf("%s: no lookup inside the window", pod)
-		return
-	}
-	sort.Float64s(ms)
-	p99 := ms[min(len(ms)-1, len(ms)*99/100)]
-	t.Logf("%s: %d lookups in the %.1fs window, %d failed, p50 %.1f ms, p99 %.1f ms, max %.1f ms",
-		pod, len(ms), end.Sub(start).Seconds(), failed, ms[len(ms)/2], p99, slices.Max(ms))
-	if failed > 0 {
-		t.Errorf("%s: %d of %d lookups through the node cache failed during its rolling update", pod, failed, len(ms))
-	}
-	if time.Duration(p99*float64(time.Millisecond)) > n2Bound {
-		t.Errorf("%s: p99 %.1f ms above the bound %s", pod, p99, n2Bound)
-	}
-	if first.After(start) || last.Before(end.Add(-2*time.Second)) {
-		t.Errorf("%s: the lookups (%s to %s) do not span the window (%s to %s)", pod,
-			first.Format(time.TimeOnly), last.Format(time.TimeOnly), start.Format(time.TimeOnly), end.Format(time.TimeOnly))
 	}
 }
