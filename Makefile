@@ -13,7 +13,7 @@ export GOFLAGS ?= -mod=mod
 LDFLAGS_STATIC   := -s -w
 CMDS             := webhook resolver certs
 
-.PHONY: all build run test tools-idle checks-before-e2e clockless-checks e2e-prepare deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab race-lab-cluster race-lab-docs fault-matrix fault-matrix-docs bench soak sidecar-resources quota-test compat-test fuzz clean tools helm images test-images release release-test
+.PHONY: all build run test tools-idle checks-before-e2e clockless-checks release-then-e2e-prepare e2e-prepare deps lint unit curl-test resolver-test faults-test nodelocal-test chart-test e2e race-lab race-lab-cluster race-lab-docs fault-matrix fault-matrix-docs bench soak sidecar-resources quota-test compat-test fuzz clean tools helm images test-images release release-test
 
 all: build
 
@@ -50,19 +50,21 @@ tools-idle:
 # it spends most of its three minutes waiting out the clients' 5 s
 # timeouts, pinned to one CPU at real-time priority (its clients and servers
 # preempt everything else there, which keeps its latencies clean on a busy
-# machine), so the checks that assert no latency run beside it, curl-test
-# and the others in two lines (curl, chart, quota, release, compat: HTTP
-# answers, rendering, builds, API servers; their only clocks are timeouts
-# of 10 s and more).
+# machine), so the checks that assert no latency run beside it (curl, chart,
+# quota, release, compat: HTTP answers, rendering, builds, API servers;
+# their only clocks are timeouts of 10 s and more), and the e2e's builds
+# (hack/e2e.sh prepare).
 SERIAL = for t in $(1); do $(MAKE) --no-print-directory $$t || exit 1; done
 checks-before-e2e:
 	+$(call SERIAL,lint unit resolver-test faults-test nodelocal-test)
-	$(MAKE) --no-print-directory race-lab curl-test clockless-checks
+	$(MAKE) --no-print-directory race-lab clockless-checks release-then-e2e-prepare
 
-# clockless-checks: one after another, beside the race lab and curl-test
-# (make test); the last builds what the e2e runs (hack/e2e.sh prepare).
+# Beside the race lab, in two lines (make test); both builds of the release
+# (make release) stay in one.
 clockless-checks:
-	+$(call SERIAL,chart-test quota-test release-test compat-test e2e-prepare)
+	+$(call SERIAL,chart-test quota-test compat-test curl-test)
+release-then-e2e-prepare:
+	+$(call SERIAL,release-test e2e-prepare)
 
 e2e-prepare:
 	./hack/e2e.sh prepare

@@ -70,8 +70,14 @@ stamp() {
 	{ printf '%s\n' "$@"; go version; } | sha256sum | cut -c1-16
 }
 
-# link NAME DIR: bin/NAME points at the cached binary.
-link() { ln -sfn "$2/$1" "$BIN/$1"; }
+# link NAME DIR: bin/NAME points at the cached binary. Suites run bin/
+# tools while another build-tools links them (make test runs several at
+# once): the link is replaced by a rename, never missing for a moment.
+link() {
+	[[ $(readlink "$BIN/$1" 2>/dev/null) != "$2/$1" ]] || return 0
+	ln -sfn "$2/$1" "$BIN/.$1.$$"
+	mv -Tf "$BIN/.$1.$$" "$BIN/$1"
+}
 
 # build MODULE_DIR TAGS LDFLAGS NAME=PKG...: build the binaries of one module
 # that are not cached, in a single `go build` so shared packages compile once.

@@ -35,11 +35,11 @@ const nodePinnedBound = 250 * time.Millisecond
 //
 // Negative control (FAULT_NEGATIVE=1 patches the DaemonSet to maxSurge 0,
 // maxUnavailable 1 before the restart: the old pod stops before the new
-// one starts): seen with these pods as scenario n2 (at 3ded6fa,
-// E2E_RUN='TestE2E/(c0|n1|n2)$'): 1 or 2 failed lookups (2001-2002 ms,
-// the whole try) in 3 of the 4 pods, on both nodes; the cached kubernetes
-// name on the second node saw none. Positive (at 58cce18): 0 failed, p99
-// 7.3-24.9 ms.
+// one starts), at 88d6c6f (FAULT_NEGATIVE=1 make fault-matrix): each of the
+// four pods failed 1 lookup (on the first node after the whole 2 s try; on
+// the second at once, nothing listening on 169.254.20.10 during its gap),
+// and (e) went red. Positive at 88d6c6f (make fault-matrix): 0 failed, p99
+// 5.6-9.7 ms.
 func (s *fmState) startNodePinned(ctx context.Context) []string {
 	if secondNode() == "" {
 		return nil
