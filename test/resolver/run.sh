@@ -191,22 +191,30 @@ check "binary is static" bash -c "! ldd '$BIN' >/dev/null 2>&1"
 # wakeups PID: context switches of all its threads (voluntary and not), so
 # a timer on any goroutine's thread counts.
 wakeups() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
-sleep 1
-read -r ut0 st0 < <(awk '{print $14, $15}' /proc/$RES_PID/stat)
-cs0=$(wakeups "$RES_PID")
-sleep 3
-read -r ut1 st1 < <(awk '{print $14, $15}' /proc/$RES_PID/stat)
-cs1=$(wakeups "$RES_PID")
 rss=$(awk '/^VmRSS/ {print $2}' /proc/$RES_PID/status)
-echo "    idle 3 s: $((ut1 + st1 - ut0 - st0)) CPU ticks, $((cs1 - cs0)) context switches (all threads); VmRSS ${rss} kB"
 check "idle RSS <= 8 MiB (${rss} kB)" test "$rss" -le 8192
-# A busy timer wakes a thread on every tick: even a 10 Hz one is 30 wakeups
-# in 3 s (negative control: `wakeups` of `bash -c 'while sleep 0.1; do :;
-# done'` over 3 s counted 40, one wait per tick). CPU ticks are
-# sampled (10 ms each), so one late GC or scavenger pass after the load
-# above can show 2 with no timer at all: the bound on them only catches
-# spinning.
-check "no busy timers when idle (<= 10 wakeups and <= 5 CPU ticks in 3 s)" test $((cs1 - cs0)) -le 10 -a $((ut1 + st1 - ut0 - st0)) -le 5
+# Idle means three quiet seconds in a row (at most 3 wakeups each) within
+# 10 s. What the load above leaves behind dies down: late upstream answers,
+# retry timers, the Go runtime's scavenger returning memory (54 wakeups in
+# the 3 s right after the load, once, on a machine busy compiling). A timer
+# of 4 Hz or more never gives a quiet second (negative control: `wakeups` of
+# `bash -c 'while sleep 0.1; do :; done'` counted 9-16 in each of 10 seconds;
+# the resolver after 30 queries to a dead upstream: 589 in the first
+# second, then 0 in each of the next 19).
+# CPU ticks are sampled (10 ms each): their bound only catches spinning.
+quiet=0 windows=()
+read -r ut0 st0 < <(awk '{print $14, $15}' /proc/$RES_PID/stat)
+prev=$(wakeups "$RES_PID")
+for ((i = 0; i < 10 && quiet < 3; i++)); do
+  sleep 1
+  cur=$(wakeups "$RES_PID")
+  windows+=($((cur - prev)))
+  if ((cur - prev <= 3)); then quiet=$((quiet + 1)); else quiet=0; fi
+  prev=$cur
+done
+read -r ut1 st1 < <(awk '{print $14, $15}' /proc/$RES_PID/stat)
+echo "    idle: wakeups per second ${windows[*]}; $((ut1 + st1 - ut0 - st0)) CPU ticks in ${#windows[@]} s; VmRSS ${rss} kB"
+check "no busy timers when idle (3 seconds in a row with <= 3 wakeups within 10 s; <= 5 CPU ticks)" test "$quiet" -ge 3 -a $((ut1 + st1 - ut0 - st0)) -le 5
 
 log "upstream failure: serve-stale and SERVFAIL within the budget"
 kill "$DNSMASQ_PID"; wait "$DNSMASQ_PID" 2>/dev/null || true; DNSMASQ_PID=""
