@@ -41,6 +41,9 @@ OUT=$ROOT/.cache/e2e
 T0=$(date +%s)
 . hack/lib.sh e2e
 PHASE=${1:-all}
+# A make this script starts is not a sub-make of the make that may have run
+# it: it gets no jobserver, and would say so.
+unset MAKEFLAGS MFLAGS
 case $PHASE in
 all | prepare | run) ;;
 *) die "hack/e2e.sh $PHASE: want prepare, run or nothing" ;;
