@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -58,7 +56,7 @@ func (s *fmState) startNodePinned(ctx context.Context) []string {
 			{"svc", []string{"kubernetes.default.svc.cluster.local."}},
 		} {
 			name := "fm-e-" + c.kind + "-" + short
-			if err := startPinnedLookups(ctx, name, n, c.args); err != nil {
+			if err := startNodeCacheLookups(ctx, name, n, c.args); err != nil {
 				s.check(false, "(e) %v", err)
 				continue
 			}
@@ -118,38 +116,4 @@ func nodeCachePods(ctx context.Context) map[string]string {
 		}
 	}
 	return m
-}
-
-// startPinnedLookups starts a pod on node whose only nameserver is the
-// node cache (one 2 s try: a lookup the node cache drops fails instead of
-// falling back), running gailoop with args every 100 ms (bounded: 3,000
-// lookups or 300 s), and waits for its first answer. nsPlain is not opted
-// in, so the webhook leaves it as written.
-func startPinnedLookups(ctx context.Context, name, node string, args []string) error {
-	spec := clientSpec(glibcImage)
-	spec.RestartPolicy = corev1.RestartPolicyNever
-	spec.NodeSelector = map[string]string{"kubernetes.io/hostname": node}
-	spec.Tolerations = []corev1.Toleration{tolerateSecondNode}
-	spec.DNSPolicy = corev1.DNSNone
-	spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{nodeLocalIP},
-		Options: []corev1.PodDNSConfigOption{{Name: "timeout", Value: ptr("2")}, {Name: "attempts", Value: ptr("1")}}}
-	spec.Containers[0].Command = append([]string{"/gailoop", "-n", "3000", "-t", "300", "-i", "100"}, args...)
-	_ = e2e.client.CoreV1().Pods(nsPlain).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr[int64](0)})
-	err := poll(ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
-		_, err := e2e.client.CoreV1().Pods(nsPlain).Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"e2e": "fm-e-pinned"}}, Spec: spec,
-		}, metav1.CreateOptions{})
-		return err == nil, nil
-	})
-	if err != nil {
-		return fmt.Errorf("create %s: %w", name, err)
-	}
-	err = poll(ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
-		l, err := logs(ctx, nsPlain, name, "app")
-		return err == nil && strings.Contains(l, " ok "), nil
-	})
-	if err != nil {
-		return fmt.Errorf("lookup pod %s on %s: no answer within 60s%s", name, node, diagnose(ctx, nsPlain))
-	}
-	return nil
 }

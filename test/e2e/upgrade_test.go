@@ -165,7 +165,7 @@ func u1Upgrade(ctx context.Context, t *testing.T) {
 // checks what was created and looked up meanwhile.
 func u1Window(ctx context.Context, t *testing.T, name string, action func() error) {
 	t.Helper()
-	dns := startNodeCacheLookups(ctx, t, "u1-dns-"+name)
+	dns := startU1Lookups(ctx, t, "u1-dns-"+name)
 	stop := make(chan struct{})
 	s, wg := streamPods(ctx, nsEnabled, "u1-"+name, u1Rate, stop)
 	start := time.Now()
@@ -305,33 +305,50 @@ func (c certs) same(t *testing.T, after certs, when string) {
 // instead of falling back.
 type nodeCacheLookups struct{ pod string }
 
-// u1Lookups bounds the loop: 3,000 lookups or 300 s, far above a window.
-const u1Lookups = 3000
-
-func startNodeCacheLookups(ctx context.Context, t *testing.T, name string) *nodeCacheLookups {
+func startU1Lookups(ctx context.Context, t *testing.T, name string) *nodeCacheLookups {
 	t.Helper()
+	if err := startNodeCacheLookups(ctx, name, "", []string{"-u", name + "-" + time.Now().Format("150405"), fmZone + "."}); err != nil {
+		t.Fatal(err)
+	}
+	return &nodeCacheLookups{pod: name}
+}
+
+// startNodeCacheLookups starts a pod (on node; anywhere the scheduler puts
+// it when node is "") whose only nameserver is the node cache (one 2 s
+// try: a lookup the node cache drops fails instead of falling back),
+// running gailoop with args every 100 ms (bounded: 3,000 lookups or 300 s,
+// far above any window), and waits for its first answer, so it runs before
+// the window opens. nsPlain is not opted in, so the webhook leaves it as
+// written. u1 and fault (e) use it.
+func startNodeCacheLookups(ctx context.Context, name, node string, args []string) error {
 	spec := clientSpec(glibcImage)
 	spec.RestartPolicy = corev1.RestartPolicyNever
+	if node != "" {
+		spec.NodeSelector = map[string]string{"kubernetes.io/hostname": node}
+		spec.Tolerations = []corev1.Toleration{tolerateSecondNode}
+	}
 	spec.DNSPolicy = corev1.DNSNone
 	spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{nodeLocalIP},
 		Options: []corev1.PodDNSConfigOption{{Name: "timeout", Value: ptr("2")}, {Name: "attempts", Value: ptr("1")}}}
-	spec.Containers[0].Command = []string{"/gailoop", "-n", fmt.Sprint(u1Lookups), "-t", "300", "-i", "100", "-u", name + "-" + time.Now().Format("150405"), fmZone + "."}
-	// nsPlain is not opted in: the webhook under upgrade never touches it.
-	_, err := e2e.client.CoreV1().Pods(nsPlain).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"e2e": "u1-dns"}}, Spec: spec,
-	}, metav1.CreateOptions{})
+	spec.Containers[0].Command = append([]string{"/gailoop", "-n", "3000", "-t", "300", "-i", "100"}, args...)
+	_ = e2e.client.CoreV1().Pods(nsPlain).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr[int64](0)})
+	err := poll(ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
+		_, err := e2e.client.CoreV1().Pods(nsPlain).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"e2e": "node-cache-lookups"}}, Spec: spec,
+		}, metav1.CreateOptions{})
+		return err == nil, nil
+	})
 	if err != nil {
-		t.Fatal(err)
+		return fmt.Errorf("create %s: %w", name, err)
 	}
-	// Running and answered once before the window opens.
 	err = poll(ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
 		l, err := logs(ctx, nsPlain, name, "app")
 		return err == nil && strings.Contains(l, " ok "), nil
 	})
 	if err != nil {
-		t.Fatalf("node cache lookup pod %s: no answer within 60s%s", name, diagnose(ctx, nsPlain))
+		return fmt.Errorf("node cache lookup pod %s (node %q): no answer within 60s%s", name, node, diagnose(ctx, nsPlain))
 	}
-	return &nodeCacheLookups{pod: name}
+	return nil
 }
 
 // timedLookup is one lookup of a looping client pod, stamped with the
