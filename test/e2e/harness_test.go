@@ -233,6 +233,59 @@ func firstNameserverAfterRollout(ctx context.Context, ns string, pod *corev1.Pod
 	return time.Since(start), got, err
 }
 
+// webhookSettled waits (bounded) until no replica but the current ones can
+// admit a pod: the webhook Deployment rolled out, none of its pods
+// terminating (a draining replica still answers the API server through its
+// shutdown delay), and a dnsconfig pod created as a dry run in ns (a
+// labelled namespace) gets want as first nameserver. A scenario that
+// changed the chart's values before (c6 and the fault matrix turn the node
+// cache on and off) must not hand the next one pods admitted with the old.
+// Without it, k1's race lab, whose dnsconfig pods are created right after
+// c6 turned the node cache off, failed in two runs out of two: one pod got
+// [169.254.20.10 10.96.0.10] and stalled 2 s on each of its 50 lookups.
+func webhookSettled(ctx context.Context, ns, want string, timeout time.Duration) error {
+	probe := clientPod("settle-dryrun", glibcImage, "dnsconfig", "-n", "1", "127.0.0.1")
+	why := ""
+	err := poll(ctx, timeout, func(ctx context.Context) (bool, error) {
+		d, err := e2e.client.AppsV1().Deployments(releaseNS).Get(ctx, fullname, metav1.GetOptions{})
+		if err != nil {
+			why = err.Error()
+			return false, nil
+		}
+		st := d.Status
+		if d.Spec.Replicas == nil || st.ObservedGeneration < d.Generation || st.UpdatedReplicas != *d.Spec.Replicas || st.Replicas != *d.Spec.Replicas || st.AvailableReplicas != *d.Spec.Replicas {
+			why = fmt.Sprintf("deployment %s: %d replicas, %d updated, %d available, generation %d observed %d", fullname, st.Replicas, st.UpdatedReplicas, st.AvailableReplicas, d.Generation, st.ObservedGeneration)
+			return false, nil
+		}
+		pods, err := e2e.client.CoreV1().Pods(releaseNS).List(ctx, metav1.ListOptions{LabelSelector: webhookSelector})
+		if err != nil {
+			why = err.Error()
+			return false, nil
+		}
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp != nil {
+				why = "webhook pod " + p.Name + " terminating"
+				return false, nil
+			}
+		}
+		p, err := e2e.client.CoreV1().Pods(ns).Create(ctx, probe.DeepCopy(), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil {
+			why = err.Error()
+			return false, nil
+		}
+		var got []string
+		if p.Spec.DNSConfig != nil {
+			got = p.Spec.DNSConfig.Nameservers
+		}
+		why = fmt.Sprintf("a dnsconfig pod in %s gets nameservers %v, want %s first", ns, got, want)
+		return len(got) > 0 && got[0] == want, nil
+	})
+	if err != nil {
+		return fmt.Errorf("webhook not settled after %s: %s: %w", timeout, why, err)
+	}
+	return nil
+}
+
 func createNamespace(ctx context.Context, t *testing.T, name string, labels map[string]string) {
 	t.Helper()
 	// A namespace an earlier test deleted may still be terminating (k1

@@ -37,8 +37,15 @@ func (c *clusterLab) enableNodeCache(ctx context.Context, t *testing.T) (restore
 		if prev == "true" {
 			return
 		}
-		if _, err := tool(context.Background(), "helm", append(installArgs("upgrade"), "--reuse-values", "--set", "nodeCache.enabled=false", "--timeout", "2m")...); err != nil {
+		ctx := context.Background()
+		if _, err := tool(ctx, "helm", append(installArgs("upgrade"), "--reuse-values", "--set", "nodeCache.enabled=false", "--timeout", "2m")...); err != nil {
 			t.Errorf("helm upgrade --set nodeCache.enabled=false after the race lab: %v", err)
+			return
+		}
+		// What runs next must not be admitted by a replica that still
+		// hands out the node cache's address.
+		if err := webhookSettled(ctx, nsRaceGuard, clusterDNSIP, 120*time.Second); err != nil {
+			t.Errorf("after nodeCache.enabled=false: %v%s", err, diagnose(ctx, releaseNS))
 		}
 	}
 	// A DaemonSet that is not Ready in 2 minutes on one idle node will not be.

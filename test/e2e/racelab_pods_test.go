@@ -43,18 +43,21 @@ const holdMS = 4000
 // podJob is one client pod of a row (or of the probe) and what it measured.
 type podJob struct {
 	client, image string
-	args          []string // gailoop's
-	n             int
-	name          string // the pod's
-	created       *corev1.Pod
-	ruled         bool
-	done          bool
-	phase         corev1.PodPhase
-	log           string
-	lookups       []lab.Lookup
-	collisions    int
-	drops         int
-	err           error
+	// ns, annotation (the dnsguard.io/mode value, "" for none) and prefix
+	// (of the pod's name and its dnsguard-racelab label) place the pod.
+	ns, annotation, prefix string
+	args                   []string // gailoop's
+	n                      int
+	name                   string // the pod's
+	created                *corev1.Pod
+	ruled                  bool
+	done                   bool
+	phase                  corev1.PodPhase
+	log                    string
+	lookups                []lab.Lookup
+	collisions             int
+	drops                  int
+	err                    error
 	// block: a negative control's address the pod's packets to are dropped.
 	block   string
 	blocked int
@@ -68,15 +71,15 @@ type podJob struct {
 	lastLogRead time.Time
 }
 
-// runJobs creates the pods of jobs in namespace ns side by side, adds each
-// pod's drop rule (emulate) as soon as it has an IP, and waits (bounded)
-// until all have finished; then it reads their logs and counters.
-func (c *clusterLab) runJobs(ctx context.Context, t *testing.T, ns, annotation, prefix string, jobs []*podJob, emulate bool) {
+// runJobs creates the pods of jobs side by side, adds each pod's drop rule
+// (emulate; rule i for jobs[i]) as soon as it has an IP, and waits
+// (bounded) until all have finished; then it reads their logs and counters.
+func (c *clusterLab) runJobs(ctx context.Context, t *testing.T, jobs []*podJob, emulate bool) {
 	t.Helper()
 	maxN := 0
 	for _, j := range jobs {
 		maxN = max(maxN, j.n)
-		p := clientPod(prefix+"-"+j.client, j.image, annotation, j.args...)
+		p := clientPod(j.prefix+"-"+j.client, j.image, j.annotation, j.args...)
 		if emulate {
 			hold := p.Spec.Containers[0]
 			hold.Name = "hold"
@@ -84,7 +87,7 @@ func (c *clusterLab) runJobs(ctx context.Context, t *testing.T, ns, annotation, 
 			hold.Command = []string{"/gailoop", "-n", "2", "-i", strconv.Itoa(holdMS), "-t", "30", "127.0.0.1"}
 			p.Spec.InitContainers = []corev1.Container{hold}
 		}
-		p.Labels = map[string]string{"dnsguard-racelab": prefix}
+		p.Labels = map[string]string{"dnsguard-racelab": j.prefix}
 		j.name = p.Name
 		if j.prepare != nil {
 			var err error
@@ -93,9 +96,9 @@ func (c *clusterLab) runJobs(ctx context.Context, t *testing.T, ns, annotation, 
 				continue
 			}
 		}
-		created, err := e2e.client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+		created, err := e2e.client.CoreV1().Pods(j.ns).Create(ctx, p, metav1.CreateOptions{})
 		if err != nil {
-			j.err = fmt.Errorf("create pod %s/%s: %w", ns, p.Name, err)
+			j.err = fmt.Errorf("create pod %s/%s: %w", j.ns, p.Name, err)
 			j.done = true
 			continue
 		}
@@ -110,7 +113,7 @@ func (c *clusterLab) runJobs(ctx context.Context, t *testing.T, ns, annotation, 
 			if j.done {
 				continue
 			}
-			cur, err := e2e.client.CoreV1().Pods(ns).Get(ctx, j.name, metav1.GetOptions{})
+			cur, err := e2e.client.CoreV1().Pods(j.ns).Get(ctx, j.name, metav1.GetOptions{})
 			if err != nil {
 				all = false
 				continue
@@ -128,7 +131,7 @@ func (c *clusterLab) runJobs(ctx context.Context, t *testing.T, ns, annotation, 
 				}
 				j.ruled = true
 				// The app must not have started before its rule existed.
-				if after, err := e2e.client.CoreV1().Pods(ns).Get(ctx, j.name, metav1.GetOptions{}); err == nil {
+				if after, err := e2e.client.CoreV1().Pods(j.ns).Get(ctx, j.name, metav1.GetOptions{}); err == nil {
 					for _, cs := range after.Status.ContainerStatuses {
 						if cs.Name == "app" && (cs.State.Running != nil || cs.State.Terminated != nil) {
 							j.err = fmt.Errorf("pod %s: the app started before its drop rule was added (hold %d ms too short?)", j.name, holdMS)
@@ -139,7 +142,7 @@ func (c *clusterLab) runJobs(ctx context.Context, t *testing.T, ns, annotation, 
 			j.phase = cur.Status.Phase
 			if j.scrape && j.counters == nil && j.phase == corev1.PodRunning && time.Since(j.lastLogRead) > time.Second {
 				j.lastLogRead = time.Now()
-				c.scrapeWhenDone(ctx, ns, j, cur)
+				c.scrapeWhenDone(ctx, j.ns, j, cur)
 			}
 			if j.phase == corev1.PodSucceeded || j.phase == corev1.PodFailed {
 				j.done = true
@@ -157,16 +160,16 @@ func (c *clusterLab) runJobs(ctx context.Context, t *testing.T, ns, annotation, 
 			continue
 		}
 		if !j.done && j.err == nil {
-			j.err = fmt.Errorf("pod %s/%s not finished after %s (phase %s): %v%s", ns, j.name, limit, j.phase, err, diagnose(ctx, ns))
+			j.err = fmt.Errorf("pod %s/%s not finished after %s (phase %s): %v%s", j.ns, j.name, limit, j.phase, err, diagnose(ctx, j.ns))
 		}
-		b, lerr := e2e.client.CoreV1().Pods(ns).GetLogs(j.name, &corev1.PodLogOptions{Container: "app"}).Do(ctx).Raw()
+		b, lerr := e2e.client.CoreV1().Pods(j.ns).GetLogs(j.name, &corev1.PodLogOptions{Container: "app"}).Do(ctx).Raw()
 		if lerr != nil && j.err == nil {
-			j.err = fmt.Errorf("logs of %s/%s: %w", ns, j.name, lerr)
+			j.err = fmt.Errorf("logs of %s/%s: %w", j.ns, j.name, lerr)
 		}
 		j.log = string(b)
 		j.lookups, _ = lab.ParseLookups(j.log)
 		if j.phase == corev1.PodFailed && j.err == nil {
-			j.err = fmt.Errorf("pod %s/%s failed%s\n%s", ns, j.name, diagnose(ctx, ns), b)
+			j.err = fmt.Errorf("pod %s/%s failed%s\n%s", j.ns, j.name, diagnose(ctx, j.ns), b)
 		}
 		if emulate && j.ruled {
 			if j.collisions, j.drops, err = c.l.Emulation.Counters(ctx, i); err != nil && j.err == nil {

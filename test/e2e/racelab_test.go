@@ -65,13 +65,20 @@ type clusterMode struct {
 	ns, annotation string
 }
 
+// sideBySide groups the configurations whose pods run at once: each pod has
+// its own drop rule, counters, names and (in the sidecar rows) resolver, so
+// none sees another's packets. The node-local ones run alone after them:
+// they turn the node cache on, and their checks read its counters, which
+// are the node's.
+const sideBySide = "pods-only"
+
 // clusterModes: the configurations in table order.
 var clusterModes = []clusterMode{
-	{lab.Mode{Name: "off", Label: "a Kubernetes default (ClusterFirst)", How: "a pod in a namespace without the dnsguard.io/enabled label: the webhook is not called, kubelet writes the ClusterFirst resolv.conf"}, nsRacePlain, ""},
-	{lab.Mode{Name: "dnsconfig", Label: "b dnsconfig", How: "a pod annotated `dnsguard.io/mode: dnsconfig` in a labelled namespace: the webhook set dnsPolicy None and dnsConfig, kubelet rendered it"}, nsRaceGuard, "dnsconfig"},
-	{lab.Mode{Name: "sidecar", Label: "c sidecar", How: "a pod annotated `dnsguard.io/mode: sidecar`: the webhook injected the resolver as a native sidecar (restartPolicy Always init container from the chart's resolver image) and 127.0.0.1 as first nameserver; kubelet started it before the app"}, nsRaceGuard, "sidecar"},
-	{lab.Mode{Name: "sidecar-nofallback", Label: "c′ sidecar, fallback off", How: "the pod spec the webhook gives a `dnsguard.io/mode: sidecar` pod (server-side dry run in the labelled namespace) with 127.0.0.1 as its only nameserver (as `sidecar.fallback=false` renders it), created in the unlabelled namespace: musl's parallel pair goes to the sidecar alone, so every packet the node sees from the pod is the sidecar's own upstream query"}, nsRacePlain, "sidecar"},
-	{lab.Mode{Name: "sidecar-control", Label: "c✗ sidecar, upstream blackholed (negative control)", How: "the pod spec the webhook gives a `dnsguard.io/mode: sidecar` pod (server-side dry run in the labelled namespace), with the resolver's `--upstream` pointed at " + blackhole + ":53, created in the unlabelled namespace (the webhook does not touch it again); the lab's table drops every packet from the pod to " + blackhole + ", so the sidecar never gets an answer to forward"}, nsRacePlain, "sidecar"},
+	{lab.Mode{Name: "off", Label: "a Kubernetes default (ClusterFirst)", How: "a pod in a namespace without the dnsguard.io/enabled label: the webhook is not called, kubelet writes the ClusterFirst resolv.conf", Group: sideBySide}, nsRacePlain, ""},
+	{lab.Mode{Name: "dnsconfig", Label: "b dnsconfig", How: "a pod annotated `dnsguard.io/mode: dnsconfig` in a labelled namespace: the webhook set dnsPolicy None and dnsConfig, kubelet rendered it", Group: sideBySide}, nsRaceGuard, "dnsconfig"},
+	{lab.Mode{Name: "sidecar", Label: "c sidecar", How: "a pod annotated `dnsguard.io/mode: sidecar`: the webhook injected the resolver as a native sidecar (restartPolicy Always init container from the chart's resolver image) and 127.0.0.1 as first nameserver; kubelet started it before the app", Group: sideBySide}, nsRaceGuard, "sidecar"},
+	{lab.Mode{Name: "sidecar-nofallback", Label: "c′ sidecar, fallback off", How: "the pod spec the webhook gives a `dnsguard.io/mode: sidecar` pod (server-side dry run in the labelled namespace) with 127.0.0.1 as its only nameserver (as `sidecar.fallback=false` renders it), created in the unlabelled namespace: musl's parallel pair goes to the sidecar alone, so every packet the node sees from the pod is the sidecar's own upstream query", Group: sideBySide}, nsRacePlain, "sidecar"},
+	{lab.Mode{Name: "sidecar-control", Label: "c✗ sidecar, upstream blackholed (negative control)", How: "the pod spec the webhook gives a `dnsguard.io/mode: sidecar` pod (server-side dry run in the labelled namespace), with the resolver's `--upstream` pointed at " + blackhole + ":53, created in the unlabelled namespace (the webhook does not touch it again); the lab's table drops every packet from the pod to " + blackhole + ", so the sidecar never gets an answer to forward", Group: sideBySide}, nsRacePlain, "sidecar"},
 	{lab.Mode{Name: "nodelocal", Label: "d node-local", How: "after `helm upgrade --reuse-values --set nodeCache.enabled=true --set nodeCache.clusterDNS=10.96.0.10`: the chart's node cache DaemonSet on the node, pods annotated `dnsguard.io/mode: dnsconfig` get its link-local address first and the cluster DNS second"}, nsRaceGuard, "dnsconfig"},
 	{lab.Mode{Name: "nodelocal-control", Label: "d✗ node-local, 169.254.20.10 blocked (negative control)", How: "as d, and the lab's table drops every packet from the pod to " + nodeLocalIP + ", so the node cache never sees the pod's queries"}, nsRaceGuard, "dnsconfig"},
 }
@@ -190,6 +197,13 @@ func (c *clusterLab) Setup(ctx context.Context, l *lab.Lab) error {
 			_ = e2e.client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 		}
 	})
+	// The pods of a, b and c are created at once, first thing: a webhook
+	// replica of an earlier scenario's values (c6 and the fault matrix
+	// turn the node cache on and off) must be gone by then.
+	if err := webhookSettled(ctx, nsRaceGuard, clusterDNSIP, 120*time.Second); err != nil {
+		return err
+	}
+	l.Pass("the webhook settled: rolled out, no replica terminating, dnsconfig pods get %s first", clusterDNSIP)
 	var err error
 	if c.coreDNS, err = c.checkKubeDNS(ctx); err != nil {
 		return err

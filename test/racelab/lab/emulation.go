@@ -13,8 +13,8 @@ import (
 // node's network namespace with one rule per client (the netns backend
 // reloads the table for every row and has one client at a time; the cluster
 // backend adds one rule per client pod as soon as the pod has its IP, so the
-// pods of a configuration run side by side and each counts only its own
-// packets).
+// pods of one or several configurations run side by side and each counts
+// only its own packets).
 //
 // In the kernel, glibc's and musl's A and AAAA leave one UDP socket back to
 // back and share the 5-tuple. If the two packets are processed on two CPUs at

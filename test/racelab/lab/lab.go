@@ -36,11 +36,18 @@ type Backend interface {
 	// Probe does n lookups per libc in the Kubernetes default
 	// configuration without emulation, per libc.
 	Probe(ctx context.Context, l *Lab, n int) map[string][]Lookup
-	// RunMode measures one configuration, one row per client, with
-	// l.Emulation loaded for it; failures go to l as checks.
-	RunMode(ctx context.Context, l *Lab, m Mode, clients []Client) []Row
+	// RunModes measures a group of configurations side by side (one, for
+	// a mode without a Group), one row per client, with l.Emulation loaded
+	// afresh for the group; failures go to l as checks.
+	RunModes(ctx context.Context, l *Lab, runs []ModeRun) []Row
 	// Close tears the topology down; it must leave nothing behind.
 	Close(ctx context.Context) error
+}
+
+// ModeRun is one configuration of a group and the clients it runs.
+type ModeRun struct {
+	Mode    Mode
+	Clients []Client
 }
 
 // Lab is one run: the options, the node, the emulation and what was
@@ -176,22 +183,14 @@ func Run(ctx context.Context, b Backend, l *Lab, root string) (*Result, error) {
 		return nil, err
 	}
 	var rows []Row
-	for _, m := range b.Modes() {
-		if !slices.Contains(l.Opts.Modes, m.Name) {
-			continue
-		}
-		var clients []Client
-		for _, name := range m.Clients {
-			if c, ok := ClientNamed(name); ok && slices.Contains(l.Opts.Clients, name) {
-				clients = append(clients, c)
-			}
-		}
-		if len(clients) == 0 {
-			continue
-		}
+	for _, group := range l.groups(b.Modes()) {
 		t0 := time.Now()
-		got := b.RunMode(ctx, l, m, clients)
-		l.Log("configuration %s: %d rows in %.1fs", m.Label, len(got), time.Since(t0).Seconds())
+		got := b.RunModes(ctx, l, group)
+		var labels []string
+		for _, r := range group {
+			labels = append(labels, r.Mode.Label)
+		}
+		l.Log("configuration %s: %d rows in %.1fs", strings.Join(labels, " + "), len(got), time.Since(t0).Seconds())
 		rows = append(rows, got...)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -219,6 +218,35 @@ func Run(ctx context.Context, b Backend, l *Lab, root string) (*Result, error) {
 	l.realRace = append(l.realRace, during)
 	l.Log("%s", during)
 	return l.report(b, rows, root)
+}
+
+// groups is the selected modes with their selected clients, in table
+// order; the modes of one Group run together, where the first of them is.
+func (l *Lab) groups(modes []Mode) [][]ModeRun {
+	var out [][]ModeRun
+	at := map[string]int{}
+	for _, m := range modes {
+		if !slices.Contains(l.Opts.Modes, m.Name) {
+			continue
+		}
+		var clients []Client
+		for _, name := range m.Clients {
+			if c, ok := ClientNamed(name); ok && slices.Contains(l.Opts.Clients, name) {
+				clients = append(clients, c)
+			}
+		}
+		if len(clients) == 0 {
+			continue
+		}
+		run := ModeRun{Mode: m, Clients: clients}
+		if i, ok := at[m.Group]; ok && m.Group != "" {
+			out[i] = append(out[i], run)
+			continue
+		}
+		at[m.Group] = len(out)
+		out = append(out, []ModeRun{run})
+	}
+	return out
 }
 
 // RuleListing lets a backend record the loaded table (with its per-client

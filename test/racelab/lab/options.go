@@ -19,6 +19,11 @@ type Mode struct {
 	Clients []string
 	// How says, on the page, how the configuration came about.
 	How string
+	// Group: modes with the same non-empty Group run side by side, where
+	// the first of them is in the table, under one emulation table (each client keeps its own rule and
+	// counters). A mode whose checks read a node-wide counter (the node
+	// cache's) must have none.
+	Group string
 }
 
 // Options are the lab's knobs, read from the environment by FromEnv.

@@ -42,7 +42,7 @@ func renderClusterMarkdown(p page) string {
 	w("\n%s\n", failedSentence(p.rows))
 	w("\nEmulated: only the loss. The kernel's own `insert_failed` needs the A and the AAAA of one socket to be processed on two CPUs at once, before either conntrack entry is confirmed; this kernel's clash resolution and a veth's in-order backlog make that (next to) impossible on one machine (see *The real race* below). So the node drops, on purpose, 1 in %d of the packets that would lose that race, with an nftables table of the lab's own in the node's network namespace, removed after the run:\n\n", o.Every)
 	w("```\n%s\n```\n\n", strings.TrimRight(p.lab.rule, "\n"))
-	w("The chain runs at prerouting priority −150: after conntrack (−200), so the entry's state is known, and before kube-proxy's DNAT (−100). Each rule matches on the conntrack entry's *original* direction: source the client pod, destination the kube-dns ClusterIP and port 53 — exactly what kube-proxy is about to DNAT (or has DNATed, for the entry) to one of the two CoreDNS pods. A packet of an entry that is **confirmed** (its twin created it) but has **not seen a reply** (the twin is unanswered) is a colliding packet. Each client pod gets its own rule, counters and `numgen inc` sequence (starting at 0, so the pod's first collision is always dropped), added as soon as kubelet reports the pod's IP while the pod's init container holds the app back for a few seconds (the harness checks the app had not started yet); so the rows of one configuration run side by side and each counts only its own packets. The table is recreated for every configuration. Retransmissions after an answer pass, as in the kernel. For the node-local rows the table's output chain applies the same drop to the node's own UDP queries to the cluster DNS and to the node's resolver (counters `host-collisions`, `host-drops`): the node cache is hostNetwork, so its queries upstream leave through the output hook, and a cache that sent its A and AAAA from one socket at once would collide there. The negative controls add `blocked` rules: every packet from the control pod to the address its dnsguard component needs is dropped.\n\n")
+	w("The chain runs at prerouting priority −150: after conntrack (−200), so the entry's state is known, and before kube-proxy's DNAT (−100). Each rule matches on the conntrack entry's *original* direction: source the client pod, destination the kube-dns ClusterIP and port 53 — exactly what kube-proxy is about to DNAT (or has DNATed, for the entry) to one of the two CoreDNS pods. A packet of an entry that is **confirmed** (its twin created it) but has **not seen a reply** (the twin is unanswered) is a colliding packet. Each client pod gets its own rule, counters and `numgen inc` sequence (starting at 0, so the pod's first collision is always dropped), added as soon as kubelet reports the pod's IP while the pod's init container holds the app back for a few seconds (the harness checks the app had not started yet); so pods that run at once each count only their own packets. %s Retransmissions after an answer pass, as in the kernel. For the node-local rows the table's output chain applies the same drop to the node's own UDP queries to the cluster DNS and to the node's resolver (counters `host-collisions`, `host-drops`): the node cache is hostNetwork, so its queries upstream leave through the output hook, and a cache that sent its A and AAAA from one socket at once would collide there. The negative controls add `blocked` rules: every packet from the control pod to the address its dnsguard component needs is dropped.\n\n", runsTogether(p.modes))
 
 	w("## The real race (no emulation)\n\n")
 	w("Real race fired: **%s**. %s.\n\n", p.realRaceFired, p.realRace)
@@ -67,4 +67,29 @@ func renderClusterMarkdown(p page) string {
 	w("## Assertions\n\n")
 	writeAssertions(&b, "Cluster, configuration and probe checks (TestRaceLab)", p.lab.checks, p.checks)
 	return b.String()
+}
+
+// runsTogether says which configurations' pods ran at once (a Group) and
+// which alone, by their table keys.
+func runsTogether(modes []Mode) string {
+	var together, alone []string
+	for _, m := range modes {
+		key, _, _ := strings.Cut(m.Label, " ")
+		if m.Group != "" {
+			together = append(together, key)
+		} else {
+			alone = append(alone, key)
+		}
+	}
+	var parts []string
+	if len(together) > 0 {
+		parts = append(parts, fmt.Sprintf("The pods of configurations %s run side by side, under one table", strings.Join(together, ", ")))
+	}
+	if len(alone) > 0 {
+		parts = append(parts, fmt.Sprintf("those of %s run one configuration at a time", strings.Join(alone, ", ")))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return strings.Join(parts, "; ") + "; the table is recreated for every such run."
 }

@@ -210,7 +210,18 @@ func (b *backend) Probe(ctx context.Context, l *lab.Lab, n int) map[string][]lab
 	return got
 }
 
-func (b *backend) RunMode(ctx context.Context, l *lab.Lab, m lab.Mode, clients []lab.Client) []lab.Row {
+// RunModes runs each configuration on its own: this lab has one pod
+// namespace, whose resolv.conf and resolver are the configuration's (its
+// modes have no Group).
+func (b *backend) RunModes(ctx context.Context, l *lab.Lab, runs []lab.ModeRun) []lab.Row {
+	var rows []lab.Row
+	for _, r := range runs {
+		rows = append(rows, b.runMode(ctx, l, r.Mode, r.Clients)...)
+	}
+	return rows
+}
+
+func (b *backend) runMode(ctx context.Context, l *lab.Lab, m lab.Mode, clients []lab.Client) []lab.Row {
 	if err := b.t.setResolv(l.Resolv[m.Name]); err != nil {
 		l.Fail("%s: %v", m.Name, err)
 		return nil
