@@ -8,17 +8,17 @@
 #   kube-apiserver-1.29                       hack/tools/k8s-oldest (k8s.io/kubernetes v1.29.6):
 #                                             the oldest API server the chart claims, for test/compat
 #   containerd ctr containerd-shim-runc-v2    hack/tools/containerd (v2)
-#   coredns                                   hack/tools/coredns (v1.15.0)
+#   coredns                                   hack/tools/coredns (v1.15.0, the plugins in plugins.go)
 #   helm                                      go install helm.sh/helm/v3 (see Makefile)
 #   cosign                                    hack/tools/cosign (v2): signs and verifies releases
 #   registry                                  hack/tools/registry (distribution v3): the e2e's loopback registry
 #   promtool                                  hack/tools/promtool (Prometheus): the chart's rule tests
 #
 # The cache ($DNSGUARD_TOOLS_CACHE, default ~/.cache/dnsguard-tools) holds one
-# directory per binary and stamp; the stamp hashes the module's go.mod/go.sum,
-# the Go version, the ldflags and the build tags, so a fresh clone on a used
-# machine reuses what is there and a version bump builds anew. A cold build
-# takes minutes on two cores; progress is printed.
+# directory per binary and stamp; the stamp hashes the module's go.mod/go.sum
+# (and CoreDNS's plugins.go), the Go version, the ldflags and the build tags,
+# so a fresh clone on a used machine reuses what is there and a version bump
+# builds anew. A cold build takes minutes on two cores; progress is printed.
 #
 # Usage: hack/build-tools.sh [NAME...]   (default: all)
 set -euo pipefail
@@ -86,7 +86,10 @@ link() {
 build() {
 	local dir=$1 tags=$2 ldflags=$3 st names=() pkgs=() pair name lock
 	shift 3
-	st=$(stamp "$(cat "$dir/go.mod" "$dir/go.sum")" "$tags" "$ldflags")
+	local src=("$dir/go.mod" "$dir/go.sum")
+	# CoreDNS's plugins.go chooses what is compiled in.
+	[[ ! -e $dir/plugins.go ]] || src+=("$dir/plugins.go")
+	st=$(stamp "$(cat "${src[@]}")" "$tags" "$ldflags")
 	missing() {
 		names=() pkgs=()
 		for pair in "$@"; do
