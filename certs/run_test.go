@@ -9,6 +9,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 // TestRunRepairsWithinSeconds: with a resync of an hour, whatever someone
@@ -17,7 +18,9 @@ import (
 // re-rendering the configuration, a deleted serving Secret, a deleted CA
 // Secret, an edited serving Secret. Negative control: with watch() not
 // registering its handler (or Run ignoring the wake channel), every case
-// fails after `within`.
+// fails after `within`; with a break that writes nothing broken (the
+// caBundle case writing the configuration back unchanged), that case fails
+// on the count of writes.
 func TestRunRepairsWithinSeconds(t *testing.T) {
 	const within = 3 * time.Second
 	for _, tc := range []struct {
@@ -104,11 +107,30 @@ func TestRunRepairsWithinSeconds(t *testing.T) {
 				return time.Since(start)
 			}
 			waitFor("first reconcile", 10*time.Second)
+			before := len(client.Actions())
 			tc.break_(ctx, t, client)
-			if consistent() {
-				t.Fatal("breaking left the objects consistent: the test checks nothing")
+			took := waitFor("after "+tc.name, within)
+			// The controller may repair before a read here could see the
+			// break (it did in one run of make test: "breaking left the
+			// objects consistent"). Proof that it repaired is a write of its
+			// own after the break's one write: without it the test would
+			// check nothing.
+			if n := writes(client.Actions()[before:]); n < 2 {
+				t.Fatalf("after %s: %d writes (the break's, and want at least one by the controller): the objects were never inconsistent", tc.name, n)
 			}
-			t.Logf("repaired in %s", waitFor("after "+tc.name, within).Round(time.Millisecond))
+			t.Logf("repaired in %s", took.Round(time.Millisecond))
 		})
 	}
+}
+
+// writes counts the actions that change an object.
+func writes(actions []k8stesting.Action) int {
+	n := 0
+	for _, a := range actions {
+		switch a.GetVerb() {
+		case "create", "update", "patch", "delete":
+			n++
+		}
+	}
+	return n
 }
