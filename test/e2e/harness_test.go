@@ -223,14 +223,24 @@ func firstNameserverAfterRollout(ctx context.Context, ns string, pod *corev1.Pod
 	start := time.Now()
 	var got []string
 	err := poll(ctx, timeout, func(ctx context.Context) (bool, error) {
-		p, err := e2e.client.CoreV1().Pods(ns).Create(ctx, pod.DeepCopy(), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-		if err != nil || p.Spec.DNSConfig == nil {
+		servers, err := dryRunNameservers(ctx, ns, pod)
+		if err != nil || servers == nil {
 			return false, nil
 		}
-		got = p.Spec.DNSConfig.Nameservers
+		got = servers
 		return len(got) > 0 && got[0] == want, nil
 	})
 	return time.Since(start), got, err
+}
+
+// dryRunNameservers is the dnsConfig nameservers the webhook gives pod in
+// ns: a server-side dry run of its creation (nil without a dnsConfig).
+func dryRunNameservers(ctx context.Context, ns string, pod *corev1.Pod) ([]string, error) {
+	p, err := e2e.client.CoreV1().Pods(ns).Create(ctx, pod.DeepCopy(), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	if err != nil || p.Spec.DNSConfig == nil {
+		return nil, err
+	}
+	return p.Spec.DNSConfig.Nameservers, nil
 }
 
 // webhookSettled waits (bounded) until no replica but the current ones can
@@ -268,14 +278,10 @@ func webhookSettled(ctx context.Context, ns, want string, timeout time.Duration)
 				return false, nil
 			}
 		}
-		p, err := e2e.client.CoreV1().Pods(ns).Create(ctx, probe.DeepCopy(), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		got, err := dryRunNameservers(ctx, ns, probe)
 		if err != nil {
 			why = err.Error()
 			return false, nil
-		}
-		var got []string
-		if p.Spec.DNSConfig != nil {
-			got = p.Spec.DNSConfig.Nameservers
 		}
 		why = fmt.Sprintf("a dnsconfig pod in %s gets nameservers %v, want %s first", ns, got, want)
 		return len(got) > 0 && got[0] == want, nil

@@ -53,14 +53,13 @@ func (c *clusterLab) enableNodeCache(ctx context.Context, t *testing.T) (restore
 		"--set", "nodeCache.enabled=true", "--set", "nodeCache.clusterDNS="+clusterDNSIP, "--timeout", "2m")...); err != nil {
 		return restore, fmt.Errorf("helm upgrade --set nodeCache.enabled=true did not finish in 2m; node cache: %s\n%v%s", nodeCacheLastLog(ctx), err, diagnose(ctx, releaseNS))
 	}
-	for _, r := range []string{"daemonset/" + fullname + "-node-cache", "deployment/" + fullname} {
-		if _, err := tool(ctx, "kubectl", "rollout", "status", "-n", releaseNS, r, "--timeout=120s"); err != nil {
-			return restore, fmt.Errorf("rollout of %s: %v%s", r, err, diagnose(ctx, releaseNS))
-		}
+	ds := "daemonset/" + fullname + "-node-cache"
+	if _, err := tool(ctx, "kubectl", "rollout", "status", "-n", releaseNS, ds, "--timeout=120s"); err != nil {
+		return restore, fmt.Errorf("rollout of %s: %v%s", ds, err, diagnose(ctx, releaseNS))
 	}
 	// No row pod may be admitted by an old replica still draining.
-	if _, got, err := firstNameserverAfterRollout(ctx, nsRaceGuard, clientPod("rl-dryrun", glibcImage, "dnsconfig", "-n", "1", raceZone), nodeLocalIP, 60*time.Second); err != nil {
-		return restore, fmt.Errorf("the webhook does not give %s as first nameserver 60s after the upgrade (last: %v): %v", nodeLocalIP, got, err)
+	if err := webhookSettled(ctx, nsRaceGuard, nodeLocalIP, 120*time.Second); err != nil {
+		return restore, fmt.Errorf("after nodeCache.enabled=true: %v%s", err, diagnose(ctx, releaseNS))
 	}
 	c.l.Pass("helm upgrade --set nodeCache.enabled=true: DaemonSet rolled out, the webhook gives pods %s first", nodeLocalIP)
 	return restore, nil

@@ -68,7 +68,8 @@ func (c *clusterLab) RunModes(ctx context.Context, l *lab.Lab, group []lab.ModeR
 		return nil
 	}
 	what := strings.Join(labels, " + ")
-	if n := len(slices.DeleteFunc(slices.Clone(runs), func(r *modeRun) bool { return !r.nodeLocal })); n > 0 && len(runs) > 1 {
+	nodeLocal := slices.ContainsFunc(runs, func(r *modeRun) bool { return r.nodeLocal })
+	if nodeLocal && len(runs) > 1 {
 		// The host rule and the node cache's counters are the node's, not
 		// one configuration's.
 		l.Fail("%s rows not run: a node-local configuration must run alone (give it no Group)", what)
@@ -78,10 +79,7 @@ func (c *clusterLab) RunModes(ctx context.Context, l *lab.Lab, group []lab.ModeR
 		l.Fail("%s rows not run: %v", what, err)
 		return nil
 	}
-	for _, r := range runs {
-		if !r.nodeLocal {
-			continue
-		}
+	if nodeLocal {
 		// The node cache is hostNetwork: its own queries upstream (UDP to
 		// the cluster DNS or the node's resolver) get the emulation too.
 		if err := l.Emulation.AddHost(ctx, []string{clusterDNSIP, cluster.UpstreamIP}); err != nil {
@@ -89,8 +87,8 @@ func (c *clusterLab) RunModes(ctx context.Context, l *lab.Lab, group []lab.ModeR
 			return nil
 		}
 		var err error
-		if r.before, err = scrapeCounters(ctx, "http://"+nodeCacheHealth+"/metrics"); err != nil {
-			l.Fail("%s: node cache counters before the rows: %v", r.m.Label, err)
+		if runs[0].before, err = scrapeCounters(ctx, "http://"+nodeCacheHealth+"/metrics"); err != nil {
+			l.Fail("%s: node cache counters before the rows: %v", what, err)
 		}
 	}
 	c.runJobs(ctx, t, jobs, true)
