@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -256,7 +257,7 @@ func selector(t *testing.T, ls *metav1.LabelSelector) labels.Selector {
 // celEval compiles and runs a matchCondition expression the way the API
 // server binds it: object (the Pod) and request (the AdmissionRequest), both
 // as JSON-shaped maps.
-func celEval(t *testing.T, expr string, pod *corev1.Pod, ns string) bool {
+func celEval(t *testing.T, expr string, pod *corev1.Pod, ns string, dryRun bool) bool {
 	t.Helper()
 	env, err := cel.NewEnv(cel.Variable("object", cel.DynType), cel.Variable("request", cel.DynType))
 	if err != nil {
@@ -276,9 +277,15 @@ func celEval(t *testing.T, expr string, pod *corev1.Pod, ns string) bool {
 	var obj map[string]any
 	js, _ := json.Marshal(pod)
 	_ = json.Unmarshal(js, &obj)
+	// dryRun is omitted unless set, as the API server's AdmissionRequest
+	// (a *bool with omitempty) has it.
+	req := map[string]any{"namespace": ns, "operation": "CREATE", "kind": map[string]any{"group": "", "version": "v1", "kind": "Pod"}}
+	if dryRun {
+		req["dryRun"] = true
+	}
 	out, _, err := prg.Eval(map[string]any{
 		"object":  obj,
-		"request": map[string]any{"namespace": ns, "operation": "CREATE", "kind": map[string]any{"group": "", "version": "v1", "kind": "Pod"}},
+		"request": req,
 	})
 	if err != nil {
 		t.Fatalf("matchCondition %q on %s/%s: %v", expr, ns, pod.Name, err)
@@ -295,6 +302,12 @@ func celEval(t *testing.T, expr string, pod *corev1.Pod, ns string) bool {
 // matchCondition must allow it.
 func sent(t *testing.T, w admissionregistrationv1.MutatingWebhook, pod *corev1.Pod, ns string, nsLbl labels.Set) bool {
 	t.Helper()
+	return sentAs(t, w, pod, ns, nsLbl, false)
+}
+
+// sentAs is sent for a dry-run request or not.
+func sentAs(t *testing.T, w admissionregistrationv1.MutatingWebhook, pod *corev1.Pod, ns string, nsLbl labels.Set, dryRun bool) bool {
+	t.Helper()
 	if !selector(t, w.NamespaceSelector).Matches(nsLbl) {
 		return false
 	}
@@ -302,7 +315,7 @@ func sent(t *testing.T, w admissionregistrationv1.MutatingWebhook, pod *corev1.P
 		return false
 	}
 	for _, mc := range w.MatchConditions {
-		if !celEval(t, mc.Expression, pod, ns) {
+		if !celEval(t, mc.Expression, pod, ns, dryRun) {
 			return false
 		}
 	}
@@ -351,9 +364,47 @@ func TestWebhookConfigurationSafety(t *testing.T) {
 					!slices.Equal(w.Rules[0].Resources, []string{"pods"}) || !slices.Equal(w.Rules[0].APIGroups, []string{""}) {
 					t.Errorf("%s: rules %+v, want pods CREATE in the core group only", w.Name, w.Rules)
 				}
-				checkSelection(t, w, name)
+				if !reflect.DeepEqual(w.ClientConfig, mwc.Webhooks[0].ClientConfig) {
+					t.Errorf("%s: clientConfig %+v differs from %s's %+v", w.Name, w.ClientConfig, mwc.Webhooks[0].Name, mwc.Webhooks[0].ClientConfig)
+				}
+				switch w.Name {
+				case "pods.dnsguard.io":
+					checkSelection(t, w, name)
+				case "probe.dnsguard.io":
+					checkProbeSelection(t, w)
+				default:
+					t.Errorf("unexpected webhook entry %s", w.Name)
+				}
+			}
+			if mwc.Webhooks[0].Name != "pods.dnsguard.io" {
+				t.Errorf("first webhook entry %s, want pods.dnsguard.io", mwc.Webhooks[0].Name)
 			}
 		})
+	}
+}
+
+// checkProbeSelection: the admission check's entry sends only its dry-run
+// probe pods in the release namespace; no pod that is stored, and nothing
+// elsewhere. Negative control (run once): with its dry-run-only condition
+// removed from the chart, "stored probe pod" failed.
+func checkProbeSelection(t *testing.T, w admissionregistrationv1.MutatingWebhook) {
+	probe := plainPod("probe", map[string]string{"dnsguard.io/probe": "admission-check"})
+	optIn := map[string]string{"dnsguard.io/enabled": "true"}
+	for _, tc := range []struct {
+		name   string
+		pod    *corev1.Pod
+		ns     string
+		dryRun bool
+		want   bool
+	}{
+		{"dry-run probe pod in the release namespace", probe, namespace, true, true},
+		{"stored probe pod in the release namespace", probe, namespace, false, false},
+		{"dry-run probe pod in an opted-in namespace", probe, "team-a", true, false},
+		{"dry-run plain pod in the release namespace", plainPod("app", nil), namespace, true, false},
+	} {
+		if got := sentAs(t, w, tc.pod, tc.ns, nsLabels(tc.ns, optIn), tc.dryRun); got != tc.want {
+			t.Errorf("probe entry, %s: sent=%v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
 
@@ -718,7 +769,7 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 	// The webhook itself: only its serving Secret, by name (never the CA
 	// Secret), and never writes.
 	for where, rules := range roles {
-		if strings.Contains(where, "-certs") || strings.HasSuffix(where, "-cleanup") {
+		if strings.Contains(where, "-certs") || strings.HasSuffix(where, "-cleanup") || strings.HasSuffix(where, "-admission-check") {
 			continue
 		}
 		for _, rule := range rules {
@@ -731,6 +782,15 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 				}
 			}
 		}
+	}
+	// The admission check hook: create pods (it only dry-runs them) in the
+	// release namespace, nothing else, and no ClusterRole.
+	check := roles["Role/"+namespace+"/"+release+"-admission-check"]
+	if len(check) != 1 || !slices.Equal(check[0].Resources, []string{"pods"}) || !slices.Equal(check[0].Verbs, []string{"create"}) {
+		t.Errorf("admission check Role %+v, want one rule: pods create", check)
+	}
+	if _, ok := roles["ClusterRole/"+release+"-admission-check"]; ok {
+		t.Error("admission check has a ClusterRole")
 	}
 	// DNS discovery only GETs the one Service (webhook/discovery.go).
 	disc := roles["Role/kube-system/"+release+"-dns-discovery"]
@@ -807,6 +867,13 @@ func TestCertificateController(t *testing.T) {
 	for _, j := range all[*batchv1.Job](r) {
 		if hooks(j.ObjectMeta) != "pre-delete" {
 			t.Errorf("job %s (%s): only the pre-delete cleanup Job is expected", j.Name, hooks(j.ObjectMeta))
+		}
+	}
+	// The admission check runs once the install is done and only reads what
+	// it produced (certificates never come from an install hook).
+	for _, p := range all[*corev1.Pod](r) {
+		if want := map[string]string{release + "-admission-check": "post-install", release + "-test-dns": "test"}[p.Name]; hooks(p.ObjectMeta) != want {
+			t.Errorf("pod %s: hooks %q, want %q", p.Name, hooks(p.ObjectMeta), want)
 		}
 	}
 	// Other modes: no controller, no --tls-secret.
@@ -930,6 +997,9 @@ func TestValuesReachTheManifests(t *testing.T) {
 	}
 	// In sidecar mode the helm test checks for the 127.0.0.1 nameserver.
 	for _, p := range all[*corev1.Pod](r) {
+		if hooks(p.ObjectMeta) != "test" {
+			continue
+		}
 		if s := strings.Join(p.Spec.Containers[0].Args, ""); !strings.Contains(s, "127.0.0.1") || !strings.Contains(s, "corp\\.example") {
 			t.Errorf("sidecar-mode test script does not check 127.0.0.1 and the search path:\n%s", s)
 		}

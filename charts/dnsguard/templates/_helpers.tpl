@@ -302,3 +302,26 @@ webhook's nodeLocal.address take them. */}}
 {{- .Values.nodeCache.address -}}
 {{- with .Values.nodeCache.ipv6Address }},{{ . }}{{ end -}}
 {{- end }}
+
+{{/*
+The webhook configuration's clientConfig, shared by its entries.
+*/}}
+{{- define "dnsguard.webhookClientConfig" -}}
+{{- if .Values.webhookConfiguration.url }}
+url: {{ .Values.webhookConfiguration.url | quote }}
+{{- else }}
+service:
+  name: {{ include "dnsguard.fullname" . }}
+  namespace: {{ .Release.Namespace }}
+  path: /mutate
+  port: {{ .Values.service.port }}
+{{- end }}
+{{- if eq .Values.certificates.mode "provided" }}
+caBundle: {{ .Values.certificates.caBundle | b64enc }}
+{{- end }}
+{{- /* controller mode: the certificate controller writes caBundle. It
+is left out here so Helm's three-way merge keeps the live value on
+upgrade; if anything empties it all the same (kubectl apply of rendered
+manifests), the controller's watch sees it and writes it back within
+seconds. certManager mode: the cainjector fills it. */}}
+{{- end }}
