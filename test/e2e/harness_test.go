@@ -213,26 +213,6 @@ func poll(ctx context.Context, timeout time.Duration, cond func(ctx context.Cont
 	return wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, cond)
 }
 
-// firstNameserverAfterRollout waits (bounded) until a server-side dry run of
-// pod in ns is admitted with want as first nameserver, and returns how long
-// that took and the last nameservers seen. A rollout that kubectl reports
-// complete still has old replicas draining: they answer (with the old
-// configuration) until every API server and kube-proxy has dropped their
-// endpoints, so a pod created at once may get the previous settings.
-func firstNameserverAfterRollout(ctx context.Context, ns string, pod *corev1.Pod, want string, timeout time.Duration) (time.Duration, []string, error) {
-	start := time.Now()
-	var got []string
-	err := poll(ctx, timeout, func(ctx context.Context) (bool, error) {
-		servers, err := dryRunNameservers(ctx, ns, pod)
-		if err != nil || servers == nil {
-			return false, nil
-		}
-		got = servers
-		return len(got) > 0 && got[0] == want, nil
-	})
-	return time.Since(start), got, err
-}
-
 // dryRunNameservers is the dnsConfig nameservers the webhook gives pod in
 // ns: a server-side dry run of its creation (nil without a dnsConfig).
 func dryRunNameservers(ctx context.Context, ns string, pod *corev1.Pod) ([]string, error) {
@@ -244,7 +224,9 @@ func dryRunNameservers(ctx context.Context, ns string, pod *corev1.Pod) ([]strin
 }
 
 // webhookSettled waits (bounded) until no replica but the current ones can
-// admit a pod: the webhook Deployment rolled out, none of its pods
+// admit a pod (a rollout that kubectl reports complete still has old
+// replicas draining: they answer, with the old configuration, until every
+// API server and kube-proxy has dropped their endpoints): the webhook Deployment rolled out, none of its pods
 // terminating (a draining replica still answers the API server through its
 // shutdown delay), and a dnsconfig pod created as a dry run in ns (a
 // labelled namespace) gets want as first nameserver. A scenario that

@@ -263,8 +263,8 @@ func (s *fmState) setup(ctx context.Context) (restore func()) {
 			return restore
 		}
 	}
-	_, got, err := firstNameserverAfterRollout(ctx, nsFaultGuarded, clientPod("fm-dryrun", glibcImage, "dnsconfig", "-n", "1", "127.0.0.1"), nodeLocalIP, 60*time.Second)
-	s.check(err == nil, "the webhook gives dnsconfig pods %s first after enabling the node cache (last: %v)", nodeLocalIP, got)
+	err = webhookSettled(ctx, nsFaultGuarded, nodeLocalIP, 60*time.Second)
+	s.check(err == nil, "the webhook gives dnsconfig pods %s first after enabling the node cache (%v)", nodeLocalIP, err)
 	pods, err := createFaultPods(ctx, "nodelocal", s.runID)
 	s.pods = append(s.pods, pods...)
 	s.check(err == nil, "nodelocal pods created with the mode's nameservers and Ready (%v)", err)

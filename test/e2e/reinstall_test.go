@@ -111,8 +111,10 @@ func c8Reinstall(ctx context.Context, t *testing.T) {
 // admitted unpatched): tried once by hand.
 func c8NoWebhookFails(ctx context.Context, t *testing.T) {
 	t.Helper()
-	args := append(installArgs("install"),
-		"--set", "webhookConfiguration.url=https://127.0.0.1:9/mutate", "--set", "admissionCheck.timeout=5s")
+	// No --wait: the hook runs once the objects exist, as it does for a
+	// user who installs without --wait.
+	args := append(append([]string{"install", release}, chartArgs()...), "--namespace", releaseNS, "--timeout", "2m",
+		"--set", "webhookConfiguration.url=https://127.0.0.1:9/mutate", "--set", "admissionCheck.timeout=3s")
 	started := time.Now()
 	out, err := tool(ctx, "helm", args...)
 	t.Logf("install with an unreachable webhook: %.1fs, helm said: %s", time.Since(started).Seconds(), lastLine(out))
