@@ -51,15 +51,15 @@ func c8Reinstall(ctx context.Context, t *testing.T) {
 		t.Errorf("helm install --wait after uninstall took %.1fs; want under 30 s (the old controller's Lease left held?)", took.Seconds())
 	}
 	// Dry-run admissions from the moment --wait returned, every 200 ms for
-	// 15 s (75 at most): every one must be patched. Deployments Ready is
-	// not enough for that: before the chart's admission check hook, the
-	// first patched admission came 0.01-0.43 s after --wait returned, and
-	// once 3.50 s (kube-proxy programming the new Service's endpoints on a
-	// loaded node, 1 run in 7). The hook's negative control is
+	// 8 s (40 at most): every one must be patched. Deployments Ready is not
+	// enough for that: before the chart's admission check hook, the first
+	// patched admission came 0.01-0.43 s after --wait returned, and once
+	// (1 run in 7) 3.50 s, kube-proxy programming the new Service's
+	// endpoints on a loaded node. The hook's negative control is
 	// c8NoWebhookFails.
 	var first, lastUnpatched time.Duration = -1, -1
 	var unpatchedAfter, n int
-	for time.Since(returned) < 15*time.Second && n < 75 {
+	for time.Since(returned) < 8*time.Second && n < 40 {
 		n++
 		p, err := e2e.client.CoreV1().Pods(nsEnabled).Create(ctx, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{GenerateName: "reinstall-"}, Spec: clientSpec(glibcImage),
