@@ -53,7 +53,7 @@ var scenarioTitles = []struct{ id, title string }{
 	{"n1", "two nodes: kubectl drain of the node with one webhook replica (one per node) while pods are created at 20/s and a second eviction is tried: 0 unpatched, 0 failed, the PDB refuses, never both replicas down"},
 	{"d1", "dual-stack: kube-dns dual-stack in place, then IPv6 only; the webhook's nameservers from its clusterIPs, the sidecar on 127.0.0.1, the node cache on 169.254.20.10 and fd00::10 in one process, glibc and musl A+AAAA through default, dnsconfig, sidecar and node-local with IPv6 nameservers"},
 	{"c7", "helm upgrade keeps pods patched; helm uninstall leaves nothing the README does not mention"},
-	{"c8", "helm install right after helm uninstall: no certificate Secret left behind, pods patched from the moment install --wait returns"},
+	{"c8", "helm install right after helm uninstall: no certificate Secret left behind, pods patched from the moment install --wait returns (the admission check hook), and an install whose webhook is unreachable fails in that hook"},
 	{"u1", "upgrade from the previous release (CHANGELOG.md, built from its commit) under pod creation and node-cache lookups, then helm rollback: 0 unpatched, CA kept, 0 failed lookups"},
 	{"m1", "fault matrix on the node: 2 % loss, upstream 1,024 pkt/s, CoreDNS and node cache rollouts, upstream outage; four modes × glibc/musl × per-lookup/long-lived (docs/fault-matrix.md)"},
 	{"r1", "race lab on the node: emulated insert_failed on kube-proxy's DNAT to CoreDNS, glibc/musl pods in each mode (docs/race-lab-cluster.md)"},
