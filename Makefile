@@ -8,7 +8,18 @@ SHELL := /bin/bash
 GO      ?= go
 BIN     := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
-export GOFLAGS ?= -mod=mod
+# One set of compiler inputs for every Go command of this module (vet, the
+# tests, the test binaries, bin/ and the release's linux/amd64 build): no
+# cgo (nothing here uses it; the shipped binaries are static) and -trimpath
+# (what the release needs for reproducible binaries). Each variant compiles
+# every dependency once more: cold (an empty GOCACHE, modules downloaded,
+# at 4a3780c), `go vet -tags e2e,root,chart,faults,apiserver ./...`, then
+# `go test -run XXX_NONE ./...`, then `go build ./cmd/webhook ./cmd/resolver
+# ./cmd/certs` took 352 + 84 + 225 s with the old mix (cgo for vet and the
+# tests, CGO_ENABLED=0 -trimpath for bin/) and 389 + 84 + 1 s with one set;
+# the build cache held 2.4 GB, then 1.4 GB.
+export GOFLAGS ?= -mod=mod -trimpath
+export CGO_ENABLED ?= 0
 
 LDFLAGS_STATIC   := -s -w
 CMDS             := webhook resolver certs
@@ -22,7 +33,7 @@ build: $(addprefix $(BIN)/,$(CMDS))
 
 $(BIN)/%: FORCE
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS_STATIC)' -o $@ ./cmd/$*
+	$(GO) build -ldflags '$(LDFLAGS_STATIC)' -o $@ ./cmd/$*
 
 FORCE:
 
@@ -80,7 +91,7 @@ lint:
 ## unit: Go unit, golden and fuzz-seed tests
 unit:
 	$(GO) test -count=1 ./...
-	cd hack/imagebuild && GOFLAGS= $(GO) test -count=1 ./...
+	cd hack/imagebuild && GOFLAGS=-trimpath $(GO) test -count=1 ./...
 
 ## curl-test: the real webhook binary over HTTPS, driven by curl and checked with jq
 curl-test: build
@@ -184,7 +195,7 @@ release:
 
 ## release-test: make release twice (same digests), then the release inspected, published to a loopback registry and verified with cosign, negative controls included (run under the net lock)
 release-test:
-	cd hack/imagebuild && GOFLAGS= $(GO) test -tags releasetest -count=1 -v -timeout 20m ./releasetest
+	cd hack/imagebuild && GOFLAGS=-trimpath $(GO) test -tags releasetest -count=1 -v -timeout 20m ./releasetest
 
 clean:
 	rm -rf $(BIN)/webhook $(BIN)/resolver $(BIN)/certs

@@ -46,5 +46,5 @@ echo "lint: staticcheck $STATICCHECK_VERSION"
 # hack/imagebuild is a module of its own (go-containerregistry stays out of
 # the product's go.mod), so ./... above does not reach it.
 echo "lint: hack/imagebuild (go vet, staticcheck)"
-(cd hack/imagebuild && GOFLAGS= go vet -tags releasetest ./... && GOFLAGS= "$BIN/staticcheck" -tags releasetest ./...)
+(cd hack/imagebuild && GOFLAGS=-trimpath go vet -tags releasetest ./... && GOFLAGS= "$BIN/staticcheck" -tags releasetest ./...)
 echo "lint: gofmt, go vet and staticcheck clean"

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,11 +26,16 @@ import (
 	"github.com/dnsguard/dnsguard/test/internal/harness"
 )
 
-// repoRoot is where bin/ lives (tests run in test/faults).
+// repoRoot is where bin/ lives: go test runs a package's tests in its
+// directory, test/faults. (Not runtime.Caller: under -trimpath, which the
+// Makefile sets, it names the import path, not the file.)
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
 }
 
 func binPath(t *testing.T, name string) string {
