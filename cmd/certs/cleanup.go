@@ -48,6 +48,7 @@ func runCleanup(args []string) error {
 	deployment := fs.String("controller-deployment", "", "the certificate controller's Deployment, scaled to 0 before its Secrets are deleted (empty: none)")
 	lease := fs.String("lease-name", "", "the controller's leader election Lease: waited for until released (or expired), then deleted (empty: none)")
 	leaseWait := fs.Duration("lease-wait", 30*time.Second, "longest wait for the controller to release its Lease; the hook goes on after it (the Lease is deleted anyway)")
+	admissionCheck := fs.String("admission-check-name", "", "the admission check hook's Pod, ServiceAccount, Role and RoleBinding, deleted when a failed install left them (empty: none)")
 	timeout := fs.Duration("timeout", time.Minute, "overall deadline")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -63,7 +64,7 @@ func runCleanup(args []string) error {
 		ns = podNamespace()
 	}
 	names := splitList(*secrets)
-	if (len(names) > 0 || *deployment != "" || *lease != "") && ns == "" {
+	if (len(names) > 0 || *deployment != "" || *lease != "" || *admissionCheck != "") && ns == "" {
 		return fmt.Errorf("--namespace is required outside a pod")
 	}
 	restCfg, err := restConfig(*kubeconfig)
@@ -79,7 +80,7 @@ func runCleanup(args []string) error {
 	defer cancel()
 	return cleanup(ctx, client, cleanupTargets{
 		webhookConfig: *webhookConfig, namespace: ns, secrets: names,
-		deployment: *deployment, lease: *lease, leaseWait: *leaseWait,
+		deployment: *deployment, lease: *lease, leaseWait: *leaseWait, admissionCheck: *admissionCheck,
 	}, slog.New(slog.NewJSONHandler(os.Stderr, nil)))
 }
 
@@ -91,6 +92,11 @@ type cleanupTargets struct {
 	deployment    string
 	lease         string
 	leaseWait     time.Duration
+	// admissionCheck names the post-install hook's objects: Helm deletes
+	// them when the hook succeeds, keeps them (for their log) when it fails,
+	// and never tracks them in the release, so an uninstall after a failed
+	// install would leave them behind.
+	admissionCheck string
 }
 
 // cleanup deletes the webhook configuration, stops the controller and waits
@@ -133,6 +139,26 @@ func cleanup(ctx context.Context, client kubernetes.Interface, t cleanupTargets,
 		case apierrors.IsNotFound(err):
 		default:
 			return fmt.Errorf("delete lease %s/%s: %w", ns, t.lease, err)
+		}
+	}
+	if n := t.admissionCheck; n != "" {
+		for _, o := range []struct {
+			kind string
+			del  func(context.Context, string, metav1.DeleteOptions) error
+		}{
+			{"pod", client.CoreV1().Pods(ns).Delete},
+			{"rolebinding", client.RbacV1().RoleBindings(ns).Delete},
+			{"role", client.RbacV1().Roles(ns).Delete},
+			{"serviceaccount", client.CoreV1().ServiceAccounts(ns).Delete},
+		} {
+			err := o.del(ctx, n, metav1.DeleteOptions{})
+			switch {
+			case err == nil:
+				log.Info("deleted a failed admission check's "+o.kind, o.kind, ns+"/"+n)
+			case apierrors.IsNotFound(err):
+			default:
+				return fmt.Errorf("delete %s %s/%s: %w", o.kind, ns, n, err)
+			}
 		}
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
@@ -59,7 +60,7 @@ func releaseOnScale(client *fake.Clientset, release bool) {
 func TestCleanup(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	targets := cleanupTargets{webhookConfig: "dnsguard", namespace: "dg", secrets: []string{"dnsguard-tls", "dnsguard-ca"},
-		deployment: "dnsguard-certs", lease: "dnsguard-certs", leaseWait: 2 * time.Second}
+		deployment: "dnsguard-certs", lease: "dnsguard-certs", leaseWait: 2 * time.Second, admissionCheck: "dnsguard-admission-check"}
 	for _, tc := range []struct {
 		name       string
 		lease      *coordinationv1.Lease
@@ -79,6 +80,12 @@ func TestCleanup(t *testing.T) {
 				&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: "dg"}},
 				&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "dnsguard-certs", Namespace: "dg"}, Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1)}},
 				tc.lease,
+				// What a failed admission check hook leaves.
+				&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "dnsguard-admission-check", Namespace: "dg"}},
+				&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "dnsguard-admission-check", Namespace: "dg"}},
+				&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "dnsguard-admission-check", Namespace: "dg"}},
+				&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "dnsguard-admission-check", Namespace: "dg"}},
+				&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: "dg"}},
 			)
 			releaseOnScale(client, tc.releases)
 			start := time.Now()
@@ -98,7 +105,8 @@ func TestCleanup(t *testing.T) {
 				}
 			}
 			want := []string{"delete mutatingwebhookconfigurations", "update deployments/scale",
-				"delete secrets", "delete secrets", "delete leases"}
+				"delete secrets", "delete secrets", "delete leases",
+				"delete pods", "delete rolebindings", "delete roles", "delete serviceaccounts"}
 			if len(order) != len(want) {
 				t.Fatalf("actions %v, want %v", order, want)
 			}
@@ -115,6 +123,12 @@ func TestCleanup(t *testing.T) {
 			}
 			if _, err := client.CoreV1().Secrets("dg").Get(ctx, "other", metav1.GetOptions{}); err != nil {
 				t.Errorf("an unnamed Secret was touched: %v", err)
+			}
+			if _, err := client.CoreV1().ServiceAccounts("dg").Get(ctx, "dnsguard-admission-check", metav1.GetOptions{}); err == nil {
+				t.Error("the failed admission check's ServiceAccount not deleted")
+			}
+			if _, err := client.CoreV1().Pods("dg").Get(ctx, "app", metav1.GetOptions{}); err != nil {
+				t.Errorf("an unnamed Pod was touched: %v", err)
 			}
 			// Second run: everything already gone, and quick.
 			start = time.Now()

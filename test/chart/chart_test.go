@@ -1194,6 +1194,25 @@ func TestUninstallDeletesWebhookConfigurationFirst(t *testing.T) {
 					t.Errorf("cleanup args %q: %s present = %v, want %v", args, a, strings.Contains(args, a), tc.secrets != "")
 				}
 			}
+			// What a failed admission check hook left goes too, by name.
+			check := release + "-admission-check"
+			if !strings.Contains(args, "--admission-check-name="+check) {
+				t.Errorf("cleanup args %q lack --admission-check-name=%s", args, check)
+			}
+			var role *rbacv1.Role
+			for _, ro := range all[*rbacv1.Role](r) {
+				if ro.Name == job.Spec.Template.Spec.ServiceAccountName {
+					role = ro
+				}
+			}
+			if role == nil {
+				t.Fatal("no cleanup Role")
+			}
+			for _, res := range []string{"pods", "serviceaccounts", "roles", "rolebindings"} {
+				if g := grants(role.Rules, res, "delete"); len(g) != 1 || !slices.Equal(g[0].ResourceNames, []string{check}) {
+					t.Errorf("cleanup may delete %s %+v, want only %s", res, g, check)
+				}
+			}
 			sa := job.Spec.Template.Spec.ServiceAccountName
 			var cr *rbacv1.ClusterRole
 			for _, c := range all[*rbacv1.ClusterRole](r) {

@@ -100,6 +100,7 @@ func c8Reinstall(ctx context.Context, t *testing.T) {
 	if _, err := tool(ctx, "helm", "uninstall", release, "-n", releaseNS, "--wait", "--timeout", "3m"); err != nil {
 		t.Fatalf("helm uninstall after the failed install: %v", err)
 	}
+	c8HookObjectsGone(ctx, t)
 	// Later tests install on their own and must find nothing either.
 	noCertSecrets(ctx, t, "after the failed install's uninstall")
 }
@@ -126,11 +127,23 @@ func c8NoWebhookFails(ctx context.Context, t *testing.T) {
 	if want := "admitted unchanged: the API server did not reach the webhook"; lerr != nil || !strings.Contains(logs, want) {
 		t.Errorf("the failed hook's log (%v) does not say %q:\n%s", lerr, want, logs)
 	}
-	// A failed hook's objects stay for the user to read; remove them so
-	// that the uninstall leaves nothing.
-	if _, err := tool(ctx, "kubectl", "delete", "-n", releaseNS, "--wait", "pod,serviceaccount,role,rolebinding",
-		"-l", "app.kubernetes.io/instance="+release+",app.kubernetes.io/component=admission-check"); err != nil {
-		t.Errorf("delete the failed hook's objects: %v", err)
+}
+
+// c8HookObjectsGone: a failed hook's Pod and RBAC stay for the user to read
+// (Helm does not track them in the release); the uninstall's cleanup hook
+// deletes them by name. Negative control (run once): without
+// --admission-check-name in the chart's cleanup Job, all four were left.
+func c8HookObjectsGone(ctx context.Context, t *testing.T) {
+	t.Helper()
+	var out string
+	err := poll(ctx, 30*time.Second, func(ctx context.Context) (bool, error) {
+		var err error
+		out, err = tool(ctx, "kubectl", "get", "-n", releaseNS, "pod,serviceaccount,role,rolebinding", "-o", "name",
+			"-l", "app.kubernetes.io/instance="+release+",app.kubernetes.io/component=admission-check")
+		return err == nil && strings.TrimSpace(out) == "", nil
+	})
+	if err != nil {
+		t.Errorf("30 s after the uninstall of the failed install, the admission check hook's objects are left: %s", out)
 	}
 }
 
