@@ -131,8 +131,11 @@ func c8NoWebhookFails(ctx context.Context, t *testing.T) {
 
 // c8HookObjectsGone: a failed hook's Pod and RBAC stay for the user to read
 // (Helm does not track them in the release); the uninstall's cleanup hook
-// deletes them by name. Negative control (run once): without
-// --admission-check-name in the chart's cleanup Job, all four were left.
+// deletes them by name. Negative control (run once, at 1e93b3b): without
+// --admission-check-name in the chart's cleanup Job, c8 failed here with
+// the Pod left (Helm 3.22 removed the hook's ServiceAccount, Role and
+// RoleBinding itself; the cleanup deletes those too, by name, for Helm
+// versions that keep them).
 func c8HookObjectsGone(ctx context.Context, t *testing.T) {
 	t.Helper()
 	var out string
