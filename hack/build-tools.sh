@@ -13,6 +13,7 @@
 #   cosign                                    hack/tools/cosign (v2): signs and verifies releases
 #   registry                                  hack/tools/registry (distribution v3): the e2e's loopback registry
 #   promtool                                  hack/tools/promtool (Prometheus): the chart's rule tests
+#   staticcheck                               go install honnef.co/go/tools/cmd/staticcheck: make lint
 #
 # The cache ($DNSGUARD_TOOLS_CACHE, default ~/.cache/dnsguard-tools) holds one
 # directory per binary and stamp; the stamp hashes the module's go.mod/go.sum
@@ -35,6 +36,7 @@ K8S_MINOR=37
 K8S_OLDEST_VERSION=v1.29.6
 K8S_OLDEST_MINOR=29
 HELM_VERSION=v3.22.0
+STATICCHECK_VERSION=v0.8.2
 mkdir -p "$BIN" "$CACHE"
 
 # The version ldflags matter: without them the components report v0.0.0 and
@@ -150,28 +152,30 @@ build() {
 	log "built ${names[*]} in $(($(date +%s) - start))s"
 }
 
-build_helm() {
-	[[ -n ${WANT[helm]:-} || ${#WANT[@]} -eq 0 ]] || return 0
+# build_install NAME VERSION LDFLAGS PKG: a command built by `go install
+# PKG@VERSION` (its module's own go.mod, not hack/tools), cached by version.
+build_install() {
+	local name=$1 version=$2 ldflags=$3 pkg=$4
+	[[ -n ${WANT[$name]:-} || ${#WANT[@]} -eq 0 ]] || return 0
 	local st dir
-	st=$(stamp "helm $HELM_VERSION" "$HELM_LDFLAGS")
-	dir=$CACHE/helm/$st
-	if [[ ! -x $dir/helm ]]; then
+	st=$(stamp "$name $version" "$ldflags")
+	dir=$CACHE/$name/$st
+	if [[ ! -x $dir/$name ]]; then
 		local lock
 		exec {lock}>"$CACHE/.lock-$st"
 		flock "$lock"
-		if [[ ! -x $dir/helm ]]; then
-			log "building helm $HELM_VERSION (about a minute cold)"
+		if [[ ! -x $dir/$name ]]; then
+			log "building $name $version"
 			mkdir -p "$dir/.tmp"
 			# Installed beside, then moved: a waiting caller never links a
 			# half-written binary.
-			GOBIN="$dir/.tmp" GOFLAGS= GOWORK=off CGO_ENABLED=0 go install -trimpath -ldflags "$HELM_LDFLAGS" \
-				"helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-			mv -f "$dir/.tmp/helm" "$dir/helm"
+			GOBIN="$dir/.tmp" GOFLAGS= GOWORK=off CGO_ENABLED=0 go install -trimpath -ldflags "$ldflags" "$pkg@$version"
+			mv -f "$dir/.tmp/$name" "$dir/$name"
 			rm -rf "$dir/.tmp"
 		fi
 		exec {lock}>&-
 	fi
-	link helm "$dir"
+	link "$name" "$dir"
 }
 
 declare -A WANT=()
@@ -182,7 +186,9 @@ total=$(date +%s)
 # promtool), quota-test (etcd, the API server), release-test (cosign,
 # registry), compat-test (the oldest API server), then what only the e2e
 # runs.
-build_helm
+build_install helm "$HELM_VERSION" "$HELM_LDFLAGS" helm.sh/helm/v3/cmd/helm
+# make lint's; cached here like the others instead of rebuilt in every clone.
+build_install staticcheck "$STATICCHECK_VERSION" "-s -w" honnef.co/go/tools/cmd/staticcheck
 build hack/tools/promtool "remove_all_sd" "-s -w" promtool=github.com/prometheus/prometheus/cmd/promtool
 build hack/tools/etcd "" "-s -w" etcd=.
 # The API server before the other components: most of what they need is

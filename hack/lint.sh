@@ -2,8 +2,9 @@
 # make lint: gofmt, go vet and staticcheck over the module; fails listing
 # what is wrong.
 #
-# staticcheck is built from the Go module proxy into ./bin at a pinned
-# version (the first run takes a minute, later runs reuse it).
+# staticcheck is built from the Go module proxy at a pinned version into the
+# tool cache (hack/build-tools.sh; the first run takes a minute, every later
+# run and clone reuses it).
 #
 # govulncheck is deliberately not run: it needs the Go vulnerability
 # database, which is served from its own host, not from the module proxy,
@@ -16,7 +17,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
-STATICCHECK_VERSION=v0.8.2
 
 echo "lint: gofmt"
 unformatted=$(find . -name '*.go' -not -path './bin/*' -not -path './.cache/*' -print0 | xargs -0 -r gofmt -l)
@@ -29,16 +29,9 @@ fi
 echo "lint: go vet"
 go vet -tags e2e,root,chart,faults,apiserver ./...
 
-# Captured, not piped to grep -q: with pipefail an early grep exit fails.
-have=$([ -x "$BIN/staticcheck" ] && "$BIN/staticcheck" -version 2>/dev/null || true)
-if [[ "$have" != *"(${STATICCHECK_VERSION#v})"* ]]; then
-  echo "lint: building staticcheck $STATICCHECK_VERSION into bin/"
-  mkdir -p "$BIN"
-  # GOFLAGS cleared: the Makefile's -mod=mod is for this module, not for
-  # go install pkg@version.
-  GOBIN=$BIN GOFLAGS= CGO_ENABLED=0 go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
-fi
-echo "lint: staticcheck $STATICCHECK_VERSION"
+# From the tool cache (hack/build-tools.sh, keyed by version), linked into bin/.
+./hack/build-tools.sh staticcheck
+echo "lint: staticcheck"
 # With the build tags of the suites that run real binaries or need root, so
 # their Go code is checked too (no file in the module is excluded by these
 # tags; the "tools" tag only pins commands for go.mod).
