@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -69,14 +70,9 @@ func runAdmissionCheck(args []string) error {
 	case *inARow < 1:
 		return fmt.Errorf("--in-a-row=%d: must be at least 1", *inARow)
 	}
-	restCfg, err := restConfig(*kubeconfig)
+	client, err := clientset(*kubeconfig, "dnsguard-admission-check")
 	if err != nil {
 		return err
-	}
-	restCfg.UserAgent = "dnsguard-admission-check"
-	client, err := kubernetes.NewForConfig(restCfg)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -97,45 +93,32 @@ func admissionCheck(ctx context.Context, client kubernetes.Interface, o probeOpt
 	start := time.Now()
 	var attempts, streak, unpatched int
 	last := "no probe answered"
-	for {
+	err := wait.PollUntilContextCancel(ctx, o.interval, true, func(ctx context.Context) (bool, error) {
 		attempts++
 		p, err := client.CoreV1().Pods(o.namespace).Create(ctx, probePod(o.image), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if ctx.Err() != nil {
-			break
+			return false, ctx.Err() // the deadline, not the API server's answer
 		}
-		if seen, ok := probeVerdict(p, err); ok {
-			streak++
-		} else {
+		seen, ok := probeVerdict(p, err)
+		if !ok {
 			streak = 0
 			unpatched++
 			if seen != last {
 				log.Info("probe pod not patched yet", "after", time.Since(start).Round(time.Millisecond).String(), "saw", seen)
 			}
 			last = seen
+			return false, nil
 		}
-		if streak >= o.inARow {
-			log.Info("the API server sends pods through the webhook", "after", time.Since(start).Round(time.Millisecond).String(),
-				"probes", attempts, "unpatched", unpatched)
-			return nil
-		}
-		if !pause(ctx, o.interval) {
-			break
-		}
+		streak++
+		return streak >= o.inARow, nil
+	})
+	if err != nil {
+		return fmt.Errorf("no probe pod came back patched %d times in a row within %s (%d probes): the last one was %s",
+			o.inARow, time.Since(start).Round(time.Second), attempts, last)
 	}
-	return fmt.Errorf("no probe pod came back patched %d times in a row within %s (%d probes): the last one was %s",
-		o.inARow, time.Since(start).Round(time.Second), attempts, last)
-}
-
-// pause waits d; false when ctx ended first.
-func pause(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	log.Info("the API server sends pods through the webhook", "after", time.Since(start).Round(time.Millisecond).String(),
+		"probes", attempts, "unpatched", unpatched)
+	return nil
 }
 
 // probeVerdict: ok when the API server returned the pod with the webhook's

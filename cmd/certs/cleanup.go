@@ -67,14 +67,9 @@ func runCleanup(args []string) error {
 	if (len(names) > 0 || *deployment != "" || *lease != "" || *admissionCheck != "") && ns == "" {
 		return fmt.Errorf("--namespace is required outside a pod")
 	}
-	restCfg, err := restConfig(*kubeconfig)
+	client, err := clientset(*kubeconfig, "dnsguard-certs-cleanup")
 	if err != nil {
 		return err
-	}
-	restCfg.UserAgent = "dnsguard-certs-cleanup"
-	client, err := kubernetes.NewForConfig(restCfg)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()

@@ -162,13 +162,9 @@ func runController(args []string) error {
 	o.cfg.Logger = log
 	var client kubernetes.Interface
 	if o.cfg.SecretName != "" || o.cfg.WebhookConfigName != "" {
-		restCfg, err := restConfig(o.kubeconfig)
-		if err != nil {
+		var err error
+		if client, err = clientset(o.kubeconfig, "dnsguard-certs-controller"); err != nil {
 			return err
-		}
-		restCfg.UserAgent = "dnsguard-certs-controller"
-		if client, err = kubernetes.NewForConfig(restCfg); err != nil {
-			return fmt.Errorf("kubernetes client: %w", err)
 		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strings"
 
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -85,6 +86,21 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 		return nil, fmt.Errorf("no in-cluster config and no usable kubeconfig: %w", err)
 	}
 	return c, nil
+}
+
+// clientset is a Kubernetes client from restConfig that names itself with
+// userAgent in the API server's logs and audit events.
+func clientset(kubeconfig, userAgent string) (kubernetes.Interface, error) {
+	c, err := restConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	c.UserAgent = userAgent
+	client, err := kubernetes.NewForConfig(c)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return client, nil
 }
 
 // podNamespace reads the namespace of the pod's ServiceAccount token.
